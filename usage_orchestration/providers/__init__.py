@@ -1,0 +1,1 @@
+"""Provider clients: request, paginate, parse (pydantic), normalize. No Dagster imports here."""

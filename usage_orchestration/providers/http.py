@@ -1,0 +1,360 @@
+"""The shared HTTP policy of every provider client.
+
+Timeouts on every request; retries only for what is retryable (429, 5xx, connection errors,
+timeouts, and in-band errors a client marks retryable) with ``Retry-After`` honoured (seconds or
+HTTP date) under a cap and no sleep after the last attempt; a proactive request budget shared
+across processes; pagination guards; and errors that name provider, account, window and status
+while never carrying a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from filelock import FileLock
+
+# httpx logs every request URL at INFO; some URLs (a Slack webhook) are secrets themselves.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+DEFAULT_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ProviderError(Exception):
+    """A request to a provider failed. The message names provider, account, window and status."""
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        account: str | None = None,
+        endpoint: str | None = None,
+        window: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.provider = provider
+        self.account = account
+        self.endpoint = endpoint
+        self.window = window
+        self.status = status
+        self.retryable = retryable
+        self.detail = message
+        parts = [provider]
+        if account:
+            parts.append(f"account {account}")
+        if window:
+            parts.append(f"window {window}")
+        where = ", ".join(parts)
+        status_txt = f"HTTP {status} " if status is not None else ""
+        endpoint_txt = f"from {endpoint}" if endpoint else ""
+        head = f"{status_txt}{endpoint_txt}".strip()
+        super().__init__(f"{where}: {head + ': ' if head else ''}{message}")
+
+
+class ProviderResponseError(ProviderError):
+    """A provider answered 2xx with a body that does not follow its contract."""
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent
+    or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    retry_after_cap_s: float = 60.0
+    jitter: bool = True
+
+    def backoff_s(self, attempt: int) -> float:
+        """Delay after failed attempt number ``attempt`` (1-based), exponential and capped."""
+        delay = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
+        if self.jitter:
+            delay *= 0.5 + random.random() / 2  # noqa: S311 - spreading retries, not security
+        return delay
+
+    def delay_s(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap_s)
+        return self.backoff_s(attempt)
+
+
+class RequestBudget(Protocol):
+    """Blocks until one more request may be sent under the provider's rate limit."""
+
+    def acquire(self) -> float:
+        """Take one request slot; return the seconds spent waiting for it."""
+        ...
+
+
+class UnlimitedBudget:
+    def acquire(self) -> float:
+        return 0.0
+
+
+class SharedRateBudget:
+    """A sliding-window limit of ``max_requests`` per ``per_seconds``, shared by every process
+    that uses the same ``path``: the send times live in a small JSON file under a file lock.
+
+    Concurrent Dagster runs (each its own process) therefore share one budget per provider
+    account, so together they stay under the provider's documented limit.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        max_requests: int,
+        per_seconds: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_requests < 1 or per_seconds <= 0:
+            raise ValueError("a request budget needs max_requests >= 1 and per_seconds > 0")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_requests = max_requests
+        self.per_seconds = per_seconds
+        self._lock = FileLock(str(self.path) + ".lock")
+        self._clock = clock
+        self._sleep = sleep
+
+    def _read(self) -> list[float]:
+        try:
+            data = json.loads(self.path.read_text() or "[]")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+        return [float(x) for x in data if isinstance(x, int | float)]
+
+    def acquire(self) -> float:
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                sent = [t for t in self._read() if t > now - self.per_seconds]
+                if len(sent) < self.max_requests:
+                    sent.append(now)
+                    self.path.write_text(json.dumps(sent))
+                    return waited
+                wait = min(sent) + self.per_seconds - now
+            wait = max(wait, 0.001)
+            self._sleep(wait)
+            waited += wait
+
+
+@dataclass
+class HttpStats:
+    requests: int = 0
+    retries: int = 0
+    budget_wait_s: float = 0.0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+class PageGuard:
+    """Fails loudly on a repeated cursor/offset and on more pages than ``max_pages``."""
+
+    def __init__(self, provider: str, max_pages: int, *, account: str | None, window: str | None):
+        self.provider = provider
+        self.max_pages = max_pages
+        self.account = account
+        self.window = window
+        self._seen: set[Any] = set()
+
+    def visit(self, token: Any) -> None:
+        if token in self._seen:
+            raise ProviderResponseError(
+                self.provider,
+                f"pagination repeated the cursor/offset {token!r}; refusing to loop",
+                account=self.account,
+                window=self.window,
+            )
+        if len(self._seen) >= self.max_pages:
+            raise ProviderResponseError(
+                self.provider,
+                f"more than {self.max_pages} pages for one request window; raise max_pages "
+                "or narrow the window",
+                account=self.account,
+                window=self.window,
+            )
+        self._seen.add(token)
+
+    @property
+    def pages(self) -> int:
+        return len(self._seen)
+
+
+def _error_message(response: httpx.Response) -> str:
+    """A short human message from an error body, whatever its shape."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:300] if text else response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail", "msg"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+            if isinstance(value, list) and value:  # FastAPI-style 422 detail list
+                parts = []
+                for item in value[:5]:
+                    if isinstance(item, dict):
+                        loc = ".".join(str(x) for x in item.get("loc", []))
+                        parts.append(f"{loc}: {item.get('msg', '')}".strip(": "))
+                    else:
+                        parts.append(str(item))
+                return "; ".join(parts)[:300]
+    return json.dumps(body)[:300]
+
+
+class ProviderHttp:
+    """One provider's HTTP session: base URL, fixed headers, timeout, retries, request budget."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        budget: RequestBudget | None = None,
+        retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
+        transport: httpx.BaseTransport | None = None,
+        secrets: Iterable[str] = (),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.provider = provider
+        self.retry = retry or RetryPolicy()
+        self.budget = budget or UnlimitedBudget()
+        self.retry_statuses = frozenset(retry_statuses)
+        self.stats = HttpStats()
+        self._secrets = [s for s in secrets if s]
+        self._sleep = sleep
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers=dict(headers or {}),
+            auth=auth,
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ProviderHttp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json_body: Any = None,
+        account: str | None = None,
+        window: str | None = None,
+        inband_error: Callable[[httpx.Response], tuple[bool, str] | None] | None = None,
+        error_status: Callable[[int], str | None] | None = None,
+    ) -> httpx.Response:
+        """Send with the policy. ``inband_error`` inspects a 2xx response and returns
+        ``(retryable, message)`` when the body itself reports an error (GraphQL)."""
+        endpoint = f"{method} {path}"
+        last: str = ""
+        last_status: int | None = None
+        for attempt in range(1, self.retry.max_attempts + 1):
+            self.stats.budget_wait_s += self.budget.acquire()
+            self.stats.requests += 1
+            retry_after: float | None = None
+            try:
+                response = self._client.request(method, path, params=params, json=json_body)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last, last_status = f"{type(exc).__name__}: {self.redact(str(exc))}", None
+            else:
+                status = response.status_code
+                self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
+                if status in self.retry_statuses:
+                    last, last_status = self.redact(_error_message(response)), status
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                elif status >= 400:
+                    hint = error_status(status) if error_status else None
+                    message = self.redact(_error_message(response))
+                    raise ProviderError(
+                        self.provider,
+                        f"{message}{' (' + hint + ')' if hint else ''}",
+                        account=account,
+                        endpoint=endpoint,
+                        window=window,
+                        status=status,
+                    )
+                else:
+                    verdict = inband_error(response) if inband_error else None
+                    if verdict is None:
+                        return response
+                    retryable, message = verdict
+                    if not retryable:
+                        raise ProviderError(
+                            self.provider,
+                            self.redact(message),
+                            account=account,
+                            endpoint=endpoint,
+                            window=window,
+                            status=status,
+                        )
+                    last, last_status = self.redact(message), status
+            if attempt == self.retry.max_attempts:
+                break  # no sleep after the last attempt
+            self.stats.retries += 1
+            self._sleep(self.retry.delay_s(attempt, retry_after))
+        raise ProviderError(
+            self.provider,
+            f"gave up after {self.retry.max_attempts} attempts; last error: {last}",
+            account=account,
+            endpoint=endpoint,
+            window=window,
+            status=last_status,
+            retryable=True,
+        )

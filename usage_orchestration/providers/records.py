@@ -1,0 +1,56 @@
+"""The normalized provider usage row (FOCUS-aligned names) and per-day fetch coverage."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class UsageRow(BaseModel):
+    """One row per (provider, account, resource, metric, charge period, group)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str  # FOCUS ServiceProviderName, lower-case slug: phala | neon | forge
+    billing_account_id: str  # Phala team, Neon org, Forge developer account/app owner
+    resource_id: str  # Phala app id, Neon project id, Forge app id
+    resource_name: str | None = None
+    sub_account_id: str | None = None  # Forge environment/site ARI, Phala instance
+    metric: str  # provider-native: Phala usage_type, Neon metric_name, Forge resource
+    charge_period_start: datetime  # UTC, inclusive
+    charge_period_end: datetime  # UTC, exclusive
+    usage_date: date  # the partition
+    consumed_quantity: Decimal  # in consumed_unit (billing unit)
+    consumed_unit: str
+    raw_quantity: Decimal  # as the provider reported it
+    raw_unit: str
+    billed_cost: Decimal | None = None  # when the provider reports cost (Phala)
+    billing_currency: str | None = None
+    source_key: str = Field(min_length=1)  # idempotency key within (provider, usage_date)
+    details: str | None = None  # provider details as JSON text
+
+
+class DayCoverage(BaseModel):
+    """Whether (provider, account, day) was fetched. ``unavailable`` days carry a reason and are
+    never written as zero usage."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str
+    account_id: str  # the configured account: Phala app, Neon project/org, Forge app+resource
+    usage_date: date
+    status: Literal["complete", "unavailable"]
+    reason: str | None = None
+    row_count: int = 0
+
+
+class FetchResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[UsageRow]
+    coverage: list[DayCoverage]
+    requests: int = 0
+    retries: int = 0

@@ -1,0 +1,47 @@
+"""The default mapping and rate card: the sandbox's demo data set.
+
+Real deployments replace both in the settings file.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+
+SALES_DASHBOARD = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"
+SUPPORT_BOT = "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb"
+ANALYTICS_WAREHOUSE = "cccccccc-cccc-cccc-cccc-cccccccccccc"
+JIRA_INSIGHTS = "dddddddd-dddd-dddd-dddd-dddddddddddd"
+
+PHALA_APP_SALES = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
+PHALA_APP_SUPPORT = "0fedcba9876543210fedcba9876543210fedcba9"
+
+DEFAULT_MAPPINGS: list[UsageMapping] = [
+    UsageMapping(
+        provider="phala",
+        resource_id=PHALA_APP_SALES,
+        metric="compute",
+        entity_id=SALES_DASHBOARD,
+        entity_type="app",
+        resource_type="app_compute",
+    ),
+    UsageMapping(
+        provider="phala",
+        resource_id=PHALA_APP_SUPPORT,
+        metric="compute",
+        entity_id=SUPPORT_BOT,
+        entity_type="app",
+        resource_type="app_compute",
+    ),
+]
+
+DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
+    "app_compute": RateCardEntry(
+        ledger_unit="second",
+        conversions={"minute": UnitConversion(multiply=Decimal(60))},
+        credits_per_unit=Decimal("0.01"),
+        tolerance_abs=Decimal(60),
+        tolerance_rel=Decimal("0.02"),
+    ),
+}

@@ -1,0 +1,41 @@
+"""Phala Cloud settings (no secrets: the API key comes from PHALA_API_KEY)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_APP_ID = re.compile(r"^[0-9a-f]{40}$")
+
+
+class PhalaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    base_url: str = Field("http://127.0.0.1:8765/phala", description="real: https://cloud-api.phala.com")
+    api_version: str = Field("2026-01-21", description="X-Phala-Version, pinned")
+    app_ids: list[str] = Field(
+        default_factory=lambda: [
+            "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
+            "0fedcba9876543210fedcba9876543210fedcba9",
+        ],
+        description="Hex app ids (40 hex characters, without the CLI's app_ prefix).",
+    )
+    page_size: int = Field(500, ge=1, le=5000, description="limit per request (API max 5000)")
+    max_pages: int = Field(1000, ge=1, description="guard against endless paging per window")
+    timeout_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20)
+    retry_after_cap_s: float = Field(60.0, ge=0)
+
+    @field_validator("app_ids")
+    @classmethod
+    def _hex_ids(cls, ids: list[str]) -> list[str]:
+        for i, app_id in enumerate(ids):
+            if app_id.startswith("app_"):
+                raise ValueError(f"app_ids[{i}] {app_id!r}: drop the 'app_' prefix")
+            if not _APP_ID.match(app_id):
+                raise ValueError(f"app_ids[{i}] {app_id!r} is not 40 lowercase hex characters")
+        if len(set(ids)) != len(ids):
+            raise ValueError("app_ids holds duplicates")
+        return ids

@@ -1,0 +1,1 @@
+"""The tables this project owns (SQLAlchemy Core): schema, partition replace."""

@@ -1,0 +1,87 @@
+"""Tables of the warehouse: provider usage and coverage, and the ledger's daily aggregate.
+
+Money and quantities are NUMERIC (on SQLite, NUMERIC affinity: exact for integers, 15
+significant digits otherwise; on PostgreSQL exact). Other modules add their tables to the same
+``metadata`` (reconciliation and budgets in ``warehouse/analysis_schema.py``, alert outbox in
+``alerts/outbox.py``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+QUANTITY = Numeric(38, 12, asdecimal=True)
+MONEY = Numeric(38, 12, asdecimal=True)
+
+provider_usage = Table(
+    "provider_usage",
+    metadata,
+    Column("provider", String(32), nullable=False),
+    Column("usage_date", Date, nullable=False),
+    Column("source_key", String(512), nullable=False),
+    Column("billing_account_id", String(128), nullable=False),
+    Column("resource_id", String(256), nullable=False),
+    Column("resource_name", String(256)),
+    Column("sub_account_id", String(512)),
+    Column("metric", String(128), nullable=False),
+    Column("charge_period_start", DateTime, nullable=False),
+    Column("charge_period_end", DateTime, nullable=False),
+    Column("consumed_quantity", QUANTITY, nullable=False),
+    Column("consumed_unit", String(64), nullable=False),
+    Column("raw_quantity", QUANTITY, nullable=False),
+    Column("raw_unit", String(64), nullable=False),
+    Column("billed_cost", MONEY),
+    Column("billing_currency", String(8)),
+    Column("list_cost", MONEY),
+    Column("details", Text),
+    Column("entity_id", String(128)),
+    Column("entity_type", String(64)),
+    Column("resource_type", String(64)),
+    Column("load_id", String(64), nullable=False),
+    Column("fetched_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("provider", "usage_date", "source_key", name="pk_provider_usage"),
+)
+
+provider_coverage = Table(
+    "provider_coverage",
+    metadata,
+    Column("provider", String(32), nullable=False),
+    Column("account_id", String(256), nullable=False),
+    Column("usage_date", Date, nullable=False),
+    Column("status", String(16), nullable=False),  # complete | unavailable
+    Column("reason", Text),
+    Column("row_count", Integer, nullable=False),
+    Column("load_id", String(64), nullable=False),
+    Column("fetched_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("provider", "account_id", "usage_date", name="pk_provider_coverage"),
+)
+
+ledger_daily_usage = Table(
+    "ledger_daily_usage",
+    metadata,
+    Column("usage_date", Date, nullable=False),
+    Column("entity_id", String(128), nullable=False),
+    Column("entity_type", String(64), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("unit", String(64), nullable=False),
+    Column("quantity", QUANTITY, nullable=False),
+    Column("credits", MONEY, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("load_id", String(64), nullable=False),
+    PrimaryKeyConstraint(
+        "usage_date", "entity_id", "resource_type", "unit", name="pk_ledger_daily_usage"
+    ),
+)
