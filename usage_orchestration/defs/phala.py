@@ -4,6 +4,8 @@
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
+    Definitions,
+    EnvVar,
     MaterializeResult,
     MetadataValue,
     ResourceParam,
@@ -56,3 +58,10 @@ def phala_usage(
     for t in totals:
         meta[f"quantity_{t['metric']}_{t['consumed_unit']}"] = float(t["quantity"] or 0)
     return MaterializeResult(metadata=meta)
+
+
+def definitions(settings: UsageSettings) -> Definitions:
+    return Definitions(
+        assets=[phala_usage] if settings.phala.enabled else [],
+        resources={"phala_api": PhalaApiResource(api_key=EnvVar("PHALA_API_KEY"))},
+    )

@@ -1,19 +1,37 @@
-"""Assembles assets, checks, jobs, schedules, sensors and resources from the settings."""
+"""Assembles assets, checks, jobs, schedules, sensors and resources from the settings.
+
+Each ``defs/<part>.py`` listed in ``PARTS`` exposes ``definitions(settings) -> Definitions``
+holding its own assets, checks, sensors and the resources only it uses; the resources every part
+shares (``settings``, ``warehouse``) are added here.
+"""
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar
+import importlib
 
-from usage_orchestration.defs.phala import phala_usage
-from usage_orchestration.defs.resources import PhalaApiResource, WarehouseResource
+from dagster import Definitions
+
+from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.settings import UsageSettings
+
+PARTS = ("phala", "neon", "forge", "ledger", "reconcile", "budgets", "alerts", "jobs")
 
 
 def build_definitions(settings: UsageSettings) -> Definitions:
-    assets = [phala_usage]
-    resources = {
-        "settings": settings,
-        "warehouse": WarehouseResource(url=settings.warehouse_url),
-        "phala_api": PhalaApiResource(api_key=EnvVar("PHALA_API_KEY")),
-    }
-    return Definitions(assets=assets, resources=resources)
+    parts = []
+    for name in PARTS:
+        module_name = f"usage_orchestration.defs.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        parts.append(module.definitions(settings))
+    shared = Definitions(
+        resources={
+            "settings": settings,
+            "warehouse": WarehouseResource(url=settings.warehouse_url),
+        }
+    )
+    return Definitions.merge(shared, *parts)

@@ -19,7 +19,9 @@ from usage_orchestration.sandbox.core import json_response
 from usage_orchestration.sandbox.data import rng, stable_id
 
 if TYPE_CHECKING:
+    from usage_orchestration.providers.records import UsageRow
     from usage_orchestration.sandbox.core import Sandbox
+    from usage_orchestration.settings import UsageSettings
 
 _HEX40 = set("0123456789abcdef")
 RATE_COMPUTE_PER_MIN = Decimal("0.0009")  # USD per vCPU-minute in the demo
@@ -135,3 +137,16 @@ def register(sb: Sandbox) -> None:
             200,
             {"usage": page, "total": len(page), "total_cost": float(sum(Decimal(str(x["cost"])) for x in page))},
         )
+
+
+def demo_usage(seed: int, settings: UsageSettings, day: date) -> list[UsageRow]:
+    """The normalized rows the sandbox reports for the configured apps on ``day``: what the demo
+    ledger is seeded from (sandbox/demo_ledger.py)."""
+    from usage_orchestration.providers.phala import PhalaUsageRecord, normalize
+
+    fetched_at = datetime.now(UTC)
+    return [
+        normalize(PhalaUsageRecord.model_validate(rec), app_id, fetched_at)
+        for app_id in settings.phala.app_ids
+        for rec in phala_records(seed, app_id, day)
+    ]

@@ -1,4 +1,4 @@
-"""The default mapping and rate card: the sandbox's demo data set.
+"""The default mapping and rate card: the sandbox's demo data set, one part per provider.
 
 Real deployments replace both in the settings file.
 """
@@ -7,17 +7,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from usage_orchestration.settings import forge, neon
 from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
 
 SALES_DASHBOARD = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"
 SUPPORT_BOT = "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb"
-ANALYTICS_WAREHOUSE = "cccccccc-cccc-cccc-cccc-cccccccccccc"
-JIRA_INSIGHTS = "dddddddd-dddd-dddd-dddd-dddddddddddd"
 
 PHALA_APP_SALES = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 PHALA_APP_SUPPORT = "0fedcba9876543210fedcba9876543210fedcba9"
 
-DEFAULT_MAPPINGS: list[UsageMapping] = [
+PHALA_MAPPINGS: list[UsageMapping] = [
     UsageMapping(
         provider="phala",
         resource_id=PHALA_APP_SALES,
@@ -34,9 +33,11 @@ DEFAULT_MAPPINGS: list[UsageMapping] = [
         entity_type="app",
         resource_type="app_compute",
     ),
+    # Phala "storage" usage is deliberately left unmapped in the demo: it is reported as
+    # `unmapped`, never dropped.
 ]
 
-DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
+PHALA_RATE_CARD: dict[str, RateCardEntry] = {
     "app_compute": RateCardEntry(
         ledger_unit="second",
         conversions={"minute": UnitConversion(multiply=Decimal(60))},
@@ -45,3 +46,24 @@ DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
         tolerance_rel=Decimal("0.02"),
     ),
 }
+
+
+def _merge_rate_cards(*cards: dict[str, RateCardEntry]) -> dict[str, RateCardEntry]:
+    """One entry per resource type; a provider adds its units' conversions to a shared type."""
+    out: dict[str, RateCardEntry] = {}
+    for card in cards:
+        for slug, entry in card.items():
+            if slug in out:
+                base = out[slug]
+                out[slug] = base.model_copy(
+                    update={"conversions": {**base.conversions, **entry.conversions}}
+                )
+            else:
+                out[slug] = entry
+    return out
+
+
+DEFAULT_MAPPINGS: list[UsageMapping] = PHALA_MAPPINGS + neon.DEFAULT_MAPPINGS + forge.DEFAULT_MAPPINGS
+DEFAULT_RATE_CARD: dict[str, RateCardEntry] = _merge_rate_cards(
+    PHALA_RATE_CARD, neon.DEFAULT_RATE_CARD, forge.DEFAULT_RATE_CARD
+)

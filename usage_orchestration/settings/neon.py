@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
+
 
 class NeonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -11,3 +13,8 @@ class NeonSettings(BaseModel):
     enabled: bool = False
     base_url: str = Field("http://127.0.0.1:8765/neon", description="real: https://console.neon.tech")
     org_id: str = Field("org-sandbox-1", pattern=r"^[a-z0-9-]{1,60}$")
+
+
+# Demo defaults (the sandbox's data set), merged into the settings defaults by defaults.py.
+DEFAULT_MAPPINGS: list[UsageMapping] = []
+DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {}

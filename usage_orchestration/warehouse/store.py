@@ -23,9 +23,19 @@ _SCHEMA_MODULES = (
 _IN_CHUNK = 500
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg (v3) to SQLAlchemy 2.1, but the project ships psycopg2
+    (the driver dagster-postgres uses): pin the driver so a plain URL works."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get their directory, WAL and a busy timeout so that
     concurrent runs wait for each other instead of failing with 'database is locked'."""
+    url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
