@@ -72,6 +72,10 @@ class UsageSettings(BaseModel):
         "sqlite:///.data/warehouse.sqlite",
         description="SQLAlchemy URL of the tables this project owns.",
     )
+    state_dir: str = Field(
+        ".data/state",
+        description="Files every process shares: request budgets (rate limits) per provider.",
+    )
     partitions_start: date = Field(
         date(2026, 1, 1), description="First day of the shared daily partitions (UTC)."
     )
