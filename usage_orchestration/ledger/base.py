@@ -1,0 +1,94 @@
+"""The interface both ledger backends (SQL, Usage Reporting HTTP API) implement.
+
+Every method aggregates on the ledger's side (SQL GROUP BY, or the API's own aggregation): raw
+``usage_event`` rows are never loaded into Python.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+SyncFailureCode = Literal["lm_unreachable", "lm_unavailable", "lm_error", "license_not_recognized"]
+
+
+class LedgerDailyUsage(BaseModel):
+    """One (day, entity, resource type, unit) aggregate of usage_event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    usage_date: date
+    entity_id: str
+    entity_type: str
+    resource_type: str
+    unit: str | None  # None when the backend cannot tell (HTTP API reports credits only)
+    quantity: Decimal | None  # None when the backend cannot tell (HTTP API)
+    credits: Decimal
+    events: int
+
+
+class EntityBudget(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    entity_id: str
+    entity_type: str
+    name: str | None = None
+    monthly_budget: Decimal
+
+
+class CreditPool(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    included: Decimal
+    used: Decimal
+    remaining: Decimal
+
+
+class SyncStatus(BaseModel):
+    """License Manager sync health (the Usage Reporting API's ``sync`` block)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    synced_at: datetime | None = None
+    last_sync_failed_at: datetime | None = None
+    last_sync_failure_code: str | None = None  # SyncFailureCode, unknown strings tolerated
+    staleness_level: str | None = None
+
+
+class ResourceType(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    slug: str
+    name: str
+    category: str
+    mode: str  # event | gauge
+    unit: str
+
+
+class LedgerReader(Protocol):
+    """What the assets need from the ledger."""
+
+    def daily_usage(self, day: date) -> list[LedgerDailyUsage]:
+        """Usage of ``day`` (UTC) per entity, resource type and unit."""
+        ...
+
+    def credits_by_day(
+        self, start: date, end_inclusive: date
+    ) -> list[tuple[date, str, str, str, Decimal]]:
+        """(day, entity_id, entity_type, resource_type, credits) for each day of the span."""
+        ...
+
+    def budgets(self, month: str) -> list[EntityBudget]:
+        """The budgets in force in ``month`` (YYYY-MM)."""
+        ...
+
+    def credit_pool(self, as_of: date) -> CreditPool:
+        """The shared pool's included credits for ``as_of``'s month and use through ``as_of``."""
+        ...
+
+    def sync_status(self) -> SyncStatus: ...
+
+    def resource_types(self) -> list[ResourceType]: ...
