@@ -171,8 +171,8 @@ def _env_layer() -> dict[str, Any]:
     """USAGE_A__B=value → {"a": {"b": value}} (values stay strings; pydantic converts them)."""
     out: dict[str, Any] = {}
     for name, value in os.environ.items():
-        if not name.startswith("USAGE_") or name == SETTINGS_FILE_ENV:
-            continue
+        if not name.startswith("USAGE_") or name == SETTINGS_FILE_ENV or name.startswith("USAGE_TEST_"):
+            continue  # USAGE_TEST_* belong to the test suite (e.g. USAGE_TEST_POSTGRES_URL)
         parts = name[len("USAGE_") :].lower().split("__")
         node = out
         for part in parts[:-1]:
