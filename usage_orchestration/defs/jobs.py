@@ -1,0 +1,63 @@
+"""The daily job and its schedules: yesterday every morning, and a late-data refresh."""
+
+from datetime import timedelta
+
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    Definitions,
+    RunRequest,
+    ScheduleEvaluationContext,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+    schedule,
+)
+
+from usage_orchestration.settings import UsageSettings
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+# Every daily-partitioned asset, upstream first: providers, ledger, reconciliation, budgets.
+daily_usage_job = define_asset_job(
+    "daily_usage_job",
+    selection=AssetSelection.all(),
+    description="Providers → ledger → reconciliation → budgets for one day (or a range as one run).",
+)
+
+# Yesterday's partition at 06:00 UTC: Phala bills per minute and Neon refreshes every ~15 min,
+# so yesterday has settled by then.
+yesterday_schedule = build_schedule_from_partitioned_job(
+    daily_usage_job,
+    hour_of_day=6,
+    minute_of_hour=0,
+    name="daily_usage_schedule",
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+
+LATE_DATA_DAYS = 3
+
+
+@schedule(
+    job=daily_usage_job,
+    cron_schedule="30 13 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Re-materializes the trailing 3 days as one run at 13:30 UTC, after Forge's "
+    "daily 12:00 UTC refresh and any late provider corrections.",
+)
+def late_data_refresh(context: ScheduleEvaluationContext) -> RunRequest:
+    today = context.scheduled_execution_time.date()
+    start, end = today - timedelta(days=LATE_DATA_DAYS), today - timedelta(days=1)
+    return RunRequest(
+        run_key=f"late-data-{today.isoformat()}",
+        tags={
+            RANGE_START_TAG: start.isoformat(),
+            RANGE_END_TAG: end.isoformat(),
+            "usage/refresh": "late-data",
+        },
+    )
+
+
+def definitions(settings: UsageSettings) -> Definitions:
+    return Definitions(jobs=[daily_usage_job], schedules=[yesterday_schedule, late_data_refresh])

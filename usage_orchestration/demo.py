@@ -1,0 +1,277 @@
+"""``usage-orchestration demo``: the whole loop on the embedded default.
+
+Starts the sandbox (unless one already answers on the configured port), seeds the demo ledger,
+materializes the last 30 complete UTC days of every asset through Dagster as one run into the
+persistent instance at ``$DAGSTER_HOME`` (``.dagster/`` by default), evaluates the alert sensors
+as the daemon would, and prints a summary (also written to ``.data/demo_summary.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SANDBOX_SECRETS = {
+    "PHALA_API_KEY": "sandbox-phala-key",
+    "NEON_API_KEY": "sandbox-neon-key",
+    "FORGE_EMAIL": "finance-bot@example.com",
+    "FORGE_API_TOKEN": "sandbox-forge-token",
+    "LEDGER_API_TOKEN": "sandbox-ledger-token",
+    "PAGERDUTY_ROUTING_KEY": "sandbox-routing-key-000000000000",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="run the whole loop against the sandbox (30 days)")
+    p.add_argument("--days", type=int, default=30, help="complete UTC days to materialize")
+    p.add_argument("--summary-file", default=".data/demo_summary.json")
+    p.set_defaults(func=run_demo)
+
+
+def sandbox_env() -> None:
+    """Sandbox credentials for any secret the environment does not set (never overrides)."""
+    for k, v in SANDBOX_SECRETS.items():
+        os.environ.setdefault(k, v)
+
+
+def _ensure_dagster_home() -> Path:
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and Path("dagster.yaml").exists():
+        shutil.copy("dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def _sandbox_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/_sandbox/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from usage_orchestration.sandbox import Sandbox
+    from usage_orchestration.sandbox.server import SandboxServer
+    from usage_orchestration.settings import load_settings
+
+    settings = load_settings()
+    sandbox_env()
+    home = _ensure_dagster_home()
+    os.environ.setdefault("SLACK_WEBHOOK_URL", f"{settings.sandbox.url}/slack/services/T0DEMO/B0DEMO/demo")
+
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=i) for i in range(args.days, 0, -1)]
+    print(f"demo: {days[0]} .. {days[-1]} ({len(days)} complete UTC days), DAGSTER_HOME={home}")
+
+    server: SandboxServer | None = None
+    if _sandbox_up(settings.sandbox.url):
+        print(f"demo: using the sandbox already running at {settings.sandbox.url}")
+        in_process: Sandbox | None = None
+    else:
+        in_process = Sandbox(seed=settings.sandbox.seed, ledger_url=settings.ledger.database_url)
+        server = SandboxServer(in_process, settings.sandbox.host, settings.sandbox.port).start()
+        print(f"demo: sandbox serving on {server.url}")
+    try:
+        seeded = _seed_ledger(settings, days)
+        if seeded:
+            print(f"demo: seeded the demo ledger: {json.dumps(seeded, default=str)}")
+        from usage_orchestration.definitions import defs
+
+        instance = DagsterInstance.get()
+        job = defs.resolve_job_def("daily_usage_job")
+        result = job.execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": days[0].isoformat(),
+                "dagster/asset_partition_range_end": days[-1].isoformat(),
+                "usage/origin": "demo",
+            },
+            raise_on_error=False,
+        )
+        print(f"demo: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+        ticks = _evaluate_sensors(defs, instance)
+        pages = _pages(settings.sandbox.url, in_process)
+        summary = build_summary(settings.warehouse_url, days, ticks, pages, result.run_id, result.success)
+    finally:
+        if server is not None:
+            server.stop()
+    print(format_summary(summary))
+    out = Path(args.summary_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, default=str))
+    return 0 if result.success else 1
+
+
+def _seed_ledger(settings: Any, days: list[date]) -> dict[str, Any] | None:
+    try:
+        from usage_orchestration.sandbox.demo_ledger import seed_demo_ledger
+    except ModuleNotFoundError:
+        return None
+    return seed_demo_ledger(settings.ledger.database_url, settings, days, settings.sandbox.seed)
+
+
+def _evaluate_sensors(defs: Any, instance: Any) -> list[dict[str, Any]]:
+    """Tick every sensor once, as the daemon would (run-status sensors react to runs and are
+    left to the daemon)."""
+    from dagster import RunStatusSensorDefinition, build_sensor_context
+
+    ticks: list[dict[str, Any]] = []
+    for sensor_def in defs.sensors or []:
+        if isinstance(sensor_def, RunStatusSensorDefinition):
+            continue
+        ctx = build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor_def.name)
+        data = sensor_def.evaluate_tick(ctx)
+        ticks.append(
+            {
+                "sensor": sensor_def.name,
+                "run_requests": len(data.run_requests or []),
+                "skip_message": data.skip_message,
+                "cursor": data.cursor,
+            }
+        )
+    return ticks
+
+
+def _pages(url: str, sandbox: Any) -> list[dict[str, Any]]:
+    if sandbox is not None:
+        return sandbox.received("pagerduty")
+    try:
+        return httpx.get(f"{url}/_sandbox/received/pagerduty", timeout=5).json()
+    except httpx.HTTPError:
+        return []
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, date | datetime):
+        return v.isoformat()
+    return v
+
+
+def build_summary(
+    warehouse_url: str,
+    days: list[date],
+    ticks: list[dict[str, Any]],
+    pages: list[dict[str, Any]],
+    run_id: str,
+    success: bool,
+) -> dict[str, Any]:
+    """What the demo shows, read back from the warehouse (aggregated in SQL)."""
+    from sqlalchemy import MetaData, func, inspect, select
+
+    from usage_orchestration.warehouse.schema import provider_usage
+    from usage_orchestration.warehouse.store import Warehouse
+
+    wh = Warehouse(warehouse_url)
+    wh.ensure_schema()
+    summary: dict[str, Any] = {"run_id": run_id, "success": success, "days": [days[0], days[-1]]}
+    t = provider_usage
+    with wh.engine.connect() as conn:
+        summary["providers"] = [
+            {k: _jsonable(v) for k, v in r._mapping.items()}
+            for r in conn.execute(
+                select(
+                    t.c.provider,
+                    func.count().label("rows"),
+                    func.count(func.distinct(t.c.usage_date)).label("days"),
+                    func.min(t.c.usage_date).label("first_day"),
+                    func.max(t.c.usage_date).label("last_day"),
+                )
+                .where(t.c.usage_date.between(days[0], days[-1]))
+                .group_by(t.c.provider)
+                .order_by(t.c.provider)
+            )
+        ]
+        names = set(inspect(conn).get_table_names())
+        md = MetaData()
+        if "usage_reconciliation" in names:
+            rec = md.tables.get("usage_reconciliation") or _reflect(md, conn, "usage_reconciliation")
+            summary["reconciliation_by_status"] = {
+                r.status: {"rows": r.rows, "delta_credits": _jsonable(r.delta)}
+                for r in conn.execute(
+                    select(rec.c.status, func.count().label("rows"), func.sum(rec.c.delta_credits).label("delta"))
+                    .where(rec.c.usage_date.between(days[0], days[-1]))
+                    .group_by(rec.c.status)
+                )
+            }
+        if "budget_status" in names:
+            bs = _reflect(md, conn, "budget_status")
+            last = conn.execute(select(func.max(bs.c.as_of_date))).scalar()
+            rows = conn.execute(select(bs).where(bs.c.as_of_date == last).order_by(bs.c.entity_id)).all()
+            summary["budgets_as_of"] = _jsonable(last)
+            summary["budgets"] = [
+                {
+                    k: _jsonable(v)
+                    for k, v in r._mapping.items()
+                    if k
+                    in (
+                        "entity_id",
+                        "entity_name",
+                        "credits_used",
+                        "monthly_budget",
+                        "budget_percent",
+                        "over_budget",
+                        "forecast_month_end",
+                        "forecast_overrun",
+                    )
+                }
+                for r in rows
+            ]
+        if "credit_pool_status" in names:
+            cp = _reflect(md, conn, "credit_pool_status")
+            row = conn.execute(select(cp).order_by(cp.c[cp.primary_key.columns.keys()[0]].desc()).limit(1)).first()
+            if row is not None:
+                summary["credit_pool"] = {k: _jsonable(v) for k, v in row._mapping.items() if k != "load_id"}
+    summary["sensor_ticks"] = ticks
+    summary["pages"] = [
+        {"event_action": p.get("event_action"), "dedup_key": p.get("dedup_key"), "summary": (p.get("event") or {}).get("payload", {}).get("summary")}
+        for p in pages
+    ]
+    return summary
+
+
+def _reflect(md: Any, conn: Any, name: str) -> Any:
+    from sqlalchemy import Table
+
+    return Table(name, md, autoload_with=conn)
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = ["", "=== usage_orchestration demo summary ===", f"days: {s['days'][0]} .. {s['days'][1]}"]
+    lines.append("provider rows:")
+    for p in s.get("providers", []):
+        lines.append(f"  {p['provider']:<6} {p['rows']:>7} rows over {p['days']} days ({p['first_day']} .. {p['last_day']})")
+    if "reconciliation_by_status" in s:
+        lines.append("reconciliation (day × entity × resource type) by status:")
+        for status, v in sorted(s["reconciliation_by_status"].items()):
+            delta = v["delta_credits"]
+            lines.append(f"  {status:<20} {v['rows']:>5}" + (f"   delta {delta:,.2f} credits" if delta is not None else ""))
+    if "budgets" in s:
+        lines.append(f"budgets as of {s.get('budgets_as_of')}:")
+        for b in s["budgets"]:
+            pct = b.get("budget_percent")
+            fc = b.get("forecast_month_end")
+            lines.append(
+                f"  {b.get('entity_name') or b['entity_id']:<22} used {b['credits_used']:>10,.2f}"
+                + (f" of {b['monthly_budget']:,.2f} ({pct:,.1f} %)" if b.get("monthly_budget") is not None and pct is not None else " (no budget)")
+                + (" OVER BUDGET" if b.get("over_budget") else "")
+                + (f"; forecast {fc:,.2f}" if fc is not None else "")
+            )
+    if "credit_pool" in s:
+        lines.append("credit pool: " + ", ".join(f"{k}={v}" for k, v in s["credit_pool"].items()))
+    lines.append(f"sensor ticks: {len(s.get('sensor_ticks', []))}")
+    lines.append(f"pages received by the PagerDuty sandbox: {len(s.get('pages', []))}")
+    for p in s.get("pages", [])[:10]:
+        lines.append(f"  {p['event_action']:<8} {p['dedup_key']}  {p.get('summary') or ''}")
+    return "\n".join(lines)
