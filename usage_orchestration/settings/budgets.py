@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ProviderCap(BaseModel):
@@ -13,9 +13,9 @@ class ProviderCap(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str
-    metric: str
-    unit: str
+    provider: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    unit: str = Field(min_length=1)
     monthly_quantity: Decimal = Field(gt=0)
     description: str = ""
 
@@ -39,6 +39,25 @@ class BudgetSettings(BaseModel):
         ]
     )
     forecast_min_days: int = Field(3, ge=1, le=28, description="days of data before forecasting")
+    anomaly_baseline_days: int = Field(
+        14, ge=1, le=90, description="trailing days (before the day judged) forming the baseline"
+    )
+    anomaly_min_baseline_days: int = Field(
+        7, ge=1, description="days of ledger data the baseline needs before anomalies are judged"
+    )
+    anomaly_threshold_pct: Decimal = Field(
+        Decimal(50),
+        gt=0,
+        description="a day deviating from its baseline mean by at least this percent is an anomaly",
+    )
+    anomaly_min_credits: Decimal = Field(
+        Decimal(10),
+        ge=0,
+        description="…and by at least this many credits (keeps tiny series from paging)",
+    )
+    worst_rows_shown: int = Field(
+        10, ge=1, le=200, description="rows in the markdown tables of worst breaks/overruns"
+    )
 
     @field_validator("thresholds_pct")
     @classmethod
@@ -46,3 +65,25 @@ class BudgetSettings(BaseModel):
         if any(t <= 0 for t in v):
             raise ValueError("thresholds must be positive percentages")
         return sorted(set(v))
+
+    @field_validator("provider_caps")
+    @classmethod
+    def _unique_caps(cls, caps: list[ProviderCap]) -> list[ProviderCap]:
+        seen: set[tuple[str, str, str]] = set()
+        for i, c in enumerate(caps):
+            key = (c.provider, c.metric, c.unit)
+            if key in seen:
+                raise ValueError(
+                    f"provider_caps[{i}]: a cap for {c.provider} {c.metric} in {c.unit} is listed twice"
+                )
+            seen.add(key)
+        return caps
+
+    @model_validator(mode="after")
+    def _baseline_fits(self) -> BudgetSettings:
+        if self.anomaly_min_baseline_days > self.anomaly_baseline_days:
+            raise ValueError(
+                f"anomaly_min_baseline_days ({self.anomaly_min_baseline_days}) exceeds "
+                f"anomaly_baseline_days ({self.anomaly_baseline_days})"
+            )
+        return self

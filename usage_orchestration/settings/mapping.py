@@ -63,10 +63,20 @@ class RateCardEntry(BaseModel):
     credits_per_unit: Decimal = Field(ge=0, description="credits per ledger unit")
     tolerance_abs: Decimal = Field(Decimal(0), ge=0, description="in ledger units")
     tolerance_rel: Decimal = Field(Decimal("0.01"), ge=0, le=1, description="fraction of expected")
+    block_downstream: bool = Field(
+        False,
+        description="a break of this resource type fails the blocking reconciliation check, "
+        "which stops the assets downstream of usage_reconciliation in the same run",
+    )
 
     @model_validator(mode="after")
     def _units_named(self) -> RateCardEntry:
-        for unit in self.conversions:
+        for unit, conv in self.conversions.items():
             if not unit.strip():
                 raise ValueError("conversions: a provider unit name is empty")
+            if unit == self.ledger_unit and (conv.multiply != conv.divide):
+                raise ValueError(
+                    f"conversions[{unit!r}]: the ledger unit itself must convert 1:1 "
+                    f"(got ×{conv.multiply} ÷{conv.divide})"
+                )
         return self

@@ -29,6 +29,11 @@ usage_reconciliation = Table(
     Column("within_tolerance", Boolean, nullable=False),
     Column("reason", Text),
     Column("load_id", String(64), nullable=False),
+    # added with issue 5: how much data each side holds, and whether credits were compared
+    Column("provider_rows", Integer),
+    Column("ledger_events", Integer),
+    Column("compared_on", String(16)),  # quantity | credits (HTTP ledger: no quantities)
+    Column("blocking", Boolean),  # the resource type's rate card says a break stops downstream
     PrimaryKeyConstraint("usage_date", "provider", "entity_id", "resource_type", name="pk_usage_reconciliation"),
 )
 
@@ -50,5 +55,69 @@ budget_status = Table(
     Column("forecast_month_end", MONEY),  # null until forecast_min_days of data
     Column("forecast_overrun", MONEY),  # forecast - budget when positive
     Column("load_id", String(64), nullable=False),
+    # added with issue 5
+    Column("thresholds_crossed", Text),  # e.g. "50,80" (percent), "" when none
+    Column("forecast_percent", QUANTITY),  # forecast / budget × 100
+    Column("days_elapsed", Integer),  # day of month of as_of_date
+    Column("days_in_month", Integer),
     PrimaryKeyConstraint("as_of_date", "entity_id", name="pk_budget_status"),
+)
+
+credit_pool_status = Table(
+    "credit_pool_status",
+    metadata,
+    Column("as_of_date", Date, nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("included", MONEY, nullable=False),
+    Column("used", MONEY, nullable=False),
+    Column("remaining", MONEY, nullable=False),
+    Column("percent_used", QUANTITY),
+    Column("days_of_data", Integer, nullable=False),
+    Column("daily_run_rate", MONEY),  # null until forecast_min_days of data
+    Column("forecast_month_end_used", MONEY),
+    Column("forecast_remaining", MONEY),  # < 0: the pool runs out this month
+    Column("projected_depletion_date", Date),  # null: not within the month at this rate
+    Column("depleted", Boolean, nullable=False),
+    Column("load_id", String(64), nullable=False),
+    PrimaryKeyConstraint("as_of_date", name="pk_credit_pool_status"),
+)
+
+provider_cap_status = Table(
+    "provider_cap_status",
+    metadata,
+    Column("as_of_date", Date, nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("metric", String(128), nullable=False),
+    Column("unit", String(64), nullable=False),
+    Column("cap_quantity", QUANTITY, nullable=False),
+    Column("used_quantity", QUANTITY, nullable=False),  # month to date through as_of_date
+    Column("percent_used", QUANTITY, nullable=False),
+    Column("remaining_quantity", QUANTITY, nullable=False),  # may be negative: overage
+    Column("over_cap", Boolean, nullable=False),
+    Column("days_of_data", Integer, nullable=False),  # days with complete coverage
+    Column("forecast_month_end", QUANTITY),
+    Column("forecast_overage", QUANTITY),  # forecast - cap when positive
+    Column("projected_exhaustion_date", Date),
+    Column("reason", Text),
+    Column("load_id", String(64), nullable=False),
+    PrimaryKeyConstraint("as_of_date", "provider", "metric", "unit", name="pk_provider_cap_status"),
+)
+
+usage_anomaly = Table(
+    "usage_anomaly",
+    metadata,
+    Column("usage_date", Date, nullable=False),
+    Column("entity_id", String(128), nullable=False),
+    Column("entity_type", String(64)),
+    Column("resource_type", String(64), nullable=False),  # the dimension that moved
+    Column("credits", MONEY, nullable=False),
+    Column("baseline_credits", MONEY, nullable=False),  # mean per day of the trailing window
+    Column("baseline_days", Integer, nullable=False),
+    Column("impact_credits", MONEY, nullable=False),  # credits - baseline
+    Column("impact_pct", QUANTITY),  # null when the baseline is zero (new usage)
+    Column("direction", String(8), nullable=False),  # spike | drop
+    Column("is_anomaly", Boolean, nullable=False),
+    Column("load_id", String(64), nullable=False),
+    PrimaryKeyConstraint("usage_date", "entity_id", "resource_type", name="pk_usage_anomaly"),
 )
