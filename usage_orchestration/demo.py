@@ -91,6 +91,8 @@ def run_demo(args: argparse.Namespace) -> int:
         job = defs.resolve_job_def("daily_usage_job")
         result = job.execute_in_process(
             instance=instance,
+            # INFO, not DEBUG: one line per step event of 30 partitions would bury the summary
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             tags={
                 "dagster/asset_partition_range_start": days[0].isoformat(),
                 "dagster/asset_partition_range_end": days[-1].isoformat(),
