@@ -1,20 +1,148 @@
-"""Neon settings (no secrets: the API key comes from NEON_API_KEY)."""
+"""Neon settings (no secrets: the API key comes from NEON_API_KEY).
+
+See docs/providers/neon.md for what each setting does and how to point at the real API.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from decimal import Decimal
+from typing import Literal
 
-from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+
+NEON_METRICS: tuple[str, ...] = (
+    "compute_unit_seconds",
+    "root_branch_bytes_month",
+    "child_branch_bytes_month",
+    "instant_restore_bytes_month",
+    "snapshot_storage_bytes_month",
+    "public_network_transfer_bytes",
+    "private_network_transfer_bytes",
+    "extra_branches_month",
+)
+
+# The sandbox org's first projects (sandbox/neon.py serves them first, whatever the seed): the
+# demo maps them to one ledger entity.
+DEMO_PROJECTS: tuple[str, ...] = (
+    "delicate-dawn-54854667",
+    "quiet-snow-71788278",
+    "cold-poetry-09157238",
+)
+ANALYTICS_WAREHOUSE = "cccccccc-cccc-cccc-cccc-cccccccccccc"
 
 
 class NeonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
+    enabled: bool = True
     base_url: str = Field("http://127.0.0.1:8765/neon", description="real: https://console.neon.tech")
     org_id: str = Field("org-sandbox-1", pattern=r"^[a-z0-9-]{1,60}$")
+    project_ids: list[str] = Field(
+        default_factory=list,
+        description="Projects to fetch, sent as project_ids in chunks of at most 100; empty = "
+        "every project of the organization, page by page (cursor).",
+    )
+    metrics: list[str] = Field(
+        default_factory=lambda: list(NEON_METRICS),
+        min_length=1,
+        description="Consumption metrics requested (always sent).",
+    )
+    page_limit: int = Field(100, ge=1, le=100, description="projects per page (API max 100)")
+    max_pages: int = Field(1000, ge=1, description="guard against endless paging per request window")
+    rate_limit_requests: int = Field(
+        40,
+        ge=1,
+        description="Client-side request budget per rate_limit_window_s, shared by every process "
+        "(documented: about 50 requests/minute per account for all consumption endpoints).",
+    )
+    rate_limit_window_s: float = Field(60.0, gt=0, description="sliding window of the budget")
+    daily_lookback_days: int = Field(
+        60, ge=1, description="Neon keeps daily granularity this many days back from its clock"
+    )
+    monthly_lookback_days: int = Field(
+        365, ge=1, description="Neon keeps monthly granularity about a year back"
+    )
+    window_margin_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds subtracted from the lookback to absorb clock skew with Neon: a day "
+        "that close to the edge is recorded unavailable instead of risking a 406.",
+    )
+    outside_window: Literal["unavailable", "monthly"] = Field(
+        "unavailable",
+        description="Days outside the daily window: 'unavailable' (coverage row with the reason, "
+        "no usage) or 'monthly' (months entirely outside the daily window are fetched at monthly "
+        "granularity and the month's figure is recorded on the month's first day).",
+    )
+    timeout_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20)
+    retry_after_cap_s: float = Field(60.0, ge=0)
+    backoff_base_s: float = Field(1.0, ge=0, description="exponential backoff when no Retry-After")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        for i, m in enumerate(metrics):
+            if m not in NEON_METRICS:
+                raise ValueError(f"metrics[{i}] {m!r} is not a Neon v2 metric (known: {', '.join(NEON_METRICS)})")
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("metrics holds duplicates")
+        return metrics
+
+    @field_validator("project_ids")
+    @classmethod
+    def _unique_projects(cls, ids: list[str]) -> list[str]:
+        for i, pid in enumerate(ids):
+            if not pid.strip():
+                raise ValueError(f"project_ids[{i}] is empty")
+        if len(set(ids)) != len(ids):
+            raise ValueError("project_ids holds duplicates")
+        return ids
+
+    @model_validator(mode="after")
+    def _windows(self) -> NeonSettings:
+        if self.monthly_lookback_days < self.daily_lookback_days:
+            raise ValueError("monthly_lookback_days must not be shorter than daily_lookback_days")
+        return self
 
 
 # Demo defaults (the sandbox's data set), merged into the settings defaults by defaults.py.
-DEFAULT_MAPPINGS: list[UsageMapping] = []
-DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {}
+# Only compute and root-branch storage are mapped; the other metrics stay unmapped (reported as
+# `unmapped`, never dropped).
+DEFAULT_MAPPINGS: list[UsageMapping] = [
+    UsageMapping(
+        provider="neon",
+        resource_id=project,
+        metric=metric,
+        entity_id=ANALYTICS_WAREHOUSE,
+        entity_type="workspace",
+        resource_type=resource_type,
+    )
+    for project in DEMO_PROJECTS
+    for metric, resource_type in (
+        ("compute_unit_seconds", "job_compute"),
+        ("root_branch_bytes_month", "workspace_storage"),
+    )
+]
+
+DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
+    # consumed unit CU-hour (compute_unit_seconds / 3600) → ledger seconds
+    "job_compute": RateCardEntry(
+        ledger_unit="second",
+        conversions={"CU-hour": UnitConversion(multiply=Decimal(3600))},
+        credits_per_unit=Decimal("0.002"),
+        tolerance_abs=Decimal(60),
+        tolerance_rel=Decimal("0.02"),
+    ),
+    # consumed unit GB-month (byte-hours / 744 / 1e9). A gauge: the day's average bytes are its
+    # byte-hours / 24 = GB-month × 744e9 / 24.
+    "workspace_storage": RateCardEntry(
+        ledger_unit="byte",
+        conversions={"GB-month": UnitConversion(multiply=Decimal(744_000_000_000), divide=Decimal(24))},
+        credits_per_unit=Decimal("0.000000001"),
+        tolerance_abs=Decimal(1_000_000),
+        tolerance_rel=Decimal("0.01"),
+    ),
+}
