@@ -1,0 +1,106 @@
+"""``usage-orchestration demo`` end to end in a subprocess, on temporary paths: what the README's
+first command promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
+    tmp = tmp_path_factory.mktemp("demo")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    port = _free_port()
+    sandbox = f"http://127.0.0.1:{port}"
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("USAGE_", "DAGSTER_")) or k == "USAGE_TEST_POSTGRES_URL"
+    }
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "USAGE_WAREHOUSE_URL": f"sqlite:///{tmp / 'warehouse.sqlite'}",
+            "USAGE_LEDGER__DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
+            "USAGE_STATE_DIR": str(tmp / "state"),
+            "USAGE_SANDBOX__PORT": str(port),
+            "USAGE_PHALA__BASE_URL": f"{sandbox}/phala",
+            "USAGE_NEON__BASE_URL": f"{sandbox}/neon",
+            "USAGE_FORGE__BASE_URL": f"{sandbox}/forge/graphql",
+            "USAGE_LEDGER__API_BASE_URL": f"{sandbox}/ledger",
+            "USAGE_ALERTS__PAGERDUTY_EVENTS_URL": f"{sandbox}/pagerduty/v2/enqueue",
+            "SLACK_WEBHOOK_URL": f"{sandbox}/slack/services/T0/B0/test",
+        }
+    )
+    summary_file = tmp / "summary.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "usage_orchestration.cli", "demo", "--summary-file", str(summary_file)],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    return proc, summary, home
+
+
+def test_demo_exits_zero_and_prints_the_summary(demo_run: tuple) -> None:
+    proc, summary, _ = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert "demo summary" in proc.stdout
+    assert summary["success"] is True
+
+
+def test_demo_covers_30_days_of_each_provider(demo_run: tuple) -> None:
+    _, summary, _ = demo_run
+    today = datetime.now(UTC).date()
+    first, last = (today - timedelta(days=30)).isoformat(), (today - timedelta(days=1)).isoformat()
+    providers = {p["provider"]: p for p in summary["providers"]}
+    assert "phala" in providers
+    for name, p in providers.items():
+        assert p["rows"] > 0, name
+        if name == "phala":
+            assert (p["days"], p["first_day"], p["last_day"]) == (30, first, last)
+
+
+def test_demo_shows_a_break_an_overrun_and_a_page(demo_run: tuple) -> None:
+    _, summary, _ = demo_run
+    statuses = summary.get("reconciliation_by_status", {})
+    breaks = {s: v for s, v in statuses.items() if s not in ("matched",)}
+    assert breaks, statuses
+    assert any(b.get("over_budget") for b in summary.get("budgets", [])), summary.get("budgets")
+    triggers = [p for p in summary.get("pages", []) if p["event_action"] == "trigger"]
+    assert triggers, summary.get("pages")
+    # dedup keys are deterministic and unique per alert
+    keys = [p["dedup_key"] for p in triggers]
+    assert len(keys) == len(set(keys))
+
+
+def test_instance_holds_30_materialized_partitions(demo_run: tuple) -> None:
+    _, _, home = demo_run
+    code = (
+        "from dagster import DagsterInstance, AssetKey\n"
+        "i = DagsterInstance.get()\n"
+        "print(len(i.get_materialized_partitions(AssetKey('phala_usage'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "30", out.stderr[-2000:]
