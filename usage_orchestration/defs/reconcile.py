@@ -1,0 +1,217 @@
+"""``usage_reconciliation``: provider usage against the ledger, per day, entity and resource type.
+
+Thin: the SQL lives in ``analysis_io.py``, the comparison in ``reconcile.py``. Checks, returned
+with the materialization:
+- ``within_tolerance`` (ERROR): no break outside the rate card's tolerance;
+- ``no_blocking_breaks`` (ERROR, blocking): no break of a resource type whose rate-card entry
+  sets ``block_downstream`` — such a break stops ``budget_status`` and the other downstream
+  assets in the same run;
+- ``completeness`` (ERROR): every configured provider account has coverage for every day;
+- ``unmapped_usage`` (WARN): all provider usage maps to a ledger entity.
+"""
+
+from collections.abc import Sequence
+from datetime import date
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    Definitions,
+    MaterializeResult,
+    MetadataValue,
+    ResourceParam,
+    asset,
+)
+
+from usage_orchestration.analysis_io import coverage_entries, reconcile_days, write_reconciliation
+from usage_orchestration.defs.common import day_span, load_id, md_table, partition_days
+from usage_orchestration.defs.partitions import daily_partitions
+from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.reconcile import (
+    STATUSES,
+    ReconcileConfig,
+    ReconciliationRow,
+    enabled_providers,
+    expected_accounts,
+    missing_accounts,
+    summarize,
+)
+from usage_orchestration.settings import UsageSettings
+
+RECONCILIATION = AssetKey("usage_reconciliation")
+LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
+PROVIDER_ASSETS = {"phala": AssetKey("phala_usage"), "neon": AssetKey("neon_usage"), "forge": AssetKey("forge_usage")}
+
+CHECK_TOLERANCE = "within_tolerance"
+CHECK_BLOCKING = "no_blocking_breaks"
+CHECK_COMPLETENESS = "completeness"
+CHECK_UNMAPPED = "unmapped_usage"
+
+WORST_COLUMNS = [
+    "usage_date", "provider", "entity_id", "resource_type", "status",
+    "expected_credits", "recorded_credits", "delta_credits", "delta_pct", "reason",
+]
+
+
+def _worst_table(rows: Sequence[ReconciliationRow], limit: int) -> MetadataValue:
+    return md_table([r.record("") for r in rows], WORST_COLUMNS, limit=limit)
+
+
+def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
+    providers = enabled_providers(settings)
+    deps = [AssetDep(LEDGER_DAILY_USAGE)] + [AssetDep(PROVIDER_ASSETS[p]) for p in providers]
+
+    @asset(
+        key=RECONCILIATION,
+        partitions_def=daily_partitions,
+        # A backfill range is one run: three grouped queries for the whole range.
+        backfill_policy=BackfillPolicy.single_run(),
+        deps=deps,
+        kinds={"python", "sql"},
+        group_name="analysis",
+        check_specs=[
+            AssetCheckSpec(
+                CHECK_TOLERANCE,
+                asset=RECONCILIATION,
+                description="Every (day, entity, resource type) within the rate card's tolerance.",
+            ),
+            AssetCheckSpec(
+                CHECK_BLOCKING,
+                asset=RECONCILIATION,
+                blocking=True,
+                description="No break of a resource type marked block_downstream in the rate card; "
+                "a failure stops the downstream assets of the run.",
+            ),
+            AssetCheckSpec(
+                CHECK_COMPLETENESS,
+                asset=RECONCILIATION,
+                description="Every configured provider account has fetch coverage for every day.",
+            ),
+            AssetCheckSpec(
+                CHECK_UNMAPPED,
+                asset=RECONCILIATION,
+                description="All provider usage maps to a ledger entity and resource type.",
+            ),
+        ],
+        description="Provider usage (converted with the rate card) against the credit ledger per "
+        "day, entity and resource type, with a status (matched, ledger_under, ledger_over, "
+        "missing_in_ledger, missing_at_provider, unmapped, provider_unavailable); a day's rows are "
+        "replaced atomically.",
+    )
+    def usage_reconciliation(
+        context: AssetExecutionContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        days = partition_days(context)
+        wh = warehouse.get()
+        config = ReconcileConfig.from_settings(settings)
+        by_day = reconcile_days(wh, days, config)
+        rows = [r for d in sorted(by_day) for r in by_day[d]]
+        written = write_reconciliation(wh, days, rows, load_id(context))
+        summary = summarize(rows, worst=settings.budgets.worst_rows_shown)
+
+        # completeness, per day
+        accounts = expected_accounts(settings)
+        cov = coverage_entries(wh, days)
+        missing: dict[date, list[str]] = {}
+        unavailable = 0
+        for d in days:
+            gaps = missing_accounts(accounts, cov.get(d, []))
+            if gaps:
+                missing[d] = gaps
+            unavailable += sum(1 for c in cov.get(d, []) if c.status == "unavailable")
+
+        context.log.info(
+            f"reconciliation {day_span(days)}: {written} rows, {summary.breaks} break(s), "
+            f"leak {summary.leak_credits} credits, overcharge {summary.overcharge_credits}"
+        )
+        meta: dict[str, object] = {
+            "rows": written,
+            "days": len(days),
+            "breaks": summary.breaks,
+            "blocking_breaks": summary.blocking_breaks,
+            "leak_credits": float(summary.leak_credits),
+            "overcharge_credits": float(summary.overcharge_credits),
+            "unmapped_rows": summary.unmapped_rows,
+            "worst_breaks": _worst_table(summary.worst, settings.budgets.worst_rows_shown),
+            "providers": MetadataValue.text(", ".join(providers) or "none"),
+        }
+        for status in STATUSES:
+            meta[f"count_{status}"] = summary.counts[status]
+
+        breaks = [r for r in rows if r.is_break]
+        blocking = [r for r in breaks if r.blocking]
+        unmapped = [r for r in rows if r.status == "unmapped"]
+        checks = [
+            AssetCheckResult(
+                check_name=CHECK_TOLERANCE,
+                passed=not breaks,
+                severity=AssetCheckSeverity.ERROR,
+                description=None
+                if not breaks
+                else f"{len(breaks)} break(s) on {len(summary.days_with_breaks)} day(s)",
+                metadata={
+                    "breaks": len(breaks),
+                    "leak_credits": float(summary.leak_credits),
+                    "overcharge_credits": float(summary.overcharge_credits),
+                    "days_with_breaks": MetadataValue.text(
+                        ", ".join(d.isoformat() for d in summary.days_with_breaks) or "none"
+                    ),
+                    "worst_breaks": _worst_table(summary.worst, settings.budgets.worst_rows_shown),
+                },
+            ),
+            AssetCheckResult(
+                check_name=CHECK_BLOCKING,
+                passed=not blocking,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "blocking_breaks": len(blocking),
+                    "blocking_resource_types": MetadataValue.text(
+                        ", ".join(sorted(k for k, v in settings.rate_card.items() if v.block_downstream))
+                        or "none"
+                    ),
+                    "breaks": _worst_table(blocking, settings.budgets.worst_rows_shown),
+                },
+            ),
+            AssetCheckResult(
+                check_name=CHECK_COMPLETENESS,
+                passed=not missing,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "days_incomplete": len(missing),
+                    "accounts_missing": sum(len(v) for v in missing.values()),
+                    "accounts_unavailable": unavailable,
+                    "missing": md_table(
+                        [{"usage_date": d, "accounts": ", ".join(v)} for d, v in sorted(missing.items())],
+                        ["usage_date", "accounts"],
+                    ),
+                },
+            ),
+            AssetCheckResult(
+                check_name=CHECK_UNMAPPED,
+                passed=not unmapped,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "unmapped_groups": len(unmapped),
+                    "unmapped_rows": summary.unmapped_rows,
+                    "unmapped": md_table(
+                        [r.record("") for r in unmapped],
+                        ["usage_date", "provider", "resource_type", "ledger_unit", "expected_quantity", "reason"],
+                    ),
+                },
+            ),
+        ]
+        return MaterializeResult(metadata=meta, check_results=checks)
+
+    return usage_reconciliation
+
+
+def definitions(settings: UsageSettings) -> Definitions:
+    return Definitions(assets=[build_reconciliation_asset(settings)])
