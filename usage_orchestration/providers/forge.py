@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -26,9 +27,10 @@ from usage_orchestration.providers.http import (
     ProviderResponseError,
     RequestBudget,
     RetryPolicy,
+    SharedRateBudget,
 )
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
-from usage_orchestration.settings.forge import ForgeApp
+from usage_orchestration.settings.forge import ForgeApp, ForgeSettings
 
 PROVIDER = "forge"
 USER_AGENT = "ForgeMetricsExportServer/1.0.0"
@@ -547,4 +549,42 @@ def normalize(point: UsagePoint, app: ForgeApp, resource: str, account_id: str) 
         billing_currency=None,
         source_key=source_key(app.app_id, resource, point.period, point.group_by, point.group_value),
         details=json.dumps(details, sort_keys=True),
+    )
+
+
+def budget_path(state_dir: str | Path, account_id: str) -> Path:
+    """The request-budget file every process using ``account_id`` shares."""
+    return Path(state_dir) / f"forge-requests-{account_id}.json"
+
+
+def client_from_settings(
+    settings: ForgeSettings,
+    email: str,
+    api_token: str,
+    state_dir: str | Path,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    today: Callable[[], date] | None = None,
+) -> ForgeClient:
+    """A client with the settings' policy and the cross-process request budget of the account
+    (``rate_limit_max_requests`` per ``rate_limit_per_seconds`` plus the safety margin)."""
+    budget = SharedRateBudget(
+        budget_path(state_dir, settings.account_id),
+        settings.rate_limit_max_requests,
+        settings.rate_limit_per_seconds + settings.rate_limit_margin_s,
+    )
+    return ForgeClient(
+        settings.base_url,
+        email,
+        api_token,
+        experimental_api=settings.experimental_api,
+        account_id=settings.account_id,
+        user_agent=settings.user_agent,
+        max_pages=settings.max_pages,
+        lookback_days=settings.lookback_days,
+        timeout_s=settings.timeout_s,
+        retry=RetryPolicy(max_attempts=settings.max_attempts, retry_after_cap_s=settings.retry_after_cap_s),
+        budget=budget,
+        transport=transport,
+        today=today,
     )
