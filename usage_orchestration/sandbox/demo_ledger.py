@@ -214,7 +214,7 @@ def seed_demo_ledger(
     if orphan_key is not None:
         r = rng(seed, "demo-ledger-orphan", orphan_day)
         ledger[orphan_key] = Decimal(r.randint(1800, 7200))
-        key_providers[orphan_key] = {"none"}
+        key_providers[orphan_key] = {"manual"}
         breaks.append({"kind": "missing_at_provider", "day": orphan_key[0], "entity_id": orphan_key[1],
                        "resource_type": orphan_key[3]})
 
@@ -234,12 +234,16 @@ def seed_demo_ledger(
         c_parts.append(credits - sum(c_parts, Decimal(0)))
         seconds = sorted(r.randrange(0, 86_400) for _ in q_parts)
         start = datetime.combine(day, time(0), tzinfo=UTC)
-        source = ",".join(sorted(key_providers.get(k, {"none"})))
+        source = ",".join(sorted(key_providers.get(k, {"manual"})))
+        if k == orphan_key:  # recorded by hand, with no provider behind it
+            actor, actor_type = entities[eid]["owner_id"] or "ops", "user"
+        else:
+            actor, actor_type = f"{source.split(',')[0]}-metering", "service"
         for s, qp, cp in zip(seconds, q_parts, c_parts, strict=True):
             events.append({
                 "occurred_at": start + timedelta(seconds=s),
-                "actor": f"{source.split(',')[0]}-metering",
-                "actor_type": "service",
+                "actor": actor,
+                "actor_type": actor_type,
                 "entity_id": eid,
                 "entity_type": etype,
                 "resource_type": rt,

@@ -63,6 +63,8 @@ class LedgerSettings(BaseModel):
     )
     api_base_url: str = Field(f"{DEFAULT_SANDBOX_URL}/ledger", description="Usage Reporting API")
     timeout_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20, description="HTTP backend: attempts per request")
+    retry_after_cap_s: float = Field(60.0, ge=0, description="HTTP backend: longest Retry-After wait")
 
 
 class UsageSettings(BaseModel):

@@ -77,7 +77,7 @@ ledger_daily_usage = Table(
     Column("entity_type", String(64), nullable=False),
     Column("resource_type", String(64), nullable=False),
     Column("unit", String(64), nullable=False),
-    Column("quantity", QUANTITY, nullable=False),
+    Column("quantity", QUANTITY),  # null: the ledger backend cannot tell (HTTP API)
     Column("credits", MONEY, nullable=False),
     Column("events", Integer, nullable=False),
     Column("load_id", String(64), nullable=False),

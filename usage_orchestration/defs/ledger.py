@@ -1,0 +1,229 @@
+"""``ledger_daily_usage``: the credit ledger aggregated per day, entity, resource type and unit.
+
+Thin: the aggregation is ``LedgerReader.daily_usage`` (a SQL GROUP BY in the ledger database, or
+the Usage Reporting API's own aggregation); this asset writes it into the warehouse table
+``ledger_daily_usage`` and reports the License Manager sync status.
+
+Other parts read the ledger through the same resource: declare ``ledger: LedgerResource`` and
+call ``ledger_reader(ledger)`` (see docs/ledger.md).
+"""
+
+import os
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    ConfigurableResource,
+    Definitions,
+    EnvVar,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from usage_orchestration.defs.common import day_span, load_id, md_table, partition_days
+from usage_orchestration.defs.partitions import daily_partitions
+from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.ledger.base import LedgerDailyUsage, LedgerReader, SyncStatus
+from usage_orchestration.ledger.factory import make_ledger_reader, sync_problem
+from usage_orchestration.ledger.sql import LedgerError, SqlLedger
+from usage_orchestration.providers.http import ProviderError
+from usage_orchestration.settings import LedgerSettings, UsageSettings
+from usage_orchestration.warehouse.schema import ledger_daily_usage as ledger_daily_usage_table
+from usage_orchestration.warehouse.store import safe_url
+
+TOKEN_ENV = "LEDGER_API_TOKEN"
+DATABASE_URL_ENV = "USAGE_LEDGER__DATABASE_URL"
+SYNC_CHECK = "ledger_license_sync"
+
+
+@lru_cache(maxsize=8)
+def _sql_ledger(url: str) -> SqlLedger:
+    return SqlLedger(url)  # one engine (connection pool) per URL and process
+
+
+class LedgerResource(ConfigurableResource):
+    """Where the credit ledger is read: ``backend`` ``sql`` (``database_url``, read only) or
+    ``http`` (the Usage Reporting API at ``api_base_url`` with ``api_token`` from
+    LEDGER_API_TOKEN)."""
+
+    backend: str = "sql"
+    database_url: str = "sqlite:///.data/ledger.sqlite"
+    api_base_url: str = "http://127.0.0.1:8765/ledger"
+    timeout_s: float = 30.0
+    max_attempts: int = 5
+    retry_after_cap_s: float = 60.0
+    api_token: str | None = None
+
+    def reader(self) -> LedgerReader:
+        if self.backend == "sql":
+            return _sql_ledger(self.database_url)
+        cfg = LedgerSettings(
+            backend=self.backend,
+            database_url=self.database_url,
+            api_base_url=self.api_base_url,
+            timeout_s=self.timeout_s,
+            max_attempts=self.max_attempts,
+            retry_after_cap_s=self.retry_after_cap_s,
+        )
+        return make_ledger_reader(cfg, self.api_token)
+
+    def describe(self) -> str:
+        if self.backend == "sql":
+            return f"sql {safe_url(self.database_url)}"
+        return f"http {self.api_base_url}"
+
+
+def ledger_reader(ledger: LedgerResource) -> LedgerReader:
+    """The configured ``LedgerReader`` (SQL or HTTP) for an asset that declared the resource."""
+    return ledger.reader()
+
+
+def _record(u: LedgerDailyUsage, run_load_id: str) -> dict[str, Any]:
+    return {
+        "usage_date": u.usage_date,
+        "entity_id": u.entity_id,
+        "entity_type": u.entity_type,
+        "resource_type": u.resource_type,
+        "unit": u.unit or "",  # "" = unknown: the HTTP API reports credits only
+        "quantity": u.quantity,
+        "credits": u.credits,
+        "events": u.events,
+        "load_id": run_load_id,
+    }
+
+
+def _sync_metadata(status: SyncStatus | None, problem: str | None) -> dict[str, Any]:
+    def ts(dt: datetime | None) -> str:
+        return dt.isoformat() if dt else ""
+
+    meta: dict[str, Any] = {
+        "sync_ok": problem is None,
+        "sync_problem": MetadataValue.text(problem or ""),
+    }
+    if status is not None:
+        meta["sync_synced_at"] = MetadataValue.text(ts(status.synced_at))
+        meta["sync_last_failed_at"] = MetadataValue.text(ts(status.last_sync_failed_at))
+        meta["sync_failure_code"] = MetadataValue.text(status.last_sync_failure_code or "")
+        meta["sync_staleness_level"] = MetadataValue.text(status.staleness_level or "")
+        if status.synced_at is not None:
+            age = (datetime.now(UTC) - status.synced_at).total_seconds() / 3600
+            meta["sync_age_hours"] = round(age, 2)
+    return meta
+
+
+@asset(
+    partitions_def=daily_partitions,
+    # A backfill range is one run; every day of the range is read and replaced.
+    backfill_policy=BackfillPolicy.single_run(),
+    pool="ledger",
+    kinds={"python", "sql"},
+    group_name="ledger",
+    check_specs=[
+        AssetCheckSpec(
+            SYNC_CHECK,
+            asset="ledger_daily_usage",
+            description="The ledger's License Manager sync succeeded last time (a failed or stale "
+            "sync means ledger figures may lag).",
+        )
+    ],
+    description="Credit ledger usage_event aggregated per day, entity, resource type and unit "
+    "(SQL GROUP BY in the ledger database, or the Usage Reporting API); a day's rows are "
+    "replaced atomically on every materialization.",
+)
+def ledger_daily_usage(
+    context: AssetExecutionContext,
+    ledger: LedgerResource,
+    warehouse: WarehouseResource,
+) -> MaterializeResult:
+    days = partition_days(context)
+    reader = ledger_reader(ledger)
+    context.log.info(f"ledger: reading {day_span(days)} from {ledger.describe()}")
+    usage: list[LedgerDailyUsage] = []
+    for day in days:
+        usage += reader.daily_usage(day)
+    run_load_id = load_id(context)
+    records = [_record(u, run_load_id) for u in usage]
+    wh = warehouse.get()
+    with wh.engine.begin() as conn:  # one transaction for the whole range
+        written = wh.replace_days(ledger_daily_usage_table, days, records, conn=conn)
+
+    status: SyncStatus | None
+    try:
+        status = reader.sync_status()
+        problem = sync_problem(status)
+    except (LedgerError, ProviderError) as exc:
+        status, problem = None, f"sync status unavailable: {exc}"
+    if problem:
+        context.log.warning(f"ledger: {problem}")
+
+    by_rt: dict[tuple[str, str], dict[str, Any]] = {}
+    for u in usage:  # already aggregated rows: a handful per day
+        acc = by_rt.setdefault(
+            (u.resource_type, u.unit or ""),
+            {"resource_type": u.resource_type, "unit": u.unit or "", "rows": 0, "events": 0, "quantity": None, "credits": 0},
+        )
+        acc["rows"] += 1
+        acc["events"] += u.events
+        acc["credits"] += u.credits
+        if u.quantity is not None:
+            acc["quantity"] = (acc["quantity"] or 0) + u.quantity
+    totals = sorted(by_rt.values(), key=lambda a: (a["resource_type"], a["unit"]))
+    credits_total = sum((u.credits for u in usage), 0)
+    events = sum(u.events for u in usage)
+    context.log.info(f"ledger: wrote {written} rows ({events} events) for {day_span(days)}")
+    meta: dict[str, Any] = {
+        "rows": written,
+        "days": len(days),
+        "events": events,
+        "credits_total": float(credits_total),
+        "entities": len({u.entity_id for u in usage}),
+        "by_resource_type": md_table(totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]),
+        "backend": MetadataValue.text(ledger.backend),
+        "ledger": MetadataValue.text(ledger.describe()),
+        **_sync_metadata(status, problem),
+    }
+    for t in totals:
+        meta[f"credits_{t['resource_type']}"] = float(t["credits"])
+    return MaterializeResult(
+        metadata=meta,
+        check_results=[
+            AssetCheckResult(
+                check_name=SYNC_CHECK,
+                passed=problem is None,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"problem": MetadataValue.text(problem or "")},
+            )
+        ],
+    )
+
+
+def _secret_or_value(env: str, value: str) -> Any:
+    """EnvVar when the value came from the environment (the UI then shows the variable's name,
+    not a URL that may hold a password)."""
+    return EnvVar(env) if os.environ.get(env) == value else value
+
+
+def definitions(settings: UsageSettings) -> Definitions:
+    cfg = settings.ledger
+    return Definitions(
+        assets=[ledger_daily_usage],
+        resources={
+            "ledger": LedgerResource(
+                backend=cfg.backend,
+                database_url=_secret_or_value(DATABASE_URL_ENV, cfg.database_url),
+                api_base_url=cfg.api_base_url,
+                timeout_s=cfg.timeout_s,
+                max_attempts=cfg.max_attempts,
+                retry_after_cap_s=cfg.retry_after_cap_s,
+                # Only the HTTP backend needs the token: the SQL backend works without it set.
+                api_token=EnvVar(TOKEN_ENV) if cfg.backend == "http" else None,
+            )
+        },
+    )

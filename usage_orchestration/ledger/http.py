@@ -1,0 +1,247 @@
+"""The ledger read through the Usage Reporting HTTP API (specs/usage-reporting-ledger.md).
+
+The API aggregates on its side; this client only reshapes its answers. Timeouts, retries
+(429/5xx, Retry-After) and secret redaction come from ``providers/http.py``.
+
+Limitations of this backend (the SQL backend has none of them):
+
+- The API reports credits and event counts, never raw quantities: ``daily_usage`` returns
+  ``quantity=None, unit=None``, so reconciliation over HTTP compares credits only.
+- ``usageSummary`` is per (entity, resource type) over the whole requested range, and
+  ``dailyTotals`` has no entity: ``daily_usage`` asks for one day, and ``credits_by_day`` sends
+  one request per day of its span.
+- ``budgets`` come from the ``budgets`` block of a request whose range ends in that month; an
+  API that only ever returns the *current* budgets cannot show an old month's budgets.
+- Numbers are JSON numbers; they are parsed straight into Decimal (never through float).
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
+
+from usage_orchestration.ledger.base import (
+    CreditPool,
+    EntityBudget,
+    LedgerDailyUsage,
+    ResourceType,
+    SyncStatus,
+)
+from usage_orchestration.ledger.sql import check_month, q
+from usage_orchestration.providers.http import ProviderHttp, ProviderResponseError, RetryPolicy
+
+PROVIDER = "ledger"
+
+
+class _Api(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class UsageSummaryItem(_Api):
+    entity_id: str
+    entity_type: str
+    resource_type: str
+    total_credits: Decimal
+    total_events: int
+
+
+class DailyTotal(_Api):
+    day: date = Field(alias="date")
+    resource_type: str
+    total_credits: Decimal
+
+
+class BudgetEntity(_Api):
+    name: str | None = None
+    slug: str | None = None
+    owner_id: str | None = None
+
+
+class BudgetItem(_Api):
+    entity_id: str
+    entity_type: str
+    monthly_budget: Decimal
+    credits_used: Decimal
+    is_over_budget: bool
+    budget_percent: Decimal | None = None
+    budget_remaining: Decimal | None = None
+    entity: BudgetEntity | None = None
+
+
+class CreditPoolBlock(_Api):
+    included: Decimal
+    used: Decimal
+    remaining: Decimal
+
+
+class SyncBlock(_Api):
+    synced_at: datetime | None = None
+    last_sync_failed_at: datetime | None = None
+    last_sync_failure_code: str | None = None
+    staleness_level: str | None = None
+
+
+class UsageResponse(_Api):
+    """``GET /api/usage``."""
+
+    usage_summary: list[UsageSummaryItem]
+    daily_totals: list[DailyTotal] = []
+    budgets: list[BudgetItem] = []
+    credit_pool: CreditPoolBlock
+    sync: SyncBlock = SyncBlock()
+
+
+class ResourceTypeItem(_Api):
+    slug: str
+    name: str
+    category: str
+    mode: str
+    unit: str
+
+
+T = TypeVar("T")
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+class HttpLedger:
+    """``LedgerReader`` over the Usage Reporting API at ``base_url`` (bearer ``token``)."""
+
+    backend = "http"
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not token:
+            raise ValueError("ledger (http): an API token is required (LEDGER_API_TOKEN)")
+        self.base_url = base_url
+        self.http = ProviderHttp(
+            PROVIDER,
+            base_url,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout_s=timeout_s,
+            retry=retry or RetryPolicy(),
+            transport=transport,
+            secrets=[token],
+            sleep=sleep,
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpLedger({self.base_url!r})"
+
+    def describe(self) -> str:
+        return f"http {self.base_url}"
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _get(self, path: str, params: dict[str, Any], window: str, model: type[T] | Any) -> Any:
+        resp = self.http.request("GET", path, params=params, window=window)
+        try:
+            body = json.loads(resp.text, parse_float=Decimal)
+        except ValueError:
+            raise ProviderResponseError(
+                PROVIDER, f"GET {path}: the body is not JSON", window=window
+            ) from None
+        try:
+            return TypeAdapter(model).validate_python(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "<body>"
+            raise ProviderResponseError(
+                PROVIDER,
+                f"GET {path}: field {field!r}: {first['msg']} ({exc.error_count()} error(s))",
+                window=window,
+            ) from None
+
+    def usage(self, start: date, end_inclusive: date) -> UsageResponse:
+        """``GET /api/usage`` for the inclusive date range."""
+        window = start.isoformat() if start == end_inclusive else f"{start}..{end_inclusive}"
+        params = {"startDate": start.isoformat(), "endDate": end_inclusive.isoformat()}
+        result: UsageResponse = self._get("/api/usage", params, window, UsageResponse)
+        return result
+
+    # -- LedgerReader -----------------------------------------------------------------------
+    def daily_usage(self, day: date) -> list[LedgerDailyUsage]:
+        out = [
+            LedgerDailyUsage(
+                usage_date=day,
+                entity_id=s.entity_id,
+                entity_type=s.entity_type,
+                resource_type=s.resource_type,
+                unit=None,
+                quantity=None,
+                credits=q(s.total_credits),
+                events=s.total_events,
+            )
+            for s in self.usage(day, day).usage_summary
+        ]
+        out.sort(key=lambda u: (u.entity_id, u.resource_type))
+        return out
+
+    def credits_by_day(
+        self, start: date, end_inclusive: date
+    ) -> list[tuple[date, str, str, str, Decimal]]:
+        if end_inclusive < start:
+            raise ValueError(f"ledger: credits_by_day range {start}..{end_inclusive} is reversed")
+        out: list[tuple[date, str, str, str, Decimal]] = []
+        day = start
+        while day <= end_inclusive:
+            out += [(u.usage_date, u.entity_id, u.entity_type, u.resource_type, u.credits) for u in self.daily_usage(day)]
+            day = date.fromordinal(day.toordinal() + 1)
+        return out
+
+    def budgets(self, month: str) -> list[EntityBudget]:
+        check_month(month)
+        y, m = int(month[:4]), int(month[5:])
+        first, last = date(y, m, 1), date(y, m, calendar.monthrange(y, m)[1])
+        return [
+            EntityBudget(
+                entity_id=b.entity_id,
+                entity_type=b.entity_type,
+                name=b.entity.name if b.entity else None,
+                monthly_budget=q(b.monthly_budget),
+            )
+            for b in sorted(self.usage(first, last).budgets, key=lambda b: b.entity_id)
+        ]
+
+    def credit_pool(self, as_of: date) -> CreditPool:
+        pool = self.usage(as_of.replace(day=1), as_of).credit_pool
+        return CreditPool(included=q(pool.included), used=q(pool.used), remaining=q(pool.remaining))
+
+    def sync_status(self) -> SyncStatus:
+        today = datetime.now(UTC).date()
+        s = self.usage(today, today).sync
+        return SyncStatus(
+            synced_at=_utc(s.synced_at),
+            last_sync_failed_at=_utc(s.last_sync_failed_at),
+            last_sync_failure_code=s.last_sync_failure_code,
+            staleness_level=s.staleness_level,
+        )
+
+    def resource_types(self) -> list[ResourceType]:
+        items: list[ResourceTypeItem] = self._get(
+            "/api/usage/resource-types", {}, "registry", list[ResourceTypeItem]
+        )
+        return sorted((ResourceType(**i.model_dump()) for i in items), key=lambda r: r.slug)
