@@ -1,8 +1,50 @@
-"""Alert routing and delivery settings (no secrets: PAGERDUTY_ROUTING_KEY, SLACK_WEBHOOK_URL)."""
+"""Alert routing and delivery settings.
+
+No secrets here: the PagerDuty routing key comes from ``PAGERDUTY_ROUTING_KEY`` and the Slack
+incoming-webhook URL (which embeds its token) from ``SLACK_WEBHOOK_URL``, both through Dagster
+``EnvVar`` in ``defs/alerts.py``.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from datetime import UTC, datetime, time
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Severity = Literal["critical", "error", "warning", "info"]
+Channel = Literal["pagerduty", "slack", "none"]
+
+SEVERITIES: tuple[Severity, ...] = ("critical", "error", "warning", "info")
+
+
+class SilenceRule(BaseModel):
+    """A time-bounded silence: alerts matching ``kind`` and/or ``subject`` (``*`` suffix matches
+    a prefix) are recorded but not sent while ``starts_at <= now < ends_at``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str | None = None
+    subject: str | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime
+    reason: str = ""
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=UTC)
+        return v
+
+    @model_validator(mode="after")
+    def _scoped(self) -> SilenceRule:
+        if not self.kind and not self.subject:
+            raise ValueError("a silence needs a kind or a subject (silencing everything is not allowed)")
+        if self.starts_at is not None and self.starts_at >= self.ends_at:
+            raise ValueError("silence starts_at must be before ends_at")
+        return self
 
 
 class AlertSettings(BaseModel):
@@ -14,6 +56,42 @@ class AlertSettings(BaseModel):
     )
     dagster_ui_url: str = Field("http://127.0.0.1:3000", description="base of links in alerts")
     page_recent_days: int = Field(
-        3, ge=0, description="periods older than this many days are recorded, not paged"
+        3, ge=0, description="periods that ended more than this many days ago are recorded, not sent"
     )
     timeout_s: float = Field(10.0, gt=0)
+    routing: dict[Severity, Channel] = Field(
+        default_factory=lambda: {
+            "critical": "pagerduty",
+            "error": "pagerduty",
+            "warning": "slack",
+            "info": "slack",
+        },
+        description="Which channel each severity goes to (pagerduty, slack or none).",
+    )
+    source: str = Field("usage_orchestration", description="PagerDuty payload.source")
+    silences: list[SilenceRule] = Field(
+        default_factory=list, description="Silences from configuration (the CLI adds more)."
+    )
+    stale_deadline_utc: time = Field(
+        time(9, 0), description="yesterday's partition must be present by this time of day (UTC)"
+    )
+    retry_base_s: float = Field(30.0, gt=0, description="first retry delay after 429/5xx")
+    retry_max_s: float = Field(900.0, gt=0, description="cap of the exponential retry delay")
+    delivery_lease_s: float = Field(
+        120.0, gt=0, description="a delivery claimed by a tick is not retried by another before this"
+    )
+    reconciliation_page_credits: Decimal = Field(
+        Decimal(0),
+        ge=0,
+        description="breaks whose |delta_credits| reach this are severity error (paged); others warning",
+    )
+    sensor_interval_s: int = Field(60, ge=5, description="minimum interval of the alert sensors")
+    freshness_interval_s: int = Field(300, ge=30, description="minimum interval of the stale-data sensor")
+
+    @field_validator("routing")
+    @classmethod
+    def _all_severities(cls, v: dict[str, str]) -> dict[str, str]:
+        missing = [s for s in SEVERITIES if s not in v]
+        if missing:
+            raise ValueError(f"routing has no channel for severity {', '.join(missing)}")
+        return v

@@ -1,0 +1,523 @@
+"""The alert outbox: each alert's state and every delivery attempt, in the warehouse.
+
+State machine of one alert (``alert_outbox``, keyed by its deterministic ``dedup_key``):
+
+* a rule reports it → ``open`` (or ``silenced`` when a silence matches); its trigger is
+  ``pending`` when it may be sent, else ``skipped`` with the reason (``history``: its period is
+  older than ``page_recent_days``; ``silenced``; ``routing``: its severity routes nowhere);
+* the rule reports it again → nothing new (the same tick evaluated twice sends once);
+* the rule stops reporting it → ``resolved``; a resolve is ``pending`` when a trigger went out
+  (or may have: an attempt was made), otherwise nothing is sent;
+* reported again after a resolve → re-opened with a new pending trigger.
+
+Delivery (``deliver_pending``) claims a due row with a lease (so concurrent ticks do not send it
+twice), makes one attempt, records it in ``alert_delivery``, and on 429/5xx/connection errors
+schedules the next attempt with exponential backoff (or Retry-After); a 4xx is recorded as
+``rejected`` with the reason and not retried. After the first retryable failure of a channel in a
+tick, the tick stops using that channel. At-least-once: a crash between the send and the
+bookkeeping re-sends on the next tick, and the receiver collapses it on ``dedup_key``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from usage_orchestration.alerts.channels import Channel, Notification
+from usage_orchestration.alerts.model import Alert, is_recent
+from usage_orchestration.settings.alerts import AlertSettings, SilenceRule
+from usage_orchestration.warehouse.schema import metadata
+
+alert_outbox = Table(
+    "alert_outbox",
+    metadata,
+    Column("dedup_key", String(255), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("subject", String(512), nullable=False),
+    Column("period", String(32), nullable=False),
+    Column("threshold", String(64), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("details", Text, nullable=False),  # JSON
+    Column("links", Text, nullable=False),  # JSON
+    Column("channel", String(16), nullable=False),  # pagerduty | slack | none
+    Column("state", String(16), nullable=False),  # open | resolved | silenced
+    Column("trigger_status", String(16), nullable=False),  # pending|delivered|rejected|skipped|cancelled
+    Column("resolve_status", String(16)),  # null | pending | delivered | rejected | skipped
+    Column("suppressed_reason", String(32)),  # history | silenced | routing
+    Column("attempts", Integer, nullable=False),  # attempts of the pending action
+    Column("next_attempt_at", DateTime),
+    Column("lease_until", DateTime),
+    Column("last_error", Text),
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("resolved_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("dedup_key", name="pk_alert_outbox"),
+)
+
+alert_delivery = Table(
+    "alert_delivery",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(255), nullable=False, index=True),
+    Column("action", String(16), nullable=False),  # trigger | resolve
+    Column("channel", String(16), nullable=False),
+    Column("attempted_at", DateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),  # delivered | rejected | retry
+    Column("http_status", Integer),
+    Column("reason", Text),
+)
+
+alert_silence = Table(
+    "alert_silence",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(64)),
+    Column("subject", String(512)),
+    Column("starts_at", DateTime, nullable=False),
+    Column("ends_at", DateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+OPEN_STATES = ("open", "silenced")
+
+
+def _naive(dt: datetime) -> datetime:
+    """Stored timestamps are naive UTC (the same on SQLite and PostgreSQL)."""
+    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+def silence_matches(rule: SilenceRule, kind: str, subject: str, now: datetime) -> bool:
+    if rule.starts_at is not None and now < rule.starts_at:
+        return False
+    if now >= rule.ends_at:
+        return False
+    if rule.kind and rule.kind != kind:
+        return False
+    if rule.subject:
+        if rule.subject.endswith("*"):
+            return subject.startswith(rule.subject[:-1])
+        return subject == rule.subject
+    return True
+
+
+@dataclass
+class SyncReport:
+    opened: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    recorded_only: list[str] = field(default_factory=list)  # history / silenced / routing
+
+
+@dataclass
+class DeliveryReport:
+    delivered: list[tuple[str, str]] = field(default_factory=list)  # (dedup_key, action)
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (key, action, reason)
+    retrying: list[tuple[str, str, str]] = field(default_factory=list)
+    blocked_channels: list[str] = field(default_factory=list)
+
+
+class Outbox:
+    """Alert state and delivery bookkeeping on an engine holding the outbox tables."""
+
+    def __init__(self, engine: Engine, settings: AlertSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    # -- silences -----------------------------------------------------------------------------
+    def active_silences(self, now: datetime, conn: Connection | None = None) -> list[SilenceRule]:
+        rules = [s for s in self.settings.silences if silence_matches_time(s, now)]
+        q = select(alert_silence).where(
+            and_(alert_silence.c.starts_at <= _naive(now), alert_silence.c.ends_at > _naive(now))
+        )
+        rows = [dict(r) for r in conn.execute(q).mappings()] if conn is not None else self._rows(q)
+        for r in rows:
+            rules.append(
+                SilenceRule(
+                    kind=r["kind"],
+                    subject=r["subject"],
+                    starts_at=_aware(r["starts_at"]),
+                    ends_at=_aware(r["ends_at"]),  # type: ignore[arg-type]
+                    reason=r["reason"],
+                )
+            )
+        return rules
+
+    def add_silence(
+        self,
+        *,
+        kind: str | None,
+        subject: str | None,
+        ends_at: datetime,
+        reason: str,
+        now: datetime,
+        starts_at: datetime | None = None,
+    ) -> int:
+        rule = SilenceRule(kind=kind, subject=subject, starts_at=starts_at or now, ends_at=ends_at, reason=reason)
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                insert(alert_silence).values(
+                    kind=rule.kind,
+                    subject=rule.subject,
+                    starts_at=_naive(rule.starts_at or now),
+                    ends_at=_naive(rule.ends_at),
+                    reason=rule.reason,
+                    created_at=_naive(now),
+                )
+            )
+            return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    def list_silences(self) -> list[dict[str, Any]]:
+        return self._rows(select(alert_silence).order_by(alert_silence.c.id))
+
+    def remove_silence(self, silence_id: int) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(alert_silence).where(alert_silence.c.id == silence_id)).rowcount > 0
+
+    # -- state --------------------------------------------------------------------------------
+    def sync(
+        self,
+        alerts: Iterable[Alert],
+        *,
+        kinds: Sequence[str],
+        now: datetime,
+        scope: Mapping[str, str] | None = None,
+    ) -> SyncReport:
+        """Make the outbox match a full evaluation of the rules for ``kinds``: open what is
+        reported, resolve open alerts of those kinds (and ``scope`` columns) that are not."""
+        desired = {a.dedup_key: a for a in alerts}
+        report = SyncReport()
+        with self.engine.begin() as conn:
+            silences = self.active_silences(now, conn)
+            for alert in desired.values():
+                self._upsert(conn, alert, now, silences, report)
+            conds = [alert_outbox.c.kind.in_(list(kinds)), alert_outbox.c.state.in_(OPEN_STATES)]
+            conds += [alert_outbox.c[k] == v for k, v in (scope or {}).items()]
+            open_rows = conn.execute(select(alert_outbox.c.dedup_key).where(and_(*conds))).scalars().all()
+            for key in open_rows:
+                if key not in desired:
+                    self._resolve(conn, key, now)
+                    report.resolved.append(key)
+        return report
+
+    def open(self, alerts: Iterable[Alert], *, now: datetime) -> SyncReport:
+        """Record alerts reported by an event (a run failure) without resolving others."""
+        report = SyncReport()
+        with self.engine.begin() as conn:
+            silences = self.active_silences(now, conn)
+            for alert in alerts:
+                self._upsert(conn, alert, now, silences, report)
+        return report
+
+    def resolve(self, keys: Iterable[str], *, now: datetime) -> list[str]:
+        """Resolve the given alerts if open (an event cleared them)."""
+        done: list[str] = []
+        with self.engine.begin() as conn:
+            for key in keys:
+                row = conn.execute(
+                    select(alert_outbox.c.state).where(alert_outbox.c.dedup_key == key)
+                ).first()
+                if row is not None and row.state in OPEN_STATES:
+                    self._resolve(conn, key, now)
+                    done.append(key)
+        return done
+
+    def open_keys(self, kind: str, subject_prefix: str = "") -> list[str]:
+        q = select(alert_outbox.c.dedup_key).where(
+            and_(alert_outbox.c.kind == kind, alert_outbox.c.state.in_(OPEN_STATES))
+        )
+        if subject_prefix:
+            q = q.where(alert_outbox.c.subject.startswith(subject_prefix, autoescape=True))
+        return self._scalars(q)
+
+    def _upsert(
+        self, conn: Connection, alert: Alert, now: datetime, silences: list[SilenceRule], report: SyncReport
+    ) -> None:
+        key = alert.dedup_key
+        if not alert.active:
+            self._record_closed(conn, alert, now, report)
+            return
+        silenced = any(silence_matches(s, alert.kind.value, alert.subject, now) for s in silences)
+        recent = is_recent(alert.period, now, self.settings.page_recent_days)
+        channel = self.settings.routing[alert.severity]
+        content = {
+            "severity": alert.severity,
+            "summary": alert.summary,
+            "details": json.dumps(alert.details, default=str, sort_keys=True),
+            "links": json.dumps(alert.links, sort_keys=True),
+            "channel": channel,
+            "last_seen_at": _naive(now),
+            "updated_at": _naive(now),
+        }
+        if channel == "none":
+            suppressed: str | None = "routing"
+        elif not recent:
+            suppressed = "history"
+        elif silenced:
+            suppressed = "silenced"
+        else:
+            suppressed = None
+        row = conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key)).mappings().first()
+        if row is None or row["state"] == "resolved":
+            values = {
+                **content,
+                "state": "silenced" if silenced else "open",
+                "trigger_status": "skipped" if suppressed else "pending",
+                "resolve_status": None,
+                "suppressed_reason": suppressed,
+                "attempts": 0,
+                "next_attempt_at": _naive(now),
+                "lease_until": None,
+                "last_error": None,
+                "resolved_at": None,
+            }
+            if row is None:
+                conn.execute(
+                    insert(alert_outbox).values(
+                        dedup_key=key,
+                        kind=alert.kind.value,
+                        subject=alert.subject,
+                        period=alert.period,
+                        threshold=alert.threshold,
+                        first_seen_at=_naive(now),
+                        **values,
+                    )
+                )
+            else:
+                conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+            (report.recorded_only if suppressed else report.opened).append(key)
+            return
+        # Still reported while open or silenced: refresh the content, follow silences.
+        values = dict(content)
+        if silenced and row["state"] == "open":
+            values["state"] = "silenced"
+            if row["trigger_status"] == "pending" and row["attempts"] == 0:
+                values["trigger_status"] = "skipped"
+                values["suppressed_reason"] = "silenced"
+        elif not silenced and row["state"] == "silenced":
+            values["state"] = "open"
+            if row["trigger_status"] == "skipped" and row["suppressed_reason"] == "silenced" and not suppressed:
+                # The silence ended and the condition persists: send it now.
+                values["trigger_status"] = "pending"
+                values["suppressed_reason"] = None
+                values["next_attempt_at"] = _naive(now)
+                report.opened.append(key)
+        conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+        report.unchanged += 1
+
+    def _record_closed(self, conn: Connection, alert: Alert, now: datetime, report: SyncReport) -> None:
+        key = alert.dedup_key
+        row = conn.execute(select(alert_outbox.c.state).where(alert_outbox.c.dedup_key == key)).first()
+        if row is None:
+            conn.execute(
+                insert(alert_outbox).values(
+                    dedup_key=key,
+                    kind=alert.kind.value,
+                    subject=alert.subject,
+                    period=alert.period,
+                    threshold=alert.threshold,
+                    severity=alert.severity,
+                    summary=alert.summary,
+                    details=json.dumps(alert.details, default=str, sort_keys=True),
+                    links=json.dumps(alert.links, sort_keys=True),
+                    channel=self.settings.routing[alert.severity],
+                    state="resolved",
+                    trigger_status="skipped",
+                    resolve_status="skipped",
+                    suppressed_reason="history",
+                    attempts=0,
+                    first_seen_at=_naive(now),
+                    last_seen_at=_naive(now),
+                    resolved_at=_naive(now),
+                    updated_at=_naive(now),
+                )
+            )
+            report.recorded_only.append(key)
+        elif row.state in OPEN_STATES:
+            self._resolve(conn, key, now)
+            report.resolved.append(key)
+
+    def _resolve(self, conn: Connection, key: str, now: datetime) -> None:
+        row = conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key)).mappings().one()
+        values: dict[str, Any] = {"state": "resolved", "resolved_at": _naive(now), "updated_at": _naive(now)}
+        sent_or_maybe = row["trigger_status"] == "delivered" or (
+            row["trigger_status"] == "pending" and row["attempts"] > 0
+        )
+        if row["trigger_status"] == "pending":
+            values["trigger_status"] = "cancelled"
+        if sent_or_maybe:
+            values.update(resolve_status="pending", attempts=0, next_attempt_at=_naive(now), last_error=None)
+        else:
+            values["resolve_status"] = "skipped"
+        conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+
+    # -- delivery -----------------------------------------------------------------------------
+    def deliver_pending(
+        self, channels: Mapping[str, Channel], *, now: datetime, limit: int = 200
+    ) -> DeliveryReport:
+        """One delivery pass: every due action, oldest first."""
+        report = DeliveryReport()
+        due = and_(
+            or_(alert_outbox.c.trigger_status == "pending", alert_outbox.c.resolve_status == "pending"),
+            or_(alert_outbox.c.next_attempt_at.is_(None), alert_outbox.c.next_attempt_at <= _naive(now)),
+            or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until <= _naive(now)),
+        )
+        rows = self._rows(
+            select(alert_outbox)
+            .where(due)
+            .order_by(alert_outbox.c.next_attempt_at, alert_outbox.c.first_seen_at, alert_outbox.c.dedup_key)
+            .limit(limit)
+        )
+        blocked: set[str] = set()
+        for row in rows:
+            key = row["dedup_key"]
+            action = "resolve" if row["resolve_status"] == "pending" else "trigger"
+            channel_name = row["channel"]
+            if channel_name in blocked:
+                continue
+            channel = channels.get(channel_name)
+            if not self._claim(key, now, due):
+                continue  # another tick has it
+            notification = Notification(
+                action=action,  # type: ignore[arg-type]
+                dedup_key=key,
+                kind=row["kind"],
+                severity=row["severity"],
+                subject=row["subject"],
+                period=row["period"],
+                summary=row["summary"],
+                details=json.loads(row["details"]),
+                links=json.loads(row["links"]),
+            )
+            if channel is None:
+                outcome, status, reason, after = "rejected", None, f"channel {channel_name!r} is not configured", None
+            else:
+                result = channel.send(notification)
+                outcome, status, reason, after = result.outcome, result.status, result.reason, result.retry_after_s
+            self._record(key, action, channel_name, now, outcome, status, reason, after, row["attempts"])
+            if outcome == "delivered":
+                report.delivered.append((key, action))
+            elif outcome == "rejected":
+                report.rejected.append((key, action, reason))
+            else:
+                report.retrying.append((key, action, reason))
+                blocked.add(channel_name)
+        report.blocked_channels = sorted(blocked)
+        return report
+
+    def _claim(self, key: str, now: datetime, due: Any) -> bool:
+        lease = _naive(now + timedelta(seconds=self.settings.delivery_lease_s))
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(alert_outbox).where(and_(alert_outbox.c.dedup_key == key, due)).values(lease_until=lease)
+            )
+            return res.rowcount == 1
+
+    def backoff_s(self, attempts: int, retry_after_s: float | None) -> float:
+        delay = min(self.settings.retry_base_s * (2 ** max(attempts - 1, 0)), self.settings.retry_max_s)
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, self.settings.retry_max_s))
+        return delay
+
+    def _record(
+        self,
+        key: str,
+        action: str,
+        channel: str,
+        now: datetime,
+        outcome: str,
+        status: int | None,
+        reason: str,
+        retry_after_s: float | None,
+        attempts_before: int,
+    ) -> None:
+        status_col = "resolve_status" if action == "resolve" else "trigger_status"
+        values: dict[str, Any] = {"lease_until": None, "updated_at": _naive(now)}
+        if outcome == "delivered":
+            values.update({status_col: "delivered", "attempts": 0, "last_error": None})
+        elif outcome == "rejected":
+            values.update({status_col: "rejected", "attempts": attempts_before + 1, "last_error": reason})
+        else:
+            attempts = attempts_before + 1
+            values.update(
+                attempts=attempts,
+                last_error=reason,
+                next_attempt_at=_naive(now + timedelta(seconds=self.backoff_s(attempts, retry_after_s))),
+            )
+        with self.engine.begin() as conn:
+            conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+            conn.execute(
+                insert(alert_delivery).values(
+                    dedup_key=key,
+                    action=action,
+                    channel=channel,
+                    attempted_at=_naive(now),
+                    outcome=outcome,
+                    http_status=status,
+                    reason=reason,
+                )
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+    def alerts(self, *, state: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        q = select(alert_outbox).order_by(alert_outbox.c.first_seen_at, alert_outbox.c.dedup_key)
+        if state:
+            q = q.where(alert_outbox.c.state == state)
+        if kind:
+            q = q.where(alert_outbox.c.kind == kind)
+        return self._rows(q)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        rows = self._rows(select(alert_outbox).where(alert_outbox.c.dedup_key == key))
+        return rows[0] if rows else None
+
+    def deliveries(self, key: str | None = None) -> list[dict[str, Any]]:
+        q = select(alert_delivery).order_by(alert_delivery.c.id)
+        if key:
+            q = q.where(alert_delivery.c.dedup_key == key)
+        return self._rows(q)
+
+    def pending_count(self) -> int:
+        q = select(alert_outbox.c.dedup_key).where(
+            or_(alert_outbox.c.trigger_status == "pending", alert_outbox.c.resolve_status == "pending")
+        )
+        return len(self._scalars(q))
+
+    def _rows(self, q: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
+    def _scalars(self, q: Any) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars().all())
+
+
+def silence_matches_time(rule: SilenceRule, now: datetime) -> bool:
+    return (rule.starts_at is None or rule.starts_at <= now) and now < rule.ends_at

@@ -1,0 +1,508 @@
+"""Rules: what is wrong now, read from the warehouse tables (aggregated in SQL) and turned into
+desired ``Alert`` objects. Each ``*_alerts`` function is a full evaluation of its kinds: the
+outbox resolves any open alert of those kinds that a rule no longer reports.
+
+The pure ``alerts_from_*`` functions take rows (mappings) so they can be tested without a
+database; the ``read_*`` functions fetch those rows with SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Engine, Table, and_, func, select
+
+from usage_orchestration.alerts.model import Alert, AlertKind
+from usage_orchestration.settings import UsageSettings
+from usage_orchestration.settings.alerts import Severity
+
+Row = Mapping[str, Any]
+
+BUDGET_KINDS = (AlertKind.BUDGET_THRESHOLD, AlertKind.FORECAST_OVERRUN)
+POOL_CAP_KINDS = (AlertKind.CREDIT_POOL_DEPLETION, AlertKind.PROVIDER_CAP)
+BREAK_KINDS = (AlertKind.RECONCILIATION_BREAK, AlertKind.ANOMALY)
+BREAK_STATUSES = ("ledger_under", "ledger_over", "missing_in_ledger", "missing_at_provider", "unmapped")
+
+SYNC_FAILURES: dict[str, tuple[Severity, str]] = {
+    "lm_unreachable": ("error", "the License Manager cannot be reached"),
+    "lm_unavailable": ("error", "the License Manager is unavailable"),
+    "lm_error": ("error", "the License Manager answered with an error"),
+    "license_not_recognized": ("critical", "the License Manager does not recognize the license"),
+}
+
+
+def fmt(value: Any) -> str:
+    """Decimal without trailing zeros (``100`` not ``100.000000000000``)."""
+    if value is None:
+        return "-"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
+
+
+def money(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{Decimal(value):,.2f}"
+
+
+def _ui_link(ui_url: str, asset: str, partition: str = "") -> dict[str, str]:
+    href = f"{ui_url.rstrip('/')}/assets/{quote(asset)}"
+    if partition:
+        href += f"?partition={quote(partition)}"
+    return {"href": href, "text": f"{asset} in Dagster"}
+
+
+# ---------------------------------------------------------------------------------- budgets
+def threshold_severity(threshold: Decimal) -> Severity:
+    if threshold >= 100:
+        return "critical"
+    if threshold >= 80:
+        return "warning"
+    return "info"
+
+
+def crossed_thresholds(r: Row, thresholds: Sequence[Decimal]) -> list[Decimal]:
+    """The thresholds (percent) a budget row has crossed: its ``thresholds_crossed`` list when
+    the table has it, else every configured threshold up to ``highest_threshold_crossed``."""
+    listed = r.get("thresholds_crossed")
+    if listed is not None:
+        return [Decimal(x) for x in str(listed).split(",") if x.strip()]
+    highest = r.get("highest_threshold_crossed")
+    if highest is None:
+        return []
+    return [t for t in thresholds if t <= Decimal(highest)] or [Decimal(highest)]
+
+
+def alerts_from_budget_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
+    """Budget thresholds crossed and forecast overruns, from each (entity, month)'s latest
+    ``budget_status`` row. Months before the latest month in the data are closed (a new month
+    resolves their alerts)."""
+    rows = list(rows)
+    if not rows:
+        return []
+    latest_month = max(r["month"] for r in rows)
+    thresholds = settings.budgets.thresholds_pct
+    ui = settings.alerts.dagster_ui_url
+    out: list[Alert] = []
+    for r in rows:
+        entity = r["entity_id"]
+        name = r.get("entity_name") or entity
+        month = r["month"]
+        as_of: date = r["as_of_date"]
+        active = month == latest_month
+        subject = f"entity/{entity}"
+        link = [_ui_link(ui, "budget_status", as_of.isoformat())]
+        base = {
+            "entity_id": entity,
+            "entity_type": r.get("entity_type"),
+            "as_of_date": as_of.isoformat(),
+            "credits_used": fmt(r["credits_used"]),
+            "monthly_budget": fmt(r.get("monthly_budget")),
+            "budget_percent": fmt(r.get("budget_percent")),
+            "forecast_month_end": fmt(r.get("forecast_month_end")),
+        }
+        for t in crossed_thresholds(r, thresholds):
+            over = "over budget" if t >= 100 else f"past {fmt(t)}% of budget"
+            out.append(
+                Alert(
+                    kind=AlertKind.BUDGET_THRESHOLD,
+                    severity=threshold_severity(t),
+                    subject=subject,
+                    period=month,
+                    threshold=f"{fmt(t)}pct",
+                    summary=(
+                        f"{name} is {over} for {month}: {money(r['credits_used'])} of "
+                        f"{money(r.get('monthly_budget'))} credits ({fmt(r.get('budget_percent'))}%) "
+                        f"as of {as_of.isoformat()}"
+                    ),
+                    details={**base, "threshold_pct": fmt(t)},
+                    links=link,
+                    active=active,
+                )
+            )
+        overrun = r.get("forecast_overrun")
+        if overrun is not None and Decimal(overrun) > 0:
+            out.append(
+                Alert(
+                    kind=AlertKind.FORECAST_OVERRUN,
+                    severity="warning",
+                    subject=subject,
+                    period=month,
+                    summary=(
+                        f"{name} is forecast to overrun its {month} budget by {money(overrun)} "
+                        f"credits (forecast {money(r.get('forecast_month_end'))} of "
+                        f"{money(r.get('monthly_budget'))}) as of {as_of.isoformat()}"
+                    ),
+                    details={**base, "forecast_overrun": fmt(overrun)},
+                    links=link,
+                    active=active,
+                )
+            )
+    return out
+
+
+def latest_rows_per(
+    engine: Engine, table: Table, keys: Sequence[str], day_column: str = "as_of_date"
+) -> list[dict[str, Any]]:
+    """Each group's (``keys``) row with the latest ``day_column``, selected in SQL."""
+    latest = (
+        select(*[table.c[k] for k in keys], func.max(table.c[day_column]).label("latest"))
+        .group_by(*[table.c[k] for k in keys])
+        .subquery()
+    )
+    join_on = and_(*[table.c[k] == latest.c[k] for k in keys], table.c[day_column] == latest.c.latest)
+    q = select(table).select_from(table.join(latest, join_on))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def budget_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
+    from usage_orchestration.warehouse.analysis_schema import budget_status
+
+    return alerts_from_budget_rows(latest_rows_per(engine, budget_status, ["entity_id", "month"]), settings)
+
+
+# ----------------------------------------------------------------- credit pool, provider caps
+def _optional_table(name: str) -> Table | None:
+    import usage_orchestration.warehouse.analysis_schema  # noqa: F401  (registers the tables)
+    from usage_orchestration.warehouse.schema import metadata
+
+    return metadata.tables.get(name)
+
+
+def _get(r: Row, *names: str) -> Any:
+    for n in names:
+        if n in r and r[n] is not None:
+            return r[n]
+    return None
+
+
+def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
+    """The shared credit pool's projected depletion before its month ends (or already empty)."""
+    rows = list(rows)
+    if not rows:
+        return []
+    latest_month = max(r["month"] for r in rows)
+    out: list[Alert] = []
+    for r in rows:
+        month = r["month"]
+        as_of: date = r["as_of_date"]
+        remaining = _get(r, "remaining", "pool_remaining", "credits_remaining")
+        depletion = _get(r, "projected_depletion_date", "depletion_date")
+        y, m = int(month[:4]), int(month[5:7])
+        month_end = (date(y + (m == 12), m % 12 + 1, 1)) - timedelta(days=1)
+        empty = bool(r.get("depleted")) or (remaining is not None and Decimal(remaining) <= 0)
+        if not empty and (depletion is None or depletion > month_end):
+            continue
+        when = "is exhausted" if empty else f"is projected to run out on {depletion}"
+        out.append(
+            Alert(
+                kind=AlertKind.CREDIT_POOL_DEPLETION,
+                severity="critical" if empty else "error",
+                subject="credit-pool",
+                period=month,
+                threshold="exhausted" if empty else "",
+                summary=f"The shared credit pool {when} ({money(remaining)} credits left for {month}, as of {as_of.isoformat()})",
+                details={k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"},
+                links=[_ui_link(settings.alerts.dagster_ui_url, "credit_pool_status", as_of.isoformat())],
+                active=month == latest_month,
+            )
+        )
+    return out
+
+
+def alerts_from_cap_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
+    """A provider-side monthly allowance used up, or forecast to be used up, this month."""
+    rows = list(rows)
+    if not rows:
+        return []
+    latest_month = max(r["month"] for r in rows)
+    out: list[Alert] = []
+    for r in rows:
+        month = r["month"]
+        as_of: date = r["as_of_date"]
+        used = _get(r, "used_quantity", "quantity_used", "used")
+        cap = _get(r, "cap_quantity", "monthly_quantity", "cap")
+        forecast = _get(r, "forecast_quantity", "forecast_month_end", "forecast")
+        over = bool(_get(r, "over_cap")) or (used is not None and cap is not None and Decimal(used) >= Decimal(cap))
+        forecast_over = (_get(r, "forecast_overage") or 0) > 0 or (
+            forecast is not None and cap is not None and Decimal(forecast) > Decimal(cap)
+        )
+        if not (over or forecast_over):
+            continue
+        what = f"{r['provider']} {r['metric']}"
+        unit = _get(r, "unit") or ""
+        out.append(
+            Alert(
+                kind=AlertKind.PROVIDER_CAP,
+                severity="error" if over else "warning",
+                subject=f"provider/{r['provider']}/{r['metric']}",
+                period=month,
+                threshold="reached" if over else "forecast",
+                summary=(
+                    f"{what}: {fmt(used)} of the {fmt(cap)} {unit} monthly allowance "
+                    + ("used" if over else f"used, forecast {fmt(forecast)} by month end")
+                    + f" ({month}, as of {as_of.isoformat()})"
+                ),
+                details={k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"},
+                links=[_ui_link(settings.alerts.dagster_ui_url, "provider_cap_status", as_of.isoformat())],
+                active=month == latest_month,
+            )
+        )
+    return out
+
+
+def pool_and_cap_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
+    out: list[Alert] = []
+    pool = _optional_table("credit_pool_status")
+    if pool is not None and {"month", "as_of_date"} <= set(pool.c.keys()):
+        out += alerts_from_pool_rows(latest_rows_per(engine, pool, ["month"]), settings)
+    caps = _optional_table("provider_cap_status")
+    if caps is not None and {"month", "as_of_date", "provider", "metric"} <= set(caps.c.keys()):
+        out += alerts_from_cap_rows(latest_rows_per(engine, caps, ["provider", "metric", "month"]), settings)
+    return out
+
+
+# ------------------------------------------------------------ reconciliation breaks, anomalies
+def alerts_from_reconciliation_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
+    """One alert per (day, provider, entity, resource type) outside tolerance."""
+    page_at = settings.alerts.reconciliation_page_credits
+    out: list[Alert] = []
+    for r in rows:
+        if r["within_tolerance"] or r["status"] not in BREAK_STATUSES:
+            continue
+        day: date = r["usage_date"]
+        delta = r.get("delta_credits")
+        entity = r["entity_id"] or "(unmapped)"
+        big = delta is not None and abs(Decimal(delta)) >= page_at and r["status"] != "unmapped"
+        out.append(
+            Alert(
+                kind=AlertKind.RECONCILIATION_BREAK,
+                severity="error" if big else "warning",
+                subject=f"{r['provider']}/{entity}/{r['resource_type']}",
+                period=day.isoformat(),
+                summary=(
+                    f"Reconciliation break {r['status']} on {day.isoformat()}: {r['provider']} "
+                    f"{entity} {r['resource_type']} expected {fmt(r.get('expected_credits'))} credits, "
+                    f"ledger recorded {fmt(r.get('recorded_credits'))} (delta {fmt(delta)})"
+                ),
+                details={
+                    "status": r["status"],
+                    "expected_quantity": fmt(r.get("expected_quantity")),
+                    "recorded_quantity": fmt(r.get("recorded_quantity")),
+                    "expected_credits": fmt(r.get("expected_credits")),
+                    "recorded_credits": fmt(r.get("recorded_credits")),
+                    "delta_credits": fmt(delta),
+                    "delta_pct": fmt(r.get("delta_pct")),
+                    "reason": r.get("reason") or "",
+                },
+                links=[_ui_link(settings.alerts.dagster_ui_url, "usage_reconciliation", day.isoformat())],
+            )
+        )
+    return out
+
+
+def alerts_from_anomaly_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
+    out: list[Alert] = []
+    for r in rows:
+        day: date = r["usage_date"]
+        entity = r.get("entity_id") or "(all)"
+        rtype = r.get("resource_type") or "(all)"
+        impact = _get(r, "impact_credits", "impact")
+        dimension = _get(r, "dimension", "cause") or rtype
+        direction = _get(r, "direction") or "change"
+        out.append(
+            Alert(
+                kind=AlertKind.ANOMALY,
+                severity="warning",
+                subject=f"entity/{entity}/{rtype}",
+                period=day.isoformat(),
+                summary=(
+                    f"Spend {direction} on {day.isoformat()}: {entity} {rtype} "
+                    f"{fmt(_get(r, 'credits', 'actual_credits', 'spend'))} credits against a baseline of "
+                    f"{fmt(_get(r, 'baseline_credits', 'baseline'))} (impact {fmt(impact)}"
+                    + (f", driven by {dimension}" if dimension else "")
+                    + ")"
+                ),
+                details={k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"},
+                links=[_ui_link(settings.alerts.dagster_ui_url, "usage_anomaly", day.isoformat())],
+            )
+        )
+    return out
+
+
+def break_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
+    from usage_orchestration.warehouse.analysis_schema import usage_reconciliation as t
+
+    q = select(t).where(and_(t.c.within_tolerance.is_(False), t.c.status.in_(BREAK_STATUSES)))
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    out = alerts_from_reconciliation_rows(rows, settings)
+    anomalies = _optional_table("usage_anomaly")
+    if anomalies is not None and "usage_date" in anomalies.c:
+        q = select(anomalies)
+        if "is_anomaly" in anomalies.c:
+            q = q.where(anomalies.c.is_anomaly.is_(True))
+        with engine.connect() as conn:
+            out += alerts_from_anomaly_rows([dict(r) for r in conn.execute(q).mappings()], settings)
+    return out
+
+
+# ------------------------------------------------------------------ stale data, ledger sync
+def due_days(now: datetime, settings: UsageSettings, lookback_days: int = 3) -> list[date]:
+    """The days whose partition must be present by now: yesterday once today's deadline has
+    passed (else the day before), and the ``lookback_days - 1`` days before it."""
+    now = now.astimezone(UTC)
+    today = now.date()
+    last = today - timedelta(days=1 if now.time() >= settings.alerts.stale_deadline_utc else 2)
+    days = [last - timedelta(days=i) for i in range(lookback_days)]
+    return sorted(d for d in days if d >= settings.partitions_start)
+
+
+def enabled_providers(settings: UsageSettings) -> list[str]:
+    return [p for p in ("phala", "neon", "forge") if getattr(settings, p).enabled]
+
+
+def alerts_from_coverage(
+    coverage: Iterable[Row], days: Sequence[date], providers: Sequence[str], settings: UsageSettings
+) -> list[Alert]:
+    """Stale data: a due day with no complete coverage for a provider (never fetched, or
+    fetched as unavailable)."""
+    complete: set[tuple[str, date]] = set()
+    unavailable: dict[tuple[str, date], list[str]] = {}
+    for c in coverage:
+        if c["status"] == "complete":
+            complete.add((c["provider"], c["usage_date"]))
+        else:
+            unavailable.setdefault((c["provider"], c["usage_date"]), []).append(
+                f"{c['account_id']}: {c.get('reason') or c['status']}"
+            )
+    deadline = settings.alerts.stale_deadline_utc.strftime("%H:%M")
+    out: list[Alert] = []
+    for p in providers:
+        for d in days:
+            if (p, d) in complete:
+                continue
+            why = unavailable.get((p, d))
+            summary = (
+                f"Stale data: {p} usage for {d.isoformat()} is missing (due by {deadline} UTC the next day)"
+                if not why
+                else f"Stale data: {p} usage for {d.isoformat()} could not be fetched ({'; '.join(why)[:300]})"
+            )
+            out.append(
+                Alert(
+                    kind=AlertKind.STALE_DATA,
+                    severity="error",
+                    subject=f"provider/{p}",
+                    period=d.isoformat(),
+                    summary=summary,
+                    details={"provider": p, "usage_date": d.isoformat(), "unavailable": why or []},
+                    links=[_ui_link(settings.alerts.dagster_ui_url, f"{p}_usage", d.isoformat())],
+                )
+            )
+    return out
+
+
+def stale_alerts(engine: Engine, settings: UsageSettings, now: datetime) -> list[Alert]:
+    from usage_orchestration.warehouse.schema import provider_coverage as c
+
+    days = due_days(now, settings)
+    providers = enabled_providers(settings)
+    if not days or not providers:
+        return []
+    q = select(c.c.provider, c.c.account_id, c.c.usage_date, c.c.status, c.c.reason).where(
+        and_(c.c.usage_date.in_(days), c.c.provider.in_(providers))
+    )
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    return alerts_from_coverage(rows, days, providers, settings)
+
+
+def ledger_sync_alerts(status: Any, settings: UsageSettings) -> list[Alert]:
+    """License Manager sync failures from the ledger's ``SyncStatus``: open while the last sync
+    failed (no successful sync since the failure)."""
+    code = getattr(status, "last_sync_failure_code", None)
+    failed_at = getattr(status, "last_sync_failed_at", None)
+    synced_at = getattr(status, "synced_at", None)
+    if not code or failed_at is None:
+        return []
+    if synced_at is not None and synced_at > failed_at:
+        return []
+    severity, meaning = SYNC_FAILURES.get(code, ("error", f"License Manager sync failed ({code})"))
+    return [
+        Alert(
+            kind=AlertKind.LEDGER_SYNC,
+            severity=severity,
+            subject="license-manager",
+            threshold=code,
+            summary=f"Ledger sync failure {code}: {meaning} since {failed_at.isoformat()}; ledger credits may be stale",
+            details={
+                "code": code,
+                "last_sync_failed_at": failed_at.isoformat(),
+                "synced_at": synced_at.isoformat() if synced_at else None,
+                "staleness_level": getattr(status, "staleness_level", None),
+            },
+        )
+    ]
+
+
+def ledger_sync_error_alert(message: str) -> Alert:
+    """The ledger could not even be asked for its sync status."""
+    return Alert(
+        kind=AlertKind.LEDGER_SYNC,
+        severity="error",
+        subject="license-manager",
+        threshold="status_unreadable",
+        summary=f"Ledger sync status could not be read: {message[:300]}",
+    )
+
+
+# -------------------------------------------------------------- run failures, sensor failures
+def _run_period(partition: str | None) -> str:
+    if not partition:
+        return ""
+    last = partition.split("...")[-1]
+    try:
+        return date.fromisoformat(last).isoformat()
+    except ValueError:
+        return ""
+
+
+def run_failure_alert(
+    *, job_name: str, run_id: str, partition: str | None, message: str, settings: UsageSettings
+) -> Alert:
+    """A failed run (not one about to be retried). Keyed by job and partition so repeated
+    failures of the same work collapse into one incident."""
+    ui = settings.alerts.dagster_ui_url.rstrip("/")
+    return Alert(
+        kind=AlertKind.RUN_FAILURE,
+        severity="error",
+        subject=f"job/{job_name}",
+        period=_run_period(partition),
+        summary=f"Dagster run of {job_name}" + (f" for {partition}" if partition else "") + f" failed: {message[:400]}",
+        details={"run_id": run_id, "job": job_name, "partition": partition or ""},
+        links=[{"href": f"{ui}/runs/{run_id}", "text": "the failed run"}],
+    )
+
+
+def run_failure_key(job_name: str, partition: str | None) -> str:
+    from usage_orchestration.alerts.model import dedup_key
+
+    return dedup_key(AlertKind.RUN_FAILURE.value, f"job/{job_name}", _run_period(partition), "")
+
+
+def sensor_failure_alert(sensor_name: str, error: str, settings: UsageSettings) -> Alert:
+    ui = settings.alerts.dagster_ui_url.rstrip("/")
+    return Alert(
+        kind=AlertKind.SENSOR_FAILURE,
+        severity="error",
+        subject=f"sensor/{sensor_name}",
+        summary=f"Alert sensor {sensor_name} failed: {error[:400]}; alerts it evaluates are not being checked",
+        details={"sensor": sensor_name},
+        links=[{"href": f"{ui}/automation", "text": "sensors in Dagster"}],
+    )

@@ -1,0 +1,376 @@
+"""Alert sensors: thin wiring of ``usage_orchestration.alerts`` (rules, outbox, channels).
+
+* ``budget_alerts``: budget thresholds, forecast overruns, credit pool depletion, provider caps;
+* ``reconciliation_alerts``: reconciliation breaks over tolerance, spend anomalies;
+* ``stale_data_alerts``: yesterday's partition missing by the deadline, ledger sync failures;
+* ``run_failure_alerts`` / ``run_success_resolves``: failed runs (not those about to be retried),
+  resolved when the same job and partition succeeds;
+* ``alert_delivery``: retries of pending deliveries (429/5xx) with backoff.
+
+Each evaluation sensor keeps a JSON cursor of the latest materialization it has seen of the
+assets it watches, and re-evaluates when one changes (or every ``REEVALUATE_S`` for time-driven
+conditions); a tick that changes nothing sends nothing. A sensor that fails records and sends a
+``sensor_failure`` alert, then fails its tick so the UI shows it; its next good tick resolves it.
+"""
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    AssetKey,
+    ConfigurableResource,
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    Definitions,
+    EnvVar,
+    ResourceParam,
+    RunFailureSensorContext,
+    RunStatusSensorContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    run_status_sensor,
+    sensor,
+)
+
+from usage_orchestration.alerts import rules
+from usage_orchestration.alerts.channels import Channel, Notification
+from usage_orchestration.alerts.model import AlertKind, dedup_key
+from usage_orchestration.alerts.outbox import Outbox
+from usage_orchestration.alerts.service import (
+    BREAKS,
+    BUDGETS,
+    STALE,
+    Evaluation,
+    TickReport,
+    build_channels,
+    evaluate_and_deliver,
+)
+from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.settings import UsageSettings
+
+REEVALUATE_S = 600
+WILL_RETRY_TAG = "dagster/will_retry"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+class AlertChannelsResource(ConfigurableResource):
+    """Delivery secrets: ``PAGERDUTY_ROUTING_KEY``, ``SLACK_WEBHOOK_URL`` (the URL embeds its
+    token) and, for the ledger's sync status over HTTP, ``LEDGER_API_TOKEN``. Empty means not
+    configured: alerts for that channel are recorded as rejected with the reason."""
+
+    pagerduty_routing_key: str = ""
+    slack_webhook_url: str = ""
+    ledger_api_token: str = ""
+
+    def channels(self, settings: UsageSettings) -> dict[str, Channel]:
+        return build_channels(
+            settings.alerts,
+            pagerduty_routing_key=self.pagerduty_routing_key,
+            slack_webhook_url=self.slack_webhook_url,
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _load_cursor(raw: str | None) -> dict[str, object]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        value = {}
+    return value if isinstance(value, dict) else {}
+
+
+def _latest_ids(instance: DagsterInstance, assets: Sequence[str]) -> dict[str, int]:
+    events = instance.get_latest_materialization_events([AssetKey(a) for a in assets])
+    return {key.to_user_string(): e.storage_id for key, e in events.items() if e is not None}
+
+
+def _sensor_failure_key(name: str) -> str:
+    return dedup_key(AlertKind.SENSOR_FAILURE.value, f"sensor/{name}", "")
+
+
+def _report_sensor_failure(
+    name: str, exc: Exception, settings: UsageSettings, warehouse: WarehouseResource, channels: dict[str, Channel]
+) -> None:
+    """Record and send a sensor_failure alert; if even the outbox is unreachable, send it
+    directly (the receiver collapses repeats on the dedup key)."""
+    alert = rules.sensor_failure_alert(name, f"{type(exc).__name__}: {exc}", settings)
+    now = _now()
+    try:
+        outbox = Outbox(warehouse.get().engine, settings.alerts)
+        outbox.open([alert], now=now)
+        outbox.deliver_pending(channels, now=now)
+    except Exception:
+        channel = channels.get(settings.alerts.routing[alert.severity])
+        if channel is not None:
+            channel.send(
+                Notification(
+                    action="trigger",
+                    dedup_key=alert.dedup_key,
+                    kind=alert.kind.value,
+                    severity=alert.severity,
+                    subject=alert.subject,
+                    period=alert.period,
+                    summary=alert.summary,
+                    details=alert.details,
+                    links=alert.links,
+                )
+            )
+
+
+def _guarded(
+    name: str,
+    settings: UsageSettings,
+    warehouse: WarehouseResource,
+    channels: dict[str, Channel],
+    body: Callable[[], SensorResult | SkipReason],
+) -> SensorResult | SkipReason:
+    try:
+        result = body()
+    except Exception as exc:
+        _report_sensor_failure(name, exc, settings, warehouse, channels)
+        raise
+    outbox = Outbox(warehouse.get().engine, settings.alerts)
+    if outbox.resolve([_sensor_failure_key(name)], now=_now()):
+        outbox.deliver_pending(channels, now=_now())
+    return result
+
+
+def _evaluation_tick(
+    context: SensorEvaluationContext,
+    evaluation: Evaluation,
+    watched: Sequence[str],
+    settings: UsageSettings,
+    warehouse: WarehouseResource,
+    channels: dict[str, Channel],
+    extra: Callable[[], tuple[list, list[AlertKind]]] | None = None,
+    always: bool = False,
+) -> SensorResult:
+    now = _now()
+    cursor = _load_cursor(context.cursor)
+    seen = _latest_ids(context.instance, watched)
+    last = cursor.get("evaluated_at")
+    stale = last is None or now - datetime.fromisoformat(str(last)) >= timedelta(seconds=REEVALUATE_S)
+    engine = warehouse.get().engine
+    if always or seen != cursor.get("seen") or stale:
+        alerts, kinds = extra() if extra else ([], [])
+        report = evaluate_and_deliver(evaluation, engine, settings, channels, now, alerts, kinds)
+        new_cursor = {"seen": seen, "evaluated_at": now.isoformat()}
+        what = f"evaluated {evaluation.name}: "
+    else:
+        report = TickReport()
+        report.delivery = Outbox(engine, settings.alerts).deliver_pending(channels, now=now)
+        new_cursor = {**cursor, "seen": seen}
+        what = "no new materializations; "
+    message = what + report.summary()
+    context.log.info(message)
+    return SensorResult(skip_reason=SkipReason(message), cursor=json.dumps(new_cursor, sort_keys=True))
+
+
+BUDGET_ASSETS = ("budget_status", "credit_pool_status", "provider_cap_status")
+BREAK_ASSETS = ("usage_reconciliation", "usage_anomaly")
+
+
+def make_sensors(settings: UsageSettings) -> list:
+    interval = settings.alerts.sensor_interval_s
+
+    @sensor(
+        name="budget_alerts",
+        minimum_interval_seconds=interval,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Budget thresholds crossed, forecast overruns, credit pool depletion and "
+        "provider caps → PagerDuty / Slack (see docs/runbook.md).",
+    )
+    def budget_alerts(
+        context: SensorEvaluationContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> SensorResult | SkipReason:
+        channels = alert_channels.channels(settings)
+        return _guarded(
+            "budget_alerts",
+            settings,
+            warehouse,
+            channels,
+            lambda: _evaluation_tick(context, BUDGETS, BUDGET_ASSETS, settings, warehouse, channels),
+        )
+
+    @sensor(
+        name="reconciliation_alerts",
+        minimum_interval_seconds=interval,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Reconciliation breaks over tolerance and spend anomalies → PagerDuty / Slack.",
+    )
+    def reconciliation_alerts(
+        context: SensorEvaluationContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> SensorResult | SkipReason:
+        channels = alert_channels.channels(settings)
+        return _guarded(
+            "reconciliation_alerts",
+            settings,
+            warehouse,
+            channels,
+            lambda: _evaluation_tick(context, BREAKS, BREAK_ASSETS, settings, warehouse, channels),
+        )
+
+    @sensor(
+        name="stale_data_alerts",
+        minimum_interval_seconds=settings.alerts.freshness_interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Yesterday's partition missing after the deadline; License Manager sync "
+        "failures reported by the ledger.",
+    )
+    def stale_data_alerts(
+        context: SensorEvaluationContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> SensorResult | SkipReason:
+        channels = alert_channels.channels(settings)
+
+        def ledger_sync() -> tuple[list, list[AlertKind]]:
+            from usage_orchestration.ledger.factory import make_ledger_reader
+
+            try:
+                reader = make_ledger_reader(settings, alert_channels.ledger_api_token or None)
+                status = reader.sync_status()
+            except Exception as exc:  # the ledger itself is unreachable: that is the alert
+                return [rules.ledger_sync_error_alert(f"{type(exc).__name__}: {exc}")], [AlertKind.LEDGER_SYNC]
+            return rules.ledger_sync_alerts(status, settings), [AlertKind.LEDGER_SYNC]
+
+        # Time-driven (deadlines, sync status): a full evaluation on every tick.
+        return _guarded(
+            "stale_data_alerts",
+            settings,
+            warehouse,
+            channels,
+            lambda: _evaluation_tick(
+                context, STALE, (), settings, warehouse, channels, ledger_sync, always=True
+            ),
+        )
+
+    @sensor(
+        name="alert_delivery",
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Retries pending alert deliveries (PagerDuty / Slack 429 and 5xx) with backoff.",
+    )
+    def alert_delivery(
+        context: SensorEvaluationContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> SensorResult | SkipReason:
+        channels = alert_channels.channels(settings)
+
+        def body() -> SensorResult:
+            now = _now()
+            report = TickReport()
+            report.delivery = Outbox(warehouse.get().engine, settings.alerts).deliver_pending(channels, now=now)
+            cursor = json.dumps({"last_pass": now.isoformat(), "delivered": len(report.delivery.delivered)})
+            return SensorResult(skip_reason=SkipReason(report.summary()), cursor=cursor)
+
+        return _guarded("alert_delivery", settings, warehouse, channels, body)
+
+    @run_failure_sensor(
+        name="run_failure_alerts",
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Pages for failed runs, except runs about to be retried (dagster/will_retry).",
+    )
+    def run_failure_alerts(
+        context: RunFailureSensorContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> SkipReason | None:
+        run = context.dagster_run
+        if run.tags.get(WILL_RETRY_TAG) == "true":
+            return SkipReason(f"run {run.run_id} will be retried: no alert")
+        channels = alert_channels.channels(settings)
+        message = context.failure_event.message or "run failed"
+
+        def body() -> SkipReason:
+            alert = rules.run_failure_alert(
+                job_name=run.job_name,
+                run_id=run.run_id,
+                partition=_partition_of(run.tags),
+                message=message,
+                settings=settings,
+            )
+            now = _now()
+            outbox = Outbox(warehouse.get().engine, settings.alerts)
+            outbox.open([alert], now=now)
+            report = TickReport(delivery=outbox.deliver_pending(channels, now=now))
+            return SkipReason(f"{alert.dedup_key}: {report.summary()}")
+
+        return _guarded("run_failure_alerts", settings, warehouse, channels, body)  # type: ignore[return-value]
+
+    @run_status_sensor(
+        run_status=DagsterRunStatus.SUCCESS,
+        name="run_success_resolves",
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Resolves the run_failure alert of a job and partition once it succeeds.",
+    )
+    def run_success_resolves(
+        context: RunStatusSensorContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> SkipReason | None:
+        run = context.dagster_run
+        key = rules.run_failure_key(run.job_name, _partition_of(run.tags))
+        outbox = Outbox(warehouse.get().engine, settings.alerts)
+        now = _now()
+        if not outbox.resolve([key], now=now):
+            return SkipReason(f"no open failure alert for {key}")
+        report = TickReport(delivery=outbox.deliver_pending(alert_channels.channels(settings), now=now))
+        return SkipReason(f"resolved {key}: {report.summary()}")
+
+    return [
+        budget_alerts,
+        reconciliation_alerts,
+        stale_data_alerts,
+        alert_delivery,
+        run_failure_alerts,
+        run_success_resolves,
+    ]
+
+
+def _partition_of(tags: dict[str, str]) -> str | None:
+    if tags.get("dagster/partition"):
+        return tags["dagster/partition"]
+    if tags.get(RANGE_START_TAG) and tags.get(RANGE_END_TAG):
+        return f"{tags[RANGE_START_TAG]}...{tags[RANGE_END_TAG]}"
+    return None
+
+
+def _secret(name: str) -> str | EnvVar:
+    """An ``EnvVar`` when the variable is set, so its value never lands in the definitions."""
+    return EnvVar(name) if os.environ.get(name) else ""
+
+
+def definitions(settings: UsageSettings) -> Definitions:
+    return Definitions(
+        sensors=make_sensors(settings),
+        resources={
+            "alert_channels": AlertChannelsResource(
+                pagerduty_routing_key=_secret("PAGERDUTY_ROUTING_KEY"),
+                slack_webhook_url=_secret("SLACK_WEBHOOK_URL"),
+                ledger_api_token=_secret("LEDGER_API_TOKEN"),
+            )
+        },
+    )
