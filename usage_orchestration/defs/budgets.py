@@ -1,0 +1,303 @@
+"""Budgets as of each day: ``budget_status`` (+ credit pool), ``provider_cap_status``,
+``usage_anomalies``.
+
+Thin: the ledger aggregates through ``LedgerReader`` (SQL GROUP BY in the ledger), provider
+quantities through ``analysis_io`` (SQL in the warehouse), the rules in ``budgets.py``. Each
+asset handles every day of a single-run range and replaces those days in one transaction.
+Only ledger rows dated up to the partition day count, so an old day re-materialized later gives
+the figures as of that day, with the budgets in force that month.
+"""
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    Definitions,
+    MaterializeResult,
+    MetadataValue,
+    ResourceParam,
+    asset,
+)
+
+from usage_orchestration.analysis_io import provider_daily_quantity, write_rows
+from usage_orchestration.budgets import (
+    AnomalyRow,
+    BudgetRow,
+    CreditPoolRow,
+    ProviderCapRow,
+    anomalies,
+    budget_status,
+    credit_pool_status,
+    month_of,
+    month_start,
+    provider_cap_status,
+)
+from usage_orchestration.defs.common import day_span, load_id, md_table, partition_days
+from usage_orchestration.defs.ledger import LedgerResource, ledger_reader
+from usage_orchestration.defs.partitions import daily_partitions
+from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.ledger.base import EntityBudget, LedgerReader
+from usage_orchestration.reconcile import enabled_providers
+from usage_orchestration.settings import UsageSettings
+from usage_orchestration.warehouse.analysis_schema import (
+    budget_status as budget_status_table,
+)
+from usage_orchestration.warehouse.analysis_schema import (
+    credit_pool_status as credit_pool_table,
+)
+from usage_orchestration.warehouse.analysis_schema import (
+    provider_cap_status as provider_cap_table,
+)
+from usage_orchestration.warehouse.analysis_schema import (
+    usage_anomaly as usage_anomaly_table,
+)
+
+RECONCILIATION = AssetKey("usage_reconciliation")
+LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
+PROVIDER_ASSETS = {"phala": AssetKey("phala_usage"), "neon": AssetKey("neon_usage"), "forge": AssetKey("forge_usage")}
+
+
+def _f(x: Decimal | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _credits_span(reader: LedgerReader, start: date, end: date) -> list[tuple[date, str, str, str, Decimal]]:
+    return list(reader.credits_by_day(start, end))
+
+
+def compute_budgets(
+    reader: LedgerReader, days: Sequence[date], settings: UsageSettings
+) -> tuple[list[BudgetRow], list[CreditPoolRow]]:
+    """Budget and pool rows for every day of ``days``: one credits query for the whole span,
+    one budgets query per month, one pool query per day."""
+    cfg = settings.budgets
+    ordered = sorted(set(days))
+    credits = _credits_span(reader, month_start(ordered[0]), ordered[-1])
+    months: dict[str, list[EntityBudget]] = {}
+    budgets: list[BudgetRow] = []
+    pools: list[CreditPoolRow] = []
+    for d in ordered:
+        m = month_of(d)
+        if m not in months:
+            months[m] = reader.budgets(m)
+        upto = [c for c in credits if c[0] <= d]
+        budgets += budget_status(
+            d, upto, months[m], thresholds=cfg.thresholds_pct, forecast_min_days=cfg.forecast_min_days
+        )
+        pools.append(
+            credit_pool_status(d, reader.credit_pool(d), upto, forecast_min_days=cfg.forecast_min_days)
+        )
+    return budgets, pools
+
+
+def compute_anomalies(reader: LedgerReader, days: Sequence[date], settings: UsageSettings) -> list[AnomalyRow]:
+    cfg = settings.budgets
+    ordered = sorted(set(days))
+    credits = _credits_span(reader, ordered[0] - timedelta(days=cfg.anomaly_baseline_days), ordered[-1])
+    out: list[AnomalyRow] = []
+    for d in ordered:
+        out += anomalies(
+            d,
+            credits,
+            baseline_days=cfg.anomaly_baseline_days,
+            min_baseline_days=cfg.anomaly_min_baseline_days,
+            threshold_pct=cfg.anomaly_threshold_pct,
+            min_credits=cfg.anomaly_min_credits,
+        )
+    return out
+
+
+def compute_caps(wh: Any, days: Sequence[date], settings: UsageSettings) -> list[ProviderCapRow]:
+    enabled = set(enabled_providers(settings))
+    ordered = sorted(set(days))
+    out: list[ProviderCapRow] = []
+    for cap in settings.budgets.provider_caps:
+        if cap.provider not in enabled:
+            continue
+        daily, covered, other_units = provider_daily_quantity(
+            wh, cap.provider, cap.metric, cap.unit, month_start(ordered[0]), ordered[-1]
+        )
+        for d in ordered:
+            out.append(
+                provider_cap_status(
+                    d,
+                    provider=cap.provider,
+                    metric=cap.metric,
+                    unit=cap.unit,
+                    cap=cap.monthly_quantity,
+                    daily_quantity=daily,
+                    covered_days=covered,
+                    forecast_min_days=settings.budgets.forecast_min_days,
+                    other_units=other_units,
+                )
+            )
+    return out
+
+
+@asset(
+    key=AssetKey("budget_status"),
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=[AssetDep(RECONCILIATION), AssetDep(LEDGER_DAILY_USAGE)],
+    kinds={"python", "sql"},
+    group_name="analysis",
+    description="Per entity, as of each day: credits used month to date, monthly budget, percent, "
+    "remaining, thresholds crossed, run-rate month-end forecast and overrun; plus the shared "
+    "credit pool (used, remaining, projected depletion date) in credit_pool_status.",
+)
+def budget_status_asset(
+    context: AssetExecutionContext,
+    settings: ResourceParam[UsageSettings],
+    ledger: LedgerResource,
+    warehouse: WarehouseResource,
+) -> MaterializeResult:
+    days = partition_days(context)
+    run = load_id(context)
+    budgets, pools = compute_budgets(ledger_reader(ledger), days, settings)
+    written = write_rows(
+        warehouse.get(),
+        {
+            budget_status_table: (days, [b.record(run) for b in budgets], "as_of_date"),
+            credit_pool_table: (days, [p.record(run) for p in pools], "as_of_date"),
+        },
+    )
+    last = max(days)
+    latest = [b for b in budgets if b.as_of_date == last]
+    pool = next(p for p in pools if p.as_of_date == last)
+    over = [b for b in latest if b.over_budget]
+    overrun = [b for b in latest if b.forecast_overrun is not None]
+    worst = sorted(latest, key=lambda b: -(b.forecast_percent or b.budget_percent or Decimal(-1)))
+    context.log.info(
+        f"budgets {day_span(days)}: {len(latest)} entities as of {last}, {len(over)} over budget, "
+        f"{len(overrun)} forecast to overrun; pool {pool.remaining} of {pool.included} left"
+    )
+    meta: dict[str, Any] = {
+        "rows": written[budget_status_table.name],
+        "days": len(days),
+        "as_of": MetadataValue.text(last.isoformat()),
+        "entities": len(latest),
+        "over_budget": len(over),
+        "forecast_overruns": len(overrun),
+        "credits_used_mtd": float(sum((b.credits_used for b in latest), Decimal(0))),
+        "forecast_overrun_credits": float(sum((b.forecast_overrun or Decimal(0) for b in latest), Decimal(0))),
+        "pool_included": float(pool.included),
+        "pool_used": float(pool.used),
+        "pool_remaining": float(pool.remaining),
+        "pool_percent_used": _f(pool.percent_used),
+        "pool_projected_depletion": MetadataValue.text(
+            pool.projected_depletion_date.isoformat() if pool.projected_depletion_date else "not this month"
+        ),
+        "budgets": md_table(
+            [b.record("") for b in worst],
+            [
+                "entity_name", "entity_id", "credits_used", "monthly_budget", "budget_percent",
+                "thresholds_crossed", "forecast_month_end", "forecast_overrun", "over_budget",
+            ],
+            limit=settings.budgets.worst_rows_shown,
+        ),
+    }
+    meta = {k: v for k, v in meta.items() if v is not None}
+    return MaterializeResult(metadata=meta)
+
+
+@asset(
+    key=AssetKey("usage_anomalies"),
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=[AssetDep(LEDGER_DAILY_USAGE)],
+    kinds={"python", "sql"},
+    group_name="analysis",
+    description="Each day's credits per entity and resource type against the trailing baseline "
+    "(mean of the prior 14 days with ledger data), with impact in credits and percent "
+    "(table usage_anomaly; is_anomaly marks the rows past the thresholds in settings).",
+)
+def usage_anomalies(
+    context: AssetExecutionContext,
+    settings: ResourceParam[UsageSettings],
+    ledger: LedgerResource,
+    warehouse: WarehouseResource,
+) -> MaterializeResult:
+    days = partition_days(context)
+    rows = compute_anomalies(ledger_reader(ledger), days, settings)
+    written = write_rows(
+        warehouse.get(), {usage_anomaly_table: (days, [r.record(load_id(context)) for r in rows], "usage_date")}
+    )
+    flagged = sorted((r for r in rows if r.is_anomaly), key=lambda r: -abs(r.impact_credits))
+    context.log.info(f"anomalies {day_span(days)}: {len(flagged)} of {len(rows)} series flagged")
+    return MaterializeResult(
+        metadata={
+            "rows": written[usage_anomaly_table.name],
+            "days": len(days),
+            "anomalies": len(flagged),
+            "spikes": sum(1 for r in flagged if r.direction == "spike"),
+            "drops": sum(1 for r in flagged if r.direction == "drop"),
+            "impact_credits": float(sum((r.impact_credits for r in flagged), Decimal(0))),
+            "days_judged": len({r.usage_date for r in rows}),
+            "worst": md_table(
+                [r.record("") for r in flagged],
+                [
+                    "usage_date", "entity_id", "resource_type", "credits", "baseline_credits",
+                    "impact_credits", "impact_pct", "direction",
+                ],
+                limit=settings.budgets.worst_rows_shown,
+            ),
+        }
+    )
+
+
+def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
+    providers = sorted({c.provider for c in settings.budgets.provider_caps} & set(enabled_providers(settings)))
+
+    @asset(
+        key=AssetKey("provider_cap_status"),
+        partitions_def=daily_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        deps=[AssetDep(PROVIDER_ASSETS[p]) for p in providers if p in PROVIDER_ASSETS],
+        kinds={"python", "sql"},
+        group_name="analysis",
+        description="Provider-side monthly allowances (e.g. the Forge free 100,000 GB-seconds of "
+        "function compute) against month-to-date provider usage, with a run-rate forecast.",
+    )
+    def provider_cap_status(
+        context: AssetExecutionContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        days = partition_days(context)
+        wh = warehouse.get()
+        rows = compute_caps(wh, days, settings)
+        written = write_rows(
+            wh, {provider_cap_table: (days, [r.record(load_id(context)) for r in rows], "as_of_date")}
+        )
+        last = max(days)
+        latest = [r for r in rows if r.as_of_date == last]
+        meta: dict[str, Any] = {
+            "rows": written[provider_cap_table.name],
+            "days": len(days),
+            "caps": len(latest),
+            "over_cap": sum(1 for r in latest if r.over_cap),
+            "forecast_over_cap": sum(1 for r in latest if r.forecast_overage is not None),
+            "caps_table": md_table(
+                [r.record("") for r in latest],
+                [
+                    "provider", "metric", "unit", "cap_quantity", "used_quantity", "percent_used",
+                    "forecast_month_end", "forecast_overage", "projected_exhaustion_date", "reason",
+                ],
+            ),
+        }
+        for r in latest:
+            meta[f"percent_used_{r.provider}_{r.metric}"] = float(r.percent_used)
+        return MaterializeResult(metadata=meta)
+
+    return provider_cap_status
+
+
+def definitions(settings: UsageSettings) -> Definitions:
+    return Definitions(assets=[budget_status_asset, usage_anomalies, build_provider_caps_asset(settings)])
