@@ -184,7 +184,7 @@ class Windows(BaseModel):
         cls, now: datetime, *, daily_days: int = 60, monthly_days: int = 365, margin_s: float = 0.0
     ) -> Windows:
         now = now.astimezone(UTC)
-        edge = now - timedelta(seconds=margin_s)
+        edge = now + timedelta(seconds=margin_s)  # assume Neon's clock may be ahead
         daily = max(_ceil_day(edge - timedelta(days=daily_days)), EARLIEST.date())
         month_edge = _ceil_day(edge - timedelta(days=monthly_days))
         monthly = month_edge if month_edge.day == 1 else _next_month(month_edge)
@@ -421,13 +421,13 @@ class NeonClient:
         if policy != "monthly":
             return base
         month = _month_start(d)
-        if month in monthly_days:
+        if d == month and month in monthly_days:
             return f"{base}; the monthly figure for {month:%Y-%m} (granularity monthly) is recorded on this day"
         if _next_month(d) > win.daily_earliest:
             return f"{base}; {month:%Y-%m} is partly inside the daily window, so no monthly figure is used"
         if month < win.monthly_earliest:
             return f"{base}; monthly consumption is kept only from {win.monthly_earliest}"
-        return f"{base}; the monthly figure for {month:%Y-%m} is recorded on {month}"
+        return f"{base}; the monthly figure for {month:%Y-%m} is recorded on {month} (when that day is materialized)"
 
     def normalize_projects(self, projects: Sequence[NeonProject], granularity: Granularity, fetched_at: datetime) -> list[UsageRow]:
         return [
