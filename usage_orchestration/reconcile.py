@@ -107,12 +107,14 @@ def expected_accounts(settings: Any) -> dict[str, list[str]]:
         if provider == "phala":
             ids = list(cfg.app_ids)
         elif provider == "neon":
-            ids = list(getattr(cfg, "project_ids", None) or [])
+            # the Neon client records coverage per organization (one request series per org)
+            org = getattr(cfg, "org_id", None)
+            ids = [org] if org else []
         elif provider == "forge":
+            # one request series (coverage row) per app and resource: "app_id|resource"
             for app in getattr(cfg, "apps", None) or []:
-                app_id = getattr(app, "app_id", None) or (app.get("app_id") if isinstance(app, dict) else None)
-                if app_id:
-                    ids.append(str(app_id))
+                for resource in getattr(app, "resources", None) or [None]:
+                    ids.append(f"{app.app_id}|{resource}" if resource else str(app.app_id))
         out[provider] = ids
     return out
 
@@ -397,6 +399,8 @@ def reconcile_day(
     for provider, metric, _unit in unmapped:
         units_per_metric[(provider, metric)] += 1
     for (provider, metric, unit), (qty, rows, resources) in sorted(unmapped.items()):
+        if qty == 0:
+            continue  # no usage to attribute (sparse metrics reported as zero)
         label = metric if units_per_metric[(provider, metric)] == 1 else f"{metric} ({unit})"
         shown = ", ".join(sorted(resources)[:5]) + (" …" if len(resources) > 5 else "")
         out.append(
