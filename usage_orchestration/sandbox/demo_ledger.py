@@ -66,6 +66,7 @@ OVERRUN_FACTOR = Decimal("0.8")  # the overrunning entity's budget: 80 % of its 
 HEADROOM = Decimal("1.3")  # everyone else: 130 % of their run-rate forecast
 POOL_HEADROOM = Decimal("1.5")
 SCALE = Decimal("0.000001")
+BIG_QUANTITY = Decimal(1_000_000)
 
 DemoUsage = Callable[[int, UsageSettings, date], list[Any]]
 
@@ -130,12 +131,14 @@ def _provider_totals(
 
 
 def _split(total: Decimal, n: int, r: Any) -> list[Decimal]:
-    """``total`` in ``n`` random positive parts at SCALE that add up exactly."""
+    """``total`` in ``n`` random parts (at SCALE, whole units for large totals) that add up
+    exactly."""
     if n <= 1 or total == 0:
         return [total]
+    step = Decimal(1) if abs(total) >= BIG_QUANTITY else SCALE
     weights = [Decimal(r.randint(1, 100)) for _ in range(n)]
     wsum = sum(weights, Decimal(0))
-    parts = [(total * w / wsum).quantize(SCALE, rounding=ROUND_DOWN) for w in weights[:-1]]
+    parts = [(total * w / wsum).quantize(step, rounding=ROUND_DOWN) for w in weights[:-1]]
     parts.append(total - sum(parts, Decimal(0)))
     return parts
 
@@ -224,7 +227,9 @@ def seed_demo_ledger(
     for k in sorted(ledger):
         day, eid, etype, rt = k
         card = settings.rate_card[rt]
-        qty = ledger[k].quantize(SCALE)
+        # Large quantities (bytes) are recorded in whole units, as a meter would: integer sums
+        # are exact on every database (SQLite sums fractions as binary floating point).
+        qty = ledger[k].quantize(Decimal(1) if abs(ledger[k]) >= BIG_QUANTITY else SCALE)
         credits = (qty * card.credits_per_unit).quantize(SCALE)
         credits_by_key[k] = credits
         r = rng(seed, "demo-ledger", day, eid, rt)

@@ -1,0 +1,115 @@
+"""The HTTP ledger reader against the sandbox's Usage Reporting API: the same figures as SQL
+(credits only), the shared retry policy, clear errors, no token leaks."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from usage_orchestration.ledger.factory import make_ledger_reader, sync_problem
+from usage_orchestration.ledger.http import HttpLedger
+from usage_orchestration.ledger.sql import SqlLedger
+from usage_orchestration.providers.http import ProviderError, ProviderResponseError, RetryPolicy
+from usage_orchestration.sandbox import Sandbox
+from usage_orchestration.sandbox.core import Fault
+from usage_orchestration.sandbox.demo_ledger import SUPPORT_BOT, seed_demo_ledger
+from usage_orchestration.sandbox.server import SandboxServer
+from usage_orchestration.settings import load_settings
+
+DAYS = [date(2026, 5, 1) + timedelta(days=i) for i in range(12)]
+TOKEN = Sandbox.API_KEYS["ledger"]
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    settings = load_settings(state_dir=str(tmp_path / "state"))
+    seed_demo_ledger(url, settings, DAYS, seed=7, sync_failure="lm_unavailable")
+    return url
+
+
+@pytest.fixture
+def sb(seeded: str) -> Sandbox:
+    return Sandbox(seed=7, now=datetime(2026, 5, 12, 15, tzinfo=UTC), ledger_url=seeded)
+
+
+def _http(sb: Sandbox, token: str = TOKEN) -> HttpLedger:
+    return HttpLedger("http://sandbox.test/ledger", token, transport=sb.transport(), retry=RetryPolicy(max_attempts=3, jitter=False), sleep=lambda s: None)
+
+
+def test_http_reader_matches_sql_on_credits(sb: Sandbox, seeded: str) -> None:
+    http, sql = _http(sb), SqlLedger(seeded)
+    for day in (DAYS[0], DAYS[5], DAYS[-1]):
+        h, s = http.daily_usage(day), sql.daily_usage(day)
+        assert [(u.entity_id, u.resource_type, u.credits, u.events) for u in h] == [
+            (u.entity_id, u.resource_type, u.credits, u.events) for u in s
+        ]
+        assert all(u.quantity is None and u.unit is None for u in h)  # the API has no quantities
+    assert http.credits_by_day(DAYS[2], DAYS[4]) == sql.credits_by_day(DAYS[2], DAYS[4])
+    assert http.budgets("2026-05") == sql.budgets("2026-05")
+    assert http.credit_pool(DAYS[6]) == sql.credit_pool(DAYS[6])
+    assert http.resource_types() == sql.resource_types()
+    assert http.sync_status() == sql.sync_status()
+    # the API's own view of the overrun
+    body = httpx.Client(transport=sb.transport()).get(
+        "http://x/ledger/api/usage", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).json()
+    over = {b["entityId"] for b in body["budgets"] if b["isOverBudget"]}
+    assert over == {SUPPORT_BOT}
+    assert body["sync"]["lastSyncFailureCode"] == "lm_unavailable"
+
+
+def test_retries_5xx_and_honours_the_policy(sb: Sandbox) -> None:
+    sb.add_fault("ledger", Fault(status=503, count=2, headers={"Retry-After": "1"}))
+    http = _http(sb)
+    assert http.daily_usage(DAYS[3])
+    assert http.http.stats.retries == 2
+    sb.add_fault("ledger", Fault(status=503, count=5))
+    with pytest.raises(ProviderError, match="gave up after 3 attempts") as err:
+        http.daily_usage(DAYS[3])
+    assert "window 2026-05-04" in str(err.value)
+
+
+def test_bad_token_and_bad_bodies_are_clear_errors(sb: Sandbox) -> None:
+    wrong = "not-the-token-123"
+    with pytest.raises(ProviderError) as err:
+        _http(sb, wrong).daily_usage(DAYS[0])
+    assert err.value.status == 401 and wrong not in str(err.value)
+    sb.add_fault("ledger", Fault(malformed='{"usageSummary": [{"entityId": 1}]}'))
+    with pytest.raises(ProviderResponseError, match="usageSummary.0"):
+        _http(sb).daily_usage(DAYS[0])
+    sb.add_fault("ledger", Fault(malformed="<html>"))
+    with pytest.raises(ProviderResponseError, match="not JSON"):
+        _http(sb).daily_usage(DAYS[0])
+    with pytest.raises(ProviderError) as err:
+        _http(sb).usage(DAYS[3], DAYS[1])
+    assert err.value.status == 400 and "endDate" in str(err.value)
+
+
+def test_factory_over_loopback_and_sync_signal(sb: Sandbox, tmp_path: Path) -> None:
+    server = SandboxServer(sb).start()
+    try:
+        settings = load_settings(
+            state_dir=str(tmp_path / "state"), ledger={"backend": "http", "api_base_url": server.url + "/ledger"}
+        )
+        with pytest.raises(ValueError, match="LEDGER_API_TOKEN"):
+            make_ledger_reader(settings)
+        reader = make_ledger_reader(settings, TOKEN)
+        assert isinstance(reader, HttpLedger)
+        assert sum((u.credits for u in reader.daily_usage(DAYS[1])), Decimal(0)) > 0
+        problem = sync_problem(reader.sync_status())
+        assert problem is not None and "lm_unavailable" in problem
+    finally:
+        server.stop()
+    assert isinstance(make_ledger_reader(load_settings(state_dir=str(tmp_path / "s"))), SqlLedger)
+
+
+def test_api_without_ledger_database_answers_503() -> None:
+    http = HttpLedger("http://x/ledger", TOKEN, transport=Sandbox(seed=7).transport(), retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(ProviderError) as err:
+        http.resource_types()
+    assert err.value.status == 503
