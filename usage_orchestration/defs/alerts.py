@@ -89,8 +89,14 @@ def _load_cursor(raw: str | None) -> dict[str, object]:
 
 
 def _latest_ids(instance: DagsterInstance, assets: Sequence[str]) -> dict[str, int]:
-    events = instance.get_latest_materialization_events([AssetKey(a) for a in assets])
-    return {key.to_user_string(): e.storage_id for key, e in events.items() if e is not None}
+    """The storage id of each watched asset's latest materialization (a new partition or a
+    re-materialization changes it)."""
+    out: dict[str, int] = {}
+    for a in assets:
+        records = instance.fetch_materializations(AssetKey(a), limit=1).records
+        if records:
+            out[a] = records[0].storage_id
+    return out
 
 
 def _sensor_failure_key(name: str) -> str:
@@ -300,7 +306,7 @@ def make_sensors(settings: UsageSettings) -> list:
         if run.tags.get(WILL_RETRY_TAG) == "true":
             return SkipReason(f"run {run.run_id} will be retried: no alert")
         channels = alert_channels.channels(settings)
-        message = context.failure_event.message or "run failed"
+        message = _failure_message(context)
 
         def body() -> SkipReason:
             alert = rules.run_failure_alert(
@@ -348,6 +354,22 @@ def make_sensors(settings: UsageSettings) -> list:
         run_failure_alerts,
         run_success_resolves,
     ]
+
+
+def _failure_message(context: RunFailureSensorContext) -> str:
+    """The run's failure plus the root cause of each failed step (what on-call needs first)."""
+    parts = [context.failure_event.message or "run failed"]
+    try:
+        step_events = context.get_step_failure_events()
+    except Exception:  # the summary still pages without step details
+        step_events = []
+    for event in step_events[:3]:
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            parts.append(f"{event.step_key}: {error.message.strip()}")
+    return " | ".join(parts)
 
 
 def _partition_of(tags: dict[str, str]) -> str | None:

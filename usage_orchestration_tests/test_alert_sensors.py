@@ -1,0 +1,183 @@
+"""The Dagster alert sensors, evaluated with real contexts against the loopback PagerDuty sandbox."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from dagster import (
+    AssetMaterialization,
+    DagsterEventType,
+    DagsterInstance,
+    SensorResult,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    job,
+    op,
+)
+from sqlalchemy import text
+
+from usage_orchestration.alerts.outbox import Outbox
+from usage_orchestration.defs.alerts import AlertChannelsResource, make_sensors
+from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.sandbox.server import SandboxServer
+from usage_orchestration.settings import UsageSettings, load_settings
+from usage_orchestration.warehouse.analysis_schema import budget_status
+from usage_orchestration.warehouse.store import Warehouse
+
+ROUTING_KEY = "sandbox-routing-key-000000000000"
+
+
+def _settings(server: SandboxServer) -> UsageSettings:
+    return load_settings(
+        alerts={"pagerduty_events_url": f"{server.url}/pagerduty/v2/enqueue", "page_recent_days": 3650},
+        neon={"enabled": False},
+        forge={"enabled": False},
+    )
+
+
+def _resources(settings: UsageSettings, db_url: str) -> dict[str, Any]:
+    return {
+        "settings": settings,
+        "warehouse": WarehouseResource(url=db_url),
+        "alert_channels": AlertChannelsResource(pagerduty_routing_key=ROUTING_KEY),
+    }
+
+
+def _sensors(settings: UsageSettings) -> dict[str, Any]:
+    return {s.name: s for s in make_sensors(settings)}
+
+
+def _overrun(over: bool) -> dict[str, Any]:
+    today = datetime.now(UTC).date()
+    return {
+        "as_of_date": today,
+        "month": today.strftime("%Y-%m"),
+        "entity_id": "bbbb",
+        "entity_type": "app",
+        "entity_name": "Support Bot",
+        "credits_used": Decimal(120 if over else 60),
+        "monthly_budget": Decimal(100),
+        "budget_percent": Decimal(120 if over else 60),
+        "budget_remaining": Decimal(-20 if over else 40),
+        "over_budget": over,
+        "highest_threshold_crossed": Decimal(100) if over else None,
+        "thresholds_crossed": "100" if over else "",
+        "days_of_data": today.day,
+        "load_id": "t",
+    }
+
+
+def _write_budget(db_url: str, row: dict[str, Any]) -> None:
+    wh = Warehouse(db_url)
+    wh.replace_days(budget_status, [row["as_of_date"]], [row], day_column="as_of_date")
+
+
+def _tick(sensor: Any, instance: DagsterInstance, cursor: str | None, resources: dict[str, Any]) -> SensorResult:
+    ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    result = sensor(ctx)
+    assert isinstance(result, SensorResult)
+    return result
+
+
+def _pd(server: SandboxServer, action: str) -> list[dict[str, Any]]:
+    return [e for e in server.sandbox.received("pagerduty") if e["event_action"] == action]
+
+
+def test_budget_overrun_pages_once_and_resolves_once(db_url: str, sandbox_server: SandboxServer) -> None:
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensor = _sensors(settings)["budget_alerts"]
+    instance = DagsterInstance.ephemeral()
+    _write_budget(db_url, _overrun(True))
+    instance.report_runless_asset_event(AssetMaterialization("budget_status"))
+
+    first = _tick(sensor, instance, None, resources)
+    assert len(_pd(sandbox_server, "trigger")) == 1
+    # the same tick evaluated twice (same input cursor), then a later tick with nothing new
+    _tick(sensor, instance, None, resources)
+    second = _tick(sensor, instance, first.cursor, resources)
+    assert "no new materializations" in second.skip_reason.skip_message  # type: ignore[union-attr]
+    [page] = _pd(sandbox_server, "trigger")
+    assert page["dedup_key"].startswith("usage-orchestration/budget_threshold/entity/bbbb/")
+    assert page["event"]["payload"]["severity"] == "critical"
+    assert "Support Bot is over budget" in page["event"]["payload"]["summary"]
+    assert json.loads(first.cursor or "{}")["seen"]  # the cursor records what it has seen
+
+    # the budget is fixed and budget_status re-materialized: one resolve
+    _write_budget(db_url, _overrun(False))
+    instance.report_runless_asset_event(AssetMaterialization("budget_status"))
+    third = _tick(sensor, instance, second.cursor, resources)
+    _tick(sensor, instance, third.cursor, resources)
+    [resolve] = _pd(sandbox_server, "resolve")
+    assert resolve["dedup_key"] == page["dedup_key"] and resolve["collapsed"] is False
+    assert len(_pd(sandbox_server, "trigger")) == 1
+
+
+def test_broken_sensor_sends_sensor_failure_and_recovers(db_url: str, sandbox_server: SandboxServer) -> None:
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensor = _sensors(settings)["budget_alerts"]
+    instance = DagsterInstance.ephemeral()
+    wh = Warehouse(db_url)
+    with wh.engine.begin() as conn:  # a table that does not match the code: every read fails
+        conn.execute(text("CREATE TABLE budget_status (wrong INTEGER)"))
+    with pytest.raises(Exception, match="month|column"):
+        sensor(build_sensor_context(instance=instance, resources=resources))
+    [page] = _pd(sandbox_server, "trigger")
+    assert page["dedup_key"] == "usage-orchestration/sensor_failure/sensor/budget_alerts/"
+    assert Outbox(wh.engine, settings.alerts).get(page["dedup_key"])["state"] == "open"  # type: ignore[index]
+
+    with wh.engine.begin() as conn:
+        conn.execute(text("DROP TABLE budget_status"))
+    budget_status.create(wh.engine)
+    _tick(sensor, instance, None, resources)
+    [resolve] = _pd(sandbox_server, "resolve")
+    assert resolve["dedup_key"] == page["dedup_key"]
+
+
+@op
+def explode() -> None:
+    raise RuntimeError("provider exploded")
+
+
+@job
+def failing_job() -> None:
+    explode()
+
+
+def _failure_context(instance: DagsterInstance, tags: dict[str, str], resources: dict[str, Any]) -> Any:
+    result = failing_job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    records = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.RUN_FAILURE).records
+    event = records[0].event_log_entry.dagster_event
+    assert event is not None
+    return build_run_status_sensor_context(
+        sensor_name="run_failure_alerts",
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources=resources,
+    ).for_run_failure()
+
+
+def test_run_failure_pages_but_not_runs_about_to_be_retried(db_url: str, sandbox_server: SandboxServer) -> None:
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensors = _sensors(settings)
+    instance = DagsterInstance.ephemeral()
+
+    retried = _failure_context(instance, {"dagster/will_retry": "true"}, resources)
+    sensors["run_failure_alerts"](retried)
+    assert _pd(sandbox_server, "trigger") == []
+
+    final = _failure_context(instance, {"dagster/partition": "2026-05-19"}, resources)
+    sensors["run_failure_alerts"](final)
+    sensors["run_failure_alerts"](final)  # evaluated twice
+    [page] = _pd(sandbox_server, "trigger")
+    assert page["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
+    assert "provider exploded" in page["event"]["payload"]["summary"]
