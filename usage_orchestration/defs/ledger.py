@@ -30,12 +30,12 @@ from dagster import (
 from usage_orchestration.defs.common import day_span, load_id, md_table, partition_days
 from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.resources import WarehouseResource
-from usage_orchestration.ledger.base import LedgerDailyUsage, LedgerReader, SyncStatus
+from usage_orchestration.ledger.base import LedgerReader, SyncStatus
 from usage_orchestration.ledger.factory import make_ledger_reader, sync_problem
+from usage_orchestration.ledger.load import store_ledger_days
 from usage_orchestration.ledger.sql import LedgerError, SqlLedger
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.settings import LedgerSettings, UsageSettings
-from usage_orchestration.warehouse.schema import ledger_daily_usage as ledger_daily_usage_table
 from usage_orchestration.warehouse.store import safe_url
 
 TOKEN_ENV = "LEDGER_API_TOKEN"
@@ -85,20 +85,6 @@ def ledger_reader(ledger: LedgerResource) -> LedgerReader:
     return ledger.reader()
 
 
-def _record(u: LedgerDailyUsage, run_load_id: str) -> dict[str, Any]:
-    return {
-        "usage_date": u.usage_date,
-        "entity_id": u.entity_id,
-        "entity_type": u.entity_type,
-        "resource_type": u.resource_type,
-        "unit": u.unit or "",  # "" = unknown: the HTTP API reports credits only
-        "quantity": u.quantity,
-        "credits": u.credits,
-        "events": u.events,
-        "load_id": run_load_id,
-    }
-
-
 def _sync_metadata(status: SyncStatus | None, problem: str | None) -> dict[str, Any]:
     def ts(dt: datetime | None) -> str:
         return dt.isoformat() if dt else ""
@@ -145,14 +131,9 @@ def ledger_daily_usage(
     days = partition_days(context)
     reader = ledger_reader(ledger)
     context.log.info(f"ledger: reading {day_span(days)} from {ledger.describe()}")
-    usage: list[LedgerDailyUsage] = []
-    for day in days:
-        usage += reader.daily_usage(day)
-    run_load_id = load_id(context)
-    records = [_record(u, run_load_id) for u in usage]
-    wh = warehouse.get()
-    with wh.engine.begin() as conn:  # one transaction for the whole range
-        written = wh.replace_days(ledger_daily_usage_table, days, records, conn=conn)
+    # one transaction for the whole range
+    usage = store_ledger_days(reader, warehouse.get(), days, load_id(context))
+    written = len(usage)
 
     status: SyncStatus | None
     try:
