@@ -82,6 +82,9 @@ class ReconcileConfig:
     mappings: Sequence[UsageMapping]
     rate_card: Mapping[str, RateCardEntry]
     providers: Sequence[str]  # the enabled providers
+    # configured accounts per provider (coverage account ids): a mapped resource whose account
+    # has no coverage row for the day was not fetched, so its usage is unknown, not zero
+    accounts: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ReconcileConfig:
@@ -89,6 +92,7 @@ class ReconcileConfig:
             mappings=list(settings.mappings),
             rate_card=dict(settings.rate_card),
             providers=enabled_providers(settings),
+            accounts=expected_accounts(settings),
         )
 
 
@@ -193,6 +197,7 @@ def _unavailable_reason(
     resource_ids: Mapping[str, set[str | None]],
     coverage: Mapping[str, list[CoverageEntry]],
     day: date,
+    accounts: Mapping[str, Sequence[str]],
 ) -> str | None:
     """Why the providers' usage for a key cannot be trusted on ``day``, or None."""
     reasons: list[str] = []
@@ -202,6 +207,11 @@ def _unavailable_reason(
             reasons.append(f"{p}: no coverage recorded for {day} (provider usage not fetched)")
             continue
         rids = resource_ids.get(p, {None})
+        seen = {c.account_id for c in entries}
+        unfetched = [a for a in accounts.get(p, []) if _relevant(a, rids) and a not in seen]
+        if unfetched:
+            reasons.append(f"{p}: no coverage recorded for {day} for {', '.join(unfetched[:3])} (not fetched)")
+            continue
         relevant = [c for c in entries if _relevant(c.account_id, rids)]
         # accounts named like the mapped resources decide; otherwise (account ids of another
         # shape, e.g. a whole organization) the provider is unavailable only if nothing was fetched
@@ -326,7 +336,7 @@ def reconcile_day(
         )
         rec_q = r.quantity if r else None
         rec_c = r.credits if r else None
-        unavailable = _unavailable_reason(providers, key_resources.get(key, {}), cov, day)
+        unavailable = _unavailable_reason(providers, key_resources.get(key, {}), cov, day, config.accounts)
         if unavailable:
             out.append(
                 ReconciliationRow(

@@ -267,3 +267,12 @@ def test_rate_card_and_budget_settings_are_validated_at_load() -> None:
     with pytest.raises(SettingsError, match="listed twice"):
         cap = {"provider": "forge", "metric": "FUNCTION_COMPUTE", "unit": "GB-seconds", "monthly_quantity": 1}
         load_settings(budgets={"provider_caps": [cap, cap]})
+
+
+def test_configured_account_without_coverage_is_unavailable() -> None:
+    cfg = ReconcileConfig(mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala"], accounts={"phala": [APP_A, APP_B]})
+    cov = [CoverageEntry("phala", APP_A, "complete")]  # APP_B was not fetched today
+    rows = reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, "6000", "60"), ledger(ENT_B, "600", "6")], cov, cfg)
+    assert one(rows).status == "matched"
+    b = one(rows, ENT_B)
+    assert b.status == "provider_unavailable" and APP_B in (b.reason or "") and not b.is_break
