@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from usage_orchestration.ledger.base import SyncStatus
 from usage_orchestration.ledger.factory import make_ledger_reader, sync_problem
 from usage_orchestration.ledger.http import HttpLedger
 from usage_orchestration.ledger.sql import SqlLedger
@@ -113,3 +114,14 @@ def test_api_without_ledger_database_answers_503() -> None:
     with pytest.raises(ProviderError) as err:
         http.resource_types()
     assert err.value.status == 503
+
+
+def test_sync_problem_reads_the_sync_block() -> None:
+    t0 = datetime(2026, 5, 12, 6, tzinfo=UTC)
+    assert sync_problem(SyncStatus(synced_at=t0)) is None
+    assert "never synced" in (sync_problem(SyncStatus()) or "")
+    failed = sync_problem(SyncStatus(synced_at=t0, last_sync_failed_at=t0 + timedelta(hours=1), last_sync_failure_code="license_not_recognized"))
+    assert failed is not None and "license_not_recognized" in failed and t0.isoformat() in failed
+    # a good sync after the failure: over
+    assert sync_problem(SyncStatus(synced_at=t0 + timedelta(hours=2), last_sync_failed_at=t0 + timedelta(hours=1), last_sync_failure_code="lm_error")) is None
+    assert "staleness level critical" in (sync_problem(SyncStatus(synced_at=t0, staleness_level="critical")) or "")

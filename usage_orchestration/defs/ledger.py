@@ -10,7 +10,6 @@ call ``ledger_reader(ledger)`` (see docs/ledger.md).
 
 import os
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from dagster import (
@@ -31,9 +30,9 @@ from usage_orchestration.defs.common import day_span, load_id, md_table, partiti
 from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.ledger.base import LedgerReader, SyncStatus
-from usage_orchestration.ledger.factory import make_ledger_reader, sync_problem
+from usage_orchestration.ledger.factory import make_ledger_reader, sql_ledger, sync_problem
 from usage_orchestration.ledger.load import store_ledger_days
-from usage_orchestration.ledger.sql import LedgerError, SqlLedger
+from usage_orchestration.ledger.sql import LedgerError
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.settings import LedgerSettings, UsageSettings
 from usage_orchestration.warehouse.store import safe_url
@@ -41,11 +40,6 @@ from usage_orchestration.warehouse.store import safe_url
 TOKEN_ENV = "LEDGER_API_TOKEN"
 DATABASE_URL_ENV = "USAGE_LEDGER__DATABASE_URL"
 SYNC_CHECK = "ledger_license_sync"
-
-
-@lru_cache(maxsize=8)
-def _sql_ledger(url: str) -> SqlLedger:
-    return SqlLedger(url)  # one engine (connection pool) per URL and process
 
 
 class LedgerResource(ConfigurableResource):
@@ -63,7 +57,7 @@ class LedgerResource(ConfigurableResource):
 
     def reader(self) -> LedgerReader:
         if self.backend == "sql":
-            return _sql_ledger(self.database_url)
+            return sql_ledger(self.database_url)
         cfg = LedgerSettings(
             backend=self.backend,
             database_url=self.database_url,
