@@ -177,6 +177,12 @@ def _q(x: Decimal | None) -> Decimal | None:
     return None if x is None else x.quantize(_Q)
 
 
+def _fmt(x: Decimal) -> str:
+    """A readable number for reasons: at most 6 decimals, no trailing zeros."""
+    q = x.quantize(Decimal("0.000001")).normalize()
+    return format(q, "f")
+
+
 def _pct(delta: Decimal, base: Decimal) -> Decimal | None:
     return None if base == 0 else (delta / base * 100).quantize(_PCT)
 
@@ -363,7 +369,7 @@ def reconcile_day(
             delta_q: Decimal | None = None
             delta_pct = _pct(delta_c, exp_c)
             within = abs(delta_c) <= tolerance(entry, exp_c, on_credits=True)
-            tol_txt = f"credits, tolerance {tolerance(entry, exp_c, on_credits=True)}"
+            tol_txt = f"credits, tolerance {_fmt(tolerance(entry, exp_c, on_credits=True))}"
             sign = delta_c
         else:
             got_q = rec_q if rec_q is not None else Decimal(0)
@@ -371,21 +377,25 @@ def reconcile_day(
             delta_pct = _pct(delta_q, exp_q)
             tol = tolerance(entry, exp_q)
             within = abs(delta_q) <= tol
-            tol_txt = f"{entry.ledger_unit}, tolerance {tol}"
+            tol_txt = f"{entry.ledger_unit}, tolerance {_fmt(tol)}"
             sign = delta_q
         status: Status
         if e is None:
             status = "missing_at_provider" if sign != 0 else "matched"
-            reason = f"ledger charged {got_c} credits; no {provider_label} usage mapped here"
+            reason = f"ledger charged {_fmt(got_c)} credits; no {provider_label} usage mapped here"
         elif r is None:
             status = "missing_in_ledger" if sign != 0 else "matched"
-            reason = f"{provider_label} measured {exp_q} {entry.ledger_unit}; no ledger events"
+            reason = f"{provider_label} measured {_fmt(exp_q)} {entry.ledger_unit}; no ledger events"
         elif within:
             status = "matched"
             reason = None
         else:
             status = "ledger_under" if sign < 0 else "ledger_over"
-            reason = f"delta outside tolerance ({tol_txt})"
+            if on_credits:
+                seen = f"ledger {_fmt(got_c)} vs {provider_label} {_fmt(exp_c)} credits"
+            else:
+                seen = f"ledger {_fmt(rec_q or Decimal(0))} vs {provider_label} {_fmt(exp_q)} {entry.ledger_unit}"
+            reason = f"{seen}; outside tolerance ({tol_txt})"
         if not within and reason is not None and "tolerance" not in reason:
             reason += f"; outside tolerance ({tol_txt})"
         out.append(
