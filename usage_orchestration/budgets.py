@@ -346,7 +346,7 @@ def anomalies(
     *,
     baseline_days: int = 14,
     min_baseline_days: int = 7,
-    threshold_pct: Decimal = Decimal(50),
+    threshold_pct: Decimal = Decimal(100),
     min_credits: Decimal = Decimal(10),
 ) -> list[AnomalyRow]:
     """Each (entity, resource type)'s credits on ``day`` against the mean of the trailing

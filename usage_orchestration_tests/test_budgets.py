@@ -170,7 +170,8 @@ def test_anomaly_spike_drop_new_and_thresholds() -> None:
 def test_anomaly_below_threshold_and_baseline_days() -> None:
     d = date(2026, 3, 20)
     base = daily("a", d - timedelta(days=14), 14, "100")
-    assert not anomalies(d, base + [(d, "a", "app", "app_compute", D(140))])[0].is_anomaly  # +40 % < 50 %
+    assert not anomalies(d, base + [(d, "a", "app", "app_compute", D(190))])[0].is_anomaly  # +90 % < 100 %
+    assert anomalies(d, base + [(d, "a", "app", "app_compute", D(140))], threshold_pct=D(40))[0].is_anomaly
     # only 6 data days in the window: not judged
     assert anomalies(d, daily("a", d - timedelta(days=6), 6, "100") + [(d, "a", "app", "x", D(900))]) == []
     # the day itself has no ledger data: not judged (no evidence of zero use)

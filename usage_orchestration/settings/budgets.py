@@ -46,9 +46,10 @@ class BudgetSettings(BaseModel):
         7, ge=1, description="days of ledger data the baseline needs before anomalies are judged"
     )
     anomaly_threshold_pct: Decimal = Field(
-        Decimal(50),
+        Decimal(100),
         gt=0,
-        description="a day deviating from its baseline mean by at least this percent is an anomaly",
+        description="a day deviating from its baseline mean by at least this percent is an "
+        "anomaly (100: doubled, or dropped to nothing)",
     )
     anomaly_min_credits: Decimal = Field(
         Decimal(10),
