@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+import warnings
+
+from dagster import BetaWarning, Definitions
 
 from usage_orchestration.defs.registry import build_definitions
 from usage_orchestration.settings import load_settings
+
+# backfill_policy is beta in dagster 1.13 and warns once per asset in every process that loads
+# the code; the project depends on it deliberately (single-run backfills).
+warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", category=BetaWarning)
 
 # Validated at load: a wrong setting fails here, naming the key and the problem.
 defs: Definitions = build_definitions(load_settings())

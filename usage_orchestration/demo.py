@@ -131,8 +131,10 @@ def _evaluate_sensors(defs: Any, instance: Any) -> list[dict[str, Any]]:
     for sensor_def in defs.sensors or []:
         if isinstance(sensor_def, RunStatusSensorDefinition):
             continue
-        ctx = build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor_def.name)
-        data = sensor_def.evaluate_tick(ctx)
+        with build_sensor_context(
+            instance=instance, definitions=defs, sensor_name=sensor_def.name, resources=defs.resources
+        ) as ctx:
+            data = sensor_def.evaluate_tick(ctx)
         ticks.append(
             {
                 "sensor": sensor_def.name,
