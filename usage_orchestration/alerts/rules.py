@@ -209,7 +209,7 @@ def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[
                 threshold="exhausted" if empty else "",
                 summary=f"The shared credit pool {when} ({money(remaining)} credits left for {month}, as of {as_of.isoformat()})",
                 details={k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"},
-                links=[_ui_link(settings.alerts.dagster_ui_url, "credit_pool_status", as_of.isoformat())],
+                links=[_ui_link(settings.alerts.dagster_ui_url, "budget_status", as_of.isoformat())],
                 active=month == latest_month,
             )
         )
@@ -330,7 +330,7 @@ def alerts_from_anomaly_rows(rows: Iterable[Row], settings: UsageSettings) -> li
                     + ")"
                 ),
                 details={k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"},
-                links=[_ui_link(settings.alerts.dagster_ui_url, "usage_anomaly", day.isoformat())],
+                links=[_ui_link(settings.alerts.dagster_ui_url, "usage_anomalies", day.isoformat())],
             )
         )
     return out

@@ -181,8 +181,10 @@ def _evaluation_tick(
     return SensorResult(skip_reason=SkipReason(message), cursor=json.dumps(new_cursor, sort_keys=True))
 
 
-BUDGET_ASSETS = ("budget_status", "credit_pool_status", "provider_cap_status")
-BREAK_ASSETS = ("usage_reconciliation", "usage_anomaly")
+# Asset keys whose materializations change what the rules see (budget_status also writes
+# credit_pool_status; usage_anomalies writes the usage_anomaly table).
+BUDGET_ASSETS = ("budget_status", "provider_cap_status")
+BREAK_ASSETS = ("usage_reconciliation", "usage_anomalies")
 
 
 def make_sensors(settings: UsageSettings) -> list:
