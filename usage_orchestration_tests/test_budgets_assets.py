@@ -188,3 +188,19 @@ def test_provider_cap_from_provider_usage(db_url: str, ledger_url: str) -> None:
     assert r["forecast_month_end"] == D(310000) and r["forecast_overage"] == D(210000)
     assert r["projected_exhaustion_date"] == date(2026, 3, 10)
     assert result.asset_materializations_for_node("provider_cap_status")[0].metadata["forecast_over_cap"].value == 1
+
+
+def test_range_across_a_month_boundary(db_url: str, ledger_url: str) -> None:
+    settings = make_settings(db_url, ledger_url)
+    seed_ledger(ledger_url)
+    run(settings, [budget_status_asset], tags={
+        "dagster/asset_partition_range_start": "2026-03-31", "dagster/asset_partition_range_end": "2026-04-01"})
+    march = {r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 31))}
+    april = {r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 4, 1))}
+    # March: a = 14 × 30 + 90 + 100 (AI) = 610 of 1000; forecast on the last day = used
+    assert march["ent-a"]["credits_used"] == D(610) and march["ent-a"]["forecast_month_end"] == D(610)
+    # April 1: nothing used yet in April; April's budget for a, March's still in force for b
+    assert april["ent-a"]["credits_used"] == 0 and april["ent-a"]["monthly_budget"] == D(2000)
+    assert april["ent-b"]["credits_used"] == 0 and april["ent-b"]["days_of_data"] == 0
+    pools = {r["as_of_date"]: r for r in rows_of(db_url, credit_pool_status, "month", "2026-03")}
+    assert pools[date(2026, 3, 31)]["used"] == D(1060)  # 610 + b's 15 × 30 = 450

@@ -8,6 +8,8 @@ Only ledger rows dated up to the partition day count, so an old day re-materiali
 the figures as of that day, with the budgets in force that month.
 """
 
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
 from decimal import Decimal
@@ -80,6 +82,9 @@ def compute_budgets(
     cfg = settings.budgets
     ordered = sorted(set(days))
     credits = _credits_span(reader, month_start(ordered[0]), ordered[-1])
+    by_month: dict[str, list[tuple[date, str, str, str, Decimal]]] = defaultdict(list)
+    for c in credits:
+        by_month[month_of(c[0])].append(c)
     months: dict[str, list[EntityBudget]] = {}
     budgets: list[BudgetRow] = []
     pools: list[CreditPoolRow] = []
@@ -87,7 +92,7 @@ def compute_budgets(
         m = month_of(d)
         if m not in months:
             months[m] = reader.budgets(m)
-        upto = [c for c in credits if c[0] <= d]
+        upto = [c for c in by_month.get(m, []) if c[0] <= d]
         budgets += budget_status(
             d, upto, months[m], thresholds=cfg.thresholds_pct, forecast_min_days=cfg.forecast_min_days
         )
@@ -100,12 +105,18 @@ def compute_budgets(
 def compute_anomalies(reader: LedgerReader, days: Sequence[date], settings: UsageSettings) -> list[AnomalyRow]:
     cfg = settings.budgets
     ordered = sorted(set(days))
-    credits = _credits_span(reader, ordered[0] - timedelta(days=cfg.anomaly_baseline_days), ordered[-1])
+    credits = sorted(
+        _credits_span(reader, ordered[0] - timedelta(days=cfg.anomaly_baseline_days), ordered[-1]),
+        key=lambda c: c[0],
+    )
+    days_index = [c[0] for c in credits]
     out: list[AnomalyRow] = []
     for d in ordered:
+        lo = bisect_left(days_index, d - timedelta(days=cfg.anomaly_baseline_days))
+        hi = bisect_right(days_index, d)
         out += anomalies(
             d,
-            credits,
+            credits[lo:hi],
             baseline_days=cfg.anomaly_baseline_days,
             min_baseline_days=cfg.anomaly_min_baseline_days,
             threshold_pct=cfg.anomaly_threshold_pct,
