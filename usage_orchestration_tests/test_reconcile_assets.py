@@ -182,3 +182,33 @@ def test_reconciliation_aggregates_in_sql(db_url: str) -> None:
         from usage_orchestration.warehouse.schema import provider_usage
 
         assert conn.execute(select(func.count()).select_from(provider_usage)).scalar() == 5
+
+
+def test_credits_only_ledger_rows_compare_credits(db_url: str) -> None:
+    """Rows from the HTTP ledger carry no unit (stored as ""): credits are compared instead."""
+    from usage_orchestration.analysis_io import ledger_aggregates
+
+    settings = make_settings(db_url)
+    wh = seed(settings)
+    wh.replace_days(ledger_daily_usage, [D1], [
+        {"usage_date": D1, "entity_id": "ent-a", "entity_type": "app", "resource_type": "app_compute",
+         "unit": "", "quantity": D(0), "credits": D("59.5"), "events": 3, "load_id": "http"},
+        {"usage_date": D1, "entity_id": "ent-b", "entity_type": "app", "resource_type": "app_compute",
+         "unit": "", "quantity": D(0), "credits": D(40), "events": 3, "load_id": "http"},
+    ])
+    assert {u.quantity for u in ledger_aggregates(wh, [D1])[D1]} == {None}
+    assert run(settings, partition_key="2026-03-01").success
+    got = {r["entity_id"]: r for r in table(wh) if r["usage_date"] == D1}
+    # expected 60 credits each; tolerance max(60 s × 0.01 = 0.6, 2 % × 60 = 1.2) credits
+    assert got["ent-a"]["status"] == "matched" and got["ent-a"]["compared_on"] == "credits"
+    assert got["ent-b"]["status"] == "ledger_under" and got["ent-b"]["delta_credits"] == D(-20)
+    assert got["ent-b"]["delta_quantity"] is None
+
+
+def test_dependencies_follow_the_enabled_providers(db_url: str) -> None:
+    settings = make_settings(db_url)
+    deps = {k.to_user_string() for k in build_reconciliation_asset(settings).asset_deps[AssetKey("usage_reconciliation")]}
+    assert deps == {"ledger_daily_usage", "phala_usage"}
+    both = settings.model_copy(update={"neon": settings.neon.model_copy(update={"enabled": True})})
+    deps = {k.to_user_string() for k in build_reconciliation_asset(both).asset_deps[AssetKey("usage_reconciliation")]}
+    assert deps == {"ledger_daily_usage", "phala_usage", "neon_usage"}
