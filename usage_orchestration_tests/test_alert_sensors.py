@@ -181,3 +181,35 @@ def test_run_failure_pages_but_not_runs_about_to_be_retried(db_url: str, sandbox
     [page] = _pd(sandbox_server, "trigger")
     assert page["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
     assert "provider exploded" in page["event"]["payload"]["summary"]
+
+
+def test_pagerduty_down_three_ticks_then_each_alert_once(db_url: str, sandbox_server: SandboxServer) -> None:
+    from usage_orchestration.sandbox.core import Fault
+
+    settings = load_settings(
+        alerts={
+            "pagerduty_events_url": f"{sandbox_server.url}/pagerduty/v2/enqueue",
+            "retry_base_s": 0.001,  # no waiting between ticks in this test
+            "routing": {"critical": "pagerduty", "error": "pagerduty", "warning": "none", "info": "none"},
+        },
+        neon={"enabled": False},
+        forge={"enabled": False},
+    )
+    resources = _resources(settings, db_url)
+    sensors = _sensors(settings)
+    instance = DagsterInstance.ephemeral()
+    rows = [{**_overrun(True), "entity_id": f"e{i}", "entity_name": f"E{i}"} for i in range(4)]
+    Warehouse(db_url).replace_days(budget_status, [rows[0]["as_of_date"]], rows, day_column="as_of_date")
+    sandbox_server.sandbox.add_fault("pagerduty", Fault(status=503, count=3))
+
+    cursor = _tick(sensors["budget_alerts"], instance, None, resources).cursor  # tick 1: 503
+    delivery_cursor = None
+    for _ in range(2):  # ticks 2 and 3: 503
+        delivery_cursor = _tick(sensors["alert_delivery"], instance, delivery_cursor, resources).cursor
+    assert _pd(sandbox_server, "trigger") == []
+    _tick(sensors["alert_delivery"], instance, delivery_cursor, resources)  # recovered
+    _tick(sensors["budget_alerts"], instance, cursor, resources)
+    _tick(sensors["alert_delivery"], instance, delivery_cursor, resources)
+    keys = [e["dedup_key"] for e in _pd(sandbox_server, "trigger")]
+    assert sorted(keys) == sorted(f"usage-orchestration/budget_threshold/entity/e{i}/{rows[0]['month']}/100pct" for i in range(4))
+    assert sandbox_server.sandbox.request_count("pagerduty", 503) == 3
