@@ -303,3 +303,16 @@ def test_missing_routing_key_is_recorded(db_url: str, sandbox: Sandbox) -> None:
     assert row is not None and row["trigger_status"] == "rejected"
     assert "PAGERDUTY_ROUTING_KEY" in row["last_error"]
     assert sandbox.request_count("pagerduty") == 0
+
+
+def test_escalated_severity_keeps_the_channel_it_was_sent_to(db_url: str, sandbox: Sandbox) -> None:
+    outbox, channels = make(db_url, sandbox)
+    warn = alert("phala/e1/compute", kind=AlertKind.RECONCILIATION_BREAK, severity="warning", period="2026-05-19", threshold="")
+    outbox.sync([warn], kinds=["reconciliation_break"], now=NOW)
+    outbox.deliver_pending(channels, now=NOW)
+    worse = warn.model_copy(update={"severity": "error"})
+    outbox.sync([worse], kinds=["reconciliation_break"], now=NOW)
+    outbox.sync([], kinds=["reconciliation_break"], now=NOW)
+    outbox.deliver_pending(channels, now=NOW)
+    assert [m["message"]["text"].startswith(":white_check_mark: Resolved") for m in sandbox.received("slack")] == [False, True]
+    assert sandbox.received("pagerduty") == []

@@ -213,3 +213,34 @@ def test_pagerduty_down_three_ticks_then_each_alert_once(db_url: str, sandbox_se
     keys = [e["dedup_key"] for e in _pd(sandbox_server, "trigger")]
     assert sorted(keys) == sorted(f"usage-orchestration/budget_threshold/entity/e{i}/{rows[0]['month']}/100pct" for i in range(4))
     assert sandbox_server.sandbox.request_count("pagerduty", 503) == 3
+
+
+def test_stale_data_sensor_pages_missing_day_and_ledger_sync_failure(
+    db_url: str, ledger_url: str, sandbox_server: SandboxServer
+) -> None:
+    from datetime import timedelta
+
+    from usage_orchestration.sandbox.demo_ledger import seed_demo_ledger
+
+    settings = load_settings(
+        alerts={"pagerduty_events_url": f"{sandbox_server.url}/pagerduty/v2/enqueue", "stale_deadline_utc": "00:00"},
+        ledger={"backend": "sql", "database_url": ledger_url},
+        neon={"enabled": False},
+        forge={"enabled": False},
+    )
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=i) for i in (3, 2, 1)]
+    seed_demo_ledger(ledger_url, settings, days, 7, sync_failure="lm_unreachable")
+    resources = _resources(settings, db_url)
+    sensor = _sensors(settings)["stale_data_alerts"]
+    instance = DagsterInstance.ephemeral()
+
+    first = _tick(sensor, instance, None, resources)
+    keys = {e["dedup_key"] for e in _pd(sandbox_server, "trigger")}
+    sync_key = "usage-orchestration/ledger_sync/license-manager//lm_unreachable"
+    assert sync_key in keys
+    assert f"usage-orchestration/stale_data/provider/phala/{days[-1].isoformat()}" in keys
+
+    seed_demo_ledger(ledger_url, settings, days, 7)  # a later sync succeeded
+    _tick(sensor, instance, first.cursor, resources)
+    assert [e["dedup_key"] for e in _pd(sandbox_server, "resolve")] == [sync_key]

@@ -314,8 +314,12 @@ class Outbox:
                 conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
             (report.recorded_only if suppressed else report.opened).append(key)
             return
-        # Still reported while open or silenced: refresh the content, follow silences.
+        # Still reported while open or silenced: refresh the content, follow silences. Once a
+        # trigger went out, its channel and severity stay, so the resolve reaches the same place.
         values = dict(content)
+        if row["trigger_status"] not in ("pending", "skipped") or row["attempts"] > 0:
+            values.pop("channel")
+            values.pop("severity")
         if silenced and row["state"] == "open":
             values["state"] = "silenced"
             if row["trigger_status"] == "pending" and row["attempts"] == 0:

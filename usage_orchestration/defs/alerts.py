@@ -251,11 +251,16 @@ def make_sensors(settings: UsageSettings) -> list:
         def ledger_sync() -> tuple[list, list[AlertKind]]:
             from usage_orchestration.ledger.factory import make_ledger_reader
 
+            reader = None
             try:
                 reader = make_ledger_reader(settings, alert_channels.ledger_api_token or None)
                 status = reader.sync_status()
             except Exception as exc:  # the ledger itself is unreachable: that is the alert
                 return [rules.ledger_sync_error_alert(f"{type(exc).__name__}: {exc}")], [AlertKind.LEDGER_SYNC]
+            finally:
+                close = getattr(reader, "close", None)
+                if callable(close):
+                    close()
             return rules.ledger_sync_alerts(status, settings), [AlertKind.LEDGER_SYNC]
 
         # Time-driven (deadlines, sync status): a full evaluation on every tick.

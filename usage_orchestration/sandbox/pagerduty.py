@@ -36,6 +36,8 @@ def register(sb: Sandbox) -> None:
         dedup_key = event.get("dedup_key")
         if action in ("acknowledge", "resolve") and not dedup_key:
             errors.append("'dedup_key' is required for acknowledge and resolve")
+        if dedup_key is not None and (not isinstance(dedup_key, str) or len(dedup_key) > 255):
+            errors.append("'dedup_key' must be a string of at most 255 characters")
         if action == "trigger":
             payload = event.get("payload") or {}
             for k in ("summary", "source", "severity"):
