@@ -1,6 +1,6 @@
 """The Dagster alert sensors, evaluated with real contexts against the loopback PagerDuty sandbox."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Dagster reads the op's real `context` annotation.
 
 import json
 from datetime import UTC, datetime
@@ -12,6 +12,8 @@ from dagster import (
     AssetMaterialization,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
+    OpExecutionContext,
     SensorResult,
     build_run_status_sensor_context,
     build_sensor_context,
@@ -140,8 +142,9 @@ def test_broken_sensor_sends_sensor_failure_and_recovers(db_url: str, sandbox_se
 
 
 @op
-def explode() -> None:
-    raise RuntimeError("provider exploded")
+def explode(context: OpExecutionContext) -> None:
+    if context.run.tags.get("test/succeed") != "true":
+        raise RuntimeError("provider exploded")
 
 
 @job
@@ -244,3 +247,29 @@ def test_stale_data_sensor_pages_missing_day_and_ledger_sync_failure(
     seed_demo_ledger(ledger_url, settings, days, 7)  # a later sync succeeded
     _tick(sensor, instance, first.cursor, resources)
     assert [e["dedup_key"] for e in _pd(sandbox_server, "resolve")] == [sync_key]
+
+
+def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: SandboxServer) -> None:
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensors = _sensors(settings)
+    instance = DagsterInstance.ephemeral()
+    sensors["run_failure_alerts"](_failure_context(instance, {"dagster/partition": "2026-05-19"}, resources))
+
+    ok = failing_job.execute_in_process(
+        instance=instance, tags={"dagster/partition": "2026-05-19", "test/succeed": "true"}
+    )
+    run = instance.get_run_by_id(ok.run_id)
+    assert run is not None and run.status == DagsterRunStatus.SUCCESS
+    event = instance.get_records_for_run(ok.run_id, of_type=DagsterEventType.RUN_SUCCESS).records[0]
+    ctx = build_run_status_sensor_context(
+        sensor_name="run_success_resolves",
+        dagster_event=event.event_log_entry.dagster_event,  # type: ignore[arg-type]
+        dagster_instance=instance,
+        dagster_run=run,
+        resources=resources,
+    )
+    sensors["run_success_resolves"](ctx)
+    sensors["run_success_resolves"](ctx)  # twice: one resolve
+    [resolve] = _pd(sandbox_server, "resolve")
+    assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
