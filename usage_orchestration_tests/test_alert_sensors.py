@@ -273,3 +273,22 @@ def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: Sand
     sensors["run_success_resolves"](ctx)  # twice: one resolve
     [resolve] = _pd(sandbox_server, "resolve")
     assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
+
+
+def test_sensor_failure_is_sent_directly_when_the_outbox_is_unreachable(sandbox_server: SandboxServer) -> None:
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, "sqlite:////proc/no-such-dir/warehouse.sqlite")
+    sensor = _sensors(settings)["reconciliation_alerts"]
+    with pytest.raises(OSError):
+        sensor(build_sensor_context(instance=DagsterInstance.ephemeral(), resources=resources))
+    [page] = _pd(sandbox_server, "trigger")
+    assert page["dedup_key"] == "usage-orchestration/sensor_failure/sensor/reconciliation_alerts/"
+    assert "reconciliation_alerts failed" in page["event"]["payload"]["summary"]
+
+
+def test_sensor_failure_alert_masks_database_password() -> None:
+    from usage_orchestration.defs.alerts import _redacted
+
+    settings = load_settings(warehouse_url="postgresql://svc:hunter2-secret@db.internal:5432/wh")
+    masked = _redacted("OperationalError: password=hunter2-secret rejected", settings)
+    assert "hunter2-secret" not in masked and "***" in masked

@@ -54,6 +54,7 @@ from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.settings import UsageSettings
 
 REEVALUATE_S = 600
+SECRET_ENV = ("PAGERDUTY_ROUTING_KEY", "SLACK_WEBHOOK_URL", "LEDGER_API_TOKEN")
 WILL_RETRY_TAG = "dagster/will_retry"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -108,7 +109,7 @@ def _report_sensor_failure(
 ) -> None:
     """Record and send a sensor_failure alert; if even the outbox is unreachable, send it
     directly (the receiver collapses repeats on the dedup key)."""
-    alert = rules.sensor_failure_alert(name, f"{type(exc).__name__}: {exc}", settings)
+    alert = rules.sensor_failure_alert(name, _redacted(f"{type(exc).__name__}: {exc}", settings), settings)
     now = _now()
     try:
         outbox = Outbox(warehouse.get().engine, settings.alerts)
@@ -130,6 +131,23 @@ def _report_sensor_failure(
                     links=alert.links,
                 )
             )
+
+
+def _redacted(text: str, settings: UsageSettings) -> str:
+    """Database passwords (in the warehouse and ledger URLs) and any secret from the environment
+    masked out of an error message before it becomes an alert."""
+    from sqlalchemy.engine import make_url
+
+    secrets = [os.environ.get(n, "") for n in SECRET_ENV]
+    for url in (settings.warehouse_url, settings.ledger.database_url):
+        try:
+            secrets.append(make_url(url).password or "")
+        except Exception:  # an unparsable URL: nothing to mask from it
+            continue
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _guarded(
