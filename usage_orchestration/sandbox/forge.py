@@ -589,8 +589,6 @@ def _take_queued(state: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def register(sb: Sandbox) -> None:
-    arrivals: dict[str, deque[float]] = {}
-
     def state() -> dict[str, Any]:
         return sb.state.setdefault("forge", {})
 
@@ -603,7 +601,8 @@ def register(sb: Sandbox) -> None:
                 return None
             window = float(limit["per_seconds"])
             now = time.monotonic()
-            q = arrivals.setdefault(account, deque())
+            # accepted requests per account (kept in the state, so a reset clears them too)
+            q = state().setdefault("_arrivals", {}).setdefault(account, deque())
             while q and q[0] <= now - window:
                 q.popleft()
             if len(q) >= int(limit["max_requests"]):
