@@ -100,6 +100,7 @@ def test_range_run_writes_every_day_in_one_request_series(
     pct = (Decimal(str(month_total)) * 100 / 100_000).quantize(Decimal("0.01"))
     assert meta["free_allowance_used_pct_function_compute_gb_seconds"].value == float(pct)
     assert "100000" in meta["free_allowance"].value
+    assert not any(Sandbox.API_KEYS["forge"] in str(e) for e in result.all_events)
 
 
 def test_rematerializing_a_day_leaves_identical_rows(
@@ -127,6 +128,11 @@ def test_a_failed_fetch_writes_nothing(
     )
     assert not failed.success
     assert _rows(db_url) == before
+    failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.step_failure_data.error)
+    assert "app-unmapped" in message and "NOT_FOUND" in message and "interval" in message
+    # the token never reaches the event log
+    assert not any(Sandbox.API_KEYS["forge"] in str(e) for e in failed.all_events)
 
 
 def test_definitions_wire_the_pool_backfill_policy_and_env_credentials(monkeypatch: Any) -> None:
