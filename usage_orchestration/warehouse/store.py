@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, and_, create_engine, event, make_url
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from usage_orchestration.warehouse.schema import metadata
 
@@ -76,7 +77,16 @@ class Warehouse:
             except ModuleNotFoundError as exc:
                 if exc.name != module:
                     raise
-        metadata.create_all(self.engine, checkfirst=True)
+        # Two first runs may create the schema at the same moment: the loser sees "already
+        # exists" (or a duplicate pg_type row); checking again then finds everything in place.
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+                break
+            except DBAPIError as exc:
+                text = str(exc.orig).lower()
+                if attempt == 2 or not ("already exists" in text or "duplicate key" in text):
+                    raise
         self._schema_ready = True
 
     def replace_days(
