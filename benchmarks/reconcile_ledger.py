@@ -12,7 +12,10 @@ for each ledger, in fresh child processes:
 - ``bare``: the bare ``SELECT … GROUP BY`` of that day on the same database through the raw
   DB-API driver (no SQLAlchemy, no pydantic, no warehouse).
 
-Both are timed the same way: one warm-up, then the median of ``--repeat`` runs. The peak RSS of
+Both are timed the same way: one warm-up, then the median of ``--repeat`` runs. The JSON also
+gives ``ledger_read_s`` (``SqlLedger.daily_usage`` alone, the only part that grows with the
+ledger) and ``warehouse_and_compare_s`` (the rest: a fixed cost, larger on PostgreSQL where the
+warehouse writes are network round trips). The peak RSS of
 the reconciling child (``VmHWM``, i.e. its ``ru_maxrss`` without the parent's share) is reported for each ledger.
 
 Usage::
@@ -161,8 +164,12 @@ def _build_postgres(url: str, events: int, days: int) -> None:
         raw.commit()
         cur.execute(str(CreateIndex(usage_event_day_index).compile(engine)))
         raw.commit()
-        raw.autocommit = True  # VACUUM: sets the visibility map for index-only scans
-        cur.execute("VACUUM ANALYZE usage_event")
+        driver = raw.driver_connection  # psycopg2: VACUUM must run outside a transaction
+        driver.autocommit = True
+        vac = driver.cursor()
+        vac.execute("VACUUM ANALYZE usage_event")  # the visibility map: index-only scans
+        vac.close()
+        driver.autocommit = False
     finally:
         raw.close()
         engine.dispose()
@@ -217,12 +224,17 @@ def _child_reconcile(ledger_url: str, warehouse_url: str, day: date, repeat: int
         return len(usage), sum(1 for r in rows if r.is_break)
 
     groups, breaks = once()  # warm-up
-    times = []
+    times, read_times = [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
         once()
         times.append(time.perf_counter() - t0)
+    for _ in range(repeat):  # the ledger read alone: the part that depends on the ledger's size
+        t0 = time.perf_counter()
+        reader.daily_usage(day)
+        read_times.append(time.perf_counter() - t0)
     return {"seconds": statistics.median(times), "all": times, "groups": groups, "breaks": breaks,
+            "ledger_read_s": statistics.median(read_times),
             "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -365,9 +377,13 @@ def main(argv: list[str] | None = None) -> int:
             bare = _run_child("bare", ledger_url, day.isoformat(), str(args.repeat))
             results[size] = {"reconcile": rec, "bare": bare}
             print(f"  {size}: reconcile {rec['seconds']:.4f} s, bare GROUP BY {bare['seconds']:.4f} s, "
-                  f"peak RSS {rec['peak_rss_mb']:.1f} MB, {rec['groups']} groups, {rec['breaks']} breaks", flush=True)
+                  f"(ledger read alone {rec['ledger_read_s']:.4f} s), peak RSS {rec['peak_rss_mb']:.1f} MB, {rec['groups']} groups, {rec['breaks']} breaks", flush=True)
     finally:
         if not args.keep:
+            for size in ("small", "large"):
+                marker = os.path.join(workdir, f"{backend}-{size}.json")
+                if os.path.exists(marker):
+                    os.remove(marker)
             if backend == "postgresql":
                 for s in schemas:
                     _pg_schema(args.postgres_url, s, drop=True)
@@ -387,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         "reconcile_s": round(reconcile_s, 5),
         "bare_group_by_s": round(bare_s, 5),
         "ratio": round(reconcile_s / bare_s, 3) if bare_s else None,
+        "ledger_read_s": round(large["reconcile"]["ledger_read_s"], 5),
+        "warehouse_and_compare_s": round(reconcile_s - large["reconcile"]["ledger_read_s"], 5),
         "reconcile_s_small": round(small["reconcile"]["seconds"], 5),
         "bare_group_by_s_small": round(small["bare"]["seconds"], 5),
         "peak_rss_mb_small": round(rss_small, 1),
