@@ -74,7 +74,9 @@ def _run(args: dict[str, Any], first: str, last: str, ready: Any, start: Any, ou
     resources = {
         "settings": settings,
         "warehouse": WarehouseResource(url=settings.warehouse_url),
-        "forge_api": ForgeApiResource(email=Sandbox.API_KEYS["forge_email"], api_token=Sandbox.API_KEYS["forge"]),
+        "forge_api": ForgeApiResource(
+            email=Sandbox.API_KEYS["forge_email"], api_token=Sandbox.API_KEYS["forge"]
+        ),
     }
     instance = DagsterInstance.ephemeral()
     ready.put(first)
@@ -84,7 +86,10 @@ def _run(args: dict[str, Any], first: str, last: str, ready: Any, start: Any, ou
         [forge_usage],
         resources=resources,
         instance=instance,
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
         raise_on_error=False,
     )
     mats = result.asset_materializations_for_node("forge_usage") if result.success else []
@@ -139,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     server = SandboxServer(sb).start()
     today = datetime.now(UTC).date()
-    days = [today - timedelta(days=i) for i in range(a.days, 0, -1)]  # the last N days, through yesterday
+    days = [
+        today - timedelta(days=i) for i in range(a.days, 0, -1)
+    ]  # the last N days, through yesterday
     half = len(days) // 2
     ranges = [(days[0], days[half - 1]), (days[half], days[-1])]
     shared = {
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = mp.get_context("spawn")
     ready, start, out = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_run, args=(shared, lo.isoformat(), hi.isoformat(), ready, start, out)) for lo, hi in ranges
+        ctx.Process(target=_run, args=(shared, lo.isoformat(), hi.isoformat(), ready, start, out))
+        for lo, hi in ranges
     ]
     t_spawn = time.monotonic()
     for proc in procs:
@@ -185,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     sent = sorted(e["t"] for e in sb.received("forge"))
     http_429 = sb.request_count("forge", 429)
     for r in runs:
-        print(f"run {r['range']}: success={r['success']} partitions={r['partitions']} rows={r['rows']} "
-              f"requests={r['client_requests']} budget_wait_s={r['budget_wait_s']} run_s={r['run_s']}")
-    print(f"process startup (not in wall_s): {startup_s:.1f} s; warehouse: {shared['warehouse_url']}")
+        print(
+            f"run {r['range']}: success={r['success']} partitions={r['partitions']} rows={r['rows']} "
+            f"requests={r['client_requests']} budget_wait_s={r['budget_wait_s']} run_s={r['run_s']}"
+        )
+    print(
+        f"process startup (not in wall_s): {startup_s:.1f} s; warehouse: {shared['warehouse_url']}"
+    )
     summary = {
         "days": a.days,
         "apps": a.apps,

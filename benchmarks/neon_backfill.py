@@ -57,16 +57,32 @@ def worker(args: argparse.Namespace) -> None:
             "neon_api": NeonApiResource(api_key=KEY),
         },
         instance=DagsterInstance.ephemeral(),
-        tags={"dagster/asset_partition_range_start": args.first, "dagster/asset_partition_range_end": args.last},
+        tags={
+            "dagster/asset_partition_range_start": args.first,
+            "dagster/asset_partition_range_end": args.last,
+        },
     )
-    meta = {k: v.value for k, v in result.asset_materializations_for_node("neon_usage")[-1].metadata.items()}
+    meta = {
+        k: v.value
+        for k, v in result.asset_materializations_for_node("neon_usage")[-1].metadata.items()
+    }
     print(
         json.dumps(
             {
                 "success": result.success,
                 "first": args.first,
                 "last": args.last,
-                **{k: meta[k] for k in ("requests", "retries", "rows", "days", "days_unavailable", "budget_wait_s")},
+                **{
+                    k: meta[k]
+                    for k in (
+                        "requests",
+                        "retries",
+                        "rows",
+                        "days",
+                        "days_unavailable",
+                        "budget_wait_s",
+                    )
+                },
             }
         )
     )
@@ -77,7 +93,11 @@ def main(args: argparse.Namespace) -> None:
     from usage_orchestration.sandbox.server import SandboxServer
 
     sb = Sandbox(seed=7)
-    sb.state["neon"] = {"projects": args.projects, "rate_limit": args.sandbox_limit, "rate_window_s": args.window_s}
+    sb.state["neon"] = {
+        "projects": args.projects,
+        "rate_limit": args.sandbox_limit,
+        "rate_window_s": args.window_s,
+    }
     server = SandboxServer(sb).start()
     tmp = Path(tempfile.mkdtemp(prefix="neon-bench-"))
     today = datetime.now(UTC).date()
@@ -148,9 +168,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--projects", type=int, default=500)
     p.add_argument("--days", type=int, default=60)
-    p.add_argument("--mode", choices=("org", "ids"), default="org", help="whole org by cursor, or project_ids chunks")
-    p.add_argument("--sandbox-limit", type=int, default=5, help="requests the sandbox allows per window")
-    p.add_argument("--client-limit", type=int, default=4, help="the client budget per window (below the limit)")
+    p.add_argument(
+        "--mode",
+        choices=("org", "ids"),
+        default="org",
+        help="whole org by cursor, or project_ids chunks",
+    )
+    p.add_argument(
+        "--sandbox-limit", type=int, default=5, help="requests the sandbox allows per window"
+    )
+    p.add_argument(
+        "--client-limit", type=int, default=4, help="the client budget per window (below the limit)"
+    )
     p.add_argument("--window-s", type=float, default=2.0)
     p.add_argument("--warehouse-url", default=None, help="default: a fresh SQLite file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

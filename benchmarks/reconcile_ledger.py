@@ -51,12 +51,35 @@ from decimal import Decimal
 from typing import Any
 
 START = date(2026, 4, 1)
-RESOURCE_TYPES = ["app_compute", "job_compute", "workspace_storage", "ai", "agent_run", "app_storage"]
-UNITS = {"app_compute": "second", "job_compute": "second", "workspace_storage": "byte", "ai": "dollar",
-         "agent_run": "run", "app_storage": "byte"}
+RESOURCE_TYPES = [
+    "app_compute",
+    "job_compute",
+    "workspace_storage",
+    "ai",
+    "agent_run",
+    "app_storage",
+]
+UNITS = {
+    "app_compute": "second",
+    "job_compute": "second",
+    "workspace_storage": "byte",
+    "ai": "dollar",
+    "agent_run": "run",
+    "app_storage": "byte",
+}
 N_ENTITIES = 120
-COLUMNS = ("occurred_at", "actor", "actor_type", "entity_id", "entity_type", "resource_type",
-           "quantity", "unit", "credits", "metadata")
+COLUMNS = (
+    "occurred_at",
+    "actor",
+    "actor_type",
+    "entity_id",
+    "entity_type",
+    "resource_type",
+    "quantity",
+    "unit",
+    "credits",
+    "metadata",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +90,12 @@ def _entities() -> list[tuple[str, str]]:
 
     out = [(eid, etype) for eid, etype, *_ in DEMO_ENTITIES]
     for i in range(N_ENTITIES - len(out)):
-        out.append((str(uuid.UUID(int=(i + 1) * 0x9E3779B97F4A7C15 % (1 << 128))), "app" if i % 3 else "workspace"))
+        out.append(
+            (
+                str(uuid.UUID(int=(i + 1) * 0x9E3779B97F4A7C15 % (1 << 128))),
+                "app" if i % 3 else "workspace",
+            )
+        )
     return out
 
 
@@ -87,8 +115,18 @@ def _rows(events: int, days: int, ts: Callable[[datetime], str]) -> Iterator[tup
             eid, etype = ents[(k * 7919) % n_e]
             rt = RESOURCE_TYPES[(k * 31 + k // n_e) % n_r]
             qty = k % 97 + 1
-            yield (stamps[i * 86_400 // n], actors[k % 50], "user", eid, etype, rt, qty, UNITS[rt],
-                   qty / 100, None)
+            yield (
+                stamps[i * 86_400 // n],
+                actors[k % 50],
+                "user",
+                eid,
+                etype,
+                rt,
+                qty,
+                UNITS[rt],
+                qty / 100,
+                None,
+            )
 
 
 def _build_sqlite(path: str, events: int, days: int) -> None:
@@ -106,7 +144,9 @@ def _build_sqlite(path: str, events: int, days: int) -> None:
     engine = make_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
         conn.execute(CreateTable(usage_event))
-    ledger_metadata.create_all(engine, tables=[t for t in ledger_metadata.sorted_tables if t is not usage_event])
+    ledger_metadata.create_all(
+        engine, tables=[t for t in ledger_metadata.sorted_tables if t is not usage_event]
+    )
     index_ddl = str(CreateIndex(usage_event_day_index).compile(engine))
     engine.dispose()
     con = sqlite3.connect(path)
@@ -144,7 +184,9 @@ def _build_postgres(url: str, events: int, days: int) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(CreateTable(usage_event))
-    ledger_metadata.create_all(engine, tables=[t for t in ledger_metadata.sorted_tables if t is not usage_event])
+    ledger_metadata.create_all(
+        engine, tables=[t for t in ledger_metadata.sorted_tables if t is not usage_event]
+    )
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -185,8 +227,10 @@ def _seed_warehouse(url: str, day: date) -> int:
 
     settings = _settings()
     rows = demo_usage(7, settings, day)
-    cov = [DayCoverage(provider="phala", account_id=a, usage_date=day, status="complete", row_count=1)
-           for a in settings.phala.app_ids]
+    cov = [
+        DayCoverage(provider="phala", account_id=a, usage_date=day, status="complete", row_count=1)
+        for a in settings.phala.app_ids
+    ]
     wh = Warehouse(url)
     wh.ensure_schema()
     n = store_fetch(wh, "phala", [day], FetchResult(rows=rows, coverage=cov), settings, "bench")
@@ -233,9 +277,14 @@ def _child_reconcile(ledger_url: str, warehouse_url: str, day: date, repeat: int
         t0 = time.perf_counter()
         reader.daily_usage(day)
         read_times.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(times), "all": times, "groups": groups, "breaks": breaks,
-            "ledger_read_s": statistics.median(read_times),
-            "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "seconds": statistics.median(times),
+        "all": times,
+        "groups": groups,
+        "breaks": breaks,
+        "ledger_read_s": statistics.median(read_times),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def _peak_rss_mb() -> float:
@@ -264,7 +313,10 @@ def _child_bare(ledger_url: str, day: date, repeat: int) -> dict[str, Any]:
     hi = lo + timedelta(days=1)
     if ledger_url.startswith("sqlite"):
         con: Any = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
-        sql, params = BARE_SQLITE, (lo.strftime("%Y-%m-%d %H:%M:%S.%f"), hi.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        sql, params = (
+            BARE_SQLITE,
+            (lo.strftime("%Y-%m-%d %H:%M:%S.%f"), hi.strftime("%Y-%m-%d %H:%M:%S.%f")),
+        )
     else:
         from usage_orchestration.warehouse.store import make_engine
 
@@ -290,7 +342,9 @@ def _child_bare(ledger_url: str, day: date, repeat: int) -> dict[str, Any]:
 
 
 def _run_child(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -323,9 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-events", type=int, default=100_000)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--postgres-url", default=None, help="PostgreSQL instead of SQLite (schemas bench_*)")
+    p.add_argument(
+        "--postgres-url", default=None, help="PostgreSQL instead of SQLite (schemas bench_*)"
+    )
     p.add_argument("--workdir", default=None, help="SQLite files here (default: a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the ledgers (and reuse them next time)")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the ledgers (and reuse them next time)"
+    )
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -359,7 +417,10 @@ def main(argv: list[str] | None = None) -> int:
             reuse = args.keep and os.path.exists(marker) and json.load(open(marker)) == params
             t0 = time.perf_counter()
             if not reuse:
-                print(f"building the {size} ledger: {events:,} events over {args.days} days ({backend})", flush=True)
+                print(
+                    f"building the {size} ledger: {events:,} events over {args.days} days ({backend})",
+                    flush=True,
+                )
                 if backend == "sqlite":
                     _build_sqlite(ledger_url.removeprefix("sqlite:///"), events, args.days)
                     if os.path.exists(warehouse_url.removeprefix("sqlite:///")):
@@ -373,11 +434,16 @@ def main(argv: list[str] | None = None) -> int:
                     json.dump(params, f)
             load_s[size] = time.perf_counter() - t0
             print(f"  {size}: ready in {load_s[size]:.1f} s; measuring {day}", flush=True)
-            rec = _run_child("reconcile", ledger_url, warehouse_url, day.isoformat(), str(args.repeat))
+            rec = _run_child(
+                "reconcile", ledger_url, warehouse_url, day.isoformat(), str(args.repeat)
+            )
             bare = _run_child("bare", ledger_url, day.isoformat(), str(args.repeat))
             results[size] = {"reconcile": rec, "bare": bare}
-            print(f"  {size}: reconcile {rec['seconds']:.4f} s, bare GROUP BY {bare['seconds']:.4f} s, "
-                  f"(ledger read alone {rec['ledger_read_s']:.4f} s), peak RSS {rec['peak_rss_mb']:.1f} MB, {rec['groups']} groups, {rec['breaks']} breaks", flush=True)
+            print(
+                f"  {size}: reconcile {rec['seconds']:.4f} s, bare GROUP BY {bare['seconds']:.4f} s, "
+                f"(ledger read alone {rec['ledger_read_s']:.4f} s), peak RSS {rec['peak_rss_mb']:.1f} MB, {rec['groups']} groups, {rec['breaks']} breaks",
+                flush=True,
+            )
     finally:
         if not args.keep:
             for size in ("small", "large"):

@@ -57,7 +57,14 @@ def provider_aggregates(
     out: dict[date, list[ProviderAggregate]] = defaultdict(list)
     if not providers:
         return out
-    cols = (t.c.usage_date, t.c.provider, t.c.resource_id, t.c.sub_account_id, t.c.metric, t.c.consumed_unit)
+    cols = (
+        t.c.usage_date,
+        t.c.provider,
+        t.c.resource_id,
+        t.c.sub_account_id,
+        t.c.metric,
+        t.c.consumed_unit,
+    )
     with warehouse.engine.connect() as conn:
         for chunk in _chunks(days):
             stmt = (
@@ -75,15 +82,17 @@ def coverage_entries(warehouse: Warehouse, days: Sequence[date]) -> dict[date, l
     out: dict[date, list[CoverageEntry]] = defaultdict(list)
     with warehouse.engine.connect() as conn:
         for chunk in _chunks(days):
-            stmt = select(t.c.usage_date, t.c.provider, t.c.account_id, t.c.status, t.c.reason).where(
-                t.c.usage_date.in_(chunk)
-            )
+            stmt = select(
+                t.c.usage_date, t.c.provider, t.c.account_id, t.c.status, t.c.reason
+            ).where(t.c.usage_date.in_(chunk))
             for d, p, a, s, reason in conn.execute(stmt):
                 out[d].append(CoverageEntry(p, a, s, reason))
     return out
 
 
-def ledger_aggregates(warehouse: Warehouse, days: Sequence[date]) -> dict[date, list[LedgerDailyUsage]]:
+def ledger_aggregates(
+    warehouse: Warehouse, days: Sequence[date]
+) -> dict[date, list[LedgerDailyUsage]]:
     """The ledger's daily aggregate as materialized by ``ledger_daily_usage`` (already grouped
     per day, entity, resource type and unit). An empty ``unit`` means the backend could not tell
     quantities (HTTP API): credits are compared instead."""
@@ -92,8 +101,14 @@ def ledger_aggregates(warehouse: Warehouse, days: Sequence[date]) -> dict[date, 
     with warehouse.engine.connect() as conn:
         for chunk in _chunks(days):
             stmt = select(
-                t.c.usage_date, t.c.entity_id, t.c.entity_type, t.c.resource_type, t.c.unit,
-                t.c.quantity, t.c.credits, t.c.events,
+                t.c.usage_date,
+                t.c.entity_id,
+                t.c.entity_type,
+                t.c.resource_type,
+                t.c.unit,
+                t.c.quantity,
+                t.c.credits,
+                t.c.events,
             ).where(t.c.usage_date.in_(chunk))
             for d, eid, etype, rt, unit, qty, credits, events in conn.execute(stmt):
                 known = bool(unit) and qty is not None
@@ -117,7 +132,12 @@ def ledger_days_present(warehouse: Warehouse, days: Sequence[date]) -> set[date]
     with warehouse.engine.connect() as conn:
         found: set[date] = set()
         for chunk in _chunks(days):
-            found |= {d for (d,) in conn.execute(select(t.c.usage_date).where(t.c.usage_date.in_(chunk)).distinct())}
+            found |= {
+                d
+                for (d,) in conn.execute(
+                    select(t.c.usage_date).where(t.c.usage_date.in_(chunk)).distinct()
+                )
+            }
     return found
 
 
@@ -128,7 +148,10 @@ def reconcile_days(
     prov = provider_aggregates(warehouse, days, config.providers)
     led = ledger_aggregates(warehouse, days)
     cov = coverage_entries(warehouse, days)
-    return {d: reconcile_day(d, prov.get(d, []), led.get(d, []), cov.get(d, []), config) for d in sorted(set(days))}
+    return {
+        d: reconcile_day(d, prov.get(d, []), led.get(d, []), cov.get(d, []), config)
+        for d in sorted(set(days))
+    }
 
 
 def write_reconciliation(
@@ -185,5 +208,7 @@ def write_rows(
     written: dict[str, int] = {}
     with warehouse.engine.begin() as conn:
         for table, (days, rows, day_column) in tables.items():
-            written[table.name] = warehouse.replace_days(table, days, rows, day_column=day_column, conn=conn)
+            written[table.name] = warehouse.replace_days(
+                table, days, rows, day_column=day_column, conn=conn
+            )
     return written

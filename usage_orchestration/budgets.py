@@ -28,7 +28,9 @@ from usage_orchestration.ledger.base import CreditPool, EntityBudget
 _M = Decimal("0.000001")  # stored money/quantities: 6 decimals
 _PCT = Decimal("0.01")
 
-DailyCredits = tuple[date, str, str, str, Decimal]  # (day, entity_id, entity_type, resource_type, credits)
+DailyCredits = tuple[
+    date, str, str, str, Decimal
+]  # (day, entity_id, entity_type, resource_type, credits)
 
 
 def month_of(day: date) -> str:
@@ -55,7 +57,9 @@ def _pct(part: Decimal, whole: Decimal) -> Decimal | None:
     return None if whole == 0 else (part / whole * 100).quantize(_PCT)
 
 
-def run_rate_forecast(used: Decimal, as_of: date, days_of_data: int, min_days: int) -> Decimal | None:
+def run_rate_forecast(
+    used: Decimal, as_of: date, days_of_data: int, min_days: int
+) -> Decimal | None:
     """Month-end total at the month's run rate: used ÷ days elapsed × days in month; None until
     ``min_days`` days of data exist."""
     if days_of_data < min_days:
@@ -167,7 +171,9 @@ def budget_status(
                 days_elapsed=as_of.day,
                 days_in_month=dim,
                 forecast_month_end=_m(forecast),
-                forecast_percent=_pct(forecast, budget) if forecast is not None and budget else None,
+                forecast_percent=_pct(forecast, budget)
+                if forecast is not None and budget
+                else None,
                 forecast_overrun=_m(overrun),
             )
         )

@@ -19,7 +19,9 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="usage-orchestration", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="usage-orchestration", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:

@@ -67,7 +67,9 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = load_settings()
     sandbox_env()
     home = _ensure_dagster_home()
-    os.environ.setdefault("SLACK_WEBHOOK_URL", f"{settings.sandbox.url}/slack/services/T0DEMO/B0DEMO/demo")
+    os.environ.setdefault(
+        "SLACK_WEBHOOK_URL", f"{settings.sandbox.url}/slack/services/T0DEMO/B0DEMO/demo"
+    )
 
     today = datetime.now(UTC).date()
     days = [today - timedelta(days=i) for i in range(args.days, 0, -1)]
@@ -103,7 +105,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"demo: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
         ticks = _evaluate_sensors(defs, instance)
         pages = _pages(settings.sandbox.url, in_process)
-        summary = build_summary(settings.warehouse_url, days, ticks, pages, result.run_id, result.success)
+        summary = build_summary(
+            settings.warehouse_url, days, ticks, pages, result.run_id, result.success
+        )
     finally:
         if server is not None:
             server.stop()
@@ -132,7 +136,10 @@ def _evaluate_sensors(defs: Any, instance: Any) -> list[dict[str, Any]]:
         if isinstance(sensor_def, RunStatusSensorDefinition):
             continue
         with build_sensor_context(
-            instance=instance, definitions=defs, sensor_name=sensor_def.name, resources=defs.resources
+            instance=instance,
+            definitions=defs,
+            sensor_name=sensor_def.name,
+            resources=defs.resources,
         ) as ctx:
             data = sensor_def.evaluate_tick(ctx)
         ticks.append(
@@ -200,11 +207,17 @@ def build_summary(
         names = set(inspect(conn).get_table_names())
         md = MetaData()
         if "usage_reconciliation" in names:
-            rec = md.tables.get("usage_reconciliation") or _reflect(md, conn, "usage_reconciliation")
+            rec = md.tables.get("usage_reconciliation") or _reflect(
+                md, conn, "usage_reconciliation"
+            )
             summary["reconciliation_by_status"] = {
                 r.status: {"rows": r.rows, "delta_credits": _jsonable(r.delta)}
                 for r in conn.execute(
-                    select(rec.c.status, func.count().label("rows"), func.sum(rec.c.delta_credits).label("delta"))
+                    select(
+                        rec.c.status,
+                        func.count().label("rows"),
+                        func.sum(rec.c.delta_credits).label("delta"),
+                    )
                     .where(rec.c.usage_date.between(days[0], days[-1]))
                     .group_by(rec.c.status)
                 )
@@ -212,7 +225,9 @@ def build_summary(
         if "budget_status" in names:
             bs = _reflect(md, conn, "budget_status")
             last = conn.execute(select(func.max(bs.c.as_of_date))).scalar()
-            rows = conn.execute(select(bs).where(bs.c.as_of_date == last).order_by(bs.c.entity_id)).all()
+            rows = conn.execute(
+                select(bs).where(bs.c.as_of_date == last).order_by(bs.c.entity_id)
+            ).all()
             summary["budgets_as_of"] = _jsonable(last)
             summary["budgets"] = [
                 {
@@ -234,12 +249,20 @@ def build_summary(
             ]
         if "credit_pool_status" in names:
             cp = _reflect(md, conn, "credit_pool_status")
-            row = conn.execute(select(cp).order_by(cp.c[cp.primary_key.columns.keys()[0]].desc()).limit(1)).first()
+            row = conn.execute(
+                select(cp).order_by(cp.c[cp.primary_key.columns.keys()[0]].desc()).limit(1)
+            ).first()
             if row is not None:
-                summary["credit_pool"] = {k: _jsonable(v) for k, v in row._mapping.items() if k != "load_id"}
+                summary["credit_pool"] = {
+                    k: _jsonable(v) for k, v in row._mapping.items() if k != "load_id"
+                }
     summary["sensor_ticks"] = ticks
     summary["pages"] = [
-        {"event_action": p.get("event_action"), "dedup_key": p.get("dedup_key"), "summary": (p.get("event") or {}).get("payload", {}).get("summary")}
+        {
+            "event_action": p.get("event_action"),
+            "dedup_key": p.get("dedup_key"),
+            "summary": (p.get("event") or {}).get("payload", {}).get("summary"),
+        }
         for p in pages
     ]
     return summary
@@ -252,15 +275,24 @@ def _reflect(md: Any, conn: Any, name: str) -> Any:
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    lines = ["", "=== usage_orchestration demo summary ===", f"days: {s['days'][0]} .. {s['days'][1]}"]
+    lines = [
+        "",
+        "=== usage_orchestration demo summary ===",
+        f"days: {s['days'][0]} .. {s['days'][1]}",
+    ]
     lines.append("provider rows:")
     for p in s.get("providers", []):
-        lines.append(f"  {p['provider']:<6} {p['rows']:>7} rows over {p['days']} days ({p['first_day']} .. {p['last_day']})")
+        lines.append(
+            f"  {p['provider']:<6} {p['rows']:>7} rows over {p['days']} days ({p['first_day']} .. {p['last_day']})"
+        )
     if "reconciliation_by_status" in s:
         lines.append("reconciliation (day × entity × resource type) by status:")
         for status, v in sorted(s["reconciliation_by_status"].items()):
             delta = v["delta_credits"]
-            lines.append(f"  {status:<20} {v['rows']:>5}" + (f"   delta {delta:,.2f} credits" if delta is not None else ""))
+            lines.append(
+                f"  {status:<20} {v['rows']:>5}"
+                + (f"   delta {delta:,.2f} credits" if delta is not None else "")
+            )
     if "budgets" in s:
         lines.append(f"budgets as of {s.get('budgets_as_of')}:")
         for b in s["budgets"]:
@@ -268,7 +300,11 @@ def format_summary(s: dict[str, Any]) -> str:
             fc = b.get("forecast_month_end")
             lines.append(
                 f"  {b.get('entity_name') or b['entity_id']:<22} used {b['credits_used']:>10,.2f}"
-                + (f" of {b['monthly_budget']:,.2f} ({pct:,.1f} %)" if b.get("monthly_budget") is not None and pct is not None else " (no budget)")
+                + (
+                    f" of {b['monthly_budget']:,.2f} ({pct:,.1f} %)"
+                    if b.get("monthly_budget") is not None and pct is not None
+                    else " (no budget)"
+                )
                 + (" OVER BUDGET" if b.get("over_budget") else "")
                 + (f"; forecast {fc:,.2f}" if fc is not None else "")
             )

@@ -19,13 +19,19 @@ def _naive_utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
 
 
-def usage_record(row: UsageRow, settings: UsageSettings, load_id: str, fetched_at: datetime) -> dict[str, Any]:
+def usage_record(
+    row: UsageRow, settings: UsageSettings, load_id: str, fetched_at: datetime
+) -> dict[str, Any]:
     """A provider_usage row: the normalized usage plus its mapping and list cost (credits)."""
-    mapping = resolve_mapping(settings.mappings, row.provider, row.resource_id, row.metric, row.sub_account_id)
+    mapping = resolve_mapping(
+        settings.mappings, row.provider, row.resource_id, row.metric, row.sub_account_id
+    )
     list_cost = None
     if mapping is not None:
         try:
-            qty = to_ledger_quantity(settings.rate_card, mapping.resource_type, row.consumed_quantity, row.consumed_unit)
+            qty = to_ledger_quantity(
+                settings.rate_card, mapping.resource_type, row.consumed_quantity, row.consumed_unit
+            )
         except MappingError as exc:
             raise MappingError(
                 f"{row.provider} {row.resource_id} {row.metric} on {row.usage_date}: {exc}"
@@ -59,12 +65,17 @@ def store_fetch(
     if len(set(keys)) != len(keys):
         raise ValueError(f"{provider}: duplicate source_key within a day; refusing to write")
     coverage = [
-        {**c.model_dump(), "load_id": load_id, "fetched_at": _naive_utc(fetched_at)} for c in result.coverage
+        {**c.model_dump(), "load_id": load_id, "fetched_at": _naive_utc(fetched_at)}
+        for c in result.coverage
     ]
     warehouse.ensure_schema()
     with warehouse.engine.begin() as conn:
-        n = warehouse.replace_days(provider_usage, days, records, match={"provider": provider}, conn=conn)
-        warehouse.replace_days(provider_coverage, days, coverage, match={"provider": provider}, conn=conn)
+        n = warehouse.replace_days(
+            provider_usage, days, records, match={"provider": provider}, conn=conn
+        )
+        warehouse.replace_days(
+            provider_coverage, days, coverage, match={"provider": provider}, conn=conn
+        )
     return n
 
 

@@ -97,7 +97,11 @@ class ReconcileConfig:
 
 
 def enabled_providers(settings: Any) -> list[str]:
-    return [p for p in ("phala", "neon", "forge") if getattr(getattr(settings, p, None), "enabled", False)]
+    return [
+        p
+        for p in ("phala", "neon", "forge")
+        if getattr(getattr(settings, p, None), "enabled", False)
+    ]
 
 
 def expected_accounts(settings: Any) -> dict[str, list[str]]:
@@ -195,7 +199,9 @@ def tolerance(entry: RateCardEntry, expected: Decimal, *, on_credits: bool = Fal
 
 
 def _relevant(account_id: str, resource_ids: set[str | None]) -> bool:
-    return None in resource_ids or any(r and (account_id == r or r in account_id) for r in resource_ids)
+    return None in resource_ids or any(
+        r and (account_id == r or r in account_id) for r in resource_ids
+    )
 
 
 def _unavailable_reason(
@@ -216,7 +222,9 @@ def _unavailable_reason(
         seen = {c.account_id for c in entries}
         unfetched = [a for a in accounts.get(p, []) if _relevant(a, rids) and a not in seen]
         if unfetched:
-            reasons.append(f"{p}: no coverage recorded for {day} for {', '.join(unfetched[:3])} (not fetched)")
+            reasons.append(
+                f"{p}: no coverage recorded for {day} for {', '.join(unfetched[:3])} (not fetched)"
+            )
             continue
         relevant = [c for c in entries if _relevant(c.account_id, rids)]
         # accounts named like the mapped resources decide; otherwise (account ids of another
@@ -232,9 +240,7 @@ def _unavailable_reason(
     return " | ".join(reasons) or None
 
 
-def _ledger_quantity(
-    row: LedgerDailyUsage, entry: RateCardEntry, day: date
-) -> Decimal | None:
+def _ledger_quantity(row: LedgerDailyUsage, entry: RateCardEntry, day: date) -> Decimal | None:
     if row.quantity is None or not row.unit:
         return None
     if row.unit == entry.ledger_unit:
@@ -262,12 +268,16 @@ def reconcile_day(
 
     # provider side: map and convert
     expected: dict[tuple[str, str], _Expected] = {}
-    key_resources: dict[tuple[str, str], dict[str, set[str | None]]] = defaultdict(lambda: defaultdict(set))
+    key_resources: dict[tuple[str, str], dict[str, set[str | None]]] = defaultdict(
+        lambda: defaultdict(set)
+    )
     unmapped: dict[tuple[str, str, str], list[Any]] = {}
     for agg in provider_usage:
         if agg.usage_date != day or agg.provider not in enabled:
             continue
-        m = resolve_mapping(config.mappings, agg.provider, agg.resource_id, agg.metric, agg.sub_account_id)
+        m = resolve_mapping(
+            config.mappings, agg.provider, agg.resource_id, agg.metric, agg.sub_account_id
+        )
         if m is None:
             u = unmapped.setdefault((agg.provider, agg.metric, agg.unit), [Decimal(0), 0, set()])
             u[0] += agg.quantity
@@ -342,7 +352,9 @@ def reconcile_day(
         )
         rec_q = r.quantity if r else None
         rec_c = r.credits if r else None
-        unavailable = _unavailable_reason(providers, key_resources.get(key, {}), cov, day, config.accounts)
+        unavailable = _unavailable_reason(
+            providers, key_resources.get(key, {}), cov, day, config.accounts
+        )
         if unavailable:
             out.append(
                 ReconciliationRow(
@@ -385,7 +397,9 @@ def reconcile_day(
             reason = f"ledger charged {_fmt(got_c)} credits; no {provider_label} usage mapped here"
         elif r is None:
             status = "missing_in_ledger" if sign != 0 else "matched"
-            reason = f"{provider_label} measured {_fmt(exp_q)} {entry.ledger_unit}; no ledger events"
+            reason = (
+                f"{provider_label} measured {_fmt(exp_q)} {entry.ledger_unit}; no ledger events"
+            )
         elif within:
             status = "matched"
             reason = None

@@ -77,4 +77,6 @@ def ledger_url(db_backend: str, tmp_path: Path) -> Iterator[str]:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"databases: {', '.join(_BACKENDS)}" + ("" if PG_URL else f" (set {PG_ENV} for PostgreSQL)")
+    return f"databases: {', '.join(_BACKENDS)}" + (
+        "" if PG_URL else f" (set {PG_ENV} for PostgreSQL)"
+    )

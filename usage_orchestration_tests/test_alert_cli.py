@@ -19,17 +19,39 @@ from usage_orchestration.settings import load_settings
 from usage_orchestration.warehouse.store import Warehouse
 
 
-def test_silence_add_list_remove(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_silence_add_list_remove(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
     monkeypatch.setenv("USAGE_WAREHOUSE_URL", url)
-    assert main(["silence", "add", "--subject", "entity/support-bot", "--for", "4h", "--reason", "known overrun"]) == 0
+    assert (
+        main(
+            [
+                "silence",
+                "add",
+                "--subject",
+                "entity/support-bot",
+                "--for",
+                "4h",
+                "--reason",
+                "known overrun",
+            ]
+        )
+        == 0
+    )
     assert "silence 1:" in capsys.readouterr().out
     assert main(["silence", "add", "--for", "4h", "--reason", "everything"]) == 2  # refused
 
     wh = Warehouse(url)
     outbox = Outbox(wh.engine, load_settings().alerts)
-    a = Alert(kind=AlertKind.BUDGET_THRESHOLD, severity="critical", subject="entity/support-bot",
-              period=datetime.now(UTC).strftime("%Y-%m"), threshold="100pct", summary="over budget")
+    a = Alert(
+        kind=AlertKind.BUDGET_THRESHOLD,
+        severity="critical",
+        subject="entity/support-bot",
+        period=datetime.now(UTC).strftime("%Y-%m"),
+        threshold="100pct",
+        summary="over budget",
+    )
     outbox.sync([a], kinds=["budget_threshold"], now=datetime.now(UTC))
     row = outbox.get(a.dedup_key)
     assert row is not None and row["state"] == "silenced" and row["trigger_status"] == "skipped"
@@ -45,9 +67,22 @@ def test_silence_add_list_remove(tmp_path, monkeypatch: pytest.MonkeyPatch, caps
 
 def test_sandbox_command_serves_on_loopback(tmp_path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "usage_orchestration.cli", "sandbox", "--port", "0", "--seed", "3",
-         "--ledger-url", f"sqlite:///{tmp_path / 'ledger.sqlite'}"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ}, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "usage_orchestration.cli",
+            "sandbox",
+            "--port",
+            "0",
+            "--seed",
+            "3",
+            "--ledger-url",
+            f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        start_new_session=True,
     )
     try:
         assert proc.stdout is not None

@@ -42,22 +42,37 @@ def alert(
     )
 
 
-def make(db_url: str, sandbox: Sandbox, **alert_overrides: object) -> tuple[Outbox, dict[str, Channel]]:
+def make(
+    db_url: str, sandbox: Sandbox, **alert_overrides: object
+) -> tuple[Outbox, dict[str, Channel]]:
     wh = Warehouse(db_url)
     wh.ensure_schema()
-    cfg = AlertSettings(pagerduty_events_url="http://sandbox/pagerduty/v2/enqueue", **alert_overrides)  # type: ignore[arg-type]
+    cfg = AlertSettings(
+        pagerduty_events_url="http://sandbox/pagerduty/v2/enqueue", **alert_overrides
+    )  # type: ignore[arg-type]
     channels = build_channels(
-        cfg, pagerduty_routing_key=ROUTING_KEY, slack_webhook_url=WEBHOOK, transport=sandbox.transport()
+        cfg,
+        pagerduty_routing_key=ROUTING_KEY,
+        slack_webhook_url=WEBHOOK,
+        transport=sandbox.transport(),
     )
     return Outbox(wh.engine, cfg), channels
 
 
 def triggers(sb: Sandbox, key: str | None = None) -> list[dict]:
-    return [e for e in sb.received("pagerduty") if e["event_action"] == "trigger" and key in (None, e["dedup_key"])]
+    return [
+        e
+        for e in sb.received("pagerduty")
+        if e["event_action"] == "trigger" and key in (None, e["dedup_key"])
+    ]
 
 
 def resolves(sb: Sandbox, key: str | None = None) -> list[dict]:
-    return [e for e in sb.received("pagerduty") if e["event_action"] == "resolve" and key in (None, e["dedup_key"])]
+    return [
+        e
+        for e in sb.received("pagerduty")
+        if e["event_action"] == "resolve" and key in (None, e["dedup_key"])
+    ]
 
 
 def test_dedup_key_is_deterministic_and_bounded() -> None:
@@ -71,7 +86,9 @@ def test_dedup_key_is_deterministic_and_bounded() -> None:
     assert len(long_a) <= 255 and len(long_b) <= 255 and long_a != long_b
 
 
-def test_same_evaluation_twice_pages_once_and_clearing_resolves_once(db_url: str, sandbox: Sandbox) -> None:
+def test_same_evaluation_twice_pages_once_and_clearing_resolves_once(
+    db_url: str, sandbox: Sandbox
+) -> None:
     outbox, channels = make(db_url, sandbox)
     a = alert()
     kinds = [AlertKind.BUDGET_THRESHOLD.value]
@@ -94,7 +111,13 @@ def test_same_evaluation_twice_pages_once_and_clearing_resolves_once(db_url: str
 
 def test_sync_only_resolves_its_own_kinds(db_url: str, sandbox: Sandbox) -> None:
     outbox, channels = make(db_url, sandbox)
-    brk = alert("phala/e1/compute", kind=AlertKind.RECONCILIATION_BREAK, severity="error", period="2026-05-19", threshold="")
+    brk = alert(
+        "phala/e1/compute",
+        kind=AlertKind.RECONCILIATION_BREAK,
+        severity="error",
+        period="2026-05-19",
+        threshold="",
+    )
     outbox.sync([brk], kinds=[AlertKind.RECONCILIATION_BREAK.value], now=NOW)
     outbox.sync([], kinds=[AlertKind.BUDGET_THRESHOLD.value], now=NOW)
     assert outbox.get(brk.dedup_key)["state"] == "open"  # type: ignore[index]
@@ -102,8 +125,12 @@ def test_sync_only_resolves_its_own_kinds(db_url: str, sandbox: Sandbox) -> None
 
 def test_history_is_recorded_not_paged(db_url: str, sandbox: Sandbox) -> None:
     outbox, channels = make(db_url, sandbox, page_recent_days=3)
-    old = alert(kind=AlertKind.RECONCILIATION_BREAK, severity="error", period="2026-03-02", threshold="")
-    recent = alert(kind=AlertKind.RECONCILIATION_BREAK, severity="error", period="2026-05-17", threshold="")
+    old = alert(
+        kind=AlertKind.RECONCILIATION_BREAK, severity="error", period="2026-03-02", threshold=""
+    )
+    recent = alert(
+        kind=AlertKind.RECONCILIATION_BREAK, severity="error", period="2026-05-17", threshold=""
+    )
     report = outbox.sync([old, recent], kinds=[AlertKind.RECONCILIATION_BREAK.value], now=NOW)
     outbox.deliver_pending(channels, now=NOW)
     assert report.recorded_only == [old.dedup_key]
@@ -117,19 +144,27 @@ def test_history_is_recorded_not_paged(db_url: str, sandbox: Sandbox) -> None:
     assert outbox.get(old.dedup_key)["resolve_status"] == "skipped"  # type: ignore[index]
 
 
-def test_closed_period_resolves_open_alert_and_records_new_ones(db_url: str, sandbox: Sandbox) -> None:
+def test_closed_period_resolves_open_alert_and_records_new_ones(
+    db_url: str, sandbox: Sandbox
+) -> None:
     outbox, channels = make(db_url, sandbox)
     may = alert(period="2026-05")
     outbox.sync([may], kinds=["budget_threshold"], now=NOW)
     outbox.deliver_pending(channels, now=NOW)
     # a new month: May's overrun is still in the data but its period closed
     june = NOW + timedelta(days=13)
-    report = outbox.sync([alert(period="2026-05", active=False), alert(period="2026-04", active=False)], kinds=["budget_threshold"], now=june)
+    report = outbox.sync(
+        [alert(period="2026-05", active=False), alert(period="2026-04", active=False)],
+        kinds=["budget_threshold"],
+        now=june,
+    )
     outbox.deliver_pending(channels, now=june)
     assert report.resolved == [may.dedup_key]
     assert len(resolves(sandbox, may.dedup_key)) == 1
     april = outbox.get(alert(period="2026-04").dedup_key)
-    assert april is not None and april["state"] == "resolved" and april["trigger_status"] == "skipped"
+    assert (
+        april is not None and april["state"] == "resolved" and april["trigger_status"] == "skipped"
+    )
     assert len(triggers(sandbox)) == 1
 
 
@@ -140,10 +175,16 @@ def test_reopened_after_resolve_triggers_again(db_url: str, sandbox: Sandbox) ->
         now = NOW + timedelta(minutes=step)
         outbox.sync(desired, kinds=["budget_threshold"], now=now)
         outbox.deliver_pending(channels, now=now)
-    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger", "resolve", "trigger"]
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == [
+        "trigger",
+        "resolve",
+        "trigger",
+    ]
 
 
-def test_pagerduty_down_for_three_ticks_then_every_alert_delivered_once(db_url: str, sandbox: Sandbox) -> None:
+def test_pagerduty_down_for_three_ticks_then_every_alert_delivered_once(
+    db_url: str, sandbox: Sandbox
+) -> None:
     outbox, channels = make(db_url, sandbox, retry_base_s=30)
     alerts = [alert(f"entity/e{i}") for i in range(5)]
     outbox.sync(alerts, kinds=["budget_threshold"], now=NOW)
@@ -186,7 +227,11 @@ def test_400_is_not_retried_and_records_reason(db_url: str, sandbox: Sandbox) ->
     outbox.sync([a], kinds=["budget_threshold"], now=NOW)
     sandbox.add_fault(
         "pagerduty",
-        Fault(status=400, count=1, body={"status": "invalid event", "errors": ["'payload.summary' is missing"]}),
+        Fault(
+            status=400,
+            count=1,
+            body={"status": "invalid event", "errors": ["'payload.summary' is missing"]},
+        ),
     )
     outbox.deliver_pending(channels, now=NOW)
     outbox.deliver_pending(channels, now=NOW + timedelta(hours=1))
@@ -228,7 +273,13 @@ def test_crash_after_send_resends_and_receiver_collapses(db_url: str, sandbox: S
 def test_silence_records_but_does_not_send_and_expires(db_url: str, sandbox: Sandbox) -> None:
     outbox, channels = make(db_url, sandbox)
     a = alert()
-    sid = outbox.add_silence(kind="budget_threshold", subject=None, ends_at=NOW + timedelta(hours=2), reason="known overrun", now=NOW)
+    sid = outbox.add_silence(
+        kind="budget_threshold",
+        subject=None,
+        ends_at=NOW + timedelta(hours=2),
+        reason="known overrun",
+        now=NOW,
+    )
     outbox.sync([a], kinds=["budget_threshold"], now=NOW)
     outbox.deliver_pending(channels, now=NOW)
     row = outbox.get(a.dedup_key)
@@ -243,7 +294,9 @@ def test_silence_records_but_does_not_send_and_expires(db_url: str, sandbox: San
 
 
 def test_silence_from_settings_by_subject_prefix(db_url: str, sandbox: Sandbox) -> None:
-    rule = SilenceRule(subject="entity/support-*", ends_at=NOW + timedelta(days=1), reason="migration")
+    rule = SilenceRule(
+        subject="entity/support-*", ends_at=NOW + timedelta(days=1), reason="migration"
+    )
     outbox, channels = make(db_url, sandbox, silences=[rule])
     hit, miss = alert("entity/support-bot"), alert("entity/sales-dashboard")
     outbox.sync([hit, miss], kinds=["budget_threshold"], now=NOW)
@@ -282,7 +335,11 @@ def test_slack_messages_are_cut_to_slack_limits(db_url: str, sandbox: Sandbox) -
 
 def test_secrets_never_recorded(db_url: str, sandbox: Sandbox) -> None:
     outbox, channels = make(db_url, sandbox)
-    outbox.sync([alert(kind=AlertKind.ANOMALY, severity="warning", threshold="")], kinds=["anomaly"], now=NOW)
+    outbox.sync(
+        [alert(kind=AlertKind.ANOMALY, severity="warning", threshold="")],
+        kinds=["anomaly"],
+        now=NOW,
+    )
     sandbox.add_fault("slack", Fault(status=404, count=1, body={"echo": WEBHOOK}))
     outbox.deliver_pending(channels, now=NOW)
     text = repr(outbox.alerts()) + repr(outbox.deliveries()) + repr(channels)
@@ -295,7 +352,9 @@ def test_missing_routing_key_is_recorded(db_url: str, sandbox: Sandbox) -> None:
     wh.ensure_schema()
     cfg = load_settings().alerts
     outbox = Outbox(wh.engine, cfg)
-    channels = build_channels(cfg, pagerduty_routing_key="", slack_webhook_url="", transport=sandbox.transport())
+    channels = build_channels(
+        cfg, pagerduty_routing_key="", slack_webhook_url="", transport=sandbox.transport()
+    )
     a = alert()
     outbox.sync([a], kinds=["budget_threshold"], now=NOW)
     outbox.deliver_pending(channels, now=NOW)
@@ -307,12 +366,21 @@ def test_missing_routing_key_is_recorded(db_url: str, sandbox: Sandbox) -> None:
 
 def test_escalated_severity_keeps_the_channel_it_was_sent_to(db_url: str, sandbox: Sandbox) -> None:
     outbox, channels = make(db_url, sandbox)
-    warn = alert("phala/e1/compute", kind=AlertKind.RECONCILIATION_BREAK, severity="warning", period="2026-05-19", threshold="")
+    warn = alert(
+        "phala/e1/compute",
+        kind=AlertKind.RECONCILIATION_BREAK,
+        severity="warning",
+        period="2026-05-19",
+        threshold="",
+    )
     outbox.sync([warn], kinds=["reconciliation_break"], now=NOW)
     outbox.deliver_pending(channels, now=NOW)
     worse = warn.model_copy(update={"severity": "error"})
     outbox.sync([worse], kinds=["reconciliation_break"], now=NOW)
     outbox.sync([], kinds=["reconciliation_break"], now=NOW)
     outbox.deliver_pending(channels, now=NOW)
-    assert [m["message"]["text"].startswith(":white_check_mark: Resolved") for m in sandbox.received("slack")] == [False, True]
+    assert [
+        m["message"]["text"].startswith(":white_check_mark: Resolved")
+        for m in sandbox.received("slack")
+    ] == [False, True]
     assert sandbox.received("pagerduty") == []

@@ -29,9 +29,15 @@ def wh(db_url: str) -> Warehouse:
     return w
 
 
-def budget_row(day: date, entity: str, used: str, budget: str, crossed: str, forecast: str | None = None) -> dict[str, Any]:
+def budget_row(
+    day: date, entity: str, used: str, budget: str, crossed: str, forecast: str | None = None
+) -> dict[str, Any]:
     pct = Decimal(used) / Decimal(budget) * 100
-    overrun = Decimal(forecast) - Decimal(budget) if forecast and Decimal(forecast) > Decimal(budget) else None
+    overrun = (
+        Decimal(forecast) - Decimal(budget)
+        if forecast and Decimal(forecast) > Decimal(budget)
+        else None
+    )
     return {
         "as_of_date": day,
         "month": day.strftime("%Y-%m"),
@@ -98,23 +104,51 @@ def test_forecast_overrun() -> None:
 
 def test_credit_pool_depletion(db_url: str) -> None:
     w = wh(db_url)
-    base = {"included": Decimal(1000), "percent_used": None, "days_of_data": 10, "daily_run_rate": Decimal(60),
-            "forecast_month_end_used": Decimal(1860), "load_id": "t"}
+    base = {
+        "included": Decimal(1000),
+        "percent_used": None,
+        "days_of_data": 10,
+        "daily_run_rate": Decimal(60),
+        "forecast_month_end_used": Decimal(1860),
+        "load_id": "t",
+    }
     with w.engine.begin() as conn:
         conn.execute(
             credit_pool_status.insert(),
             [
-                {**base, "as_of_date": date(2026, 5, 9), "month": "2026-05", "used": Decimal(540), "remaining": Decimal(460),
-                 "forecast_remaining": Decimal(-860), "projected_depletion_date": date(2026, 5, 17), "depleted": False},
-                {**base, "as_of_date": date(2026, 5, 10), "month": "2026-05", "used": Decimal(600), "remaining": Decimal(400),
-                 "forecast_remaining": Decimal(-860), "projected_depletion_date": date(2026, 5, 16), "depleted": False},
+                {
+                    **base,
+                    "as_of_date": date(2026, 5, 9),
+                    "month": "2026-05",
+                    "used": Decimal(540),
+                    "remaining": Decimal(460),
+                    "forecast_remaining": Decimal(-860),
+                    "projected_depletion_date": date(2026, 5, 17),
+                    "depleted": False,
+                },
+                {
+                    **base,
+                    "as_of_date": date(2026, 5, 10),
+                    "month": "2026-05",
+                    "used": Decimal(600),
+                    "remaining": Decimal(400),
+                    "forecast_remaining": Decimal(-860),
+                    "projected_depletion_date": date(2026, 5, 16),
+                    "depleted": False,
+                },
             ],
         )
     [a] = rules.pool_and_cap_alerts(w.engine, S)
     assert a.kind == AlertKind.CREDIT_POOL_DEPLETION and a.severity == "error"
     assert "2026-05-16" in a.summary and a.subject == "credit-pool" and a.period == "2026-05"
     # a pool that lasts the month raises nothing
-    ok = {"as_of_date": date(2026, 5, 10), "month": "2026-05", "remaining": Decimal(900), "projected_depletion_date": None, "depleted": False}
+    ok = {
+        "as_of_date": date(2026, 5, 10),
+        "month": "2026-05",
+        "remaining": Decimal(900),
+        "projected_depletion_date": None,
+        "depleted": False,
+    }
     assert rules.alerts_from_pool_rows([ok], S) == []
 
 
@@ -123,28 +157,71 @@ def test_provider_cap(db_url: str) -> None:
     with w.engine.begin() as conn:
         conn.execute(
             provider_cap_status.insert(),
-            [{"as_of_date": date(2026, 5, 20), "month": "2026-05", "provider": "forge", "metric": "FUNCTION_COMPUTE",
-              "unit": "GB-seconds", "cap_quantity": Decimal(100000), "used_quantity": Decimal(80000), "percent_used": Decimal(80),
-              "remaining_quantity": Decimal(20000), "over_cap": False, "days_of_data": 20,
-              "forecast_month_end": Decimal(124000), "forecast_overage": Decimal(24000), "load_id": "t"}],
+            [
+                {
+                    "as_of_date": date(2026, 5, 20),
+                    "month": "2026-05",
+                    "provider": "forge",
+                    "metric": "FUNCTION_COMPUTE",
+                    "unit": "GB-seconds",
+                    "cap_quantity": Decimal(100000),
+                    "used_quantity": Decimal(80000),
+                    "percent_used": Decimal(80),
+                    "remaining_quantity": Decimal(20000),
+                    "over_cap": False,
+                    "days_of_data": 20,
+                    "forecast_month_end": Decimal(124000),
+                    "forecast_overage": Decimal(24000),
+                    "load_id": "t",
+                }
+            ],
         )
     [a] = rules.pool_and_cap_alerts(w.engine, S)
-    assert a.kind == AlertKind.PROVIDER_CAP and a.severity == "warning" and a.threshold == "forecast"
+    assert (
+        a.kind == AlertKind.PROVIDER_CAP and a.severity == "warning" and a.threshold == "forecast"
+    )
     assert a.subject == "provider/forge/FUNCTION_COMPUTE" and "100000 GB-seconds" in a.summary
 
 
 def test_reconciliation_break_over_tolerance(db_url: str) -> None:
     w = wh(db_url)
-    base = {"entity_type": "app", "ledger_unit": "vcpu-hours", "expected_quantity": Decimal(10), "recorded_quantity": Decimal(7),
-            "delta_quantity": Decimal(-3), "delta_pct": Decimal(-30), "reason": None, "load_id": "t", "provider": "phala"}
+    base = {
+        "entity_type": "app",
+        "ledger_unit": "vcpu-hours",
+        "expected_quantity": Decimal(10),
+        "recorded_quantity": Decimal(7),
+        "delta_quantity": Decimal(-3),
+        "delta_pct": Decimal(-30),
+        "reason": None,
+        "load_id": "t",
+        "provider": "phala",
+    }
     with w.engine.begin() as conn:
         conn.execute(
             usage_reconciliation.insert(),
             [
-                {**base, "usage_date": date(2026, 5, 19), "entity_id": "bot", "resource_type": "compute", "expected_credits": Decimal(100),
-                 "recorded_credits": Decimal(70), "delta_credits": Decimal(-30), "status": "ledger_under", "within_tolerance": False},
-                {**base, "usage_date": date(2026, 5, 19), "entity_id": "dash", "resource_type": "compute", "expected_credits": Decimal(100),
-                 "recorded_credits": Decimal("99.99"), "delta_credits": Decimal("-0.01"), "status": "matched", "within_tolerance": True},
+                {
+                    **base,
+                    "usage_date": date(2026, 5, 19),
+                    "entity_id": "bot",
+                    "resource_type": "compute",
+                    "expected_credits": Decimal(100),
+                    "recorded_credits": Decimal(70),
+                    "delta_credits": Decimal(-30),
+                    "status": "ledger_under",
+                    "within_tolerance": False,
+                },
+                {
+                    **base,
+                    "usage_date": date(2026, 5, 19),
+                    "entity_id": "dash",
+                    "resource_type": "compute",
+                    "expected_credits": Decimal(100),
+                    "recorded_credits": Decimal("99.99"),
+                    "delta_credits": Decimal("-0.01"),
+                    "status": "matched",
+                    "within_tolerance": True,
+                },
             ],
         )
     [a] = rules.break_alerts(w.engine, S)
@@ -155,16 +232,36 @@ def test_reconciliation_break_over_tolerance(db_url: str) -> None:
 
 def test_anomaly(db_url: str) -> None:
     w = wh(db_url)
-    row = {"usage_date": date(2026, 5, 19), "entity_type": "app", "resource_type": "compute", "baseline_days": 14,
-           "impact_pct": Decimal(300), "load_id": "t"}
+    row = {
+        "usage_date": date(2026, 5, 19),
+        "entity_type": "app",
+        "resource_type": "compute",
+        "baseline_days": 14,
+        "impact_pct": Decimal(300),
+        "load_id": "t",
+    }
     with w.engine.begin() as conn:
         conn.execute(
             usage_anomaly.insert(),
             [
-                {**row, "entity_id": "bot", "credits": Decimal(400), "baseline_credits": Decimal(100), "impact_credits": Decimal(300),
-                 "direction": "spike", "is_anomaly": True},
-                {**row, "entity_id": "dash", "credits": Decimal(101), "baseline_credits": Decimal(100), "impact_credits": Decimal(1),
-                 "direction": "spike", "is_anomaly": False},
+                {
+                    **row,
+                    "entity_id": "bot",
+                    "credits": Decimal(400),
+                    "baseline_credits": Decimal(100),
+                    "impact_credits": Decimal(300),
+                    "direction": "spike",
+                    "is_anomaly": True,
+                },
+                {
+                    **row,
+                    "entity_id": "dash",
+                    "credits": Decimal(101),
+                    "baseline_credits": Decimal(100),
+                    "impact_credits": Decimal(1),
+                    "direction": "spike",
+                    "is_anomaly": False,
+                },
             ],
         )
     [a] = rules.break_alerts(w.engine, S)
@@ -181,22 +278,46 @@ def test_stale_data_after_deadline(db_url: str) -> None:
     after = datetime(2026, 5, 20, 9, 30, tzinfo=UTC)
     assert rules.due_days(before, settings)[-1] == date(2026, 5, 18)
     assert rules.due_days(after, settings)[-1] == date(2026, 5, 19)
-    cov = {"provider": "phala", "account_id": "app1", "row_count": 3, "load_id": "t", "fetched_at": datetime(2026, 5, 20)}
+    cov = {
+        "provider": "phala",
+        "account_id": "app1",
+        "row_count": 3,
+        "load_id": "t",
+        "fetched_at": datetime(2026, 5, 20),
+    }
     with w.engine.begin() as conn:
         conn.execute(
             provider_coverage.insert(),
-            [{**cov, "usage_date": date(2026, 5, d), "status": "complete", "reason": None} for d in (16, 17, 18)],
+            [
+                {**cov, "usage_date": date(2026, 5, d), "status": "complete", "reason": None}
+                for d in (16, 17, 18)
+            ],
         )
     assert rules.stale_alerts(w.engine, settings, before) == []
     [a] = rules.stale_alerts(w.engine, settings, after)
-    assert a.kind == AlertKind.STALE_DATA and a.subject == "provider/phala" and a.period == "2026-05-19"
+    assert (
+        a.kind == AlertKind.STALE_DATA
+        and a.subject == "provider/phala"
+        and a.period == "2026-05-19"
+    )
     with w.engine.begin() as conn:
-        conn.execute(provider_coverage.insert(), [{**cov, "usage_date": date(2026, 5, 19), "status": "complete", "reason": None}])
+        conn.execute(
+            provider_coverage.insert(),
+            [{**cov, "usage_date": date(2026, 5, 19), "status": "complete", "reason": None}],
+        )
     assert rules.stale_alerts(w.engine, settings, after) == []
 
 
 def test_stale_data_unavailable_day_names_reason() -> None:
-    rows = [{"provider": "neon", "account_id": "p1", "usage_date": date(2026, 5, 19), "status": "unavailable", "reason": "HTTP 503"}]
+    rows = [
+        {
+            "provider": "neon",
+            "account_id": "p1",
+            "usage_date": date(2026, 5, 19),
+            "status": "unavailable",
+            "reason": "HTTP 503",
+        }
+    ]
     [a] = rules.alerts_from_coverage(rows, [date(2026, 5, 19)], ["neon"], S)
     assert "could not be fetched" in a.summary and "p1: HTTP 503" in a.summary
 
@@ -204,27 +325,51 @@ def test_stale_data_unavailable_day_names_reason() -> None:
 def test_ledger_sync_failures() -> None:
     failed = datetime(2026, 5, 20, 7, 0, tzinfo=UTC)
     for code in ("lm_unreachable", "lm_unavailable", "lm_error", "license_not_recognized"):
-        status = SyncStatus(synced_at=datetime(2026, 5, 20, 6, 0, tzinfo=UTC), last_sync_failed_at=failed, last_sync_failure_code=code)
+        status = SyncStatus(
+            synced_at=datetime(2026, 5, 20, 6, 0, tzinfo=UTC),
+            last_sync_failed_at=failed,
+            last_sync_failure_code=code,
+        )
         [a] = rules.ledger_sync_alerts(status, S)
         assert a.kind == AlertKind.LEDGER_SYNC and a.threshold == code and code in a.summary
     assert rules.ledger_sync_alerts(SyncStatus(synced_at=failed), S) == []
     # a successful sync after the failure clears it
-    recovered = SyncStatus(synced_at=datetime(2026, 5, 20, 8, 0, tzinfo=UTC), last_sync_failed_at=failed, last_sync_failure_code="lm_error")
+    recovered = SyncStatus(
+        synced_at=datetime(2026, 5, 20, 8, 0, tzinfo=UTC),
+        last_sync_failed_at=failed,
+        last_sync_failure_code="lm_error",
+    )
     assert rules.ledger_sync_alerts(recovered, S) == []
 
 
 def test_run_failure_key_per_job_and_partition() -> None:
-    a = rules.run_failure_alert(job_name="daily_usage_job", run_id="r1", partition="2026-05-19", message="boom", settings=S)
-    b = rules.run_failure_alert(job_name="daily_usage_job", run_id="r2", partition="2026-05-19", message="again", settings=S)
-    assert a.kind == AlertKind.RUN_FAILURE and a.dedup_key == b.dedup_key  # repeated failures collapse
+    a = rules.run_failure_alert(
+        job_name="daily_usage_job", run_id="r1", partition="2026-05-19", message="boom", settings=S
+    )
+    b = rules.run_failure_alert(
+        job_name="daily_usage_job", run_id="r2", partition="2026-05-19", message="again", settings=S
+    )
+    assert (
+        a.kind == AlertKind.RUN_FAILURE and a.dedup_key == b.dedup_key
+    )  # repeated failures collapse
     assert a.dedup_key == rules.run_failure_key("daily_usage_job", "2026-05-19")
-    r = rules.run_failure_alert(job_name="daily_usage_job", run_id="r3", partition="2026-05-13...2026-05-19", message="x", settings=S)
+    r = rules.run_failure_alert(
+        job_name="daily_usage_job",
+        run_id="r3",
+        partition="2026-05-13...2026-05-19",
+        message="x",
+        settings=S,
+    )
     assert r.period == "2026-05-19" and "/runs/r3" in r.links[0]["href"]
 
 
 def test_sensor_failure_alert() -> None:
     a = rules.sensor_failure_alert("budget_alerts", "OperationalError: no such table", S)
-    assert a.kind == AlertKind.SENSOR_FAILURE and a.severity == "error" and a.subject == "sensor/budget_alerts"
+    assert (
+        a.kind == AlertKind.SENSOR_FAILURE
+        and a.severity == "error"
+        and a.subject == "sensor/budget_alerts"
+    )
 
 
 def test_recency_decides_paging() -> None:

@@ -35,7 +35,10 @@ ROUTING_KEY = "sandbox-routing-key-000000000000"
 
 def _settings(server: SandboxServer) -> UsageSettings:
     return load_settings(
-        alerts={"pagerduty_events_url": f"{server.url}/pagerduty/v2/enqueue", "page_recent_days": 3650},
+        alerts={
+            "pagerduty_events_url": f"{server.url}/pagerduty/v2/enqueue",
+            "page_recent_days": 3650,
+        },
         neon={"enabled": False},
         forge={"enabled": False},
     )
@@ -78,7 +81,9 @@ def _write_budget(db_url: str, row: dict[str, Any]) -> None:
     wh.replace_days(budget_status, [row["as_of_date"]], [row], day_column="as_of_date")
 
 
-def _tick(sensor: Any, instance: DagsterInstance, cursor: str | None, resources: dict[str, Any]) -> SensorResult:
+def _tick(
+    sensor: Any, instance: DagsterInstance, cursor: str | None, resources: dict[str, Any]
+) -> SensorResult:
     ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     result = sensor(ctx)
     assert isinstance(result, SensorResult)
@@ -89,7 +94,9 @@ def _pd(server: SandboxServer, action: str) -> list[dict[str, Any]]:
     return [e for e in server.sandbox.received("pagerduty") if e["event_action"] == action]
 
 
-def test_budget_overrun_pages_once_and_resolves_once(db_url: str, sandbox_server: SandboxServer) -> None:
+def test_budget_overrun_pages_once_and_resolves_once(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
     settings = _settings(sandbox_server)
     resources = _resources(settings, db_url)
     sensor = _sensors(settings)["budget_alerts"]
@@ -119,7 +126,9 @@ def test_budget_overrun_pages_once_and_resolves_once(db_url: str, sandbox_server
     assert len(_pd(sandbox_server, "trigger")) == 1
 
 
-def test_broken_sensor_sends_sensor_failure_and_recovers(db_url: str, sandbox_server: SandboxServer) -> None:
+def test_broken_sensor_sends_sensor_failure_and_recovers(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
     settings = _settings(sandbox_server)
     resources = _resources(settings, db_url)
     sensor = _sensors(settings)["budget_alerts"]
@@ -152,11 +161,15 @@ def failing_job() -> None:
     explode()
 
 
-def _failure_context(instance: DagsterInstance, tags: dict[str, str], resources: dict[str, Any]) -> Any:
+def _failure_context(
+    instance: DagsterInstance, tags: dict[str, str], resources: dict[str, Any]
+) -> Any:
     result = failing_job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
     run = instance.get_run_by_id(result.run_id)
     assert run is not None
-    records = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.RUN_FAILURE).records
+    records = instance.get_records_for_run(
+        result.run_id, of_type=DagsterEventType.RUN_FAILURE
+    ).records
     event = records[0].event_log_entry.dagster_event
     assert event is not None
     return build_run_status_sensor_context(
@@ -168,7 +181,9 @@ def _failure_context(instance: DagsterInstance, tags: dict[str, str], resources:
     ).for_run_failure()
 
 
-def test_run_failure_pages_but_not_runs_about_to_be_retried(db_url: str, sandbox_server: SandboxServer) -> None:
+def test_run_failure_pages_but_not_runs_about_to_be_retried(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
     settings = _settings(sandbox_server)
     resources = _resources(settings, db_url)
     sensors = _sensors(settings)
@@ -186,14 +201,21 @@ def test_run_failure_pages_but_not_runs_about_to_be_retried(db_url: str, sandbox
     assert "provider exploded" in page["event"]["payload"]["summary"]
 
 
-def test_pagerduty_down_three_ticks_then_each_alert_once(db_url: str, sandbox_server: SandboxServer) -> None:
+def test_pagerduty_down_three_ticks_then_each_alert_once(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
     from usage_orchestration.sandbox.core import Fault
 
     settings = load_settings(
         alerts={
             "pagerduty_events_url": f"{sandbox_server.url}/pagerduty/v2/enqueue",
             "retry_base_s": 0.001,  # no waiting between ticks in this test
-            "routing": {"critical": "pagerduty", "error": "pagerduty", "warning": "none", "info": "none"},
+            "routing": {
+                "critical": "pagerduty",
+                "error": "pagerduty",
+                "warning": "none",
+                "info": "none",
+            },
         },
         neon={"enabled": False},
         forge={"enabled": False},
@@ -202,19 +224,26 @@ def test_pagerduty_down_three_ticks_then_each_alert_once(db_url: str, sandbox_se
     sensors = _sensors(settings)
     instance = DagsterInstance.ephemeral()
     rows = [{**_overrun(True), "entity_id": f"e{i}", "entity_name": f"E{i}"} for i in range(4)]
-    Warehouse(db_url).replace_days(budget_status, [rows[0]["as_of_date"]], rows, day_column="as_of_date")
+    Warehouse(db_url).replace_days(
+        budget_status, [rows[0]["as_of_date"]], rows, day_column="as_of_date"
+    )
     sandbox_server.sandbox.add_fault("pagerduty", Fault(status=503, count=3))
 
     cursor = _tick(sensors["budget_alerts"], instance, None, resources).cursor  # tick 1: 503
     delivery_cursor = None
     for _ in range(2):  # ticks 2 and 3: 503
-        delivery_cursor = _tick(sensors["alert_delivery"], instance, delivery_cursor, resources).cursor
+        delivery_cursor = _tick(
+            sensors["alert_delivery"], instance, delivery_cursor, resources
+        ).cursor
     assert _pd(sandbox_server, "trigger") == []
     _tick(sensors["alert_delivery"], instance, delivery_cursor, resources)  # recovered
     _tick(sensors["budget_alerts"], instance, cursor, resources)
     _tick(sensors["alert_delivery"], instance, delivery_cursor, resources)
     keys = [e["dedup_key"] for e in _pd(sandbox_server, "trigger")]
-    assert sorted(keys) == sorted(f"usage-orchestration/budget_threshold/entity/e{i}/{rows[0]['month']}/100pct" for i in range(4))
+    assert sorted(keys) == sorted(
+        f"usage-orchestration/budget_threshold/entity/e{i}/{rows[0]['month']}/100pct"
+        for i in range(4)
+    )
     assert sandbox_server.sandbox.request_count("pagerduty", 503) == 3
 
 
@@ -226,7 +255,10 @@ def test_stale_data_sensor_pages_missing_day_and_ledger_sync_failure(
     from usage_orchestration.sandbox.demo_ledger import seed_demo_ledger
 
     settings = load_settings(
-        alerts={"pagerduty_events_url": f"{sandbox_server.url}/pagerduty/v2/enqueue", "stale_deadline_utc": "00:00"},
+        alerts={
+            "pagerduty_events_url": f"{sandbox_server.url}/pagerduty/v2/enqueue",
+            "stale_deadline_utc": "00:00",
+        },
         ledger={"backend": "sql", "database_url": ledger_url},
         neon={"enabled": False},
         forge={"enabled": False},
@@ -254,7 +286,9 @@ def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: Sand
     resources = _resources(settings, db_url)
     sensors = _sensors(settings)
     instance = DagsterInstance.ephemeral()
-    sensors["run_failure_alerts"](_failure_context(instance, {"dagster/partition": "2026-05-19"}, resources))
+    sensors["run_failure_alerts"](
+        _failure_context(instance, {"dagster/partition": "2026-05-19"}, resources)
+    )
 
     ok = failing_job.execute_in_process(
         instance=instance, tags={"dagster/partition": "2026-05-19", "test/succeed": "true"}
@@ -275,7 +309,9 @@ def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: Sand
     assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
 
 
-def test_sensor_failure_is_sent_directly_when_the_outbox_is_unreachable(sandbox_server: SandboxServer) -> None:
+def test_sensor_failure_is_sent_directly_when_the_outbox_is_unreachable(
+    sandbox_server: SandboxServer,
+) -> None:
     settings = _settings(sandbox_server)
     resources = _resources(settings, "sqlite:////proc/no-such-dir/warehouse.sqlite")
     sensor = _sensors(settings)["reconciliation_alerts"]

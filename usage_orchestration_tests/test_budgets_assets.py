@@ -43,11 +43,20 @@ def make_settings(db_url: str, ledger_url: str, **kw: Any) -> UsageSettings:
     return load_settings(warehouse_url=db_url, ledger={"database_url": ledger_url}, **kw)
 
 
-def event(day: date, eid: str, credits: str, rt: str = "app_compute", hour: int = 12) -> dict[str, Any]:
+def event(
+    day: date, eid: str, credits: str, rt: str = "app_compute", hour: int = 12
+) -> dict[str, Any]:
     return {
-        "occurred_at": datetime.combine(day, time(hour), tzinfo=UTC), "actor": "svc", "actor_type": "service",
-        "entity_id": eid, "entity_type": "app", "resource_type": rt, "quantity": D(credits) * 100,
-        "unit": "second", "credits": D(credits), "metadata": None,
+        "occurred_at": datetime.combine(day, time(hour), tzinfo=UTC),
+        "actor": "svc",
+        "actor_type": "service",
+        "entity_id": eid,
+        "entity_type": "app",
+        "resource_type": rt,
+        "quantity": D(credits) * 100,
+        "unit": "second",
+        "credits": D(credits),
+        "metadata": None,
     }
 
 
@@ -57,19 +66,45 @@ def seed_ledger(url: str) -> Any:
     events = []
     for i in range(14):  # Mar 1..14: a 30 a day (two events of 15), b 30 a day
         d = MARCH + timedelta(days=i)
-        events += [event(d, "ent-a", "15", hour=1), event(d, "ent-a", "15", hour=23), event(d, "ent-b", "30")]
+        events += [
+            event(d, "ent-a", "15", hour=1),
+            event(d, "ent-a", "15", hour=23),
+            event(d, "ent-b", "30"),
+        ]
     d15 = date(2026, 3, 15)
-    events += [event(d15, "ent-a", "90"), event(d15, "ent-b", "30"), event(date(2026, 3, 10), "ent-a", "100", rt="ai")]
+    events += [
+        event(d15, "ent-a", "90"),
+        event(d15, "ent-b", "30"),
+        event(date(2026, 3, 10), "ent-a", "100", rt="ai"),
+    ]
     with engine.begin() as conn:
-        conn.execute(entity.insert(), [
-            {"id": "ent-a", "entity_type": "app", "name": "Sales", "slug": "sales", "owner_id": None},
-            {"id": "ent-b", "entity_type": "app", "name": "Bot", "slug": "bot", "owner_id": None},
-        ])
-        conn.execute(entity_budget.insert(), [
-            {"entity_id": "ent-a", "month": "2026-03", "monthly_budget": D(1000)},
-            {"entity_id": "ent-b", "month": "2026-03", "monthly_budget": D(200)},
-            {"entity_id": "ent-a", "month": "2026-04", "monthly_budget": D(2000)},
-        ])
+        conn.execute(
+            entity.insert(),
+            [
+                {
+                    "id": "ent-a",
+                    "entity_type": "app",
+                    "name": "Sales",
+                    "slug": "sales",
+                    "owner_id": None,
+                },
+                {
+                    "id": "ent-b",
+                    "entity_type": "app",
+                    "name": "Bot",
+                    "slug": "bot",
+                    "owner_id": None,
+                },
+            ],
+        )
+        conn.execute(
+            entity_budget.insert(),
+            [
+                {"entity_id": "ent-a", "month": "2026-03", "monthly_budget": D(1000)},
+                {"entity_id": "ent-b", "month": "2026-03", "monthly_budget": D(200)},
+                {"entity_id": "ent-a", "month": "2026-04", "monthly_budget": D(2000)},
+            ],
+        )
         conn.execute(credit_pool.insert(), [{"month": "2026-03", "included": D(5000)}])
         conn.execute(usage_event.insert(), events)
     return engine
@@ -93,21 +128,37 @@ def run(settings: UsageSettings, assets: list, **kw: Any):
 def rows_of(db_url: str, table, day_col: str, day: date) -> list[dict[str, Any]]:
     wh = Warehouse(db_url)
     with wh.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(table).where(table.c[day_col] == day))]
+        return [
+            dict(r._mapping) for r in conn.execute(select(table).where(table.c[day_col] == day))
+        ]
 
 
 def test_budget_status_and_pool_as_of_a_day(db_url: str, ledger_url: str) -> None:
     settings = make_settings(db_url, ledger_url)
     seed_ledger(ledger_url)
     result = run(settings, [budget_status_asset], partition_key="2026-03-10")
-    got = {r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 10))}
+    got = {
+        r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 10))
+    }
     a, b = got["ent-a"], got["ent-b"]
     # a: 10 × 30 + 100 (AI) = 400 of 1000 → 40 %; forecast 400 / 10 × 31 = 1240 → overrun 240
-    assert a["credits_used"] == D(400) and a["budget_percent"] == D(40) and a["budget_remaining"] == D(600)
-    assert a["forecast_month_end"] == D(1240) and a["forecast_overrun"] == D(240) and not a["over_budget"]
+    assert (
+        a["credits_used"] == D(400)
+        and a["budget_percent"] == D(40)
+        and a["budget_remaining"] == D(600)
+    )
+    assert (
+        a["forecast_month_end"] == D(1240)
+        and a["forecast_overrun"] == D(240)
+        and not a["over_budget"]
+    )
     assert a["entity_name"] == "Sales" and a["highest_threshold_crossed"] is None
     # b: 300 of 200 → 150 %: over, all thresholds; forecast 930 → overrun 730
-    assert b["over_budget"] and b["budget_percent"] == D(150) and b["thresholds_crossed"] == "50,80,100"
+    assert (
+        b["over_budget"]
+        and b["budget_percent"] == D(150)
+        and b["thresholds_crossed"] == "50,80,100"
+    )
     assert b["forecast_overrun"] == D(730)
     pool = rows_of(db_url, credit_pool_status, "as_of_date", date(2026, 3, 10))[0]
     # 700 of 5000 used: 70 a day → 2170 by month end; 4300 left lasts past the month
@@ -123,19 +174,28 @@ def test_history_is_stable_and_uses_the_budgets_of_its_month(db_url: str, ledger
     engine = seed_ledger(ledger_url)
     day = "2026-03-05"
     run(settings, [budget_status_asset], partition_key=day)
-    before = {r["entity_id"]: (r["credits_used"], r["monthly_budget"], r["forecast_month_end"])
-              for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 5))}
+    before = {
+        r["entity_id"]: (r["credits_used"], r["monthly_budget"], r["forecast_month_end"])
+        for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 5))
+    }
     assert before["ent-a"] == (D(150), D(1000), D(930))
     # later: April usage and April budgets arrive; re-materializing Mar 5 gives the same figures
     with engine.begin() as conn:
-        conn.execute(usage_event.insert(), [event(date(2026, 4, 1), "ent-a", "500"), event(date(2026, 3, 20), "ent-a", "999")])
+        conn.execute(
+            usage_event.insert(),
+            [event(date(2026, 4, 1), "ent-a", "500"), event(date(2026, 3, 20), "ent-a", "999")],
+        )
     run(settings, [budget_status_asset], partition_key=day)
-    after = {r["entity_id"]: (r["credits_used"], r["monthly_budget"], r["forecast_month_end"])
-             for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 5))}
+    after = {
+        r["entity_id"]: (r["credits_used"], r["monthly_budget"], r["forecast_month_end"])
+        for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 5))
+    }
     assert after == before
     # April 1 uses April's budget for a (2000) and March's, still in force, for b (200)
     run(settings, [budget_status_asset], partition_key="2026-04-01")
-    april = {r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 4, 1))}
+    april = {
+        r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 4, 1))
+    }
     assert april["ent-a"]["monthly_budget"] == D(2000) and april["ent-a"]["credits_used"] == D(500)
     assert april["ent-b"]["monthly_budget"] == D(200) and april["ent-b"]["credits_used"] == 0
 
@@ -143,10 +203,19 @@ def test_history_is_stable_and_uses_the_budgets_of_its_month(db_url: str, ledger
 def test_range_run_writes_every_day(db_url: str, ledger_url: str) -> None:
     settings = make_settings(db_url, ledger_url)
     seed_ledger(ledger_url)
-    run(settings, [budget_status_asset], tags={
-        "dagster/asset_partition_range_start": "2026-03-01", "dagster/asset_partition_range_end": "2026-03-04"})
+    run(
+        settings,
+        [budget_status_asset],
+        tags={
+            "dagster/asset_partition_range_start": "2026-03-01",
+            "dagster/asset_partition_range_end": "2026-03-04",
+        },
+    )
     for i, used in enumerate(["30", "60", "90", "120"]):
-        r = {x["entity_id"]: x for x in rows_of(db_url, budget_status, "as_of_date", MARCH + timedelta(days=i))}
+        r = {
+            x["entity_id"]: x
+            for x in rows_of(db_url, budget_status, "as_of_date", MARCH + timedelta(days=i))
+        }
         assert r["ent-b"]["credits_used"] == D(used)
         assert (r["ent-b"]["forecast_month_end"] is None) == (i < 2)  # from 3 days of data
 
@@ -155,10 +224,18 @@ def test_anomalies_against_the_trailing_baseline(db_url: str, ledger_url: str) -
     settings = make_settings(db_url, ledger_url)
     seed_ledger(ledger_url)
     result = run(settings, [usage_anomalies], partition_key="2026-03-15")
-    got = {(r["entity_id"], r["resource_type"]): r for r in rows_of(db_url, usage_anomaly, "usage_date", date(2026, 3, 15))}
+    got = {
+        (r["entity_id"], r["resource_type"]): r
+        for r in rows_of(db_url, usage_anomaly, "usage_date", date(2026, 3, 15))
+    }
     a = got[("ent-a", "app_compute")]
     # baseline Mar 1..14 = 30 a day; 90 today: +60 credits, +200 %
-    assert a["is_anomaly"] and a["impact_credits"] == D(60) and a["impact_pct"] == D(200) and a["baseline_days"] == 14
+    assert (
+        a["is_anomaly"]
+        and a["impact_credits"] == D(60)
+        and a["impact_pct"] == D(200)
+        and a["baseline_days"] == 14
+    )
     assert not got[("ent-b", "app_compute")]["is_anomaly"]
     ai = got[("ent-a", "ai")]  # 100 once in 14 days → baseline 7.142857; 0 today: below 10 credits
     assert not ai["is_anomaly"] and ai["direction"] == "drop"
@@ -167,19 +244,43 @@ def test_anomalies_against_the_trailing_baseline(db_url: str, ledger_url: str) -
 
 
 def test_provider_cap_from_provider_usage(db_url: str, ledger_url: str) -> None:
-    settings = make_settings(db_url, ledger_url, phala={"enabled": False}, neon={"enabled": False}, forge={"enabled": True})
+    settings = make_settings(
+        db_url,
+        ledger_url,
+        phala={"enabled": False},
+        neon={"enabled": False},
+        forge={"enabled": True},
+    )
     wh = Warehouse(db_url)
     app = settings.forge.apps[0].app_id if settings.forge.apps else "forge-app"
     days = [MARCH + timedelta(days=i) for i in range(3)]
     rows = [
-        UsageRow(provider="forge", billing_account_id="dev", resource_id=app, metric="FUNCTION_COMPUTE",
-                 charge_period_start=datetime.combine(d, time(0), tzinfo=UTC),
-                 charge_period_end=datetime.combine(d + timedelta(days=1), time(0), tzinfo=UTC), usage_date=d,
-                 consumed_quantity=D(10000), consumed_unit="GB-seconds", raw_quantity=D(10000), raw_unit="GB-seconds",
-                 source_key=f"{app}:{d}")
+        UsageRow(
+            provider="forge",
+            billing_account_id="dev",
+            resource_id=app,
+            metric="FUNCTION_COMPUTE",
+            charge_period_start=datetime.combine(d, time(0), tzinfo=UTC),
+            charge_period_end=datetime.combine(d + timedelta(days=1), time(0), tzinfo=UTC),
+            usage_date=d,
+            consumed_quantity=D(10000),
+            consumed_unit="GB-seconds",
+            raw_quantity=D(10000),
+            raw_unit="GB-seconds",
+            source_key=f"{app}:{d}",
+        )
         for d in days
     ]
-    cov = [DayCoverage(provider="forge", account_id=f"{app}|FUNCTION_COMPUTE", usage_date=d, status="complete", row_count=1) for d in days]
+    cov = [
+        DayCoverage(
+            provider="forge",
+            account_id=f"{app}|FUNCTION_COMPUTE",
+            usage_date=d,
+            status="complete",
+            row_count=1,
+        )
+        for d in days
+    ]
     store_fetch(wh, "forge", days, FetchResult(rows=rows, coverage=cov), settings, "l")
     result = run(settings, [build_provider_caps_asset(settings)], partition_key="2026-03-03")
     r = rows_of(db_url, provider_cap_status, "as_of_date", date(2026, 3, 3))[0]
@@ -187,18 +288,35 @@ def test_provider_cap_from_provider_usage(db_url: str, ledger_url: str) -> None:
     assert r["used_quantity"] == D(30000) and r["percent_used"] == D(30)
     assert r["forecast_month_end"] == D(310000) and r["forecast_overage"] == D(210000)
     assert r["projected_exhaustion_date"] == date(2026, 3, 10)
-    assert result.asset_materializations_for_node("provider_cap_status")[0].metadata["forecast_over_cap"].value == 1
+    assert (
+        result.asset_materializations_for_node("provider_cap_status")[0]
+        .metadata["forecast_over_cap"]
+        .value
+        == 1
+    )
 
 
 def test_range_across_a_month_boundary(db_url: str, ledger_url: str) -> None:
     settings = make_settings(db_url, ledger_url)
     seed_ledger(ledger_url)
-    run(settings, [budget_status_asset], tags={
-        "dagster/asset_partition_range_start": "2026-03-31", "dagster/asset_partition_range_end": "2026-04-01"})
-    march = {r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 31))}
-    april = {r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 4, 1))}
+    run(
+        settings,
+        [budget_status_asset],
+        tags={
+            "dagster/asset_partition_range_start": "2026-03-31",
+            "dagster/asset_partition_range_end": "2026-04-01",
+        },
+    )
+    march = {
+        r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 31))
+    }
+    april = {
+        r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 4, 1))
+    }
     # March: a = 14 × 30 + 90 + 100 (AI) = 610 of 1000; forecast on the last day = used
-    assert march["ent-a"]["credits_used"] == D(610) and march["ent-a"]["forecast_month_end"] == D(610)
+    assert march["ent-a"]["credits_used"] == D(610) and march["ent-a"]["forecast_month_end"] == D(
+        610
+    )
     # April 1: nothing used yet in April; April's budget for a, March's still in force for b
     assert april["ent-a"]["credits_used"] == 0 and april["ent-a"]["monthly_budget"] == D(2000)
     assert april["ent-b"]["credits_used"] == 0 and april["ent-b"]["days_of_data"] == 0

@@ -23,7 +23,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
     tmp = tmp_path_factory.mktemp("demo")
     home = tmp / "dagster_home"
     home.mkdir()
@@ -31,7 +33,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     port = _free_port()
     sandbox = f"http://127.0.0.1:{port}"
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("USAGE_", "DAGSTER_")) or k == "USAGE_TEST_POSTGRES_URL"
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("USAGE_", "DAGSTER_")) or k == "USAGE_TEST_POSTGRES_URL"
     }
     env.update(
         {
@@ -50,7 +54,14 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     )
     summary_file = tmp / "summary.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "usage_orchestration.cli", "demo", "--summary-file", str(summary_file)],
+        [
+            sys.executable,
+            "-m",
+            "usage_orchestration.cli",
+            "demo",
+            "--summary-file",
+            str(summary_file),
+        ],
         cwd=tmp,
         env=env,
         capture_output=True,
@@ -101,6 +112,10 @@ def test_instance_holds_30_materialized_partitions(demo_run: tuple) -> None:
         "print(len(i.get_materialized_partitions(AssetKey('phala_usage'))))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.stdout.strip().splitlines()[-1] == "30", out.stderr[-2000:]

@@ -87,7 +87,12 @@ class Stack:
         log = self.tmp / f"{name}.log"
         self.logs[name] = log
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append((proc, name))
         return proc
@@ -113,7 +118,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def _graphql(ui: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    resp = httpx.post(f"{ui}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    resp = httpx.post(
+        f"{ui}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+    )
     resp.raise_for_status()
     body = resp.json()
     assert "errors" not in body, body
@@ -155,7 +162,9 @@ query { assetNodes { assetKey { path } isPartitioned isMaterializable } }
 """
 
 
-def _backfill(ui: str, paths: list[list[str]], partitions: list[str], timeout_s: float) -> list[dict[str, Any]]:
+def _backfill(
+    ui: str, paths: list[list[str]], partitions: list[str], timeout_s: float
+) -> list[dict[str, Any]]:
     """Launch a backfill as the UI's 'Materialize' dialog does and wait until it is done."""
     data = _graphql(
         ui,
@@ -167,7 +176,12 @@ def _backfill(ui: str, paths: list[list[str]], partitions: list[str], timeout_s:
 
     def done() -> str | None:
         status = _graphql(ui, STATUS, {"id": backfill_id})["partitionBackfillOrError"]["status"]
-        return status if status in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED") else None
+        return (
+            status
+            if status
+            in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
+            else None
+        )
 
     status = _wait(f"backfill {backfill_id}", done, timeout_s, every_s=3)
     runs = _graphql(ui, RUNS, {"id": backfill_id})["runsOrError"]["results"]
@@ -191,7 +205,9 @@ def _sandbox_urls(sandbox_url: str) -> dict[str, str]:
     ):
         url = getattr(getattr(defaults, section), field)
         assert url.startswith(DEFAULT_SANDBOX_URL), (section, field, url)
-        out[f"USAGE_{section.upper()}__{field.upper()}"] = sandbox_url + url[len(DEFAULT_SANDBOX_URL) :]
+        out[f"USAGE_{section.upper()}__{field.upper()}"] = (
+            sandbox_url + url[len(DEFAULT_SANDBOX_URL) :]
+        )
     return out
 
 
@@ -199,7 +215,9 @@ def _received(sandbox_url: str) -> list[dict[str, Any]]:
     return httpx.get(f"{sandbox_url}/_sandbox/received/pagerduty", timeout=10).json()
 
 
-def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(stack: Stack, tmp_path: Path) -> None:
+def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(
+    stack: Stack, tmp_path: Path
+) -> None:
     from usage_orchestration.ledger.schema import entity_budget
     from usage_orchestration.sandbox.demo_ledger import SUPPORT_BOT, seed_demo_ledger
     from usage_orchestration.settings import load_settings
@@ -216,12 +234,29 @@ def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(stack: Sta
     sb_port = _free_port()
     sandbox_proc = stack.start(
         "sandbox",
-        [sys.executable, "-m", "usage_orchestration.cli", "sandbox", "--host", "127.0.0.1",
-         "--port", str(sb_port), "--seed", str(SEED), "--ledger-url", ledger_url],
+        [
+            sys.executable,
+            "-m",
+            "usage_orchestration.cli",
+            "sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(sb_port),
+            "--seed",
+            str(SEED),
+            "--ledger-url",
+            ledger_url,
+        ],
         base_env,
     )
     sandbox_url = f"http://127.0.0.1:{sb_port}"
-    _wait("the sandbox", lambda: httpx.get(f"{sandbox_url}/_sandbox/health", timeout=2).status_code == 200, 30, 0.5)
+    _wait(
+        "the sandbox",
+        lambda: httpx.get(f"{sandbox_url}/_sandbox/health", timeout=2).status_code == 200,
+        30,
+        0.5,
+    )
     assert sandbox_proc.poll() is None
 
     # 2. settings for every process, by environment variables
@@ -260,15 +295,32 @@ def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(stack: Sta
     # 4. dagster dev: webserver and daemon
     stack.start(
         "dagster",
-        [str(DAGSTER), "dev", "-w", "workspace.yaml", "--host", "127.0.0.1", "--port", str(ui_port)],
+        [
+            str(DAGSTER),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ui_port),
+        ],
         env,
     )
     ui = f"http://127.0.0.1:{ui_port}"
     try:
-        _wait("the webserver", lambda: httpx.get(f"{ui}/server_info", timeout=5).status_code == 200, 120)
+        _wait(
+            "the webserver",
+            lambda: httpx.get(f"{ui}/server_info", timeout=5).status_code == 200,
+            120,
+        )
         nodes = _wait(
             "the code location",
-            lambda: [n for n in _graphql(ui, ASSETS)["assetNodes"] if n["isPartitioned"] and n["isMaterializable"]],
+            lambda: [
+                n
+                for n in _graphql(ui, ASSETS)["assetNodes"]
+                if n["isPartitioned"] and n["isMaterializable"]
+            ],
             120,
         )
         paths = [n["assetKey"]["path"] for n in nodes]
@@ -277,10 +329,16 @@ def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(stack: Sta
         # 5. the 7-day backfill of every asset, as the UI launches it
         _backfill(ui, paths, [d.isoformat() for d in days], timeout_s=420)
 
-        prefix = f"usage-orchestration/budget_threshold/entity/{SUPPORT_BOT}/{days[-1]:%Y-%m}/100pct"
+        prefix = (
+            f"usage-orchestration/budget_threshold/entity/{SUPPORT_BOT}/{days[-1]:%Y-%m}/100pct"
+        )
 
         def overrun_pages() -> list[dict[str, Any]]:
-            return [e for e in _received(sandbox_url) if e["event_action"] == "trigger" and e["dedup_key"] == prefix]
+            return [
+                e
+                for e in _received(sandbox_url)
+                if e["event_action"] == "trigger" and e["dedup_key"] == prefix
+            ]
 
         _wait("the overrun page", overrun_pages, 180)
         time.sleep(15)  # more sensor ticks (interval 5 s): nothing new must be sent
@@ -302,7 +360,11 @@ def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(stack: Sta
         _backfill(ui, [["budget_status"]], [days[-1].isoformat()], timeout_s=300)
 
         def resolves() -> list[dict[str, Any]]:
-            return [e for e in _received(sandbox_url) if e["event_action"] == "resolve" and e["dedup_key"] == prefix]
+            return [
+                e
+                for e in _received(sandbox_url)
+                if e["event_action"] == "resolve" and e["dedup_key"] == prefix
+            ]
 
         _wait("the resolve", resolves, 180)
         time.sleep(15)
@@ -317,6 +379,9 @@ def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(stack: Sta
 
 def _safe_received(url: str) -> list[dict[str, Any]]:
     try:
-        return [{"action": e["event_action"], "key": e["dedup_key"], "collapsed": e["collapsed"]} for e in _received(url)]
+        return [
+            {"action": e["event_action"], "key": e["dedup_key"], "collapsed": e["collapsed"]}
+            for e in _received(url)
+        ]
     except Exception:
         return []

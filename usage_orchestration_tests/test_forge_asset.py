@@ -24,7 +24,10 @@ from usage_orchestration.warehouse.store import Warehouse
 # recent days: the API (and the sandbox) only cover the last 60 days
 LAST = datetime.now(UTC).date() - timedelta(days=2)
 DAYS = [LAST - timedelta(days=i) for i in range(4, -1, -1)]
-RANGE = {"dagster/asset_partition_range_start": DAYS[0].isoformat(), "dagster/asset_partition_range_end": LAST.isoformat()}
+RANGE = {
+    "dagster/asset_partition_range_start": DAYS[0].isoformat(),
+    "dagster/asset_partition_range_end": LAST.isoformat(),
+}
 SITE = "ari:cloud:confluence::site/42"
 
 
@@ -41,7 +44,11 @@ def _settings(server: SandboxServer, db_url: str, tmp_path: Any) -> UsageSetting
             "rate_limit_margin_s": 0.1,
             "apps": [
                 {"app_id": DEMO_APP_ID, "name": "Jira Insights", "group_by": "ENVIRONMENT_ID"},
-                {"app_id": "app-unmapped", "resources": ["FUNCTION_COMPUTE", "KVS_READ"], "context_aris": [SITE]},
+                {
+                    "app_id": "app-unmapped",
+                    "resources": ["FUNCTION_COMPUTE", "KVS_READ"],
+                    "context_aris": [SITE],
+                },
             ],
         },
     )
@@ -51,7 +58,9 @@ def _resources(settings: UsageSettings) -> dict[str, Any]:
     return {
         "settings": settings,
         "warehouse": WarehouseResource(url=settings.warehouse_url),
-        "forge_api": ForgeApiResource(email=Sandbox.API_KEYS["forge_email"], api_token=Sandbox.API_KEYS["forge"]),
+        "forge_api": ForgeApiResource(
+            email=Sandbox.API_KEYS["forge_email"], api_token=Sandbox.API_KEYS["forge"]
+        ),
     }
 
 
@@ -65,7 +74,12 @@ def test_range_run_writes_every_day_in_one_request_series(
     sandbox: Sandbox, sandbox_server: SandboxServer, db_url: str, tmp_path: Any
 ) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
-    result = materialize([forge_usage], resources=_resources(settings), instance=DagsterInstance.ephemeral(), tags=RANGE)
+    result = materialize(
+        [forge_usage],
+        resources=_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+        tags=RANGE,
+    )
     assert result.success
     mats = result.asset_materializations_for_node("forge_usage")
     assert sorted(m.partition for m in mats) == [d.isoformat() for d in DAYS]
@@ -77,7 +91,9 @@ def test_range_run_writes_every_day_in_one_request_series(
     with Warehouse(db_url).engine.connect() as conn:
         per_day = dict(
             conn.execute(
-                select(provider_usage.c.usage_date, func.count()).group_by(provider_usage.c.usage_date)
+                select(provider_usage.c.usage_date, func.count()).group_by(
+                    provider_usage.c.usage_date
+                )
             ).all()
         )
         mapped = conn.execute(
@@ -85,7 +101,9 @@ def test_range_run_writes_every_day_in_one_request_series(
             .where(provider_usage.c.provider == "forge")
             .group_by(provider_usage.c.entity_id, provider_usage.c.resource_type)
         ).all()
-        coverage = conn.execute(select(provider_coverage.c.account_id, provider_coverage.c.status)).all()
+        coverage = conn.execute(
+            select(provider_coverage.c.account_id, provider_coverage.c.status)
+        ).all()
         month_total = conn.execute(
             select(func.sum(provider_usage.c.consumed_quantity)).where(
                 provider_usage.c.metric == "FUNCTION_COMPUTE",
@@ -93,7 +111,9 @@ def test_range_run_writes_every_day_in_one_request_series(
             )
         ).scalar_one()
     assert sorted(per_day) == DAYS and set(per_day.values()) == {5}
-    assert sorted(mapped, key=str) == sorted([(JIRA_INSIGHTS, "app_compute", 15), (None, None, 10)], key=str)
+    assert sorted(mapped, key=str) == sorted(
+        [(JIRA_INSIGHTS, "app_compute", 15), (None, None, 10)], key=str
+    )
     assert len(coverage) == 3 * len(DAYS) and {s for _, s in coverage} == {"complete"}
     # month to date against the free allowance, from the warehouse
     assert abs(meta["month_to_date_function_compute_gb_seconds"].value - float(month_total)) < 1e-6
@@ -108,9 +128,16 @@ def test_rematerializing_a_day_leaves_identical_rows(
 ) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = _resources(settings)
-    assert materialize([forge_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE).success
+    assert materialize(
+        [forge_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE
+    ).success
     before = _rows(db_url)
-    again = materialize([forge_usage], resources=res, instance=DagsterInstance.ephemeral(), partition_key=DAYS[2].isoformat())
+    again = materialize(
+        [forge_usage],
+        resources=res,
+        instance=DagsterInstance.ephemeral(),
+        partition_key=DAYS[2].isoformat(),
+    )
     assert again.success and _rows(db_url) == before
 
 
@@ -119,12 +146,18 @@ def test_a_failed_fetch_writes_nothing(
 ) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = _resources(settings)
-    assert materialize([forge_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE).success
+    assert materialize(
+        [forge_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE
+    ).success
     before = _rows(db_url)
     # the second app's series fails (in-band 404, not retried) after the first app's succeeded
     sandbox.state["forge"]["apps"] = [DEMO_APP_ID]
     failed = materialize(
-        [forge_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE, raise_on_error=False
+        [forge_usage],
+        resources=res,
+        instance=DagsterInstance.ephemeral(),
+        tags=RANGE,
+        raise_on_error=False,
     )
     assert not failed.success
     assert _rows(db_url) == before
@@ -140,11 +173,15 @@ def test_definitions_wire_the_pool_backfill_policy_and_env_credentials(monkeypat
     monkeypatch.setenv("FORGE_API_TOKEN", "tok")
     defs = build_definitions(load_settings())
     asset = defs.resolve_assets_def(AssetKey("forge_usage"))
-    assert asset.backfill_policy is not None and asset.backfill_policy.max_partitions_per_run is None
+    assert (
+        asset.backfill_policy is not None and asset.backfill_policy.max_partitions_per_run is None
+    )
     assert forge_usage.op.pool == "forge"
     assert "forge_api" in defs.resources
     off = build_definitions(load_settings(forge={"enabled": False}))
-    assert AssetKey("forge_usage") not in {k for a in off.assets or [] for k in getattr(a, "keys", [])}
+    assert AssetKey("forge_usage") not in {
+        k for a in off.assets or [] for k in getattr(a, "keys", [])
+    }
 
 
 def test_days_before_the_lookback_are_unavailable(
@@ -153,11 +190,18 @@ def test_days_before_the_lookback_are_unavailable(
     settings = _settings(sandbox_server, db_url, tmp_path)
     old = date.today() - timedelta(days=90)
     result = materialize(
-        [forge_usage], resources=_resources(settings), instance=DagsterInstance.ephemeral(), partition_key=old.isoformat()
+        [forge_usage],
+        resources=_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+        partition_key=old.isoformat(),
     )
     assert result.success
     assert result.asset_materializations_for_node("forge_usage")[0].metadata["requests"].value == 0
     with Warehouse(db_url).engine.connect() as conn:
-        statuses = conn.execute(select(provider_coverage.c.status, provider_coverage.c.reason)).all()
-    assert {s for s, _ in statuses} == {"unavailable"} and all("60-day" in (r or "") for _, r in statuses)
+        statuses = conn.execute(
+            select(provider_coverage.c.status, provider_coverage.c.reason)
+        ).all()
+    assert {s for s, _ in statuses} == {"unavailable"} and all(
+        "60-day" in (r or "") for _, r in statuses
+    )
     assert _rows(db_url) == []

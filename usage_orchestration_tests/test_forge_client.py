@@ -87,7 +87,9 @@ def test_request_carries_auth_headers_one_query_and_variables(sb: Sandbox) -> No
     assert req.method == "POST" and req.url.path == "/forge/graphql"
     scheme, _, token = req.headers["Authorization"].partition(" ")
     assert scheme == "Basic"
-    assert base64.b64decode(token).decode() == f"{sb.API_KEYS['forge_email']}:{sb.API_KEYS['forge']}"
+    assert (
+        base64.b64decode(token).decode() == f"{sb.API_KEYS['forge_email']}:{sb.API_KEYS['forge']}"
+    )
     assert req.headers["X-ExperimentalAPI"] == "DevConsoleAppResourceUsage"
     assert req.headers["User-Agent"] == "ForgeMetricsExportServer/1.0.0"
     body = json.loads(req.content)
@@ -111,15 +113,30 @@ def test_flat_usage_parses_decimal_strings_to_the_partition_day(sb: Sandbox) -> 
     sites = app_sites(sb.seed, "app-a")
     for row in result.rows:
         assert isinstance(row.consumed_quantity, Decimal)
-        expected = sum(site_usage(sb.seed, "app-a", "FUNCTION_COMPUTE", row.usage_date, s, len(sites)) for s in sites)
+        expected = sum(
+            site_usage(sb.seed, "app-a", "FUNCTION_COMPUTE", row.usage_date, s, len(sites))
+            for s in sites
+        )
         assert row.consumed_quantity == expected  # exact: no float on the way
-        assert (row.metric, row.consumed_unit, row.raw_unit) == ("FUNCTION_COMPUTE", "GB-seconds", "GB-seconds")
-        assert row.sub_account_id is None and row.resource_id == "app-a" and row.resource_name == "Insights"
-        assert row.charge_period_start == datetime.combine(row.usage_date, datetime.min.time(), tzinfo=UTC)
+        assert (row.metric, row.consumed_unit, row.raw_unit) == (
+            "FUNCTION_COMPUTE",
+            "GB-seconds",
+            "GB-seconds",
+        )
+        assert (
+            row.sub_account_id is None
+            and row.resource_id == "app-a"
+            and row.resource_name == "Insights"
+        )
+        assert row.charge_period_start == datetime.combine(
+            row.usage_date, datetime.min.time(), tzinfo=UTC
+        )
         assert row.charge_period_end - row.charge_period_start == timedelta(days=1)
         assert row.billing_account_id == "acct-1"
     assert [c.status for c in result.coverage] == ["complete"] * 3
-    assert {c.account_id for c in result.coverage} == {coverage_account("app-a", "FUNCTION_COMPUTE")}
+    assert {c.account_id for c in result.coverage} == {
+        coverage_account("app-a", "FUNCTION_COMPUTE")
+    }
 
 
 def test_json_number_and_unknown_unit_stay_exact_strings() -> None:
@@ -130,8 +147,18 @@ def test_json_number_and_unknown_unit_stay_exact_strings() -> None:
                     "appResourceUsage": {
                         "__typename": FLAT,
                         "flatUsage": [
-                            {"period": "2026-03-01", "resolution": "ONE_DAY", "tokensConsumed": 0.1, "tokenUnit": "furlongs"},
-                            {"period": "2026-03-02T00:00:00Z", "resolution": "ONE_DAY", "tokensConsumed": "1.024000", "tokenUnit": "furlongs"},
+                            {
+                                "period": "2026-03-01",
+                                "resolution": "ONE_DAY",
+                                "tokensConsumed": 0.1,
+                                "tokenUnit": "furlongs",
+                            },
+                            {
+                                "period": "2026-03-02T00:00:00Z",
+                                "resolution": "ONE_DAY",
+                                "tokensConsumed": "1.024000",
+                                "tokenUnit": "furlongs",
+                            },
                         ],
                         "pagination": {"page": 1, "pageSize": 100},
                         "error": None,
@@ -142,10 +169,20 @@ def test_json_number_and_unknown_unit_stay_exact_strings() -> None:
     }
     transport = httpx.MockTransport(lambda _r: json_response(200, body))
     client = ForgeClient(
-        "http://x/graphql", "e@x", "tok", experimental_api="v", account_id="a", transport=transport, today=lambda: TODAY
+        "http://x/graphql",
+        "e@x",
+        "tok",
+        experimental_api="v",
+        account_id="a",
+        transport=transport,
+        today=lambda: TODAY,
     )
-    result = client.fetch_days([ForgeApp(app_id="app", resources=["SOME_NEW_RESOURCE"])], days(date(2026, 3, 1), 2))
-    assert [(r.usage_date, r.consumed_quantity, r.consumed_unit, r.metric) for r in result.rows] == [
+    result = client.fetch_days(
+        [ForgeApp(app_id="app", resources=["SOME_NEW_RESOURCE"])], days(date(2026, 3, 1), 2)
+    )
+    assert [
+        (r.usage_date, r.consumed_quantity, r.consumed_unit, r.metric) for r in result.rows
+    ] == [
         (date(2026, 3, 1), Decimal("0.1"), "furlongs", "SOME_NEW_RESOURCE"),
         (date(2026, 3, 2), Decimal("1.024000"), "furlongs", "SOME_NEW_RESOURCE"),
     ]
@@ -202,13 +239,17 @@ def test_page_cap_fails_loudly_naming_app_resource_and_interval(sb: Sandbox) -> 
 
 def test_one_request_series_per_app_and_resource_for_a_whole_range(sb: Sandbox) -> None:
     rec = Recorder(sb)
-    apps = [ForgeApp(app_id=f"app-{i}", resources=["FUNCTION_COMPUTE", "KVS_READ"]) for i in range(3)]
+    apps = [
+        ForgeApp(app_id=f"app-{i}", resources=["FUNCTION_COMPUTE", "KVS_READ"]) for i in range(3)
+    ]
     window = days(date(2026, 2, 1), 45)
     with make_client(sb, rec) as client:
         result = client.fetch_days(apps, window)
     assert result.requests == 6
     intervals = {json.dumps(b["variables"]["filters"]["interval"]) for b in rec.bodies()}
-    assert intervals == {json.dumps({"start": "2026-02-01T00:00:00Z", "end": "2026-03-17T23:59:59Z"})}
+    assert intervals == {
+        json.dumps({"start": "2026-02-01T00:00:00Z", "end": "2026-03-17T23:59:59Z"})
+    }
     assert len(result.rows) == 3 * 2 * 45
     kvs = {r.consumed_unit for r in result.rows if r.metric == "KVS_READ"}
     assert kvs == {"GB"}
@@ -249,14 +290,29 @@ def test_inband_429_and_5xx_are_retried(sb: Sandbox, code: int) -> None:
 
 def test_inband_client_error_is_not_retried_and_names_app_resource_interval(sb: Sandbox) -> None:
     sb.state["forge"]["inband_errors"] = [
-        {"statusCode": 403, "message": "not the app owner", "errorType": "FORBIDDEN", "identifier": "id-9"}
+        {
+            "statusCode": 403,
+            "message": "not the app owner",
+            "errorType": "FORBIDDEN",
+            "identifier": "id-9",
+        }
     ]
     rec = Recorder(sb)
     with make_client(sb, rec) as client, pytest.raises(ProviderError) as err:
-        client.fetch_days([ForgeApp(app_id="app-a", resources=["KVS_READ"])], days(date(2026, 3, 1), 2))
+        client.fetch_days(
+            [ForgeApp(app_id="app-a", resources=["KVS_READ"])], days(date(2026, 3, 1), 2)
+        )
     msg = str(err.value)
     assert len(rec.requests) == 1
-    for part in ("forge", "app-a", "KVS_READ", "2026-03-01..2026-03-02", "not the app owner", "403", "FORBIDDEN"):
+    for part in (
+        "forge",
+        "app-a",
+        "KVS_READ",
+        "2026-03-01..2026-03-02",
+        "not the app owner",
+        "403",
+        "FORBIDDEN",
+    ):
         assert part in msg
     assert sb.API_KEYS["forge"] not in msg
 
@@ -306,7 +362,13 @@ def test_malformed_tokens_consumed_names_the_field() -> None:
                 "devConsole": {
                     "appResourceUsage": {
                         "__typename": FLAT,
-                        "flatUsage": [{"period": "2026-03-01", "tokensConsumed": "lots", "tokenUnit": "GB-seconds"}],
+                        "flatUsage": [
+                            {
+                                "period": "2026-03-01",
+                                "tokensConsumed": "lots",
+                                "tokenUnit": "GB-seconds",
+                            }
+                        ],
                         "pagination": {"page": 1, "pageSize": 100},
                     }
                 }
@@ -314,7 +376,15 @@ def test_malformed_tokens_consumed_names_the_field() -> None:
         }
     }
     transport = httpx.MockTransport(lambda _r: json_response(200, body))
-    client = ForgeClient("http://x/graphql", "e@x", "t", experimental_api="v", account_id="a", transport=transport, today=lambda: TODAY)
+    client = ForgeClient(
+        "http://x/graphql",
+        "e@x",
+        "t",
+        experimental_api="v",
+        account_id="a",
+        transport=transport,
+        today=lambda: TODAY,
+    )
     with pytest.raises(ProviderResponseError) as err:
         client.fetch_days([ForgeApp(app_id="app-z")], [date(2026, 3, 1)])
     assert "tokensConsumed" in str(err.value) and "app-z" in str(err.value)
@@ -327,7 +397,14 @@ def test_a_resolution_other_than_a_day_is_refused() -> None:
                 "devConsole": {
                     "appResourceUsage": {
                         "__typename": FLAT,
-                        "flatUsage": [{"period": "2026-03-01", "resolution": "ONE_HOUR", "tokensConsumed": "1", "tokenUnit": "GB-seconds"}],
+                        "flatUsage": [
+                            {
+                                "period": "2026-03-01",
+                                "resolution": "ONE_HOUR",
+                                "tokensConsumed": "1",
+                                "tokenUnit": "GB-seconds",
+                            }
+                        ],
                         "pagination": {"page": 1, "pageSize": 100},
                     }
                 }
@@ -335,14 +412,30 @@ def test_a_resolution_other_than_a_day_is_refused() -> None:
         }
     }
     transport = httpx.MockTransport(lambda _r: json_response(200, body))
-    client = ForgeClient("http://x/graphql", "e@x", "t", experimental_api="v", account_id="a", transport=transport, today=lambda: TODAY)
+    client = ForgeClient(
+        "http://x/graphql",
+        "e@x",
+        "t",
+        experimental_api="v",
+        account_id="a",
+        transport=transport,
+        today=lambda: TODAY,
+    )
     with pytest.raises(ProviderResponseError, match="resolution"):
         client.fetch_days([ForgeApp(app_id="app-z")], [date(2026, 3, 1)])
 
 
 def test_settings_validate_apps_and_group_by() -> None:
     s = load_settings(
-        forge={"apps": [{"app_id": "a1", "resources": ["FUNCTION_COMPUTE", "KVS_WRITE"], "group_by": "CONTEXT_ARI"}]}
+        forge={
+            "apps": [
+                {
+                    "app_id": "a1",
+                    "resources": ["FUNCTION_COMPUTE", "KVS_WRITE"],
+                    "group_by": "CONTEXT_ARI",
+                }
+            ]
+        }
     )
     assert s.forge.apps[0].group_by == "CONTEXT_ARI"
     with pytest.raises(SettingsError, match=r"forge\.apps\.0\.group_by"):
@@ -354,7 +447,17 @@ def test_settings_validate_apps_and_group_by() -> None:
     # the demo app maps to Jira Insights; GB-seconds convert into app_compute seconds
     d = load_settings()
     m = next(m for m in d.mappings if m.provider == "forge")
-    assert (m.entity_id, m.resource_type, m.metric) == ("dddddddd-dddd-dddd-dddd-dddddddddddd", "app_compute", "FUNCTION_COMPUTE")
-    assert d.rate_card["app_compute"].conversions["GB-seconds"].apply(Decimal("2.5")) == Decimal("2.5")
+    assert (m.entity_id, m.resource_type, m.metric) == (
+        "dddddddd-dddd-dddd-dddd-dddddddddddd",
+        "app_compute",
+        "FUNCTION_COMPUTE",
+    )
+    assert d.rate_card["app_compute"].conversions["GB-seconds"].apply(Decimal("2.5")) == Decimal(
+        "2.5"
+    )
     cap = next(c for c in d.budgets.provider_caps if c.provider == "forge")
-    assert (cap.metric, cap.unit, cap.monthly_quantity) == ("FUNCTION_COMPUTE", "GB-seconds", Decimal(100_000))
+    assert (cap.metric, cap.unit, cap.monthly_quantity) == (
+        "FUNCTION_COMPUTE",
+        "GB-seconds",
+        Decimal(100_000),
+    )

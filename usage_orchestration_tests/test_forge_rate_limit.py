@@ -32,7 +32,9 @@ def _worker(url: str, state_dir: str, worker: int, ready: Any, start: Any, out: 
     )
     today = datetime.now(UTC).date()
     days = [today - timedelta(days=d) for d in range(2, 6)]
-    client = client_from_settings(settings, Sandbox.API_KEYS["forge_email"], Sandbox.API_KEYS["forge"], state_dir)
+    client = client_from_settings(
+        settings, Sandbox.API_KEYS["forge_email"], Sandbox.API_KEYS["forge"], state_dir
+    )
     ready.put(worker)
     start.wait(60)
     result = client.fetch_days(settings.apps, days)
@@ -43,7 +45,10 @@ def _run_two(sandbox: Sandbox, url: str, dirs: list[Path]) -> tuple[list[tuple[i
     sandbox.state["forge"] = {"rate_limit": dict(LIMIT)}
     ctx = mp.get_context("spawn")
     start, ready, out = ctx.Event(), ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(url, str(d), i, ready, start, out)) for i, d in enumerate(dirs)]
+    procs = [
+        ctx.Process(target=_worker, args=(url, str(d), i, ready, start, out))
+        for i, d in enumerate(dirs)
+    ]
     for p in procs:
         p.start()
     for _ in procs:  # both processes have imported everything and built their clients
@@ -58,7 +63,9 @@ def _run_two(sandbox: Sandbox, url: str, dirs: list[Path]) -> tuple[list[tuple[i
     return results, elapsed
 
 
-def test_two_processes_sharing_the_budget_never_trip_the_limit(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_two_processes_sharing_the_budget_never_trip_the_limit(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     server = SandboxServer(sandbox).start()
     try:
         shared = tmp_path / "state"

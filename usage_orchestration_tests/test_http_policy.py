@@ -51,7 +51,9 @@ def _http(script: Script, sleeps: list[float], attempts: int = 4, **kw: object) 
         "acme",
         "http://acme.test",
         transport=httpx.MockTransport(script),
-        retry=RetryPolicy(max_attempts=attempts, base_delay_s=1.0, retry_after_cap_s=10.0, jitter=False),
+        retry=RetryPolicy(
+            max_attempts=attempts, base_delay_s=1.0, retry_after_cap_s=10.0, jitter=False
+        ),
         sleep=sleeps.append,
         **kw,  # type: ignore[arg-type]
     )
@@ -70,7 +72,9 @@ def test_429_honours_retry_after_then_succeeds() -> None:
 
 def test_retry_after_is_capped() -> None:
     sleeps: list[float] = []
-    script = Script(httpx.Response(503, headers={"Retry-After": "3600"}), httpx.Response(200, json={}))
+    script = Script(
+        httpx.Response(503, headers={"Retry-After": "3600"}), httpx.Response(200, json={})
+    )
     _http(script, sleeps).request("GET", "/x")
     assert sleeps == [10.0]
 
@@ -79,7 +83,9 @@ def test_gives_up_without_sleeping_after_last_attempt() -> None:
     sleeps: list[float] = []
     script = Script(httpx.Response(503, json={"message": "down"}))
     with pytest.raises(ProviderError) as err:
-        _http(script, sleeps, attempts=3).request("GET", "/x", account="acct-1", window="2026-11-01")
+        _http(script, sleeps, attempts=3).request(
+            "GET", "/x", account="acct-1", window="2026-11-01"
+        )
     assert script.calls == 3
     assert sleeps == [1.0, 2.0]  # exponential backoff, nothing after the third attempt
     e = err.value
@@ -102,10 +108,17 @@ def test_client_errors_are_not_retried_and_name_the_context() -> None:
     sleeps: list[float] = []
     script = Script(httpx.Response(404, json={"detail": "App not found"}))
     with pytest.raises(ProviderError) as err:
-        _http(script, sleeps).request("GET", "/apps/x/usage", account="app x", window="2026-11-01..2026-11-02")
+        _http(script, sleeps).request(
+            "GET", "/apps/x/usage", account="app x", window="2026-11-01..2026-11-02"
+        )
     assert script.calls == 1 and sleeps == []
     msg = str(err.value)
-    assert "HTTP 404" in msg and "App not found" in msg and "app x" in msg and "GET /apps/x/usage" in msg
+    assert (
+        "HTTP 404" in msg
+        and "App not found" in msg
+        and "app x" in msg
+        and "GET /apps/x/usage" in msg
+    )
 
 
 def test_secrets_are_redacted_from_errors() -> None:
@@ -119,7 +132,9 @@ def test_secrets_are_redacted_from_errors() -> None:
 
 def test_inband_errors_are_retried_or_raised() -> None:
     sleeps: list[float] = []
-    script = Script(httpx.Response(200, json={"error": 429}), httpx.Response(200, json={"error": 400}))
+    script = Script(
+        httpx.Response(200, json={"error": 429}), httpx.Response(200, json={"error": 400})
+    )
 
     def inband(resp: httpx.Response) -> tuple[bool, str] | None:
         code = resp.json().get("error")

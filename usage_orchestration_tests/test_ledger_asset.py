@@ -25,7 +25,10 @@ from usage_orchestration.warehouse.schema import ledger_daily_usage as table
 from usage_orchestration.warehouse.store import Warehouse, make_engine
 
 DAYS = [date(2026, 5, 1) + timedelta(days=i) for i in range(6)]
-RANGE = {"dagster/asset_partition_range_start": "2026-05-01", "dagster/asset_partition_range_end": "2026-05-06"}
+RANGE = {
+    "dagster/asset_partition_range_start": "2026-05-01",
+    "dagster/asset_partition_range_end": "2026-05-06",
+}
 
 
 @pytest.fixture
@@ -58,13 +61,34 @@ def test_range_run_writes_every_day_and_rerun_is_idempotent(seeded: str, db_url:
     assert sorted(m.partition for m in mats) == [d.isoformat() for d in DAYS]
     reader = SqlLedger(seeded)
     expected = sorted(
-        (u.usage_date, u.entity_id, u.entity_type, u.resource_type, u.unit, u.quantity, u.credits, u.events)
+        (
+            u.usage_date,
+            u.entity_id,
+            u.entity_type,
+            u.resource_type,
+            u.unit,
+            u.quantity,
+            u.credits,
+            u.events,
+        )
         for d in DAYS
         for u in reader.daily_usage(d)
     )
     got = _rows(db_url)
     assert {r[0] for r in got} == set(DAYS)
-    assert [(r[0], r[1], r[2], r[3], r[4], Decimal(r[5]).quantize(Decimal("0.000001")), Decimal(r[6]).quantize(Decimal("0.000001")), r[7]) for r in got] == expected
+    assert [
+        (
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            Decimal(r[5]).quantize(Decimal("0.000001")),
+            Decimal(r[6]).quantize(Decimal("0.000001")),
+            r[7],
+        )
+        for r in got
+    ] == expected
     meta = mats[0].metadata
     assert meta["rows"].value == len(expected)
     assert meta["events"].value == sum(e[7] for e in expected)
@@ -88,21 +112,45 @@ def test_one_day_rematerialized_sees_only_that_day(seeded: str, db_url: str) -> 
         for when in (datetime(2026, 5, 3, 23, 59, tzinfo=UTC), datetime(2026, 5, 9, 1, tzinfo=UTC)):
             conn.execute(
                 insert(usage_event),
-                [{"occurred_at": when, "actor": "jdoe", "actor_type": "user", "entity_id": SALES_DASHBOARD,
-                  "entity_type": "app", "resource_type": "app_compute", "quantity": Decimal(100),
-                  "unit": "second", "credits": Decimal(1), "metadata": None}],
+                [
+                    {
+                        "occurred_at": when,
+                        "actor": "jdoe",
+                        "actor_type": "user",
+                        "entity_id": SALES_DASHBOARD,
+                        "entity_type": "app",
+                        "resource_type": "app_compute",
+                        "quantity": Decimal(100),
+                        "unit": "second",
+                        "credits": Decimal(1),
+                        "metadata": None,
+                    }
+                ],
             )
     engine.dispose()
     _run(ledger, db_url, partition_key="2026-05-03")
     after = _rows(db_url)
     changed = [r for r in after if r not in before]
     assert [r[0] for r in changed] == [date(2026, 5, 3)]
-    assert changed[0][1] == SALES_DASHBOARD and changed[0][7] == [r for r in before if r[:5] == changed[0][:5]][0][7] + 1
-    assert [r for r in after if r[0] != date(2026, 5, 3)] == [r for r in before if r[0] != date(2026, 5, 3)]
+    assert (
+        changed[0][1] == SALES_DASHBOARD
+        and changed[0][7] == [r for r in before if r[:5] == changed[0][:5]][0][7] + 1
+    )
+    assert [r for r in after if r[0] != date(2026, 5, 3)] == [
+        r for r in before if r[0] != date(2026, 5, 3)
+    ]
 
 
-def test_failed_sync_warns_without_failing_the_run(ledger_url: str, db_url: str, tmp_path: Path) -> None:
-    seed_demo_ledger(ledger_url, load_settings(state_dir=str(tmp_path / "s")), DAYS, seed=7, sync_failure="lm_error")
+def test_failed_sync_warns_without_failing_the_run(
+    ledger_url: str, db_url: str, tmp_path: Path
+) -> None:
+    seed_demo_ledger(
+        ledger_url,
+        load_settings(state_dir=str(tmp_path / "s")),
+        DAYS,
+        seed=7,
+        sync_failure="lm_error",
+    )
     result = _run(LedgerResource(database_url=ledger_url), db_url, partition_key="2026-05-02")
     meta = result.asset_materializations_for_node("ledger_daily_usage")[0].metadata
     assert meta["sync_ok"].value is False
@@ -117,21 +165,27 @@ def test_http_backend_writes_credits_without_quantities(tmp_path: Path, db_url: 
     seed_demo_ledger(url, load_settings(state_dir=str(tmp_path / "s")), DAYS, seed=7)
     server = SandboxServer(Sandbox(seed=7, ledger_url=url)).start()
     try:
-        ledger = LedgerResource(backend="http", api_base_url=server.url + "/ledger", api_token=Sandbox.API_KEYS["ledger"])
+        ledger = LedgerResource(
+            backend="http",
+            api_base_url=server.url + "/ledger",
+            api_token=Sandbox.API_KEYS["ledger"],
+        )
         result = _run(ledger, db_url, partition_key="2026-05-04")
     finally:
         server.stop()
     rows = _rows(db_url)
     sql = SqlLedger(url).daily_usage(date(2026, 5, 4))
-    assert [(r[1], r[3], r[4], r[5], Decimal(r[6]).quantize(Decimal("0.000001")), r[7]) for r in rows] == [
-        (u.entity_id, u.resource_type, "", None, u.credits, u.events) for u in sql
-    ]
+    assert [
+        (r[1], r[3], r[4], r[5], Decimal(r[6]).quantize(Decimal("0.000001")), r[7]) for r in rows
+    ] == [(u.entity_id, u.resource_type, "", None, u.credits, u.events) for u in sql]
     meta = result.asset_materializations_for_node("ledger_daily_usage")[0].metadata
     assert meta["backend"].value == "http"
     assert Sandbox.API_KEYS["ledger"] not in str({k: v.value for k, v in meta.items()})
 
 
-def test_definitions_load_without_the_token_for_sql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_definitions_load_without_the_token_for_sql(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("LEDGER_API_TOKEN", raising=False)
     settings = load_settings(state_dir=str(tmp_path / "s"))
     defs = build_definitions(settings)

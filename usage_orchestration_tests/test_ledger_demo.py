@@ -28,15 +28,21 @@ APPS = {SALES_DASHBOARD: PHALA_APP_SALES, SUPPORT_BOT: PHALA_APP_SUPPORT}
 @pytest.fixture
 def settings(tmp_path: Path) -> UsageSettings:
     # Phala only: the expected figures below come from the Phala sandbox
-    return load_settings(state_dir=str(tmp_path / "state"), neon={"enabled": False}, forge={"enabled": False})
+    return load_settings(
+        state_dir=str(tmp_path / "state"), neon={"enabled": False}, forge={"enabled": False}
+    )
 
 
 def _expected_credits(entity_id: str, day: date) -> Decimal:
     # Phala compute minutes × 60 s × 0.01 credits per second (the demo rate card)
-    return (compute_minutes(7, APPS[entity_id], day) * 60 * Decimal("0.01")).quantize(Decimal("0.000001"))
+    return (compute_minutes(7, APPS[entity_id], day) * 60 * Decimal("0.01")).quantize(
+        Decimal("0.000001")
+    )
 
 
-def test_demo_ledger_has_the_breaks_and_the_overrun(ledger_url: str, settings: UsageSettings) -> None:
+def test_demo_ledger_has_the_breaks_and_the_overrun(
+    ledger_url: str, settings: UsageSettings
+) -> None:
     summary = seed_demo_ledger(ledger_url, settings, DAYS, seed=7)
     reader = SqlLedger(ledger_url)
     breaks = {b["kind"]: b for b in summary["breaks"]}
@@ -57,15 +63,21 @@ def test_demo_ledger_has_the_breaks_and_the_overrun(ledger_url: str, settings: U
     under = breaks["ledger_under"]
     got = {u.entity_id: u for u in reader.daily_usage(under["day"])}
     expected = _expected_credits(under["entity_id"], under["day"])
-    assert got[under["entity_id"]].credits == (expected * Decimal("0.7")).quantize(Decimal("0.000001"))
+    assert got[under["entity_id"]].credits == (expected * Decimal("0.7")).quantize(
+        Decimal("0.000001")
+    )
 
     missing = breaks["missing_in_ledger"]
     assert missing["entity_id"] not in {u.entity_id for u in reader.daily_usage(missing["day"])}
-    assert compute_minutes(7, APPS[missing["entity_id"]], missing["day"]) > 0  # the provider did report it
+    assert (
+        compute_minutes(7, APPS[missing["entity_id"]], missing["day"]) > 0
+    )  # the provider did report it
 
     orphan = breaks["missing_at_provider"]
     assert orphan["entity_id"] == ANALYTICS_WAREHOUSE
-    assert (orphan["entity_id"], orphan["resource_type"]) not in {(m.entity_id, m.resource_type) for m in settings.mappings}
+    assert (orphan["entity_id"], orphan["resource_type"]) not in {
+        (m.entity_id, m.resource_type) for m in settings.mappings
+    }
     rows = [u for u in reader.daily_usage(orphan["day"]) if u.entity_id == ANALYTICS_WAREHOUSE]
     assert len(rows) == 1 and rows[0].credits > 0
 
@@ -93,7 +105,9 @@ def test_demo_ledger_has_the_breaks_and_the_overrun(ledger_url: str, settings: U
     reader.close()
 
 
-def test_demo_ledger_is_deterministic_and_reseeding_replaces(ledger_url: str, settings: UsageSettings, tmp_path: Path) -> None:
+def test_demo_ledger_is_deterministic_and_reseeding_replaces(
+    ledger_url: str, settings: UsageSettings, tmp_path: Path
+) -> None:
     days = DAYS[-5:]
     first = seed_demo_ledger(ledger_url, settings, days, seed=7)
     reader = SqlLedger(ledger_url)

@@ -39,7 +39,13 @@ def sb(seeded: str) -> Sandbox:
 
 
 def _http(sb: Sandbox, token: str = TOKEN) -> HttpLedger:
-    return HttpLedger("http://sandbox.test/ledger", token, transport=sb.transport(), retry=RetryPolicy(max_attempts=3, jitter=False), sleep=lambda s: None)
+    return HttpLedger(
+        "http://sandbox.test/ledger",
+        token,
+        transport=sb.transport(),
+        retry=RetryPolicy(max_attempts=3, jitter=False),
+        sleep=lambda s: None,
+    )
 
 
 def test_http_reader_matches_sql_on_credits(sb: Sandbox, seeded: str) -> None:
@@ -56,9 +62,11 @@ def test_http_reader_matches_sql_on_credits(sb: Sandbox, seeded: str) -> None:
     assert http.resource_types() == sql.resource_types()
     assert http.sync_status() == sql.sync_status()
     # the API's own view of the overrun
-    body = httpx.Client(transport=sb.transport()).get(
-        "http://x/ledger/api/usage", headers={"Authorization": f"Bearer {TOKEN}"}
-    ).json()
+    body = (
+        httpx.Client(transport=sb.transport())
+        .get("http://x/ledger/api/usage", headers={"Authorization": f"Bearer {TOKEN}"})
+        .json()
+    )
     over = {b["entityId"] for b in body["budgets"] if b["isOverBudget"]}
     assert over == {SUPPORT_BOT}
     assert body["sync"]["lastSyncFailureCode"] == "lm_unavailable"
@@ -95,7 +103,8 @@ def test_factory_over_loopback_and_sync_signal(sb: Sandbox, tmp_path: Path) -> N
     server = SandboxServer(sb).start()
     try:
         settings = load_settings(
-            state_dir=str(tmp_path / "state"), ledger={"backend": "http", "api_base_url": server.url + "/ledger"}
+            state_dir=str(tmp_path / "state"),
+            ledger={"backend": "http", "api_base_url": server.url + "/ledger"},
         )
         with pytest.raises(ValueError, match="LEDGER_API_TOKEN"):
             make_ledger_reader(settings)
@@ -110,7 +119,12 @@ def test_factory_over_loopback_and_sync_signal(sb: Sandbox, tmp_path: Path) -> N
 
 
 def test_api_without_ledger_database_answers_503() -> None:
-    http = HttpLedger("http://x/ledger", TOKEN, transport=Sandbox(seed=7).transport(), retry=RetryPolicy(max_attempts=1))
+    http = HttpLedger(
+        "http://x/ledger",
+        TOKEN,
+        transport=Sandbox(seed=7).transport(),
+        retry=RetryPolicy(max_attempts=1),
+    )
     with pytest.raises(ProviderError) as err:
         http.resource_types()
     assert err.value.status == 503
@@ -120,8 +134,25 @@ def test_sync_problem_reads_the_sync_block() -> None:
     t0 = datetime(2026, 5, 12, 6, tzinfo=UTC)
     assert sync_problem(SyncStatus(synced_at=t0)) is None
     assert "never synced" in (sync_problem(SyncStatus()) or "")
-    failed = sync_problem(SyncStatus(synced_at=t0, last_sync_failed_at=t0 + timedelta(hours=1), last_sync_failure_code="license_not_recognized"))
+    failed = sync_problem(
+        SyncStatus(
+            synced_at=t0,
+            last_sync_failed_at=t0 + timedelta(hours=1),
+            last_sync_failure_code="license_not_recognized",
+        )
+    )
     assert failed is not None and "license_not_recognized" in failed and t0.isoformat() in failed
     # a good sync after the failure: over
-    assert sync_problem(SyncStatus(synced_at=t0 + timedelta(hours=2), last_sync_failed_at=t0 + timedelta(hours=1), last_sync_failure_code="lm_error")) is None
-    assert "staleness level critical" in (sync_problem(SyncStatus(synced_at=t0, staleness_level="critical")) or "")
+    assert (
+        sync_problem(
+            SyncStatus(
+                synced_at=t0 + timedelta(hours=2),
+                last_sync_failed_at=t0 + timedelta(hours=1),
+                last_sync_failure_code="lm_error",
+            )
+        )
+        is None
+    )
+    assert "staleness level critical" in (
+        sync_problem(SyncStatus(synced_at=t0, staleness_level="critical")) or ""
+    )

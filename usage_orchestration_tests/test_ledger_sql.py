@@ -32,7 +32,15 @@ def _at(day: date, h: int = 0, m: int = 0, s: int = 0, us: int = 0) -> datetime:
     return datetime(day.year, day.month, day.day, h, m, s, us, tzinfo=UTC)
 
 
-def _ev(when: datetime, eid: str, rt: str, qty: str | None, unit: str | None, credits: str, etype: str = "app") -> dict[str, Any]:
+def _ev(
+    when: datetime,
+    eid: str,
+    rt: str,
+    qty: str | None,
+    unit: str | None,
+    credits: str,
+    etype: str = "app",
+) -> dict[str, Any]:
     return {
         "occurred_at": when,
         "actor": "jdoe",
@@ -73,8 +81,20 @@ def ledger(ledger_url: str) -> SqlLedger:
         conn.execute(
             insert(entity),
             [
-                {"id": APP, "entity_type": "app", "name": "Sales Dashboard", "slug": "sales-dashboard", "owner_id": "jdoe"},
-                {"id": WS, "entity_type": "workspace", "name": "Analytics Warehouse", "slug": "aw", "owner_id": None},
+                {
+                    "id": APP,
+                    "entity_type": "app",
+                    "name": "Sales Dashboard",
+                    "slug": "sales-dashboard",
+                    "owner_id": "jdoe",
+                },
+                {
+                    "id": WS,
+                    "entity_type": "workspace",
+                    "name": "Analytics Warehouse",
+                    "slug": "aw",
+                    "owner_id": None,
+                },
             ],
         )
         conn.execute(insert(usage_event), events)
@@ -88,13 +108,26 @@ def ledger(ledger_url: str) -> SqlLedger:
         )
         conn.execute(
             insert(credit_pool),
-            [{"month": "2026-04", "included": Decimal(5000)}, {"month": "2026-05", "included": Decimal(6000)}],
+            [
+                {"month": "2026-04", "included": Decimal(5000)},
+                {"month": "2026-05", "included": Decimal(6000)},
+            ],
         )
         conn.execute(
             insert(license_sync),
             [
-                {"synced_at": _at(D, 1), "last_sync_failed_at": None, "last_sync_failure_code": None, "staleness_level": None},
-                {"synced_at": _at(D, 1), "last_sync_failed_at": _at(D, 2), "last_sync_failure_code": "lm_unreachable", "staleness_level": "warning"},
+                {
+                    "synced_at": _at(D, 1),
+                    "last_sync_failed_at": None,
+                    "last_sync_failure_code": None,
+                    "staleness_level": None,
+                },
+                {
+                    "synced_at": _at(D, 1),
+                    "last_sync_failed_at": _at(D, 2),
+                    "last_sync_failure_code": "lm_unreachable",
+                    "staleness_level": "warning",
+                },
             ],
         )
     engine.dispose()
@@ -105,7 +138,11 @@ def ledger(ledger_url: str) -> SqlLedger:
 
 def test_daily_usage_is_the_half_open_utc_day_with_exact_sums(ledger: SqlLedger) -> None:
     rows = {(u.entity_id, u.resource_type, u.unit): u for u in ledger.daily_usage(D)}
-    assert set(rows) == {(APP, "app_compute", "second"), (APP, "ai", None), (WS, "workspace_storage", "byte")}
+    assert set(rows) == {
+        (APP, "app_compute", "second"),
+        (APP, "ai", None),
+        (WS, "workspace_storage", "byte"),
+    }
     compute = rows[(APP, "app_compute", "second")]
     # 00:00:00 of D counts; 23:59:59.999999 of D-1 and 00:00 of D+1 do not
     assert compute.events == 3
@@ -170,7 +207,16 @@ def test_sync_status_is_the_latest_row_and_registry_is_the_spec(ledger: SqlLedge
     assert s.synced_at == _at(D, 1) and s.synced_at.tzinfo is not None
     assert s.staleness_level == "warning"
     slugs = {r.slug: r for r in ledger.resource_types()}
-    assert set(slugs) == {"ai", "agent_run", "app_compute", "job_compute", "app_storage", "workspace_storage", "file_storage", "es_index_count"}
+    assert set(slugs) == {
+        "ai",
+        "agent_run",
+        "app_compute",
+        "job_compute",
+        "app_storage",
+        "workspace_storage",
+        "file_storage",
+        "es_index_count",
+    }
     assert (slugs["workspace_storage"].mode, slugs["workspace_storage"].unit) == ("gauge", "byte")
 
 

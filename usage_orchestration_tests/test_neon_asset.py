@@ -66,12 +66,22 @@ def test_a_range_run_fills_each_day_and_records_unavailable_days(
 
     wh = Warehouse(settings.warehouse_url)
     with wh.engine.connect() as conn:
-        usage = conn.execute(select(provider_usage).where(provider_usage.c.provider == "neon")).mappings().all()
-        cov = conn.execute(select(provider_coverage).where(provider_coverage.c.provider == "neon")).mappings().all()
+        usage = (
+            conn.execute(select(provider_usage).where(provider_usage.c.provider == "neon"))
+            .mappings()
+            .all()
+        )
+        cov = (
+            conn.execute(select(provider_coverage).where(provider_coverage.c.provider == "neon"))
+            .mappings()
+            .all()
+        )
     by_day = {c["usage_date"]: c for c in cov}
     assert sorted(by_day) == [first + timedelta(days=i) for i in range(8)]
     for d in (first, first + timedelta(days=1), first + timedelta(days=2)):
-        assert by_day[d]["status"] == "unavailable" and "provider_unavailable" in by_day[d]["reason"]
+        assert (
+            by_day[d]["status"] == "unavailable" and "provider_unavailable" in by_day[d]["reason"]
+        )
         assert by_day[d]["row_count"] == 0
     complete = {d for d, c in by_day.items() if c["status"] == "complete"}
     assert {r["usage_date"] for r in usage} == complete  # never zero rows for unavailable days
@@ -82,7 +92,11 @@ def test_a_range_run_fills_each_day_and_records_unavailable_days(
     # mapping: compute and root-branch storage of the demo projects → Analytics Warehouse
     for r in usage:
         if r["resource_id"] in DEMO_PROJECTS and r["metric"] == "compute_unit_seconds":
-            assert (r["entity_id"], r["entity_type"], r["resource_type"]) == (ANALYTICS_WAREHOUSE, "workspace", "job_compute")
+            assert (r["entity_id"], r["entity_type"], r["resource_type"]) == (
+                ANALYTICS_WAREHOUSE,
+                "workspace",
+                "job_compute",
+            )
         elif r["resource_id"] in DEMO_PROJECTS and r["metric"] == "root_branch_bytes_month":
             assert r["resource_type"] == "workspace_storage"
         else:
@@ -92,7 +106,9 @@ def test_a_range_run_fills_each_day_and_records_unavailable_days(
     # re-running the range replaces it exactly
     run_range(settings, first, last)
     with wh.engine.connect() as conn:
-        again = conn.execute(select(provider_usage.c.source_key).where(provider_usage.c.provider == "neon")).all()
+        again = conn.execute(
+            select(provider_usage.c.source_key).where(provider_usage.c.provider == "neon")
+        ).all()
     assert len(again) == len(usage)
 
 
@@ -102,10 +118,14 @@ def test_storage_converts_to_average_bytes_and_compute_to_seconds(settings: Usag
         rows = c.fetch_days([day]).rows
     card = settings.rate_card
     storage = next(r for r in rows if r.metric == "root_branch_bytes_month" and r.raw_quantity > 0)
-    avg_bytes = to_ledger_quantity(card, "workspace_storage", storage.consumed_quantity, storage.consumed_unit)
+    avg_bytes = to_ledger_quantity(
+        card, "workspace_storage", storage.consumed_quantity, storage.consumed_unit
+    )
     assert abs(avg_bytes - storage.raw_quantity / 24) < Decimal("0.001")
     compute = next(r for r in rows if r.metric == "compute_unit_seconds" and r.raw_quantity > 0)
-    seconds = to_ledger_quantity(card, "job_compute", compute.consumed_quantity, compute.consumed_unit)
+    seconds = to_ledger_quantity(
+        card, "job_compute", compute.consumed_quantity, compute.consumed_unit
+    )
     assert abs(seconds - compute.raw_quantity) < Decimal("0.000001")
 
 
@@ -113,7 +133,11 @@ def test_demo_usage_matches_what_the_sandbox_serves(settings: UsageSettings) -> 
     """The demo ledger is seeded from demo_usage: it must be the very rows neon_usage fetches."""
     day = datetime.now(UTC).date() - timedelta(days=2)
     with client_from_settings(settings.neon, KEY, settings.state_dir) as c:
-        fetched = {(r.source_key, r.raw_quantity) for r in c.fetch_days([day]).rows if r.resource_id in DEMO_PROJECTS}
+        fetched = {
+            (r.source_key, r.raw_quantity)
+            for r in c.fetch_days([day]).rows
+            if r.resource_id in DEMO_PROJECTS
+        }
     demo = demo_usage(7, settings, day)
     assert {(r.source_key, r.raw_quantity) for r in demo} == fetched
     assert any(r.metric == "compute_unit_seconds" and r.raw_quantity > 0 for r in demo)
@@ -126,4 +150,8 @@ def test_definitions_use_the_neon_pool_and_single_run_backfills() -> None:
     assert asset.op.pool == "neon"
     assert "neon_api" in defs.resources
     off = build_definitions(load_settings(neon={"enabled": False}))
-    assert not [k for k in off.resolve_asset_graph().get_all_asset_keys() if k.to_user_string() == "neon_usage"]
+    assert not [
+        k
+        for k in off.resolve_asset_graph().get_all_asset_keys()
+        if k.to_user_string() == "neon_usage"
+    ]

@@ -75,7 +75,9 @@ def test_whole_org_is_paged_by_cursor_until_an_empty_page(sb: Sandbox) -> None:
     # 200 projects, limit 100: two full pages, the second still carrying a cursor, then empty
     sb.state["neon"] = {"projects": 200}
     with make_client(sb) as c:
-        projects = c.fetch_projects("daily", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+        projects = c.fetch_projects(
+            "daily", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+        )
     calls = [params(e) for e in sb.received("neon")]
     assert len(calls) == 3
     assert "cursor" not in calls[0]
@@ -87,7 +89,9 @@ def test_whole_org_is_paged_by_cursor_until_an_empty_page(sb: Sandbox) -> None:
 def test_paging_stops_on_a_short_page(sb: Sandbox) -> None:
     sb.state["neon"] = {"projects": 150}
     with make_client(sb) as c:
-        projects = c.fetch_projects("daily", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+        projects = c.fetch_projects(
+            "daily", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+        )
     assert len(sb.received("neon")) == 2
     assert len(projects) == 150
 
@@ -95,7 +99,9 @@ def test_paging_stops_on_a_short_page(sb: Sandbox) -> None:
 def test_paging_stops_when_the_last_page_has_no_cursor(sb: Sandbox) -> None:
     sb.state["neon"] = {"projects": 200, "last_page_cursor": False}
     with make_client(sb) as c:
-        c.fetch_projects("daily", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+        c.fetch_projects(
+            "daily", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+        )
     assert len(sb.received("neon")) == 2
 
 
@@ -103,7 +109,9 @@ def test_configured_projects_go_in_chunks_of_at_most_100(sb: Sandbox) -> None:
     sb.state["neon"] = {"projects": 260}
     ids = project_ids(7, 250)
     with make_client(sb, project_ids=ids) as c:
-        projects = c.fetch_projects("daily", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+        projects = c.fetch_projects(
+            "daily", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+        )
     calls = [params(e) for e in sb.received("neon")]
     chunks = [c["project_ids"].split(",") for c in calls]
     assert [len(x) for x in chunks] == [100, 100, 50]  # one request per chunk, no extra pages
@@ -129,7 +137,9 @@ def test_a_repeated_cursor_is_an_error(sb: Sandbox) -> None:
         ({"orgs": ["another-org"]}, 404, "does not belong to this organization"),
     ],
 )
-def test_403_and_404_are_clear_and_not_retried(sb: Sandbox, state: dict, status: int, hint: str) -> None:
+def test_403_and_404_are_clear_and_not_retried(
+    sb: Sandbox, state: dict, status: int, hint: str
+) -> None:
     sb.state["neon"] = state
     with make_client(sb) as c, pytest.raises(ProviderError) as err:
         c.fetch_days([date(2026, 3, 1)])
@@ -143,7 +153,10 @@ def test_403_and_404_are_clear_and_not_retried(sb: Sandbox, state: dict, status:
 
 def test_406_outside_the_window_is_clear_and_not_retried(sb: Sandbox) -> None:
     # The client's clock says the day is inside the window; Neon's (sandbox) clock disagrees.
-    with make_client(sb, now=lambda: NOW - timedelta(days=30)) as c, pytest.raises(ProviderError) as err:
+    with (
+        make_client(sb, now=lambda: NOW - timedelta(days=30)) as c,
+        pytest.raises(ProviderError) as err,
+    ):
         c.fetch_days([date(2026, 1, 5)])
     msg = str(err.value)
     assert err.value.status == 406 and "granularity daily" in msg and "lookback" in msg
@@ -184,9 +197,14 @@ def test_connection_errors_are_retried_then_reported(sb: Sandbox) -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     sleeps: list[float] = []
-    with make_client(sb, sleeps, transport=httpx.MockTransport(down)) as c, pytest.raises(ProviderError) as err:
+    with (
+        make_client(sb, sleeps, transport=httpx.MockTransport(down)) as c,
+        pytest.raises(ProviderError) as err,
+    ):
         c.fetch_days([date(2026, 3, 1)])
-    assert "gave up after 4 attempts" in str(err.value) and len(sleeps) == 3  # no sleep after the last
+    assert (
+        "gave up after 4 attempts" in str(err.value) and len(sleeps) == 3
+    )  # no sleep after the last
 
 
 def test_several_billing_periods_are_flattened_and_add_up(sb: Sandbox) -> None:
@@ -268,4 +286,9 @@ def test_a_non_integer_value_is_a_clear_error(sb: Sandbox) -> None:
     with make_client(sb) as c, pytest.raises(ProviderResponseError) as err:
         c.fetch_days([date(2026, 3, 1)])
     msg = str(err.value)
-    assert "value" in msg and "integer" in msg and "org org-sandbox-1" in msg and "granularity daily" in msg
+    assert (
+        "value" in msg
+        and "integer" in msg
+        and "org org-sandbox-1" in msg
+        and "granularity daily" in msg
+    )

@@ -10,7 +10,9 @@ from usage_orchestration.settings.neon import ANALYTICS_WAREHOUSE, DEMO_PROJECTS
 
 
 def test_unknown_metric_is_rejected_naming_the_key() -> None:
-    with pytest.raises(SettingsError, match=r"neon\.metrics.*'cpu_seconds' is not a Neon v2 metric"):
+    with pytest.raises(
+        SettingsError, match=r"neon\.metrics.*'cpu_seconds' is not a Neon v2 metric"
+    ):
         load_settings(neon={"metrics": ["compute_unit_seconds", "cpu_seconds"]})
 
 
@@ -42,7 +44,10 @@ def test_demo_mapping_covers_compute_and_storage_only() -> None:
         compute = resolve_mapping(s.mappings, "neon", pid, "compute_unit_seconds")
         storage = resolve_mapping(s.mappings, "neon", pid, "root_branch_bytes_month")
         assert compute is not None and compute.entity_id == ANALYTICS_WAREHOUSE
-        assert compute.resource_type == "job_compute" and s.rate_card["job_compute"].ledger_unit == "second"
+        assert (
+            compute.resource_type == "job_compute"
+            and s.rate_card["job_compute"].ledger_unit == "second"
+        )
         assert storage is not None and storage.resource_type == "workspace_storage"
         assert resolve_mapping(s.mappings, "neon", pid, "public_network_transfer_bytes") is None
     assert resolve_mapping(s.mappings, "neon", "some-other-project", "compute_unit_seconds") is None

@@ -36,7 +36,9 @@ def test_window_edges_follow_the_provider_clock() -> None:
     assert w.daily_earliest == date(2026, 3, 22)
     assert w.is_daily(date(2026, 3, 22)) and w.is_daily(NOW.date())
     assert not w.is_daily(date(2026, 3, 21)) and not w.is_daily(NOW.date() + timedelta(days=1))
-    assert Windows.at(NOW, margin_s=15 * 3600).daily_earliest == date(2026, 3, 23)  # narrower, never wider
+    assert Windows.at(NOW, margin_s=15 * 3600).daily_earliest == date(
+        2026, 3, 23
+    )  # narrower, never wider
     assert Windows.at(datetime(2026, 5, 20, tzinfo=UTC)).daily_earliest == date(2026, 3, 21)
     assert w.monthly_earliest == date(2025, 6, 1)
 
@@ -47,7 +49,9 @@ def test_days_outside_the_daily_window_are_unavailable_never_zero() -> None:
     with make_client(sb) as c:
         result = c.fetch_days(days)
     cov = {x.usage_date: x for x in result.coverage}
-    assert [d for d in days if cov[d].status == "unavailable"] == [date(2026, 3, d) for d in (18, 19, 20, 21)]
+    assert [d for d in days if cov[d].status == "unavailable"] == [
+        date(2026, 3, d) for d in (18, 19, 20, 21)
+    ]
     reason = cov[date(2026, 3, 20)].reason or ""
     assert "provider_unavailable" in reason and "60 days" in reason and "2026-03-22" in reason
     assert {r.usage_date for r in result.rows} == {date(2026, 3, d) for d in (22, 23, 24, 25)}
@@ -86,7 +90,9 @@ def test_monthly_policy_records_whole_months_on_their_first_day() -> None:
     assert all(r.charge_period_start == datetime(2026, 2, 1, tzinfo=UTC) for r in monthly)
     assert all(r.charge_period_end == datetime(2026, 3, 1, tzinfo=UTC) for r in monthly)
     cov = {x.usage_date: x for x in result.coverage}
-    assert cov[date(2026, 2, 1)].status == "unavailable" and "recorded on this day" in (cov[date(2026, 2, 1)].reason or "")
+    assert cov[date(2026, 2, 1)].status == "unavailable" and "recorded on this day" in (
+        cov[date(2026, 2, 1)].reason or ""
+    )
     assert cov[date(2026, 2, 1)].row_count == len(monthly)
     assert "recorded on 2026-02-01" in (cov[date(2026, 2, 10)].reason or "")
     assert "partly inside the daily window" in (cov[date(2026, 3, 10)].reason or "")
@@ -97,10 +103,16 @@ def test_monthly_policy_records_whole_months_on_their_first_day() -> None:
 
     for pid in {r.resource_id for r in monthly}:
         expected = sum(
-            daily_metrics(7, pid, date(2026, 2, 1) + timedelta(days=i)).get("compute_unit_seconds", 0)
+            daily_metrics(7, pid, date(2026, 2, 1) + timedelta(days=i)).get(
+                "compute_unit_seconds", 0
+            )
             for i in range(28)
         )
-        got = sum(r.raw_quantity for r in monthly if r.resource_id == pid and r.metric == "compute_unit_seconds")
+        got = sum(
+            r.raw_quantity
+            for r in monthly
+            if r.resource_id == pid and r.metric == "compute_unit_seconds"
+        )
         assert got == expected
 
 
@@ -117,7 +129,9 @@ def test_concurrent_clients_share_one_budget_and_never_provoke_429(tmp_path: Pat
 
     def run(first: date) -> None:
         try:
-            with client_from_settings(settings.neon, KEY, settings.state_dir, now=sb.now, transport=sb.transport()) as c:
+            with client_from_settings(
+                settings.neon, KEY, settings.state_dir, now=sb.now, transport=sb.transport()
+            ) as c:
                 for i in range(6):
                     c.fetch_days([first + timedelta(days=i)])
         except BaseException as exc:  # surfaced below

@@ -19,7 +19,10 @@ from usage_orchestration.settings import UsageSettings, load_settings
 from usage_orchestration.warehouse.schema import provider_coverage, provider_usage
 from usage_orchestration.warehouse.store import Warehouse
 
-RANGE = {"dagster/asset_partition_range_start": "2026-11-01", "dagster/asset_partition_range_end": "2026-11-05"}
+RANGE = {
+    "dagster/asset_partition_range_start": "2026-11-01",
+    "dagster/asset_partition_range_end": "2026-11-05",
+}
 
 
 def _settings(server: SandboxServer, db_url: str, tmp_path: Any) -> UsageSettings:
@@ -45,9 +48,16 @@ def _rows(url: str) -> list[tuple]:
         return sorted(tuple(r) for r in conn.execute(select(*cols)))
 
 
-def test_range_run_writes_every_day(sandbox_server: SandboxServer, db_url: str, tmp_path: Any) -> None:
+def test_range_run_writes_every_day(
+    sandbox_server: SandboxServer, db_url: str, tmp_path: Any
+) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
-    result = materialize([phala_usage], resources=_resources(settings), instance=DagsterInstance.ephemeral(), tags=RANGE)
+    result = materialize(
+        [phala_usage],
+        resources=_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+        tags=RANGE,
+    )
     assert result.success
     mats = result.asset_materializations_for_node("phala_usage")
     assert sorted(m.partition for m in mats) == [f"2026-11-0{i}" for i in range(1, 6)]
@@ -57,22 +67,35 @@ def test_range_run_writes_every_day(sandbox_server: SandboxServer, db_url: str, 
     with Warehouse(db_url).engine.connect() as conn:
         per_day = dict(
             conn.execute(
-                select(provider_usage.c.usage_date, func.count()).group_by(provider_usage.c.usage_date)
+                select(provider_usage.c.usage_date, func.count()).group_by(
+                    provider_usage.c.usage_date
+                )
             ).all()
         )
-        coverage = conn.execute(select(provider_coverage.c.usage_date, provider_coverage.c.status)).all()
+        coverage = conn.execute(
+            select(provider_coverage.c.usage_date, provider_coverage.c.status)
+        ).all()
     assert sorted(per_day) == days  # the last day of the range too, not only the window's start
     assert sum(per_day.values()) == expected
     assert len(coverage) == len(days) * len(settings.phala.app_ids)
     assert {s for _, s in coverage} == {"complete"}
 
 
-def test_rematerializing_a_day_leaves_identical_rows(sandbox_server: SandboxServer, db_url: str, tmp_path: Any) -> None:
+def test_rematerializing_a_day_leaves_identical_rows(
+    sandbox_server: SandboxServer, db_url: str, tmp_path: Any
+) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = _resources(settings)
-    assert materialize([phala_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE).success
+    assert materialize(
+        [phala_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE
+    ).success
     before = _rows(db_url)
-    again = materialize([phala_usage], resources=res, instance=DagsterInstance.ephemeral(), partition_key="2026-11-03")
+    again = materialize(
+        [phala_usage],
+        resources=res,
+        instance=DagsterInstance.ephemeral(),
+        partition_key="2026-11-03",
+    )
     assert again.success
     assert _rows(db_url) == before
 
@@ -82,29 +105,47 @@ def test_failed_fetch_leaves_the_table_as_it_was(
 ) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = _resources(settings)
-    assert materialize([phala_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE).success
+    assert materialize(
+        [phala_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE
+    ).success
     before = _rows(db_url)
     # the second app's first page comes back malformed: nothing of the range may be replaced
     sandbox.add_fault("phala", Fault(status=200, count=1, malformed='{"usage": "nope"}'))
     failed = materialize(
-        [phala_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE, raise_on_error=False
+        [phala_usage],
+        resources=res,
+        instance=DagsterInstance.ephemeral(),
+        tags=RANGE,
+        raise_on_error=False,
     )
     assert not failed.success
     assert _rows(db_url) == before
 
 
-def test_mapping_is_applied_and_unmapped_usage_kept(sandbox_server: SandboxServer, db_url: str, tmp_path: Any) -> None:
+def test_mapping_is_applied_and_unmapped_usage_kept(
+    sandbox_server: SandboxServer, db_url: str, tmp_path: Any
+) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
     assert materialize(
-        [phala_usage], resources=_resources(settings), instance=DagsterInstance.ephemeral(), partition_key="2026-11-02"
+        [phala_usage],
+        resources=_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+        partition_key="2026-11-02",
     ).success
     with Warehouse(db_url).engine.connect() as conn:
         rows = conn.execute(
-            select(provider_usage.c.metric, provider_usage.c.entity_id, provider_usage.c.resource_type, provider_usage.c.list_cost)
+            select(
+                provider_usage.c.metric,
+                provider_usage.c.entity_id,
+                provider_usage.c.resource_type,
+                provider_usage.c.list_cost,
+            )
         ).all()
     compute = [r for r in rows if r.metric == "compute"]
     storage = [r for r in rows if r.metric == "storage"]
-    assert compute and all(r.entity_id and r.resource_type == "app_compute" and r.list_cost > 0 for r in compute)
+    assert compute and all(
+        r.entity_id and r.resource_type == "app_compute" and r.list_cost > 0 for r in compute
+    )
     assert storage and all(r.entity_id is None and r.list_cost is None for r in storage)
 
 
@@ -115,10 +156,19 @@ def test_wrong_credentials_fail_without_leaking_them(
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = {**_resources(settings), "phala_api": PhalaApiResource(api_key=bad_key)}
     instance = DagsterInstance.ephemeral()
-    result = materialize([phala_usage], resources=res, instance=instance, partition_key="2026-11-02", raise_on_error=False)
+    result = materialize(
+        [phala_usage],
+        resources=res,
+        instance=instance,
+        partition_key="2026-11-02",
+        raise_on_error=False,
+    )
     assert not result.success
     logs = instance.all_logs(result.run_id)
-    text = "\n".join(str(e.dagster_event.event_specific_data) if e.dagster_event else e.user_message for e in logs)
+    text = "\n".join(
+        str(e.dagster_event.event_specific_data) if e.dagster_event else e.user_message
+        for e in logs
+    )
     assert "phala" in text
     if bad_key:
         assert bad_key not in text

@@ -30,7 +30,9 @@ class Recorder(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
-def _client(sandbox: Sandbox, page_size: int = 100, key: str = KEY, **kw: object) -> tuple[PhalaClient, Recorder, list[float]]:
+def _client(
+    sandbox: Sandbox, page_size: int = 100, key: str = KEY, **kw: object
+) -> tuple[PhalaClient, Recorder, list[float]]:
     rec = Recorder(sandbox.transport())
     sleeps: list[float] = []
     client = PhalaClient(
@@ -85,7 +87,11 @@ def test_rows_are_normalized_with_decoded_details(sandbox: Sandbox) -> None:
     assert json.loads(row.details or "{}")["vcpu"] in (2, 4)  # details decoded from its JSON string
     assert row.charge_period_end > row.charge_period_start
     total = sum(r.consumed_quantity for r in compute)
-    assert total == sum(Decimal(str(x["duration_minutes"])) for x in phala_records(sandbox.seed, APP, D1) if x["usage_type"] == "compute")
+    assert total == sum(
+        Decimal(str(x["duration_minutes"]))
+        for x in phala_records(sandbox.seed, APP, D1)
+        if x["usage_type"] == "compute"
+    )
     cov = result.coverage
     assert [(c.usage_date, c.status) for c in cov] == [(D1, "complete")]
     assert cov[0].row_count == len(result.rows)
@@ -116,7 +122,9 @@ def test_503_storm_gives_up_with_a_clear_error(sandbox: Sandbox) -> None:
         (KEY, "f" * 40, 404, "App not found"),
     ],
 )
-def test_client_errors_are_not_retried(sandbox: Sandbox, key: str, app: str, status: int, text: str) -> None:
+def test_client_errors_are_not_retried(
+    sandbox: Sandbox, key: str, app: str, status: int, text: str
+) -> None:
     sandbox.state["phala"] = {"apps": [APP]}
     client, rec, sleeps = _client(sandbox, key=key)
     with pytest.raises(ProviderError) as err:
@@ -135,7 +143,11 @@ def test_validation_error_detail_is_shown(sandbox: Sandbox) -> None:
 
 
 def test_malformed_body_names_the_field(sandbox: Sandbox) -> None:
-    bad = {"usage": [{**phala_records(sandbox.seed, APP, D1)[0], "billing_key": None}], "total": 1, "total_cost": 0}
+    bad = {
+        "usage": [{**phala_records(sandbox.seed, APP, D1)[0], "billing_key": None}],
+        "total": 1,
+        "total_cost": 0,
+    }
     sandbox.add_fault("phala", Fault(malformed=json.dumps(bad)))
     client, _, _ = _client(sandbox)
     with pytest.raises(ProviderResponseError) as err:
@@ -145,7 +157,9 @@ def test_malformed_body_names_the_field(sandbox: Sandbox) -> None:
 
 def test_details_that_are_not_json_are_an_error(sandbox: Sandbox) -> None:
     rec = {**phala_records(sandbox.seed, APP, D1)[0], "details": "{not json"}
-    sandbox.add_fault("phala", Fault(malformed=json.dumps({"usage": [rec], "total": 1, "total_cost": 0})))
+    sandbox.add_fault(
+        "phala", Fault(malformed=json.dumps({"usage": [rec], "total": 1, "total_cost": 0}))
+    )
     client, _, _ = _client(sandbox)
     with pytest.raises(ProviderResponseError, match="details"):
         client.fetch_days([APP], [D1])

@@ -49,12 +49,42 @@ RATE_CARD = {
     ),
 }
 MAPPINGS = [
-    UsageMapping(provider="phala", resource_id=APP_A, metric="compute", entity_id=ENT_A, entity_type="app", resource_type="app_compute"),
-    UsageMapping(provider="phala", resource_id=APP_B, metric="compute", entity_id=ENT_B, entity_type="app", resource_type="app_compute"),
-    UsageMapping(provider="forge", resource_id="forge-app", metric="FUNCTION_COMPUTE", entity_id=ENT_A, entity_type="app", resource_type="app_compute"),
-    UsageMapping(provider="neon", resource_id="proj-1", metric="root_branch_bytes_month", entity_id=WS, entity_type="workspace", resource_type="workspace_storage"),
+    UsageMapping(
+        provider="phala",
+        resource_id=APP_A,
+        metric="compute",
+        entity_id=ENT_A,
+        entity_type="app",
+        resource_type="app_compute",
+    ),
+    UsageMapping(
+        provider="phala",
+        resource_id=APP_B,
+        metric="compute",
+        entity_id=ENT_B,
+        entity_type="app",
+        resource_type="app_compute",
+    ),
+    UsageMapping(
+        provider="forge",
+        resource_id="forge-app",
+        metric="FUNCTION_COMPUTE",
+        entity_id=ENT_A,
+        entity_type="app",
+        resource_type="app_compute",
+    ),
+    UsageMapping(
+        provider="neon",
+        resource_id="proj-1",
+        metric="root_branch_bytes_month",
+        entity_id=WS,
+        entity_type="workspace",
+        resource_type="workspace_storage",
+    ),
 ]
-CONFIG = ReconcileConfig(mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala", "neon", "forge"])
+CONFIG = ReconcileConfig(
+    mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala", "neon", "forge"]
+)
 ALL_COMPLETE = [
     CoverageEntry("phala", APP_A, "complete"),
     CoverageEntry("phala", APP_B, "complete"),
@@ -63,15 +93,24 @@ ALL_COMPLETE = [
 ]
 
 
-def phala(app: str, minutes: str, metric: str = "compute", unit: str = "minute") -> ProviderAggregate:
+def phala(
+    app: str, minutes: str, metric: str = "compute", unit: str = "minute"
+) -> ProviderAggregate:
     return ProviderAggregate(DAY, "phala", app, None, metric, unit, D(minutes), rows=3)
 
 
-def ledger(entity: str, qty: str | None, credits: str, rt: str = "app_compute", unit: str | None = "second") -> LedgerDailyUsage:
+def ledger(
+    entity: str, qty: str | None, credits: str, rt: str = "app_compute", unit: str | None = "second"
+) -> LedgerDailyUsage:
     return LedgerDailyUsage(
-        usage_date=DAY, entity_id=entity, entity_type="app", resource_type=rt,
-        unit=unit if qty is not None else None, quantity=D(qty) if qty is not None else None,
-        credits=D(credits), events=4,
+        usage_date=DAY,
+        entity_id=entity,
+        entity_type="app",
+        resource_type=rt,
+        unit=unit if qty is not None else None,
+        quantity=D(qty) if qty is not None else None,
+        credits=D(credits),
+        events=4,
     )
 
 
@@ -83,7 +122,9 @@ def one(rows, entity: str = ENT_A, rt: str = "app_compute"):
 
 def test_matched_within_relative_tolerance() -> None:
     # 100 min = 6000 s expected, 60 credits; ledger 6100 s: delta +100 ≤ max(60, 2 % × 6000 = 120)
-    rows = reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, "6100", "61")], ALL_COMPLETE, CONFIG)
+    rows = reconcile_day(
+        DAY, [phala(APP_A, "100")], [ledger(ENT_A, "6100", "61")], ALL_COMPLETE, CONFIG
+    )
     r = one(rows)
     assert r.status == "matched" and r.within_tolerance
     assert r.expected_quantity == D(6000) and r.expected_credits == D(60)
@@ -94,21 +135,29 @@ def test_matched_within_relative_tolerance() -> None:
 
 
 def test_tolerance_boundary_is_inclusive() -> None:
-    at = reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, "6120", "61.2")], ALL_COMPLETE, CONFIG)
-    past = reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, "6120.5", "61.205")], ALL_COMPLETE, CONFIG)
+    at = reconcile_day(
+        DAY, [phala(APP_A, "100")], [ledger(ENT_A, "6120", "61.2")], ALL_COMPLETE, CONFIG
+    )
+    past = reconcile_day(
+        DAY, [phala(APP_A, "100")], [ledger(ENT_A, "6120.5", "61.205")], ALL_COMPLETE, CONFIG
+    )
     assert one(at).status == "matched"
     assert one(past).status == "ledger_over" and not one(past).within_tolerance
 
 
 def test_absolute_tolerance_covers_small_volumes() -> None:
     # 1 min = 60 s expected; 2 % would be 1.2 s but the absolute 60 s wins: 100 s recorded (+40) matches
-    rows = reconcile_day(DAY, [phala(APP_A, "1")], [ledger(ENT_A, "100", "1")], ALL_COMPLETE, CONFIG)
+    rows = reconcile_day(
+        DAY, [phala(APP_A, "1")], [ledger(ENT_A, "100", "1")], ALL_COMPLETE, CONFIG
+    )
     assert one(rows).status == "matched"
 
 
 def test_ledger_under_is_a_leak() -> None:
     # expected 6000 s / 60 credits, recorded 4200 s / 42 credits: 30 % under
-    rows = reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, "4200", "42")], ALL_COMPLETE, CONFIG)
+    rows = reconcile_day(
+        DAY, [phala(APP_A, "100")], [ledger(ENT_A, "4200", "42")], ALL_COMPLETE, CONFIG
+    )
     r = one(rows)
     assert r.status == "ledger_under" and not r.within_tolerance
     assert r.delta_quantity == D(-1800) and r.delta_credits == D(-18) and r.delta_pct == D(-30)
@@ -117,7 +166,9 @@ def test_ledger_under_is_a_leak() -> None:
 
 
 def test_ledger_over_is_an_overcharge() -> None:
-    rows = reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, "7000", "70")], ALL_COMPLETE, CONFIG)
+    rows = reconcile_day(
+        DAY, [phala(APP_A, "100")], [ledger(ENT_A, "7000", "70")], ALL_COMPLETE, CONFIG
+    )
     r = one(rows)
     assert r.status == "ledger_over" and r.delta_credits == D(10)
     assert summarize(rows).overcharge_credits == D(10)
@@ -143,7 +194,11 @@ def test_missing_at_provider() -> None:
 
 def test_unmapped_usage_is_reported_never_dropped() -> None:
     rows = reconcile_day(
-        DAY, [phala(APP_A, "30", metric="storage"), phala(APP_B, "20", metric="storage")], [], ALL_COMPLETE, CONFIG
+        DAY,
+        [phala(APP_A, "30", metric="storage"), phala(APP_B, "20", metric="storage")],
+        [],
+        ALL_COMPLETE,
+        CONFIG,
     )
     assert len(rows) == 1
     r = rows[0]
@@ -154,7 +209,10 @@ def test_unmapped_usage_is_reported_never_dropped() -> None:
 
 
 def test_provider_unavailable_is_never_zero_usage() -> None:
-    cov = [CoverageEntry("phala", APP_A, "unavailable", "outside window"), CoverageEntry("phala", APP_B, "complete")]
+    cov = [
+        CoverageEntry("phala", APP_A, "unavailable", "outside window"),
+        CoverageEntry("phala", APP_B, "complete"),
+    ]
     rows = reconcile_day(DAY, [], [ledger(ENT_A, "6000", "60")], cov, CONFIG)
     r = one(rows)
     assert r.status == "provider_unavailable" and r.within_tolerance
@@ -171,18 +229,44 @@ def test_no_coverage_at_all_means_unavailable_not_missing() -> None:
 
 def test_org_level_coverage_decides_for_projects() -> None:
     # Neon coverage is per organization; its projects are unavailable when the org is
-    ws = LedgerDailyUsage(usage_date=DAY, entity_id=WS, entity_type="workspace", resource_type="workspace_storage",
-                          unit="byte", quantity=D(100), credits=D("0.0001"), events=1)
-    cov = [c for c in ALL_COMPLETE if c.provider != "neon"] + [CoverageEntry("neon", "org-1", "unavailable", "406")]
-    assert one(reconcile_day(DAY, [], [ws], cov, CONFIG), WS, "workspace_storage").status == "provider_unavailable"
-    assert one(reconcile_day(DAY, [], [ws], ALL_COMPLETE, CONFIG), WS, "workspace_storage").status == "missing_at_provider"
+    ws = LedgerDailyUsage(
+        usage_date=DAY,
+        entity_id=WS,
+        entity_type="workspace",
+        resource_type="workspace_storage",
+        unit="byte",
+        quantity=D(100),
+        credits=D("0.0001"),
+        events=1,
+    )
+    cov = [c for c in ALL_COMPLETE if c.provider != "neon"] + [
+        CoverageEntry("neon", "org-1", "unavailable", "406")
+    ]
+    assert (
+        one(reconcile_day(DAY, [], [ws], cov, CONFIG), WS, "workspace_storage").status
+        == "provider_unavailable"
+    )
+    assert (
+        one(reconcile_day(DAY, [], [ws], ALL_COMPLETE, CONFIG), WS, "workspace_storage").status
+        == "missing_at_provider"
+    )
 
 
 def test_gauge_converted_the_same_way() -> None:
     # 2,400,000 byte-hours in a day = 100,000 bytes on average; ledger gauge 100,500 (+0.5 % ≤ 1 %)
-    agg = ProviderAggregate(DAY, "neon", "proj-1", None, "root_branch_bytes_month", "byte-hours", D(2_400_000))
-    ws = LedgerDailyUsage(usage_date=DAY, entity_id=WS, entity_type="workspace", resource_type="workspace_storage",
-                          unit="byte", quantity=D(100_500), credits=D("0.1005"), events=24)
+    agg = ProviderAggregate(
+        DAY, "neon", "proj-1", None, "root_branch_bytes_month", "byte-hours", D(2_400_000)
+    )
+    ws = LedgerDailyUsage(
+        usage_date=DAY,
+        entity_id=WS,
+        entity_type="workspace",
+        resource_type="workspace_storage",
+        unit="byte",
+        quantity=D(100_500),
+        credits=D("0.1005"),
+        events=24,
+    )
     r = one(reconcile_day(DAY, [agg], [ws], ALL_COMPLETE, CONFIG), WS, "workspace_storage")
     assert r.expected_quantity == D(100_000) and r.status == "matched" and r.blocking
     ws_low = ws.model_copy(update={"quantity": D(90_000), "credits": D("0.09")})
@@ -193,16 +277,29 @@ def test_gauge_converted_the_same_way() -> None:
 
 def test_credits_compared_when_the_ledger_has_no_quantities() -> None:
     # HTTP ledger: quantity unknown. Expected 60 credits; tolerance max(60 s × 0.01 = 0.6, 2 % × 60 = 1.2)
-    ok = reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, None, "59")], ALL_COMPLETE, CONFIG)
+    ok = reconcile_day(
+        DAY, [phala(APP_A, "100")], [ledger(ENT_A, None, "59")], ALL_COMPLETE, CONFIG
+    )
     r = one(ok)
     assert r.status == "matched" and r.compared_on == "credits" and r.delta_quantity is None
-    bad = one(reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, None, "50")], ALL_COMPLETE, CONFIG))
-    assert bad.status == "ledger_under" and bad.delta_credits == D(-10) and bad.delta_pct == D("-16.6667")
+    bad = one(
+        reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, None, "50")], ALL_COMPLETE, CONFIG)
+    )
+    assert (
+        bad.status == "ledger_under"
+        and bad.delta_credits == D(-10)
+        and bad.delta_pct == D("-16.6667")
+    )
 
 
 def test_several_providers_feeding_one_entity_are_summed() -> None:
     # Phala 10 min = 600 s plus Forge 400 GB-s (= 400 s at 1 GB) against 1000 s recorded
-    aggs = [phala(APP_A, "10"), ProviderAggregate(DAY, "forge", "forge-app", "env", "FUNCTION_COMPUTE", "GB-seconds", D(400))]
+    aggs = [
+        phala(APP_A, "10"),
+        ProviderAggregate(
+            DAY, "forge", "forge-app", "env", "FUNCTION_COMPUTE", "GB-seconds", D(400)
+        ),
+    ]
     r = one(reconcile_day(DAY, aggs, [ledger(ENT_A, "1000", "10")], ALL_COMPLETE, CONFIG))
     assert r.provider == "forge+phala" and r.expected_quantity == D(1000) and r.status == "matched"
     assert r.provider_rows == 4
@@ -210,10 +307,22 @@ def test_several_providers_feeding_one_entity_are_summed() -> None:
 
 def test_out_of_scope_ledger_types_and_disabled_providers_are_ignored() -> None:
     ai = ledger(ENT_A, "3", "300", rt="ai", unit="dollar")  # no provider bills AI credits
-    ws = LedgerDailyUsage(usage_date=DAY, entity_id=WS, entity_type="workspace", resource_type="workspace_storage",
-                          unit="byte", quantity=D(100), credits=D(1), events=1)
+    ws = LedgerDailyUsage(
+        usage_date=DAY,
+        entity_id=WS,
+        entity_type="workspace",
+        resource_type="workspace_storage",
+        unit="byte",
+        quantity=D(100),
+        credits=D(1),
+        events=1,
+    )
     phala_only = ReconcileConfig(mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala"])
-    neon_rows = [ProviderAggregate(DAY, "neon", "proj-1", None, "root_branch_bytes_month", "byte-hours", D(24))]
+    neon_rows = [
+        ProviderAggregate(
+            DAY, "neon", "proj-1", None, "root_branch_bytes_month", "byte-hours", D(24)
+        )
+    ]
     assert reconcile_day(DAY, neon_rows, [ai, ws], ALL_COMPLETE, phala_only) == []
 
 
@@ -226,7 +335,13 @@ def test_unconvertible_units_name_provider_resource_day_and_field() -> None:
     with pytest.raises(ReconcileError) as exc:
         reconcile_day(DAY, [phala(APP_A, "1", unit="hour")], [], ALL_COMPLETE, CONFIG)
     msg = str(exc.value)
-    assert "phala" in msg and APP_A in msg and "2026-03-10" in msg and "consumed_unit" in msg and "'hour'" in msg
+    assert (
+        "phala" in msg
+        and APP_A in msg
+        and "2026-03-10" in msg
+        and "consumed_unit" in msg
+        and "'hour'" in msg
+    )
     with pytest.raises(ReconcileError, match="ent-a app_compute on 2026-03-10: field unit 'kg'"):
         reconcile_day(DAY, [], [ledger(ENT_A, "1", "1", unit="kg")], ALL_COMPLETE, CONFIG)
 
@@ -240,7 +355,11 @@ def test_summary_counts_every_status_and_orders_worst_breaks() -> None:
         CONFIG,
     )
     s = summarize(rows)
-    assert s.counts["ledger_under"] == 1 and s.counts["missing_in_ledger"] == 1 and s.counts["unmapped"] == 1
+    assert (
+        s.counts["ledger_under"] == 1
+        and s.counts["missing_in_ledger"] == 1
+        and s.counts["unmapped"] == 1
+    )
     assert s.leak_credits == D(48)  # 18 under + 30 missing
     assert [r.entity_id for r in s.worst] == [ENT_B, ENT_A]  # 30 credits before 18
     assert s.days_with_breaks == [DAY]
@@ -248,31 +367,69 @@ def test_summary_counts_every_status_and_orders_worst_breaks() -> None:
 
 def test_missing_accounts() -> None:
     expected = {"phala": [APP_A, APP_B], "neon": []}
-    assert missing_accounts(expected, [CoverageEntry("phala", APP_A, "complete")]) == [f"phala:{APP_B}", "neon:*"]
-    full = [CoverageEntry("phala", APP_A, "unavailable"), CoverageEntry("phala", APP_B, "complete"), CoverageEntry("neon", "org", "complete")]
+    assert missing_accounts(expected, [CoverageEntry("phala", APP_A, "complete")]) == [
+        f"phala:{APP_B}",
+        "neon:*",
+    ]
+    full = [
+        CoverageEntry("phala", APP_A, "unavailable"),
+        CoverageEntry("phala", APP_B, "complete"),
+        CoverageEntry("neon", "org", "complete"),
+    ]
     assert missing_accounts(expected, full) == []
 
 
 def test_rate_card_and_budget_settings_are_validated_at_load() -> None:
-    with pytest.raises(SettingsError, match="rate_card.app_compute.*ledger unit itself must convert 1:1"):
+    with pytest.raises(
+        SettingsError, match="rate_card.app_compute.*ledger unit itself must convert 1:1"
+    ):
         load_settings(
-            rate_card={"app_compute": {"ledger_unit": "second", "conversions": {"second": {"multiply": 2}}, "credits_per_unit": 1}}
+            rate_card={
+                "app_compute": {
+                    "ledger_unit": "second",
+                    "conversions": {"second": {"multiply": 2}},
+                    "credits_per_unit": 1,
+                }
+            }
         )
     with pytest.raises(SettingsError, match="rate_card.app_compute.tolerance_rel"):
         load_settings(
-            rate_card={"app_compute": {"ledger_unit": "second", "conversions": {"minute": {"multiply": 60}}, "credits_per_unit": 1, "tolerance_rel": 2}}
+            rate_card={
+                "app_compute": {
+                    "ledger_unit": "second",
+                    "conversions": {"minute": {"multiply": 60}},
+                    "credits_per_unit": 1,
+                    "tolerance_rel": 2,
+                }
+            }
         )
     with pytest.raises(SettingsError, match="anomaly_min_baseline_days"):
         load_settings(budgets={"anomaly_baseline_days": 5, "anomaly_min_baseline_days": 7})
     with pytest.raises(SettingsError, match="listed twice"):
-        cap = {"provider": "forge", "metric": "FUNCTION_COMPUTE", "unit": "GB-seconds", "monthly_quantity": 1}
+        cap = {
+            "provider": "forge",
+            "metric": "FUNCTION_COMPUTE",
+            "unit": "GB-seconds",
+            "monthly_quantity": 1,
+        }
         load_settings(budgets={"provider_caps": [cap, cap]})
 
 
 def test_configured_account_without_coverage_is_unavailable() -> None:
-    cfg = ReconcileConfig(mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala"], accounts={"phala": [APP_A, APP_B]})
+    cfg = ReconcileConfig(
+        mappings=MAPPINGS,
+        rate_card=RATE_CARD,
+        providers=["phala"],
+        accounts={"phala": [APP_A, APP_B]},
+    )
     cov = [CoverageEntry("phala", APP_A, "complete")]  # APP_B was not fetched today
-    rows = reconcile_day(DAY, [phala(APP_A, "100")], [ledger(ENT_A, "6000", "60"), ledger(ENT_B, "600", "6")], cov, cfg)
+    rows = reconcile_day(
+        DAY,
+        [phala(APP_A, "100")],
+        [ledger(ENT_A, "6000", "60"), ledger(ENT_B, "600", "6")],
+        cov,
+        cfg,
+    )
     assert one(rows).status == "matched"
     b = one(rows, ENT_B)
     assert b.status == "provider_unavailable" and APP_B in (b.reason or "") and not b.is_break

@@ -24,7 +24,10 @@ from usage_orchestration.warehouse.store import Warehouse
 APP_A = "a" * 40
 APP_B = "b" * 40
 D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
-RANGE = {"dagster/asset_partition_range_start": "2026-03-01", "dagster/asset_partition_range_end": "2026-03-02"}
+RANGE = {
+    "dagster/asset_partition_range_start": "2026-03-01",
+    "dagster/asset_partition_range_end": "2026-03-02",
+}
 
 
 def make_settings(db_url: str, *, block: bool = False) -> UsageSettings:
@@ -34,8 +37,22 @@ def make_settings(db_url: str, *, block: bool = False) -> UsageSettings:
         neon={"enabled": False},
         forge={"enabled": False},
         mappings=[
-            {"provider": "phala", "resource_id": APP_A, "metric": "compute", "entity_id": "ent-a", "entity_type": "app", "resource_type": "app_compute"},
-            {"provider": "phala", "resource_id": APP_B, "metric": "compute", "entity_id": "ent-b", "entity_type": "app", "resource_type": "app_compute"},
+            {
+                "provider": "phala",
+                "resource_id": APP_A,
+                "metric": "compute",
+                "entity_id": "ent-a",
+                "entity_type": "app",
+                "resource_type": "app_compute",
+            },
+            {
+                "provider": "phala",
+                "resource_id": APP_B,
+                "metric": "compute",
+                "entity_id": "ent-b",
+                "entity_type": "app",
+                "resource_type": "app_compute",
+            },
         ],
         rate_card={
             "app_compute": {
@@ -53,9 +70,17 @@ def make_settings(db_url: str, *, block: bool = False) -> UsageSettings:
 def usage(day: date, app: str, metric: str, minutes: int) -> UsageRow:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return UsageRow(
-        provider="phala", billing_account_id="team", resource_id=app, metric=metric,
-        charge_period_start=start, charge_period_end=start + timedelta(days=1), usage_date=day,
-        consumed_quantity=D(minutes), consumed_unit="minute", raw_quantity=D(minutes), raw_unit="minute",
+        provider="phala",
+        billing_account_id="team",
+        resource_id=app,
+        metric=metric,
+        charge_period_start=start,
+        charge_period_end=start + timedelta(days=1),
+        usage_date=day,
+        consumed_quantity=D(minutes),
+        consumed_unit="minute",
+        raw_quantity=D(minutes),
+        raw_unit="minute",
         source_key=f"{app}:{metric}:{day}",
     )
 
@@ -74,19 +99,39 @@ def seed(settings: UsageSettings, *, missing_b_coverage_on_d2: bool = False) -> 
     store_fetch(wh, "phala", [D1, D2], FetchResult(rows=rows, coverage=cov), settings, "load-1")
 
     def led(d: date, eid: str, seconds: int) -> dict[str, Any]:
-        return {"usage_date": d, "entity_id": eid, "entity_type": "app", "resource_type": "app_compute",
-                "unit": "second", "quantity": D(seconds), "credits": D(seconds) / 100, "events": 3, "load_id": "l"}
+        return {
+            "usage_date": d,
+            "entity_id": eid,
+            "entity_type": "app",
+            "resource_type": "app_compute",
+            "unit": "second",
+            "quantity": D(seconds),
+            "credits": D(seconds) / 100,
+            "events": 3,
+            "load_id": "l",
+        }
 
     # D1: both match; D2: ent-a 30 % under (4200 of 6000 s), ent-b matched
-    wh.replace_days(ledger_daily_usage, [D1, D2], [led(D1, "ent-a", 6000), led(D1, "ent-b", 6010),
-                                                    led(D2, "ent-a", 4200), led(D2, "ent-b", 6000)])
+    wh.replace_days(
+        ledger_daily_usage,
+        [D1, D2],
+        [
+            led(D1, "ent-a", 6000),
+            led(D1, "ent-b", 6010),
+            led(D2, "ent-a", 4200),
+            led(D2, "ent-b", 6000),
+        ],
+    )
     return wh
 
 
 def run(settings: UsageSettings, extra: list | None = None, **kw: Any):
     return materialize(
         [build_reconciliation_asset(settings), *(extra or [])],
-        resources={"settings": settings, "warehouse": WarehouseResource(url=settings.warehouse_url)},
+        resources={
+            "settings": settings,
+            "warehouse": WarehouseResource(url=settings.warehouse_url),
+        },
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
         **kw,
@@ -96,7 +141,10 @@ def run(settings: UsageSettings, extra: list | None = None, **kw: Any):
 def table(wh: Warehouse) -> list[dict[str, Any]]:
     with wh.engine.connect() as conn:
         t = usage_reconciliation
-        return [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.usage_date, t.c.entity_id))]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(select(t).order_by(t.c.usage_date, t.c.entity_id))
+        ]
 
 
 def checks(result) -> dict[str, Any]:
@@ -114,12 +162,20 @@ def test_range_run_reconciles_every_day_and_reports(db_url: str) -> None:
     assert got[(D1, "ent-b", "app_compute")]["status"] == "matched"
     under = got[(D2, "ent-a", "app_compute")]
     assert under["status"] == "ledger_under" and not under["within_tolerance"]
-    assert under["expected_credits"] == D(60) and under["recorded_credits"] == D(42) and under["delta_credits"] == D(-18)
+    assert (
+        under["expected_credits"] == D(60)
+        and under["recorded_credits"] == D(42)
+        and under["delta_credits"] == D(-18)
+    )
     assert got[(D2, "", "storage")]["status"] == "unmapped"
     assert len(rows) == 5
 
     meta = result.asset_materializations_for_node("usage_reconciliation")[0].metadata
-    assert meta["breaks"].value == 1 and meta["count_matched"].value == 3 and meta["count_unmapped"].value == 1
+    assert (
+        meta["breaks"].value == 1
+        and meta["count_matched"].value == 3
+        and meta["count_unmapped"].value == 1
+    )
     assert meta["leak_credits"].value == 18.0 and meta["overcharge_credits"].value == 0.0
     assert "ent-a" in meta["worst_breaks"].value
 
@@ -150,7 +206,11 @@ def test_completeness_names_the_missing_account(db_url: str) -> None:
     assert [r["status"] for r in b] == ["provider_unavailable"]
 
 
-@asset(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(), deps=[AssetKey("usage_reconciliation")])
+@asset(
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=[AssetKey("usage_reconciliation")],
+)
 def downstream_of_reconciliation() -> None:
     return None
 
@@ -176,7 +236,9 @@ def test_reconciliation_aggregates_in_sql(db_url: str) -> None:
     wh = seed(settings)
     aggs = provider_aggregates(wh, [D1, D2], ["phala"])
     assert sorted((a.resource_id[:1], a.metric, a.quantity) for a in aggs[D2]) == [
-        ("a", "compute", D(100)), ("a", "storage", D(7)), ("b", "compute", D(100))
+        ("a", "compute", D(100)),
+        ("a", "storage", D(7)),
+        ("b", "compute", D(100)),
     ]
     with wh.engine.connect() as conn:
         from usage_orchestration.warehouse.schema import provider_usage
@@ -190,12 +252,34 @@ def test_credits_only_ledger_rows_compare_credits(db_url: str) -> None:
 
     settings = make_settings(db_url)
     wh = seed(settings)
-    wh.replace_days(ledger_daily_usage, [D1], [
-        {"usage_date": D1, "entity_id": "ent-a", "entity_type": "app", "resource_type": "app_compute",
-         "unit": "", "quantity": D(0), "credits": D("59.5"), "events": 3, "load_id": "http"},
-        {"usage_date": D1, "entity_id": "ent-b", "entity_type": "app", "resource_type": "app_compute",
-         "unit": "", "quantity": D(0), "credits": D(40), "events": 3, "load_id": "http"},
-    ])
+    wh.replace_days(
+        ledger_daily_usage,
+        [D1],
+        [
+            {
+                "usage_date": D1,
+                "entity_id": "ent-a",
+                "entity_type": "app",
+                "resource_type": "app_compute",
+                "unit": "",
+                "quantity": D(0),
+                "credits": D("59.5"),
+                "events": 3,
+                "load_id": "http",
+            },
+            {
+                "usage_date": D1,
+                "entity_id": "ent-b",
+                "entity_type": "app",
+                "resource_type": "app_compute",
+                "unit": "",
+                "quantity": D(0),
+                "credits": D(40),
+                "events": 3,
+                "load_id": "http",
+            },
+        ],
+    )
     assert {u.quantity for u in ledger_aggregates(wh, [D1])[D1]} == {None}
     assert run(settings, partition_key="2026-03-01").success
     got = {r["entity_id"]: r for r in table(wh) if r["usage_date"] == D1}
@@ -207,8 +291,14 @@ def test_credits_only_ledger_rows_compare_credits(db_url: str) -> None:
 
 def test_dependencies_follow_the_enabled_providers(db_url: str) -> None:
     settings = make_settings(db_url)
-    deps = {k.to_user_string() for k in build_reconciliation_asset(settings).asset_deps[AssetKey("usage_reconciliation")]}
+    deps = {
+        k.to_user_string()
+        for k in build_reconciliation_asset(settings).asset_deps[AssetKey("usage_reconciliation")]
+    }
     assert deps == {"ledger_daily_usage", "phala_usage"}
     both = settings.model_copy(update={"neon": settings.neon.model_copy(update={"enabled": True})})
-    deps = {k.to_user_string() for k in build_reconciliation_asset(both).asset_deps[AssetKey("usage_reconciliation")]}
+    deps = {
+        k.to_user_string()
+        for k in build_reconciliation_asset(both).asset_deps[AssetKey("usage_reconciliation")]
+    }
     assert deps == {"ledger_daily_usage", "phala_usage", "neon_usage"}

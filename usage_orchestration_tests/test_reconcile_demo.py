@@ -24,7 +24,9 @@ DAYS = [date(2026, 11, 1) + timedelta(days=i) for i in range(12)]
 
 def test_demo_breaks_and_overrun_are_found(tmp_path: Path) -> None:
     ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-    settings = load_settings(warehouse_url=f"sqlite:///{tmp_path / 'wh.sqlite'}", ledger={"database_url": ledger_url})
+    settings = load_settings(
+        warehouse_url=f"sqlite:///{tmp_path / 'wh.sqlite'}", ledger={"database_url": ledger_url}
+    )
     seeded = seed_demo_ledger(ledger_url, settings, DAYS, SEED)
     wh = Warehouse(settings.warehouse_url)
     wh.ensure_schema()
@@ -42,15 +44,22 @@ def test_demo_breaks_and_overrun_are_found(tmp_path: Path) -> None:
 
     reader = SqlLedger(ledger_url)
     daily = [
-        {**u.model_dump(), "unit": u.unit or "", "load_id": "demo"} for d in DAYS for u in reader.daily_usage(d)
+        {**u.model_dump(), "unit": u.unit or "", "load_id": "demo"}
+        for d in DAYS
+        for u in reader.daily_usage(d)
     ]
     wh.replace_days(ledger_daily_usage, DAYS, daily)
 
     by_day = reconcile_days(wh, DAYS, ReconcileConfig.from_settings(settings))
     breaks = sorted(
-        (r.status, r.usage_date, r.entity_id, r.resource_type) for rows in by_day.values() for r in rows if r.is_break
+        (r.status, r.usage_date, r.entity_id, r.resource_type)
+        for rows in by_day.values()
+        for r in rows
+        if r.is_break
     )
-    expected = sorted((b["kind"], b["day"], b["entity_id"], b["resource_type"]) for b in seeded["breaks"])
+    expected = sorted(
+        (b["kind"], b["day"], b["entity_id"], b["resource_type"]) for b in seeded["breaks"]
+    )
     assert breaks == expected
     assert {r.status for rows in by_day.values() for r in rows} >= {"matched", "unmapped"}
 

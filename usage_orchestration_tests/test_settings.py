@@ -9,7 +9,9 @@ import pytest
 from usage_orchestration.settings import SettingsError, load_settings
 
 
-def test_defaults_point_at_sandbox_and_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_defaults_point_at_sandbox_and_sqlite(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)  # no usage_orchestration.yaml here
     s = load_settings()
     assert s.warehouse_url.startswith("sqlite:///")
@@ -53,7 +55,9 @@ def test_mapping_to_resource_type_without_rate_is_rejected() -> None:
 
 def test_file_then_environment_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
-    f.write_text("phala:\n  page_size: 100\n  max_pages: 7\nwarehouse_url: sqlite:///from-file.sqlite\n")
+    f.write_text(
+        "phala:\n  page_size: 100\n  max_pages: 7\nwarehouse_url: sqlite:///from-file.sqlite\n"
+    )
     monkeypatch.setenv("USAGE_PHALA__PAGE_SIZE", "250")
     s = load_settings(f)
     assert s.phala.page_size == 250  # environment beats the file

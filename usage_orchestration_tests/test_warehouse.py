@@ -42,17 +42,25 @@ def _cov(day: date, account: str) -> dict:
 def test_replace_days_is_atomic_and_scoped(db_url: str) -> None:
     wh = Warehouse(db_url)
     d1, d2 = date(2026, 11, 1), date(2026, 11, 2)
-    wh.replace_days(provider_coverage, [d1, d2], [_cov(d1, "a"), _cov(d2, "a")], match={"provider": "phala"})
+    wh.replace_days(
+        provider_coverage, [d1, d2], [_cov(d1, "a"), _cov(d2, "a")], match={"provider": "phala"}
+    )
     # a failing insert (duplicate primary key) must leave both days as they were
     with pytest.raises(Exception, match="(?i)unique|duplicate"):
-        wh.replace_days(provider_coverage, [d1], [_cov(d1, "b"), _cov(d1, "b")], match={"provider": "phala"})
+        wh.replace_days(
+            provider_coverage, [d1], [_cov(d1, "b"), _cov(d1, "b")], match={"provider": "phala"}
+        )
     with wh.engine.connect() as conn:
-        rows = conn.execute(select(provider_coverage.c.usage_date, provider_coverage.c.account_id)).all()
+        rows = conn.execute(
+            select(provider_coverage.c.usage_date, provider_coverage.c.account_id)
+        ).all()
     assert sorted(rows) == [(d1, "a"), (d2, "a")]
     # replacing d1 leaves d2 alone
     wh.replace_days(provider_coverage, [d1], [_cov(d1, "c")], match={"provider": "phala"})
     with wh.engine.connect() as conn:
-        rows = conn.execute(select(provider_coverage.c.usage_date, provider_coverage.c.account_id)).all()
+        rows = conn.execute(
+            select(provider_coverage.c.usage_date, provider_coverage.c.account_id)
+        ).all()
         assert conn.execute(select(func.count()).select_from(provider_coverage)).scalar() == 2
     assert sorted(rows) == [(d1, "c"), (d2, "a")]
 

@@ -99,7 +99,9 @@ class _HttpChannel:
             return SendResult("retry", None, f"timeout: {type(exc).__name__}")
         except httpx.TransportError as exc:
             return SendResult(
-                "retry", None, _redact(f"connection error: {type(exc).__name__}: {exc}", self._secrets)
+                "retry",
+                None,
+                _redact(f"connection error: {type(exc).__name__}: {exc}", self._secrets),
             )
         return _classify(resp.status_code, resp.text, resp.headers, self._secrets, now)
 
@@ -153,7 +155,9 @@ class PagerDutyChannel(_HttpChannel):
             if self.client_url:
                 body["client_url"] = self.client_url
             if n.links:
-                body["links"] = [{"href": link["href"], "text": link.get("text", "")} for link in n.links]
+                body["links"] = [
+                    {"href": link["href"], "text": link.get("text", "")} for link in n.links
+                ]
         return body
 
     def send(self, n: Notification) -> SendResult:
@@ -168,7 +172,12 @@ class SlackChannel(_HttpChannel):
 
     name = "slack"
 
-    _ICON = {"critical": ":red_circle:", "error": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}
+    _ICON = {
+        "critical": ":red_circle:",
+        "error": ":red_circle:",
+        "warning": ":warning:",
+        "info": ":information_source:",
+    }
 
     def __init__(
         self,
@@ -198,13 +207,21 @@ class SlackChannel(_HttpChannel):
             blocks.append(
                 {
                     "type": "section",
-                    "text": {"type": "mrkdwn", "text": cut("\n".join(detail_lines), SLACK_SECTION_LIMIT)},
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": cut("\n".join(detail_lines), SLACK_SECTION_LIMIT),
+                    },
                 }
             )
         blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(f"dedup_key: {n.dedup_key}", 300)}]}
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": cut(f"dedup_key: {n.dedup_key}", 300)}],
+            }
         )
-        text = cut(head + ("\n" + "\n".join(detail_lines) if detail_lines else ""), SLACK_TEXT_LIMIT)
+        text = cut(
+            head + ("\n" + "\n".join(detail_lines) if detail_lines else ""), SLACK_TEXT_LIMIT
+        )
         return {"text": text, "blocks": blocks[:SLACK_BLOCKS_LIMIT]}
 
     def send(self, n: Notification) -> SendResult:

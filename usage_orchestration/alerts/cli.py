@@ -27,14 +27,20 @@ def parse_when(text: str) -> datetime:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"time {text!r}: use ISO 8601, e.g. 2026-05-21T09:00Z") from None
+        raise argparse.ArgumentTypeError(
+            f"time {text!r}: use ISO 8601, e.g. 2026-05-21T09:00Z"
+        ) from None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def register(subparsers: Any) -> None:
-    silence = subparsers.add_parser("silence", help="time-bounded alert silences (recorded, not sent)")
+    silence = subparsers.add_parser(
+        "silence", help="time-bounded alert silences (recorded, not sent)"
+    )
     ssub = silence.add_subparsers(dest="silence_command", required=True)
-    add = ssub.add_parser("add", help="silence a kind and/or a subject (a trailing * matches a prefix)")
+    add = ssub.add_parser(
+        "add", help="silence a kind and/or a subject (a trailing * matches a prefix)"
+    )
     add.add_argument("--kind", help="alert kind, e.g. budget_threshold")
     add.add_argument("--subject", help="alert subject, e.g. entity/<id> or provider/neon*")
     until = add.add_mutually_exclusive_group(required=True)
@@ -54,7 +60,9 @@ def register(subparsers: Any) -> None:
     al.add_argument("--state", choices=["open", "resolved", "silenced"])
     al.add_argument("--kind")
     al.set_defaults(func=alerts_list)
-    ad = asub.add_parser("deliver", help="one delivery pass now (what the alert_delivery sensor does)")
+    ad = asub.add_parser(
+        "deliver", help="one delivery pass now (what the alert_delivery sensor does)"
+    )
     ad.set_defaults(func=alerts_deliver)
 
 
@@ -77,8 +85,12 @@ def silence_add(args: argparse.Namespace) -> int:
     if ends <= now:
         print(f"error: the silence would end in the past ({ends.isoformat()})")
         return 2
-    sid = _outbox().add_silence(kind=args.kind, subject=args.subject, ends_at=ends, reason=args.reason, now=now)
-    print(f"silence {sid}: kind={args.kind or '*'} subject={args.subject or '*'} until {ends.isoformat()}")
+    sid = _outbox().add_silence(
+        kind=args.kind, subject=args.subject, ends_at=ends, reason=args.reason, now=now
+    )
+    print(
+        f"silence {sid}: kind={args.kind or '*'} subject={args.subject or '*'} until {ends.isoformat()}"
+    )
     return 0
 
 
@@ -86,11 +98,19 @@ def silence_list(_args: argparse.Namespace) -> int:
     outbox = _outbox()
     now = datetime.now(UTC).replace(tzinfo=None)
     for s in outbox.list_silences():
-        state = "active" if s["starts_at"] <= now < s["ends_at"] else ("ended" if s["ends_at"] <= now else "future")
-        print(f"{s['id']:>4}  {state:<6}  kind={s['kind'] or '*'}  subject={s['subject'] or '*'}  "
-              f"until {s['ends_at'].isoformat()}Z  {s['reason']}")
+        state = (
+            "active"
+            if s["starts_at"] <= now < s["ends_at"]
+            else ("ended" if s["ends_at"] <= now else "future")
+        )
+        print(
+            f"{s['id']:>4}  {state:<6}  kind={s['kind'] or '*'}  subject={s['subject'] or '*'}  "
+            f"until {s['ends_at'].isoformat()}Z  {s['reason']}"
+        )
     for s in outbox.settings.silences:
-        print(f"   -  settings  kind={s.kind or '*'}  subject={s.subject or '*'}  until {s.ends_at.isoformat()}  {s.reason}")
+        print(
+            f"   -  settings  kind={s.kind or '*'}  subject={s.subject or '*'}  until {s.ends_at.isoformat()}  {s.reason}"
+        )
     return 0
 
 
@@ -104,10 +124,16 @@ def silence_remove(args: argparse.Namespace) -> int:
 
 def alerts_list(args: argparse.Namespace) -> int:
     for a in _outbox().alerts(state=args.state, kind=args.kind):
-        status = a["resolve_status"] and f"resolve {a['resolve_status']}" or f"trigger {a['trigger_status']}"
+        status = (
+            a["resolve_status"]
+            and f"resolve {a['resolve_status']}"
+            or f"trigger {a['trigger_status']}"
+        )
         why = f" ({a['suppressed_reason']})" if a["suppressed_reason"] else ""
-        print(f"{a['state']:<9} {a['severity']:<8} {a['channel']:<9} {status}{why}  {a['dedup_key']}\n"
-              f"          {a['summary']}")
+        print(
+            f"{a['state']:<9} {a['severity']:<8} {a['channel']:<9} {status}{why}  {a['dedup_key']}\n"
+            f"          {a['summary']}"
+        )
     return 0
 
 
@@ -121,5 +147,7 @@ def alerts_deliver(_args: argparse.Namespace) -> int:
         slack_webhook_url=os.environ.get("SLACK_WEBHOOK_URL", ""),
     )
     report = outbox.deliver_pending(channels, now=datetime.now(UTC))
-    print(f"delivered {len(report.delivered)}, rejected {len(report.rejected)}, retrying {len(report.retrying)}")
+    print(
+        f"delivered {len(report.delivered)}, rejected {len(report.rejected)}, retrying {len(report.retrying)}"
+    )
     return 0

@@ -63,7 +63,9 @@ alert_outbox = Table(
     Column("links", Text, nullable=False),  # JSON
     Column("channel", String(16), nullable=False),  # pagerduty | slack | none
     Column("state", String(16), nullable=False),  # open | resolved | silenced
-    Column("trigger_status", String(16), nullable=False),  # pending|delivered|rejected|skipped|cancelled
+    Column(
+        "trigger_status", String(16), nullable=False
+    ),  # pending|delivered|rejected|skipped|cancelled
     Column("resolve_status", String(16)),  # null | pending | delivered | rejected | skipped
     Column("suppressed_reason", String(32)),  # history | silenced | routing
     Column("attempts", Integer, nullable=False),  # attempts of the pending action
@@ -180,7 +182,9 @@ class Outbox:
         now: datetime,
         starts_at: datetime | None = None,
     ) -> int:
-        rule = SilenceRule(kind=kind, subject=subject, starts_at=starts_at or now, ends_at=ends_at, reason=reason)
+        rule = SilenceRule(
+            kind=kind, subject=subject, starts_at=starts_at or now, ends_at=ends_at, reason=reason
+        )
         with self.engine.begin() as conn:
             res = conn.execute(
                 insert(alert_silence).values(
@@ -199,7 +203,10 @@ class Outbox:
 
     def remove_silence(self, silence_id: int) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(delete(alert_silence).where(alert_silence.c.id == silence_id)).rowcount > 0
+            return (
+                conn.execute(delete(alert_silence).where(alert_silence.c.id == silence_id)).rowcount
+                > 0
+            )
 
     # -- state --------------------------------------------------------------------------------
     def sync(
@@ -220,7 +227,9 @@ class Outbox:
                 self._upsert(conn, alert, now, silences, report)
             conds = [alert_outbox.c.kind.in_(list(kinds)), alert_outbox.c.state.in_(OPEN_STATES)]
             conds += [alert_outbox.c[k] == v for k, v in (scope or {}).items()]
-            open_rows = conn.execute(select(alert_outbox.c.dedup_key).where(and_(*conds))).scalars().all()
+            open_rows = (
+                conn.execute(select(alert_outbox.c.dedup_key).where(and_(*conds))).scalars().all()
+            )
             for key in open_rows:
                 if key not in desired:
                     self._resolve(conn, key, now)
@@ -258,7 +267,12 @@ class Outbox:
         return self._scalars(q)
 
     def _upsert(
-        self, conn: Connection, alert: Alert, now: datetime, silences: list[SilenceRule], report: SyncReport
+        self,
+        conn: Connection,
+        alert: Alert,
+        now: datetime,
+        silences: list[SilenceRule],
+        report: SyncReport,
     ) -> None:
         key = alert.dedup_key
         if not alert.active:
@@ -284,7 +298,11 @@ class Outbox:
             suppressed = "silenced"
         else:
             suppressed = None
-        row = conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key)).mappings().first()
+        row = (
+            conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key))
+            .mappings()
+            .first()
+        )
         if row is None or row["state"] == "resolved":
             values = {
                 **content,
@@ -311,7 +329,9 @@ class Outbox:
                     )
                 )
             else:
-                conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+                conn.execute(
+                    update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values)
+                )
             (report.recorded_only if suppressed else report.opened).append(key)
             return
         # Still reported while open or silenced: refresh the content, follow silences. Once a
@@ -327,7 +347,11 @@ class Outbox:
                 values["suppressed_reason"] = "silenced"
         elif not silenced and row["state"] == "silenced":
             values["state"] = "open"
-            if row["trigger_status"] == "skipped" and row["suppressed_reason"] == "silenced" and not suppressed:
+            if (
+                row["trigger_status"] == "skipped"
+                and row["suppressed_reason"] == "silenced"
+                and not suppressed
+            ):
                 # The silence ended and the condition persists: send it now.
                 values["trigger_status"] = "pending"
                 values["suppressed_reason"] = None
@@ -336,9 +360,13 @@ class Outbox:
         conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
         report.unchanged += 1
 
-    def _record_closed(self, conn: Connection, alert: Alert, now: datetime, report: SyncReport) -> None:
+    def _record_closed(
+        self, conn: Connection, alert: Alert, now: datetime, report: SyncReport
+    ) -> None:
         key = alert.dedup_key
-        row = conn.execute(select(alert_outbox.c.state).where(alert_outbox.c.dedup_key == key)).first()
+        row = conn.execute(
+            select(alert_outbox.c.state).where(alert_outbox.c.dedup_key == key)
+        ).first()
         if row is None:
             conn.execute(
                 insert(alert_outbox).values(
@@ -369,15 +397,25 @@ class Outbox:
             report.resolved.append(key)
 
     def _resolve(self, conn: Connection, key: str, now: datetime) -> None:
-        row = conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key)).mappings().one()
-        values: dict[str, Any] = {"state": "resolved", "resolved_at": _naive(now), "updated_at": _naive(now)}
+        row = (
+            conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key))
+            .mappings()
+            .one()
+        )
+        values: dict[str, Any] = {
+            "state": "resolved",
+            "resolved_at": _naive(now),
+            "updated_at": _naive(now),
+        }
         sent_or_maybe = row["trigger_status"] == "delivered" or (
             row["trigger_status"] == "pending" and row["attempts"] > 0
         )
         if row["trigger_status"] == "pending":
             values["trigger_status"] = "cancelled"
         if sent_or_maybe:
-            values.update(resolve_status="pending", attempts=0, next_attempt_at=_naive(now), last_error=None)
+            values.update(
+                resolve_status="pending", attempts=0, next_attempt_at=_naive(now), last_error=None
+            )
         else:
             values["resolve_status"] = "skipped"
         conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
@@ -389,14 +427,24 @@ class Outbox:
         """One delivery pass: every due action, oldest first."""
         report = DeliveryReport()
         due = and_(
-            or_(alert_outbox.c.trigger_status == "pending", alert_outbox.c.resolve_status == "pending"),
-            or_(alert_outbox.c.next_attempt_at.is_(None), alert_outbox.c.next_attempt_at <= _naive(now)),
+            or_(
+                alert_outbox.c.trigger_status == "pending",
+                alert_outbox.c.resolve_status == "pending",
+            ),
+            or_(
+                alert_outbox.c.next_attempt_at.is_(None),
+                alert_outbox.c.next_attempt_at <= _naive(now),
+            ),
             or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until <= _naive(now)),
         )
         rows = self._rows(
             select(alert_outbox)
             .where(due)
-            .order_by(alert_outbox.c.next_attempt_at, alert_outbox.c.first_seen_at, alert_outbox.c.dedup_key)
+            .order_by(
+                alert_outbox.c.next_attempt_at,
+                alert_outbox.c.first_seen_at,
+                alert_outbox.c.dedup_key,
+            )
             .limit(limit)
         )
         blocked: set[str] = set()
@@ -421,11 +469,23 @@ class Outbox:
                 links=json.loads(row["links"]),
             )
             if channel is None:
-                outcome, status, reason, after = "rejected", None, f"channel {channel_name!r} is not configured", None
+                outcome, status, reason, after = (
+                    "rejected",
+                    None,
+                    f"channel {channel_name!r} is not configured",
+                    None,
+                )
             else:
                 result = channel.send(notification)
-                outcome, status, reason, after = result.outcome, result.status, result.reason, result.retry_after_s
-            self._record(key, action, channel_name, now, outcome, status, reason, after, row["attempts"])
+                outcome, status, reason, after = (
+                    result.outcome,
+                    result.status,
+                    result.reason,
+                    result.retry_after_s,
+                )
+            self._record(
+                key, action, channel_name, now, outcome, status, reason, after, row["attempts"]
+            )
             if outcome == "delivered":
                 report.delivered.append((key, action))
             elif outcome == "rejected":
@@ -440,12 +500,16 @@ class Outbox:
         lease = _naive(now + timedelta(seconds=self.settings.delivery_lease_s))
         with self.engine.begin() as conn:
             res = conn.execute(
-                update(alert_outbox).where(and_(alert_outbox.c.dedup_key == key, due)).values(lease_until=lease)
+                update(alert_outbox)
+                .where(and_(alert_outbox.c.dedup_key == key, due))
+                .values(lease_until=lease)
             )
             return res.rowcount == 1
 
     def backoff_s(self, attempts: int, retry_after_s: float | None) -> float:
-        delay = min(self.settings.retry_base_s * (2 ** max(attempts - 1, 0)), self.settings.retry_max_s)
+        delay = min(
+            self.settings.retry_base_s * (2 ** max(attempts - 1, 0)), self.settings.retry_max_s
+        )
         if retry_after_s is not None:
             delay = max(delay, min(retry_after_s, self.settings.retry_max_s))
         return delay
@@ -467,16 +531,22 @@ class Outbox:
         if outcome == "delivered":
             values.update({status_col: "delivered", "attempts": 0, "last_error": None})
         elif outcome == "rejected":
-            values.update({status_col: "rejected", "attempts": attempts_before + 1, "last_error": reason})
+            values.update(
+                {status_col: "rejected", "attempts": attempts_before + 1, "last_error": reason}
+            )
         else:
             attempts = attempts_before + 1
             values.update(
                 attempts=attempts,
                 last_error=reason,
-                next_attempt_at=_naive(now + timedelta(seconds=self.backoff_s(attempts, retry_after_s))),
+                next_attempt_at=_naive(
+                    now + timedelta(seconds=self.backoff_s(attempts, retry_after_s))
+                ),
             )
         with self.engine.begin() as conn:
-            conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+            conn.execute(
+                update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values)
+            )
             conn.execute(
                 insert(alert_delivery).values(
                     dedup_key=key,
@@ -510,7 +580,10 @@ class Outbox:
 
     def pending_count(self) -> int:
         q = select(alert_outbox.c.dedup_key).where(
-            or_(alert_outbox.c.trigger_status == "pending", alert_outbox.c.resolve_status == "pending")
+            or_(
+                alert_outbox.c.trigger_status == "pending",
+                alert_outbox.c.resolve_status == "pending",
+            )
         )
         return len(self._scalars(q))
 

@@ -25,7 +25,13 @@ Row = Mapping[str, Any]
 BUDGET_KINDS = (AlertKind.BUDGET_THRESHOLD, AlertKind.FORECAST_OVERRUN)
 POOL_CAP_KINDS = (AlertKind.CREDIT_POOL_DEPLETION, AlertKind.PROVIDER_CAP)
 BREAK_KINDS = (AlertKind.RECONCILIATION_BREAK, AlertKind.ANOMALY)
-BREAK_STATUSES = ("ledger_under", "ledger_over", "missing_in_ledger", "missing_at_provider", "unmapped")
+BREAK_STATUSES = (
+    "ledger_under",
+    "ledger_over",
+    "missing_in_ledger",
+    "missing_at_provider",
+    "unmapped",
+)
 
 SYNC_FAILURES: dict[str, tuple[Severity, str]] = {
     "lm_unreachable": ("error", "the License Manager cannot be reached"),
@@ -155,7 +161,9 @@ def latest_rows_per(
         .group_by(*[table.c[k] for k in keys])
         .subquery()
     )
-    join_on = and_(*[table.c[k] == latest.c[k] for k in keys], table.c[day_column] == latest.c.latest)
+    join_on = and_(
+        *[table.c[k] == latest.c[k] for k in keys], table.c[day_column] == latest.c.latest
+    )
     q = select(table).select_from(table.join(latest, join_on))
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(q).mappings()]
@@ -164,7 +172,9 @@ def latest_rows_per(
 def budget_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
     from usage_orchestration.warehouse.analysis_schema import budget_status
 
-    return alerts_from_budget_rows(latest_rows_per(engine, budget_status, ["entity_id", "month"]), settings)
+    return alerts_from_budget_rows(
+        latest_rows_per(engine, budget_status, ["entity_id", "month"]), settings
+    )
 
 
 # ----------------------------------------------------------------- credit pool, provider caps
@@ -208,8 +218,14 @@ def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[
                 period=month,
                 threshold="exhausted" if empty else "",
                 summary=f"The shared credit pool {when} ({money(remaining)} credits left for {month}, as of {as_of.isoformat()})",
-                details={k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"},
-                links=[_ui_link(settings.alerts.dagster_ui_url, "budget_status", as_of.isoformat())],
+                details={
+                    k: fmt(v) if isinstance(v, Decimal) else str(v)
+                    for k, v in r.items()
+                    if k != "load_id"
+                },
+                links=[
+                    _ui_link(settings.alerts.dagster_ui_url, "budget_status", as_of.isoformat())
+                ],
                 active=month == latest_month,
             )
         )
@@ -229,7 +245,9 @@ def alerts_from_cap_rows(rows: Iterable[Row], settings: UsageSettings) -> list[A
         used = _get(r, "used_quantity", "quantity_used", "used")
         cap = _get(r, "cap_quantity", "monthly_quantity", "cap")
         forecast = _get(r, "forecast_quantity", "forecast_month_end", "forecast")
-        over = bool(_get(r, "over_cap")) or (used is not None and cap is not None and Decimal(used) >= Decimal(cap))
+        over = bool(_get(r, "over_cap")) or (
+            used is not None and cap is not None and Decimal(used) >= Decimal(cap)
+        )
         forecast_over = (_get(r, "forecast_overage") or 0) > 0 or (
             forecast is not None and cap is not None and Decimal(forecast) > Decimal(cap)
         )
@@ -249,8 +267,16 @@ def alerts_from_cap_rows(rows: Iterable[Row], settings: UsageSettings) -> list[A
                     + ("used" if over else f"used, forecast {fmt(forecast)} by month end")
                     + f" ({month}, as of {as_of.isoformat()})"
                 ),
-                details={k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"},
-                links=[_ui_link(settings.alerts.dagster_ui_url, "provider_cap_status", as_of.isoformat())],
+                details={
+                    k: fmt(v) if isinstance(v, Decimal) else str(v)
+                    for k, v in r.items()
+                    if k != "load_id"
+                },
+                links=[
+                    _ui_link(
+                        settings.alerts.dagster_ui_url, "provider_cap_status", as_of.isoformat()
+                    )
+                ],
                 active=month == latest_month,
             )
         )
@@ -264,7 +290,9 @@ def pool_and_cap_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
         out += alerts_from_pool_rows(latest_rows_per(engine, pool, ["month"]), settings)
     caps = _optional_table("provider_cap_status")
     if caps is not None and {"month", "as_of_date", "provider", "metric"} <= set(caps.c.keys()):
-        out += alerts_from_cap_rows(latest_rows_per(engine, caps, ["provider", "metric", "month"]), settings)
+        out += alerts_from_cap_rows(
+            latest_rows_per(engine, caps, ["provider", "metric", "month"]), settings
+        )
     return out
 
 
@@ -301,7 +329,11 @@ def alerts_from_reconciliation_rows(rows: Iterable[Row], settings: UsageSettings
                     "delta_pct": fmt(r.get("delta_pct")),
                     "reason": r.get("reason") or "",
                 },
-                links=[_ui_link(settings.alerts.dagster_ui_url, "usage_reconciliation", day.isoformat())],
+                links=[
+                    _ui_link(
+                        settings.alerts.dagster_ui_url, "usage_reconciliation", day.isoformat()
+                    )
+                ],
             )
         )
     return out
@@ -329,8 +361,14 @@ def alerts_from_anomaly_rows(rows: Iterable[Row], settings: UsageSettings) -> li
                     + (f", driven by {dimension}" if dimension else "")
                     + ")"
                 ),
-                details={k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"},
-                links=[_ui_link(settings.alerts.dagster_ui_url, "usage_anomalies", day.isoformat())],
+                details={
+                    k: fmt(v) if isinstance(v, Decimal) else str(v)
+                    for k, v in r.items()
+                    if k != "load_id"
+                },
+                links=[
+                    _ui_link(settings.alerts.dagster_ui_url, "usage_anomalies", day.isoformat())
+                ],
             )
         )
     return out
@@ -484,7 +522,9 @@ def run_failure_alert(
         severity="error",
         subject=f"job/{job_name}",
         period=_run_period(partition),
-        summary=f"Dagster run of {job_name}" + (f" for {partition}" if partition else "") + f" failed: {message[:400]}",
+        summary=f"Dagster run of {job_name}"
+        + (f" for {partition}" if partition else "")
+        + f" failed: {message[:400]}",
         details={"run_id": run_id, "job": job_name, "partition": partition or ""},
         links=[{"href": f"{ui}/runs/{run_id}", "text": "the failed run"}],
     )

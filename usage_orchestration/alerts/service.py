@@ -52,7 +52,9 @@ BUDGETS = Evaluation(
     rules.BUDGET_KINDS + rules.POOL_CAP_KINDS,
     lambda engine, s, _now: rules.budget_alerts(engine, s) + rules.pool_and_cap_alerts(engine, s),
 )
-BREAKS = Evaluation("breaks", rules.BREAK_KINDS, lambda engine, s, _now: rules.break_alerts(engine, s))
+BREAKS = Evaluation(
+    "breaks", rules.BREAK_KINDS, lambda engine, s, _now: rules.break_alerts(engine, s)
+)
 STALE = Evaluation("stale", (AlertKind.STALE_DATA,), rules.stale_alerts)
 
 

@@ -105,11 +105,17 @@ def _sensor_failure_key(name: str) -> str:
 
 
 def _report_sensor_failure(
-    name: str, exc: Exception, settings: UsageSettings, warehouse: WarehouseResource, channels: dict[str, Channel]
+    name: str,
+    exc: Exception,
+    settings: UsageSettings,
+    warehouse: WarehouseResource,
+    channels: dict[str, Channel],
 ) -> None:
     """Record and send a sensor_failure alert; if even the outbox is unreachable, send it
     directly (the receiver collapses repeats on the dedup key)."""
-    alert = rules.sensor_failure_alert(name, _redacted(f"{type(exc).__name__}: {exc}", settings), settings)
+    alert = rules.sensor_failure_alert(
+        name, _redacted(f"{type(exc).__name__}: {exc}", settings), settings
+    )
     now = _now()
     try:
         outbox = Outbox(warehouse.get().engine, settings.alerts)
@@ -182,7 +188,9 @@ def _evaluation_tick(
     cursor = _load_cursor(context.cursor)
     seen = _latest_ids(context.instance, watched)
     last = cursor.get("evaluated_at")
-    stale = last is None or now - datetime.fromisoformat(str(last)) >= timedelta(seconds=REEVALUATE_S)
+    stale = last is None or now - datetime.fromisoformat(str(last)) >= timedelta(
+        seconds=REEVALUATE_S
+    )
     engine = warehouse.get().engine
     if always or seen != cursor.get("seen") or stale:
         alerts, kinds = extra() if extra else ([], [])
@@ -196,7 +204,9 @@ def _evaluation_tick(
         what = "no new materializations; "
     message = what + report.summary()
     context.log.info(message)
-    return SensorResult(skip_reason=SkipReason(message), cursor=json.dumps(new_cursor, sort_keys=True))
+    return SensorResult(
+        skip_reason=SkipReason(message), cursor=json.dumps(new_cursor, sort_keys=True)
+    )
 
 
 # Asset keys whose materializations change what the rules see (budget_status also writes
@@ -227,7 +237,9 @@ def make_sensors(settings: UsageSettings) -> list:
             settings,
             warehouse,
             channels,
-            lambda: _evaluation_tick(context, BUDGETS, BUDGET_ASSETS, settings, warehouse, channels),
+            lambda: _evaluation_tick(
+                context, BUDGETS, BUDGET_ASSETS, settings, warehouse, channels
+            ),
         )
 
     @sensor(
@@ -274,7 +286,9 @@ def make_sensors(settings: UsageSettings) -> list:
                 reader = make_ledger_reader(settings, alert_channels.ledger_api_token or None)
                 status = reader.sync_status()
             except Exception as exc:  # the ledger itself is unreachable: that is the alert
-                return [rules.ledger_sync_error_alert(f"{type(exc).__name__}: {exc}")], [AlertKind.LEDGER_SYNC]
+                return [rules.ledger_sync_error_alert(f"{type(exc).__name__}: {exc}")], [
+                    AlertKind.LEDGER_SYNC
+                ]
             finally:
                 close = getattr(reader, "close", None)
                 if callable(close):
@@ -309,8 +323,12 @@ def make_sensors(settings: UsageSettings) -> list:
         def body() -> SensorResult:
             now = _now()
             report = TickReport()
-            report.delivery = Outbox(warehouse.get().engine, settings.alerts).deliver_pending(channels, now=now)
-            cursor = json.dumps({"last_pass": now.isoformat(), "delivered": len(report.delivery.delivered)})
+            report.delivery = Outbox(warehouse.get().engine, settings.alerts).deliver_pending(
+                channels, now=now
+            )
+            cursor = json.dumps(
+                {"last_pass": now.isoformat(), "delivered": len(report.delivery.delivered)}
+            )
             return SensorResult(skip_reason=SkipReason(report.summary()), cursor=cursor)
 
         return _guarded("alert_delivery", settings, warehouse, channels, body)
@@ -368,7 +386,9 @@ def make_sensors(settings: UsageSettings) -> list:
         now = _now()
         if not outbox.resolve([key], now=now):
             return SkipReason(f"no open failure alert for {key}")
-        report = TickReport(delivery=outbox.deliver_pending(alert_channels.channels(settings), now=now))
+        report = TickReport(
+            delivery=outbox.deliver_pending(alert_channels.channels(settings), now=now)
+        )
         return SkipReason(f"resolved {key}: {report.summary()}")
 
     return [

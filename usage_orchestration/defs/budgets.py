@@ -63,14 +63,20 @@ from usage_orchestration.warehouse.analysis_schema import (
 
 RECONCILIATION = AssetKey("usage_reconciliation")
 LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
-PROVIDER_ASSETS = {"phala": AssetKey("phala_usage"), "neon": AssetKey("neon_usage"), "forge": AssetKey("forge_usage")}
+PROVIDER_ASSETS = {
+    "phala": AssetKey("phala_usage"),
+    "neon": AssetKey("neon_usage"),
+    "forge": AssetKey("forge_usage"),
+}
 
 
 def _f(x: Decimal | None) -> float | None:
     return None if x is None else float(x)
 
 
-def _credits_span(reader: LedgerReader, start: date, end: date) -> list[tuple[date, str, str, str, Decimal]]:
+def _credits_span(
+    reader: LedgerReader, start: date, end: date
+) -> list[tuple[date, str, str, str, Decimal]]:
     return list(reader.credits_by_day(start, end))
 
 
@@ -94,15 +100,23 @@ def compute_budgets(
             months[m] = reader.budgets(m)
         upto = [c for c in by_month.get(m, []) if c[0] <= d]
         budgets += budget_status(
-            d, upto, months[m], thresholds=cfg.thresholds_pct, forecast_min_days=cfg.forecast_min_days
+            d,
+            upto,
+            months[m],
+            thresholds=cfg.thresholds_pct,
+            forecast_min_days=cfg.forecast_min_days,
         )
         pools.append(
-            credit_pool_status(d, reader.credit_pool(d), upto, forecast_min_days=cfg.forecast_min_days)
+            credit_pool_status(
+                d, reader.credit_pool(d), upto, forecast_min_days=cfg.forecast_min_days
+            )
         )
     return budgets, pools
 
 
-def compute_anomalies(reader: LedgerReader, days: Sequence[date], settings: UsageSettings) -> list[AnomalyRow]:
+def compute_anomalies(
+    reader: LedgerReader, days: Sequence[date], settings: UsageSettings
+) -> list[AnomalyRow]:
     cfg = settings.budgets
     ordered = sorted(set(days))
     credits = sorted(
@@ -197,19 +211,30 @@ def budget_status_asset(
         "over_budget": len(over),
         "forecast_overruns": len(overrun),
         "credits_used_mtd": float(sum((b.credits_used for b in latest), Decimal(0))),
-        "forecast_overrun_credits": float(sum((b.forecast_overrun or Decimal(0) for b in latest), Decimal(0))),
+        "forecast_overrun_credits": float(
+            sum((b.forecast_overrun or Decimal(0) for b in latest), Decimal(0))
+        ),
         "pool_included": float(pool.included),
         "pool_used": float(pool.used),
         "pool_remaining": float(pool.remaining),
         "pool_percent_used": _f(pool.percent_used),
         "pool_projected_depletion": MetadataValue.text(
-            pool.projected_depletion_date.isoformat() if pool.projected_depletion_date else "not this month"
+            pool.projected_depletion_date.isoformat()
+            if pool.projected_depletion_date
+            else "not this month"
         ),
         "budgets": md_table(
             [b.record("") for b in worst],
             [
-                "entity_name", "entity_id", "credits_used", "monthly_budget", "budget_percent",
-                "thresholds_crossed", "forecast_month_end", "forecast_overrun", "over_budget",
+                "entity_name",
+                "entity_id",
+                "credits_used",
+                "monthly_budget",
+                "budget_percent",
+                "thresholds_crossed",
+                "forecast_month_end",
+                "forecast_overrun",
+                "over_budget",
             ],
             limit=settings.budgets.worst_rows_shown,
         ),
@@ -238,7 +263,8 @@ def usage_anomalies(
     days = partition_days(context)
     rows = compute_anomalies(ledger_reader(ledger), days, settings)
     written = write_rows(
-        warehouse.get(), {usage_anomaly_table: (days, [r.record(load_id(context)) for r in rows], "usage_date")}
+        warehouse.get(),
+        {usage_anomaly_table: (days, [r.record(load_id(context)) for r in rows], "usage_date")},
     )
     flagged = sorted((r for r in rows if r.is_anomaly), key=lambda r: -abs(r.impact_credits))
     context.log.info(f"anomalies {day_span(days)}: {len(flagged)} of {len(rows)} series flagged")
@@ -254,8 +280,14 @@ def usage_anomalies(
             "worst": md_table(
                 [r.record("") for r in flagged],
                 [
-                    "usage_date", "entity_id", "resource_type", "credits", "baseline_credits",
-                    "impact_credits", "impact_pct", "direction",
+                    "usage_date",
+                    "entity_id",
+                    "resource_type",
+                    "credits",
+                    "baseline_credits",
+                    "impact_credits",
+                    "impact_pct",
+                    "direction",
                 ],
                 limit=settings.budgets.worst_rows_shown,
             ),
@@ -264,7 +296,9 @@ def usage_anomalies(
 
 
 def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
-    providers = sorted({c.provider for c in settings.budgets.provider_caps} & set(enabled_providers(settings)))
+    providers = sorted(
+        {c.provider for c in settings.budgets.provider_caps} & set(enabled_providers(settings))
+    )
 
     @asset(
         key=AssetKey("provider_cap_status"),
@@ -285,7 +319,8 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
         wh = warehouse.get()
         rows = compute_caps(wh, days, settings)
         written = write_rows(
-            wh, {provider_cap_table: (days, [r.record(load_id(context)) for r in rows], "as_of_date")}
+            wh,
+            {provider_cap_table: (days, [r.record(load_id(context)) for r in rows], "as_of_date")},
         )
         last = max(days)
         latest = [r for r in rows if r.as_of_date == last]
@@ -298,8 +333,16 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
             "caps_table": md_table(
                 [r.record("") for r in latest],
                 [
-                    "provider", "metric", "unit", "cap_quantity", "used_quantity", "percent_used",
-                    "forecast_month_end", "forecast_overage", "projected_exhaustion_date", "reason",
+                    "provider",
+                    "metric",
+                    "unit",
+                    "cap_quantity",
+                    "used_quantity",
+                    "percent_used",
+                    "forecast_month_end",
+                    "forecast_overage",
+                    "projected_exhaustion_date",
+                    "reason",
                 ],
             ),
         }
@@ -311,4 +354,6 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
 
 
 def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(assets=[budget_status_asset, usage_anomalies, build_provider_caps_asset(settings)])
+    return Definitions(
+        assets=[budget_status_asset, usage_anomalies, build_provider_caps_asset(settings)]
+    )

@@ -26,7 +26,9 @@ def day_span(days: Sequence[date]) -> str:
     return lo.isoformat() if lo == hi else f"{lo.isoformat()}..{hi.isoformat()} ({len(days)} days)"
 
 
-def md_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], limit: int = 20) -> MetadataValue:
+def md_table(
+    rows: Iterable[Mapping[str, Any]], columns: Sequence[str], limit: int = 20
+) -> MetadataValue:
     """A markdown table for the Dagster UI (first ``limit`` rows)."""
     rows = list(rows)
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"

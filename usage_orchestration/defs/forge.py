@@ -43,7 +43,12 @@ class ForgeApiResource(ConfigurableResource):
         today: Callable[[], date] | None = None,
     ) -> ForgeClient:
         return client_from_settings(
-            settings.forge, self.email, self.api_token, settings.state_dir, transport=transport, today=today
+            settings.forge,
+            self.email,
+            self.api_token,
+            settings.state_dir,
+            transport=transport,
+            today=today,
         )
 
 
@@ -109,7 +114,9 @@ def forge_usage(
     days = partition_days(context)
     cfg = settings.forge
     series = sum(len(a.resources) for a in cfg.apps)
-    context.log.info(f"forge: fetching {len(cfg.apps)} app(s), {series} series, for {day_span(days)}")
+    context.log.info(
+        f"forge: fetching {len(cfg.apps)} app(s), {series} series, for {day_span(days)}"
+    )
     with forge_api.client(settings) as client:
         result = client.fetch_days(cfg.apps, days)
         budget_wait_s = client.http.stats.budget_wait_s
@@ -132,8 +139,12 @@ def forge_usage(
         "budget_wait_s": round(budget_wait_s, 3),
         "list_cost_credits": float(sum((t["list_cost"] or 0) for t in totals)),
         "unmapped_rows": int(sum(t["rows"] - t["mapped_rows"] for t in totals)),
-        "totals_by_metric": md_table(totals, ["metric", "consumed_unit", "rows", "quantity", "list_cost"]),
-        "free_allowance": md_table(caps, ["metric", "unit", "month", "through", "used", "allowance", "used_pct"]),
+        "totals_by_metric": md_table(
+            totals, ["metric", "consumed_unit", "rows", "quantity", "list_cost"]
+        ),
+        "free_allowance": md_table(
+            caps, ["metric", "unit", "month", "through", "used", "allowance", "used_pct"]
+        ),
         "warehouse": MetadataValue.text(warehouse.describe()),
     }
     for t in totals:
@@ -149,7 +160,9 @@ def definitions(settings: UsageSettings) -> Definitions:
     return Definitions(
         assets=[forge_usage] if settings.forge.enabled else [],
         resources={
-            "forge_api": ForgeApiResource(email=EnvVar("FORGE_EMAIL"), api_token=EnvVar("FORGE_API_TOKEN"))
+            "forge_api": ForgeApiResource(
+                email=EnvVar("FORGE_EMAIL"), api_token=EnvVar("FORGE_API_TOKEN")
+            )
         },
     )
 

@@ -142,7 +142,14 @@ def ledger_daily_usage(
     for u in usage:  # already aggregated rows: a handful per day
         acc = by_rt.setdefault(
             (u.resource_type, u.unit or ""),
-            {"resource_type": u.resource_type, "unit": u.unit or "", "rows": 0, "events": 0, "quantity": None, "credits": 0},
+            {
+                "resource_type": u.resource_type,
+                "unit": u.unit or "",
+                "rows": 0,
+                "events": 0,
+                "quantity": None,
+                "credits": 0,
+            },
         )
         acc["rows"] += 1
         acc["events"] += u.events
@@ -159,7 +166,9 @@ def ledger_daily_usage(
         "events": events,
         "credits_total": float(credits_total),
         "entities": len({u.entity_id for u in usage}),
-        "by_resource_type": md_table(totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]),
+        "by_resource_type": md_table(
+            totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]
+        ),
         "backend": MetadataValue.text(ledger.backend),
         "ledger": MetadataValue.text(ledger.describe()),
         **_sync_metadata(status, problem),

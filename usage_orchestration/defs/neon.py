@@ -36,7 +36,9 @@ class NeonApiResource(ConfigurableResource):
         now: Callable[[], datetime] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> NeonClient:
-        return client_from_settings(settings.neon, self.api_key, settings.state_dir, now=now, transport=transport)
+        return client_from_settings(
+            settings.neon, self.api_key, settings.state_dir, now=now, transport=transport
+        )
 
 
 @asset(
@@ -83,9 +85,12 @@ def neon_usage(
         "budget_wait_s": round(budget_wait_s, 3),
         "list_cost_credits": float(sum((t["list_cost"] or 0) for t in totals)),
         "unmapped_rows": int(sum(t["rows"] - t["mapped_rows"] for t in totals)),
-        "totals_by_metric": md_table(totals, ["metric", "consumed_unit", "rows", "quantity", "list_cost"]),
+        "totals_by_metric": md_table(
+            totals, ["metric", "consumed_unit", "rows", "quantity", "list_cost"]
+        ),
         "unavailable_days": md_table(
-            [{"day": c.usage_date.isoformat(), "reason": c.reason} for c in unavailable], ["day", "reason"]
+            [{"day": c.usage_date.isoformat(), "reason": c.reason} for c in unavailable],
+            ["day", "reason"],
         ),
         "warehouse": MetadataValue.text(warehouse.describe()),
     }

@@ -1,6 +1,5 @@
 """``phala_usage``: Phala Cloud metered usage, one daily partition per UTC day."""
 
-
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
@@ -43,7 +42,9 @@ def phala_usage(
     wh = warehouse.get()
     written = store_fetch(wh, "phala", days, result, settings, load_id(context))
     totals = usage_totals(wh, "phala", days)
-    context.log.info(f"phala: wrote {written} rows for {day_span(days)} in {result.requests} requests")
+    context.log.info(
+        f"phala: wrote {written} rows for {day_span(days)} in {result.requests} requests"
+    )
     meta: dict[str, object] = {
         "rows": written,
         "days": len(days),
@@ -52,7 +53,9 @@ def phala_usage(
         "retries": result.retries,
         "billed_cost_usd": float(sum((t["billed_cost"] or 0) for t in totals)),
         "unmapped_rows": int(sum(t["rows"] - t["mapped_rows"] for t in totals)),
-        "totals_by_metric": md_table(totals, ["metric", "consumed_unit", "rows", "quantity", "billed_cost"]),
+        "totals_by_metric": md_table(
+            totals, ["metric", "consumed_unit", "rows", "quantity", "billed_cost"]
+        ),
         "warehouse": MetadataValue.text(warehouse.describe()),
     }
     for t in totals:

@@ -46,7 +46,11 @@ from usage_orchestration.settings import UsageSettings
 
 RECONCILIATION = AssetKey("usage_reconciliation")
 LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
-PROVIDER_ASSETS = {"phala": AssetKey("phala_usage"), "neon": AssetKey("neon_usage"), "forge": AssetKey("forge_usage")}
+PROVIDER_ASSETS = {
+    "phala": AssetKey("phala_usage"),
+    "neon": AssetKey("neon_usage"),
+    "forge": AssetKey("forge_usage"),
+}
 
 CHECK_TOLERANCE = "within_tolerance"
 CHECK_BLOCKING = "no_blocking_breaks"
@@ -54,8 +58,16 @@ CHECK_COMPLETENESS = "completeness"
 CHECK_UNMAPPED = "unmapped_usage"
 
 WORST_COLUMNS = [
-    "usage_date", "provider", "entity_id", "resource_type", "status",
-    "expected_credits", "recorded_credits", "delta_credits", "delta_pct", "reason",
+    "usage_date",
+    "provider",
+    "entity_id",
+    "resource_type",
+    "status",
+    "expected_credits",
+    "recorded_credits",
+    "delta_credits",
+    "delta_pct",
+    "reason",
 ]
 
 
@@ -174,7 +186,9 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
                 metadata={
                     "blocking_breaks": len(blocking),
                     "blocking_resource_types": MetadataValue.text(
-                        ", ".join(sorted(k for k, v in settings.rate_card.items() if v.block_downstream))
+                        ", ".join(
+                            sorted(k for k, v in settings.rate_card.items() if v.block_downstream)
+                        )
                         or "none"
                     ),
                     "breaks": _worst_table(blocking, settings.budgets.worst_rows_shown),
@@ -189,7 +203,10 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
                     "accounts_missing": sum(len(v) for v in missing.values()),
                     "accounts_unavailable": unavailable,
                     "missing": md_table(
-                        [{"usage_date": d, "accounts": ", ".join(v)} for d, v in sorted(missing.items())],
+                        [
+                            {"usage_date": d, "accounts": ", ".join(v)}
+                            for d, v in sorted(missing.items())
+                        ],
                         ["usage_date", "accounts"],
                     ),
                 },
@@ -203,7 +220,14 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
                     "unmapped_rows": summary.unmapped_rows,
                     "unmapped": md_table(
                         [r.record("") for r in unmapped],
-                        ["usage_date", "provider", "resource_type", "ledger_unit", "expected_quantity", "reason"],
+                        [
+                            "usage_date",
+                            "provider",
+                            "resource_type",
+                            "ledger_unit",
+                            "expected_quantity",
+                            "reason",
+                        ],
                     ),
                 },
             ),

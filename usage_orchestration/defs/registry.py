@@ -34,6 +34,6 @@ def build_definitions(settings: UsageSettings) -> Definitions:
         resources={
             "settings": settings,
             "warehouse": WarehouseResource(url=settings.warehouse_url),
-        }
+        },
     )
     return Definitions.merge(shared, *parts)

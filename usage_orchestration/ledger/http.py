@@ -208,7 +208,10 @@ class HttpLedger:
         out: list[tuple[date, str, str, str, Decimal]] = []
         day = start
         while day <= end_inclusive:
-            out += [(u.usage_date, u.entity_id, u.entity_type, u.resource_type, u.credits) for u in self.daily_usage(day)]
+            out += [
+                (u.usage_date, u.entity_id, u.entity_type, u.resource_type, u.credits)
+                for u in self.daily_usage(day)
+            ]
             day = date.fromordinal(day.toordinal() + 1)
         return out
 

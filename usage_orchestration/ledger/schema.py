@@ -109,12 +109,48 @@ license_sync = Table(
 RESOURCE_TYPES: list[dict[str, str]] = [
     {"slug": "ai", "name": "AI", "category": "ai", "mode": "event", "unit": "dollar"},
     {"slug": "agent_run", "name": "Agent Run", "category": "ai", "mode": "event", "unit": "run"},
-    {"slug": "app_compute", "name": "App Compute", "category": "compute", "mode": "event", "unit": "second"},
-    {"slug": "job_compute", "name": "Job Compute", "category": "compute", "mode": "event", "unit": "second"},
-    {"slug": "app_storage", "name": "App Storage", "category": "storage", "mode": "gauge", "unit": "byte"},
-    {"slug": "workspace_storage", "name": "Workspace Storage", "category": "storage", "mode": "gauge", "unit": "byte"},
-    {"slug": "file_storage", "name": "File Storage", "category": "storage", "mode": "gauge", "unit": "byte"},
-    {"slug": "es_index_count", "name": "ES Index Count", "category": "storage", "mode": "gauge", "unit": "index"},
+    {
+        "slug": "app_compute",
+        "name": "App Compute",
+        "category": "compute",
+        "mode": "event",
+        "unit": "second",
+    },
+    {
+        "slug": "job_compute",
+        "name": "Job Compute",
+        "category": "compute",
+        "mode": "event",
+        "unit": "second",
+    },
+    {
+        "slug": "app_storage",
+        "name": "App Storage",
+        "category": "storage",
+        "mode": "gauge",
+        "unit": "byte",
+    },
+    {
+        "slug": "workspace_storage",
+        "name": "Workspace Storage",
+        "category": "storage",
+        "mode": "gauge",
+        "unit": "byte",
+    },
+    {
+        "slug": "file_storage",
+        "name": "File Storage",
+        "category": "storage",
+        "mode": "gauge",
+        "unit": "byte",
+    },
+    {
+        "slug": "es_index_count",
+        "name": "ES Index Count",
+        "category": "storage",
+        "mode": "gauge",
+        "unit": "index",
+    },
 ]
 
 LEDGER_TABLES = (resource_type, entity, usage_event, entity_budget, credit_pool, license_sync)

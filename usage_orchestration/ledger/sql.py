@@ -188,13 +188,22 @@ class SqlLedger:
         e = usage_event.c
         day = self._day_expr().label("day")
         stmt = (
-            select(day, e.entity_id, e.entity_type, e.resource_type, func.sum(e.credits).label("credits"))
+            select(
+                day,
+                e.entity_id,
+                e.entity_type,
+                e.resource_type,
+                func.sum(e.credits).label("credits"),
+            )
             .where(self._in_days(start, end_inclusive))
             .group_by(day, e.entity_id, e.entity_type, e.resource_type)
         )
         with self._connect(f"credits of {start.isoformat()}..{end_inclusive.isoformat()}") as conn:
             rows = conn.execute(stmt).all()
-        out = [(_as_date(r.day), r.entity_id, r.entity_type, r.resource_type, q(r.credits)) for r in rows]
+        out = [
+            (_as_date(r.day), r.entity_id, r.entity_type, r.resource_type, q(r.credits))
+            for r in rows
+        ]
         out.sort(key=lambda t: (t[0], t[1], t[3]))
         return out
 
@@ -317,12 +326,19 @@ class SqlLedger:
             rows = conn.execute(stmt).all()
         return sorted((_as_date(r.day), r.resource_type, q(r.credits)) for r in rows)
 
-    def monthly_history(self, start: date, end_inclusive: date) -> list[tuple[str, str, Decimal, int]]:
+    def monthly_history(
+        self, start: date, end_inclusive: date
+    ) -> list[tuple[str, str, Decimal, int]]:
         """Per (month, resource type): credits and events."""
         e = usage_event.c
         month = self._month_expr().label("month")
         stmt = (
-            select(month, e.resource_type, func.sum(e.credits).label("credits"), func.count().label("events"))
+            select(
+                month,
+                e.resource_type,
+                func.sum(e.credits).label("credits"),
+                func.count().label("events"),
+            )
             .where(self._in_days(start, end_inclusive))
             .group_by(month, e.resource_type)
         )
@@ -343,6 +359,11 @@ class SqlLedger:
         with self._connect(f"top actors {start}..{end_inclusive}") as conn:
             rows = conn.execute(stmt).all()
         return [
-            {"actor": r.actor, "actor_type": r.actor_type, "credits": q(r.credits), "events": int(r.events)}
+            {
+                "actor": r.actor,
+                "actor_type": r.actor_type,
+                "credits": q(r.credits),
+                "events": int(r.events),
+            }
             for r in rows
         ]

@@ -161,9 +161,9 @@ class UsageResponse(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    typename: Literal["DevConsoleAppResourceUsageFlatResponse", "DevConsoleAppResourceUsageGroupedResponse"] = Field(
-        alias="__typename"
-    )
+    typename: Literal[
+        "DevConsoleAppResourceUsageFlatResponse", "DevConsoleAppResourceUsageGroupedResponse"
+    ] = Field(alias="__typename")
     flatUsage: list[FlatUsage] | None = None
     groupedUsage: list[GroupedUsage] | None = None
     pagination: Pagination | None = None
@@ -227,8 +227,12 @@ def graphql_error(response: httpx.Response) -> tuple[bool, str] | None:
             status = status if isinstance(status, int) else None
             retry = retry or _retryable(status)
             kind = ext.get("errorType") or ext.get("classification") or ext.get("code")
-            extra = ", ".join(str(x) for x in (kind, f"statusCode {status}" if status else None) if x)
-            msgs.append(f"{str(e.get('message') or 'error')[:200]}{' (' + extra + ')' if extra else ''}")
+            extra = ", ".join(
+                str(x) for x in (kind, f"statusCode {status}" if status else None) if x
+            )
+            msgs.append(
+                f"{str(e.get('message') or 'error')[:200]}{' (' + extra + ')' if extra else ''}"
+            )
         return retry, "GraphQL errors: " + "; ".join(msgs)
     node = _usage_node(body)
     if isinstance(node, dict) and isinstance(node.get("error"), dict):
@@ -275,7 +279,9 @@ def coverage_account(app_id: str, resource: str) -> str:
     return f"{app_id}|{resource}"
 
 
-def source_key(app_id: str, resource: str, period: str, group_by: str | None, group_value: str | None) -> str:
+def source_key(
+    app_id: str, resource: str, period: str, group_by: str | None, group_value: str | None
+) -> str:
     group = f"{group_by or ''}={group_value}" if group_value is not None else "-"
     return f"{app_id}|{resource}|{period}|{group}"
 
@@ -302,7 +308,9 @@ class ForgeClient:
         today: Callable[[], date] | None = None,
     ) -> None:
         if not email or not api_token:
-            raise ValueError("forge: the email or the API token is empty; set FORGE_EMAIL and FORGE_API_TOKEN")
+            raise ValueError(
+                "forge: the email or the API token is empty; set FORGE_EMAIL and FORGE_API_TOKEN"
+            )
         url = httpx.URL(base_url)
         self.path = url.raw_path.decode() or "/"
         origin = str(url.copy_with(raw_path=b"/", query=None, fragment=None)).rstrip("/")
@@ -340,7 +348,9 @@ class ForgeClient:
         self.close()
 
     @staticmethod
-    def variables(app: ForgeApp, resource: str, start: date, end_inclusive: date, page: int) -> dict[str, Any]:
+    def variables(
+        app: ForgeApp, resource: str, start: date, end_inclusive: date, page: int
+    ) -> dict[str, Any]:
         filters: dict[str, Any] = {
             "resource": resource,
             "interval": {
@@ -356,7 +366,9 @@ class ForgeClient:
             out["groupBy"] = app.group_by
         return out
 
-    def fetch_usage(self, app: ForgeApp, resource: str, start: date, end_inclusive: date) -> list[UsagePoint]:
+    def fetch_usage(
+        self, app: ForgeApp, resource: str, start: date, end_inclusive: date
+    ) -> list[UsagePoint]:
         """Every usage point of (app, resource) from ``start`` through ``end_inclusive``: one
         request series, paged to a short page."""
         window = f"resource {resource}, interval {start.isoformat()}..{end_inclusive.isoformat()}"
@@ -381,7 +393,10 @@ class ForgeClient:
             parsed = self._parse(response, account, f"{window}, page {page}")
             if parsed.pagination is None:
                 raise ProviderResponseError(
-                    PROVIDER, "response has no pagination", account=account, window=f"{window}, page {page}"
+                    PROVIDER,
+                    "response has no pagination",
+                    account=account,
+                    window=f"{window}, page {page}",
                 )
             if parsed.pagination.page != page:
                 raise ProviderResponseError(
@@ -412,7 +427,9 @@ class ForgeClient:
         try:
             body = response.json()
         except ValueError:
-            raise ProviderResponseError(PROVIDER, "response is not JSON", account=account, window=window) from None
+            raise ProviderResponseError(
+                PROVIDER, "response is not JSON", account=account, window=window
+            ) from None
         node = _usage_node(body)
         if not isinstance(node, dict):
             raise ProviderResponseError(
@@ -508,7 +525,13 @@ class ForgeClient:
                         rows.append(normalize(point, app, resource, self.account_id))
                         per_day[point.day] += 1
                 coverage += [
-                    DayCoverage(provider=PROVIDER, account_id=acct, usage_date=d, status="complete", row_count=n)
+                    DayCoverage(
+                        provider=PROVIDER,
+                        account_id=acct,
+                        usage_date=d,
+                        status="complete",
+                        row_count=n,
+                    )
                     for d, n in sorted(per_day.items())
                 ]
                 coverage += [
@@ -522,7 +545,10 @@ class ForgeClient:
                     for d in sorted(wanted - set(fetchable))
                 ]
         return FetchResult(
-            rows=rows, coverage=coverage, requests=self.http.stats.requests, retries=self.http.stats.retries
+            rows=rows,
+            coverage=coverage,
+            requests=self.http.stats.requests,
+            retries=self.http.stats.retries,
         )
 
 
@@ -547,7 +573,9 @@ def normalize(point: UsagePoint, app: ForgeApp, resource: str, account_id: str) 
         raw_unit=point.unit,
         billed_cost=None,
         billing_currency=None,
-        source_key=source_key(app.app_id, resource, point.period, point.group_by, point.group_value),
+        source_key=source_key(
+            app.app_id, resource, point.period, point.group_by, point.group_value
+        ),
         details=json.dumps(details, sort_keys=True),
     )
 
@@ -583,7 +611,9 @@ def client_from_settings(
         max_pages=settings.max_pages,
         lookback_days=settings.lookback_days,
         timeout_s=settings.timeout_s,
-        retry=RetryPolicy(max_attempts=settings.max_attempts, retry_after_cap_s=settings.retry_after_cap_s),
+        retry=RetryPolicy(
+            max_attempts=settings.max_attempts, retry_after_cap_s=settings.retry_after_cap_s
+        ),
         budget=budget,
         transport=transport,
         today=today,

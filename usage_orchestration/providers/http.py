@@ -103,7 +103,7 @@ class RetryPolicy:
         """Delay after failed attempt number ``attempt`` (1-based), exponential and capped."""
         delay = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
         if self.jitter:
-            delay *= 0.5 + random.random() / 2  # noqa: S311 - spreading retries, not security
+            delay *= 0.5 + random.random() / 2
         return delay
 
     def delay_s(self, attempt: int, retry_after: float | None) -> float:

@@ -64,10 +64,14 @@ class MetricUnit(BaseModel):
     divide_by: Decimal
 
 
-_STORAGE = MetricUnit(raw_unit="byte-hour", billing_unit="GB-month", divide_by=HOURS_PER_MONTH * GIGA)
+_STORAGE = MetricUnit(
+    raw_unit="byte-hour", billing_unit="GB-month", divide_by=HOURS_PER_MONTH * GIGA
+)
 _TRANSFER = MetricUnit(raw_unit="byte", billing_unit="GB", divide_by=GIGA)
 METRIC_UNITS: dict[str, MetricUnit] = {
-    "compute_unit_seconds": MetricUnit(raw_unit="CU-second", billing_unit="CU-hour", divide_by=Decimal(3600)),
+    "compute_unit_seconds": MetricUnit(
+        raw_unit="CU-second", billing_unit="CU-hour", divide_by=Decimal(3600)
+    ),
     "root_branch_bytes_month": _STORAGE,
     "child_branch_bytes_month": _STORAGE,
     "instant_restore_bytes_month": _STORAGE,
@@ -75,7 +79,9 @@ METRIC_UNITS: dict[str, MetricUnit] = {
     "public_network_transfer_bytes": _TRANSFER,
     "private_network_transfer_bytes": _TRANSFER,
     # the plan's allowance of extra branches applies to the month's invoice, not to a day
-    "extra_branches_month": MetricUnit(raw_unit="branch-hour", billing_unit="branch-month", divide_by=HOURS_PER_MONTH),
+    "extra_branches_month": MetricUnit(
+        raw_unit="branch-hour", billing_unit="branch-month", divide_by=HOURS_PER_MONTH
+    ),
 }
 _UNKNOWN = MetricUnit(raw_unit="unit", billing_unit="unit", divide_by=Decimal(1))
 
@@ -283,9 +289,14 @@ class NeonClient:
         """``project_ids`` chunks of at most 100, or ``[None]`` for the whole organization."""
         if not self.project_ids:
             return [None]
-        return [self.project_ids[i : i + MAX_PROJECT_IDS] for i in range(0, len(self.project_ids), MAX_PROJECT_IDS)]
+        return [
+            self.project_ids[i : i + MAX_PROJECT_IDS]
+            for i in range(0, len(self.project_ids), MAX_PROJECT_IDS)
+        ]
 
-    def fetch_projects(self, granularity: Granularity, start: datetime, end: datetime) -> list[NeonProject]:
+    def fetch_projects(
+        self, granularity: Granularity, start: datetime, end: datetime
+    ) -> list[NeonProject]:
         """Every project's consumption in [start, end) at ``granularity``: one request per chunk
         and page for the whole range."""
         window = f"{_iso(start)}..{_iso(end)} granularity {granularity}"
@@ -303,7 +314,9 @@ class NeonClient:
             out += self._pages(params, chunk, window)
         return out
 
-    def _pages(self, params: list[tuple[str, str]], chunk: list[str] | None, window: str) -> list[NeonProject]:
+    def _pages(
+        self, params: list[tuple[str, str]], chunk: list[str] | None, window: str
+    ) -> list[NeonProject]:
         guard = PageGuard(PROVIDER, self.max_pages, account=self.account, window=window)
         wanted = set(chunk or ())
         seen: set[str] = set()
@@ -354,7 +367,9 @@ class NeonClient:
             ) from None
 
     # -- days ------------------------------------------------------------------------------------
-    def fetch_days(self, days: Sequence[date], *, outside_window: OutsideWindow = "unavailable") -> FetchResult:
+    def fetch_days(
+        self, days: Sequence[date], *, outside_window: OutsideWindow = "unavailable"
+    ) -> FetchResult:
         """Normalized rows and per-day coverage of the organization for every day in ``days``."""
         wanted = sorted(set(days))
         if not wanted:
@@ -370,7 +385,9 @@ class NeonClient:
         if daily:
             wanted_daily = set(daily)
             rows_by_key: dict[str, UsageRow] = {}
-            projects = self.fetch_projects("daily", _midnight(daily[0]), _midnight(daily[-1] + timedelta(days=1)))
+            projects = self.fetch_projects(
+                "daily", _midnight(daily[0]), _midnight(daily[-1] + timedelta(days=1))
+            )
             for row in self.normalize_projects(projects, "daily", fetched_at):
                 if row.usage_date in wanted_daily:
                     rows_by_key.setdefault(row.source_key, row)
@@ -386,14 +403,17 @@ class NeonClient:
                     _month_start(d)
                     for d in outside
                     if d < win.daily_earliest
-                    and _next_month(d) <= win.daily_earliest  # the whole month is outside the daily window
+                    and _next_month(d)
+                    <= win.daily_earliest  # the whole month is outside the daily window
                     and _month_start(d) >= win.monthly_earliest
                 }
             )
             monthly_days = {m: m for m in months if m in set(outside)}
             if monthly_days:
                 first, last = min(monthly_days), max(monthly_days)
-                projects = self.fetch_projects("monthly", _midnight(first), _midnight(_next_month(last)))
+                projects = self.fetch_projects(
+                    "monthly", _midnight(first), _midnight(_next_month(last))
+                )
                 by_key: dict[str, UsageRow] = {}
                 for row in self.normalize_projects(projects, "monthly", fetched_at):
                     if row.usage_date in monthly_days:
@@ -403,14 +423,37 @@ class NeonClient:
                     per_day[r.usage_date] = per_day.get(r.usage_date, 0) + 1
 
         for d in outside:
-            coverage.append(self._coverage(d, "unavailable", self._reason(d, win, outside_window, monthly_days), per_day.get(d, 0)))
+            coverage.append(
+                self._coverage(
+                    d,
+                    "unavailable",
+                    self._reason(d, win, outside_window, monthly_days),
+                    per_day.get(d, 0),
+                )
+            )
         coverage.sort(key=lambda c: c.usage_date)
-        return FetchResult(rows=rows, coverage=coverage, requests=self.http.stats.requests, retries=self.http.stats.retries)
+        return FetchResult(
+            rows=rows,
+            coverage=coverage,
+            requests=self.http.stats.requests,
+            retries=self.http.stats.retries,
+        )
 
-    def _coverage(self, d: date, status: Literal["complete", "unavailable"], reason: str | None, n: int) -> DayCoverage:
-        return DayCoverage(provider=PROVIDER, account_id=self.org_id, usage_date=d, status=status, reason=reason, row_count=n)
+    def _coverage(
+        self, d: date, status: Literal["complete", "unavailable"], reason: str | None, n: int
+    ) -> DayCoverage:
+        return DayCoverage(
+            provider=PROVIDER,
+            account_id=self.org_id,
+            usage_date=d,
+            status=status,
+            reason=reason,
+            row_count=n,
+        )
 
-    def _reason(self, d: date, win: Windows, policy: OutsideWindow, monthly_days: dict[date, date]) -> str:
+    def _reason(
+        self, d: date, win: Windows, policy: OutsideWindow, monthly_days: dict[date, date]
+    ) -> str:
         clock = _iso(win.now)
         if d > win.now.date():
             return f"provider_unavailable: {d} is after Neon's clock ({clock})"
@@ -429,13 +472,17 @@ class NeonClient:
             return f"{base}; monthly consumption is kept only from {win.monthly_earliest}"
         return f"{base}; the monthly figure for {month:%Y-%m} is recorded on {month} (when that day is materialized)"
 
-    def normalize_projects(self, projects: Sequence[NeonProject], granularity: Granularity, fetched_at: datetime) -> list[UsageRow]:
+    def normalize_projects(
+        self, projects: Sequence[NeonProject], granularity: Granularity, fetched_at: datetime
+    ) -> list[UsageRow]:
         return [
             row
             for project in projects
             for period in project.periods
             for frame in period.consumption
-            for row in normalize_timeframe(self.org_id, project.project_id, period, frame, self.metrics, granularity)
+            for row in normalize_timeframe(
+                self.org_id, project.project_id, period, frame, self.metrics, granularity
+            )
         ]
 
 
@@ -540,7 +587,9 @@ def client_from_settings(
             base_delay_s=cfg.backoff_base_s,
             retry_after_cap_s=cfg.retry_after_cap_s,
         ),
-        budget=SharedRateBudget(budget_path(state_dir, cfg.org_id), cfg.rate_limit_requests, cfg.rate_limit_window_s),
+        budget=SharedRateBudget(
+            budget_path(state_dir, cfg.org_id), cfg.rate_limit_requests, cfg.rate_limit_window_s
+        ),
         daily_lookback_days=cfg.daily_lookback_days,
         monthly_lookback_days=cfg.monthly_lookback_days,
         window_margin_s=cfg.window_margin_s,

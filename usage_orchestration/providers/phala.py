@@ -139,7 +139,9 @@ class PhalaClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fetch_records(self, app_id: str, start: date, end_inclusive: date) -> list[PhalaUsageRecord]:
+    def fetch_records(
+        self, app_id: str, start: date, end_inclusive: date
+    ) -> list[PhalaUsageRecord]:
         """Every record of ``app_id`` billed from ``start`` through ``end_inclusive``, once each."""
         window = f"{start.isoformat()}..{end_inclusive.isoformat()}"
         params_base = {
@@ -168,7 +170,9 @@ class PhalaClient:
         return list(by_key.values())
 
     @staticmethod
-    def _parse_page(response: httpx.Response, app_id: str, window: str, offset: int) -> PhalaUsagePage:
+    def _parse_page(
+        response: httpx.Response, app_id: str, window: str, offset: int
+    ) -> PhalaUsagePage:
         try:
             return PhalaUsagePage.model_validate_json(response.content)
         except ValidationError as exc:
@@ -200,11 +204,20 @@ class PhalaClient:
                 rows.append(normalize(rec, app_id, fetched_at))
                 per_day[rec.billing_day] += 1
             coverage += [
-                DayCoverage(provider=PROVIDER, account_id=app_id, usage_date=d, status="complete", row_count=n)
+                DayCoverage(
+                    provider=PROVIDER,
+                    account_id=app_id,
+                    usage_date=d,
+                    status="complete",
+                    row_count=n,
+                )
                 for d, n in sorted(per_day.items())
             ]
         return FetchResult(
-            rows=rows, coverage=coverage, requests=self.http.stats.requests, retries=self.http.stats.retries
+            rows=rows,
+            coverage=coverage,
+            requests=self.http.stats.requests,
+            retries=self.http.stats.retries,
         )
 
 
@@ -240,5 +253,8 @@ def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> Usage
         billed_cost=rec.cost,
         billing_currency="USD",
         source_key=rec.billing_key,
-        details=json.dumps({"event_type": rec.event_type, "project_id": rec.project_id, **(details or {})}, sort_keys=True),
+        details=json.dumps(
+            {"event_type": rec.event_type, "project_id": rec.project_id, **(details or {})},
+            sort_keys=True,
+        ),
     )

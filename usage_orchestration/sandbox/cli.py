@@ -21,9 +21,23 @@ def register(subparsers: Any) -> None:
         "sandbox", help="serve the provider, ledger, PagerDuty and Slack sandboxes on loopback"
     )
     p.add_argument("--host", default=None, help="loopback address (default: settings sandbox.host)")
-    p.add_argument("--port", type=int, default=None, help="port, 0 for any free one (default: settings sandbox.port)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the deterministic data (default: settings sandbox.seed)")
-    p.add_argument("--ledger-url", default=None, help="SQLAlchemy URL of the ledger the Usage Reporting API serves")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port, 0 for any free one (default: settings sandbox.port)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the deterministic data (default: settings sandbox.seed)",
+    )
+    p.add_argument(
+        "--ledger-url",
+        default=None,
+        help="SQLAlchemy URL of the ledger the Usage Reporting API serves",
+    )
     p.set_defaults(func=run)
 
 

@@ -62,7 +62,9 @@ class Sandbox:
         "pagerduty": "sandbox-routing-key-000000000000",
     }
 
-    def __init__(self, seed: int = 7, *, now: datetime | None = None, ledger_url: str | None = None):
+    def __init__(
+        self, seed: int = 7, *, now: datetime | None = None, ledger_url: str | None = None
+    ):
         self.seed = seed
         self.ledger_url = ledger_url
         self.lock = threading.RLock()
@@ -176,7 +178,9 @@ class Sandbox:
             return httpx.Response(
                 200, content=fault.malformed.encode(), headers={"Content-Type": "application/json"}
             )
-        body = fault.body if fault.body is not None else {"message": f"sandbox fault {fault.status}"}
+        body = (
+            fault.body if fault.body is not None else {"message": f"sandbox fault {fault.status}"}
+        )
         return json_response(fault.status, body, fault.headers)
 
     def transport(self) -> httpx.MockTransport:

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 def rng(seed: int, *parts: object) -> random.Random:
     """A private RNG for (seed, parts): independent of call order and process."""
     digest = hashlib.sha256("|".join([str(seed), *map(str, parts)]).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))  # noqa: S311 - demo data
+    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def days_between(start: date, end_exclusive: date) -> list[date]:

@@ -117,7 +117,10 @@ def _provider_totals(
                     continue  # unmapped usage: the platform never charged it
                 try:
                     qty = to_ledger_quantity(
-                        settings.rate_card, m.resource_type, row.consumed_quantity, row.consumed_unit
+                        settings.rate_card,
+                        m.resource_type,
+                        row.consumed_quantity,
+                        row.consumed_unit,
                     )
                 except MappingError as exc:
                     raise MappingError(
@@ -172,9 +175,17 @@ def seed_demo_ledger(
     mapped_types = {m.entity_id: m.entity_type for m in settings.mappings}
     entities: dict[str, dict[str, Any]] = {}
     for eid, etype, name, slug, owner in DEMO_ENTITIES:
-        entities[eid] = {"id": eid, "entity_type": mapped_types.get(eid, etype), "name": name, "slug": slug, "owner_id": owner}
+        entities[eid] = {
+            "id": eid,
+            "entity_type": mapped_types.get(eid, etype),
+            "name": name,
+            "slug": slug,
+            "owner_id": owner,
+        }
     for eid, etype in sorted(mapped_types.items()):
-        entities.setdefault(eid, {"id": eid, "entity_type": etype, "name": eid, "slug": eid, "owner_id": None})
+        entities.setdefault(
+            eid, {"id": eid, "entity_type": etype, "name": eid, "slug": eid, "owner_id": None}
+        )
 
     # The breaks, in the current month (the month of the last day).
     current = _month(days[-1])
@@ -191,13 +202,29 @@ def seed_demo_ledger(
 
     under_key = _pick(month_days[len(month_days) // 2], [SALES_DASHBOARD], set())
     if under_key is not None:
-        breaks.append({"kind": "ledger_under", "day": under_key[0], "entity_id": under_key[1],
-                       "resource_type": under_key[3], "factor": UNDER_FACTOR})
-    missing_key = _pick(month_days[len(month_days) // 3], [SUPPORT_BOT, SALES_DASHBOARD],
-                        {under_key} if under_key else set())
+        breaks.append(
+            {
+                "kind": "ledger_under",
+                "day": under_key[0],
+                "entity_id": under_key[1],
+                "resource_type": under_key[3],
+                "factor": UNDER_FACTOR,
+            }
+        )
+    missing_key = _pick(
+        month_days[len(month_days) // 3],
+        [SUPPORT_BOT, SALES_DASHBOARD],
+        {under_key} if under_key else set(),
+    )
     if missing_key is not None:
-        breaks.append({"kind": "missing_in_ledger", "day": missing_key[0], "entity_id": missing_key[1],
-                       "resource_type": missing_key[3]})
+        breaks.append(
+            {
+                "kind": "missing_in_ledger",
+                "day": missing_key[0],
+                "entity_id": missing_key[1],
+                "resource_type": missing_key[3],
+            }
+        )
     # Ledger-only usage: an (entity, resource type) of the rate card that no mapping produces.
     mapped_pairs = {(m.entity_id, m.resource_type) for m in settings.mappings}
     orphan_key: Key | None = None
@@ -218,8 +245,14 @@ def seed_demo_ledger(
         r = rng(seed, "demo-ledger-orphan", orphan_day)
         ledger[orphan_key] = Decimal(r.randint(1800, 7200))
         key_providers[orphan_key] = {"manual"}
-        breaks.append({"kind": "missing_at_provider", "day": orphan_key[0], "entity_id": orphan_key[1],
-                       "resource_type": orphan_key[3]})
+        breaks.append(
+            {
+                "kind": "missing_at_provider",
+                "day": orphan_key[0],
+                "entity_id": orphan_key[1],
+                "resource_type": orphan_key[3],
+            }
+        )
 
     # Events: each (day, entity, resource type) split into several events over the day.
     events: list[dict[str, Any]] = []
@@ -235,7 +268,9 @@ def seed_demo_ledger(
         r = rng(seed, "demo-ledger", day, eid, rt)
         n = r.randint(4, 12)
         q_parts = _split(qty, n, r)
-        c_parts = [(p * card.credits_per_unit).quantize(SCALE, rounding=ROUND_DOWN) for p in q_parts[:-1]]
+        c_parts = [
+            (p * card.credits_per_unit).quantize(SCALE, rounding=ROUND_DOWN) for p in q_parts[:-1]
+        ]
         c_parts.append(credits - sum(c_parts, Decimal(0)))
         seconds = sorted(r.randrange(0, 86_400) for _ in q_parts)
         start = datetime.combine(day, time(0), tzinfo=UTC)
@@ -245,26 +280,30 @@ def seed_demo_ledger(
         else:
             actor, actor_type = f"{source.split(',')[0]}-metering", "service"
         for s, qp, cp in zip(seconds, q_parts, c_parts, strict=True):
-            events.append({
-                "occurred_at": start + timedelta(seconds=s),
-                "actor": actor,
-                "actor_type": actor_type,
-                "entity_id": eid,
-                "entity_type": etype,
-                "resource_type": rt,
-                "quantity": qp,
-                "unit": card.ledger_unit,
-                "credits": cp,
-                "metadata": json.dumps({"source": source, "demo": True}, sort_keys=True),
-            })
+            events.append(
+                {
+                    "occurred_at": start + timedelta(seconds=s),
+                    "actor": actor,
+                    "actor_type": actor_type,
+                    "entity_id": eid,
+                    "entity_type": etype,
+                    "resource_type": rt,
+                    "quantity": qp,
+                    "unit": card.ledger_unit,
+                    "credits": cp,
+                    "metadata": json.dumps({"source": source, "demo": True}, sort_keys=True),
+                }
+            )
 
     # Budgets and pool per month, from the credits actually recorded.
     months = sorted({_month(d) for d in days})
     mtd: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for (day, eid, _t, _rt), c in credits_by_key.items():
         mtd[(_month(day), eid)] += c
-    overrun_eid = SUPPORT_BOT if mtd.get((current, SUPPORT_BOT), 0) > 0 else max(
-        (eid for eid in entities), key=lambda e: (mtd.get((current, e), Decimal(0)), e)
+    overrun_eid = (
+        SUPPORT_BOT
+        if mtd.get((current, SUPPORT_BOT), 0) > 0
+        else max((eid for eid in entities), key=lambda e: (mtd.get((current, e), Decimal(0)), e))
     )
     budgets: dict[str, dict[str, Decimal]] = {}
     pools: dict[str, Decimal] = {}
@@ -279,7 +318,9 @@ def seed_demo_ledger(
             projected = used / len(seeded) * dim
             projected_total += projected
             if month == current and eid == overrun_eid and used > 0:
-                budget = max(Decimal(1), (used * OVERRUN_FACTOR / 10).to_integral_value(ROUND_FLOOR) * 10)
+                budget = max(
+                    Decimal(1), (used * OVERRUN_FACTOR / 10).to_integral_value(ROUND_FLOOR) * 10
+                )
             else:
                 budget = _round_up(projected * HEADROOM, 100)
             budgets[month][eid] = budget
@@ -303,7 +344,14 @@ def seed_demo_ledger(
     try:
         ledger_metadata.create_all(engine, checkfirst=True)
         with engine.begin() as conn:
-            for table in (usage_event, entity_budget, credit_pool, license_sync, entity, resource_type):
+            for table in (
+                usage_event,
+                entity_budget,
+                credit_pool,
+                license_sync,
+                entity,
+                resource_type,
+            ):
                 conn.execute(delete(table))
             conn.execute(resource_type.insert(), RESOURCE_TYPES)
             conn.execute(entity.insert(), list(entities.values()))
@@ -311,15 +359,26 @@ def seed_demo_ledger(
                 conn.execute(usage_event.insert(), events[i : i + 5000])
             conn.execute(
                 entity_budget.insert(),
-                [{"entity_id": e, "month": m, "monthly_budget": b} for m, per in budgets.items() for e, b in per.items()],
+                [
+                    {"entity_id": e, "month": m, "monthly_budget": b}
+                    for m, per in budgets.items()
+                    for e, b in per.items()
+                ],
             )
-            conn.execute(credit_pool.insert(), [{"month": m, "included": v} for m, v in pools.items()])
+            conn.execute(
+                credit_pool.insert(), [{"month": m, "included": v} for m, v in pools.items()]
+            )
             conn.execute(license_sync.insert(), [sync_row])
     finally:
         engine.dispose()
 
     over = [
-        {"entity_id": eid, "month": current, "credits": mtd[(current, eid)], "budget": budgets[current][eid]}
+        {
+            "entity_id": eid,
+            "month": current,
+            "credits": mtd[(current, eid)],
+            "budget": budgets[current][eid],
+        }
         for eid in sorted(entities)
         if mtd.get((current, eid), Decimal(0)) > budgets[current][eid]
     ]

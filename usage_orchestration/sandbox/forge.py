@@ -50,7 +50,11 @@ RESPONSE_UNION = "DevConsoleAppResourceUsageResponse"
 DEFAULT_RATE_LIMIT = {"max_requests": 5, "per_seconds": 60.0}
 DEFAULT_PAGE_SIZE = 100
 GROUP_BY_VALUES = ("CONTEXT_ARI", "ENVIRONMENT_ID")
-ENVIRONMENTS = (("production", Decimal("0.80")), ("staging", Decimal("0.15")), ("development", None))
+ENVIRONMENTS = (
+    ("production", Decimal("0.80")),
+    ("staging", Decimal("0.15")),
+    ("development", None),
+)
 
 UNITS = {
     "FUNCTION_COMPUTE": "GB-seconds",
@@ -97,7 +101,11 @@ SCHEMA: dict[str, dict[str, str]] = {
         "tokenUnit": "String",
     },
     "DevConsolePagination": {"page": "Int", "pageSize": "Int"},
-    "DevConsoleError": {"message": "String", "identifier": "String", "extensions": "DevConsoleErrorExtensions"},
+    "DevConsoleError": {
+        "message": "String",
+        "identifier": "String",
+        "extensions": "DevConsoleErrorExtensions",
+    },
     "DevConsoleErrorExtensions": {"errorType": "String", "statusCode": "Int"},
 }
 UNIONS = {RESPONSE_UNION: {FLAT, GROUPED}}
@@ -112,7 +120,10 @@ class GraphQLError(Exception):
         self.error_type = error_type
 
     def as_dict(self) -> dict[str, Any]:
-        return {"message": self.message, "extensions": {"statusCode": self.status, "errorType": self.error_type}}
+        return {
+            "message": self.message,
+            "extensions": {"statusCode": self.status, "errorType": self.error_type},
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +155,9 @@ def tokenize(source: str) -> list[Tok]:
     while pos < len(source):
         m = _TOKEN.match(source, pos)
         if m is None:
-            raise GraphQLError(f"Syntax Error: unexpected character {source[pos]!r} at offset {pos}")
+            raise GraphQLError(
+                f"Syntax Error: unexpected character {source[pos]!r} at offset {pos}"
+            )
         kind = m.lastgroup or ""
         if kind != "ws":
             out.append(Tok(kind, m.group(), pos))
@@ -210,7 +223,11 @@ class Parser:
 
     def take(self, value: str | None = None, kind: str | None = None) -> Tok:
         t = self.toks[self.i]
-        if (value is not None and t.value != value) or (kind is not None and t.kind != kind) or t.kind == "eof":
+        if (
+            (value is not None and t.value != value)
+            or (kind is not None and t.kind != kind)
+            or t.kind == "eof"
+        ):
             want = value or kind
             got = t.value or "<EOF>"
             raise GraphQLError(f"Syntax Error: expected {want!r}, found {got!r} at offset {t.pos}")
@@ -395,7 +412,9 @@ class Execution:
                 return False
         return True
 
-    def collect(self, selections: list[Any], type_name: str, seen: set[str] | None = None) -> list[Field]:
+    def collect(
+        self, selections: list[Any], type_name: str, seen: set[str] | None = None
+    ) -> list[Field]:
         """The fields that apply to an object of ``type_name``, fragments expanded."""
         seen = seen or set()
         out: list[Field] = []
@@ -434,7 +453,10 @@ class Execution:
                 continue
             fields = SCHEMA[type_name]
             if f.name not in fields:
-                raise GraphQLError(f"Cannot query field '{f.name}' on type '{type_name}'", error_type="GRAPHQL_VALIDATION_FAILED")
+                raise GraphQLError(
+                    f"Cannot query field '{f.name}' on type '{type_name}'",
+                    error_type="GRAPHQL_VALIDATION_FAILED",
+                )
             ftype = fields[f.name]
             if f.name == "appResourceUsage":
                 value = self.resolve_usage({k: self.resolve_value(v) for k, v in f.args.items()})
@@ -451,10 +473,14 @@ class Execution:
         base = ftype.strip("[]")
         if base in SCALARS:
             if f.selections:
-                raise GraphQLError(f"Field '{f.name}' must not have a selection since type '{base}' has no subfields")
+                raise GraphQLError(
+                    f"Field '{f.name}' must not have a selection since type '{base}' has no subfields"
+                )
             return value
         if not f.selections:
-            raise GraphQLError(f"Field '{f.name}' of type '{base}' must have a selection of subfields")
+            raise GraphQLError(
+                f"Field '{f.name}' of type '{base}' must have a selection of subfields"
+            )
         if value is None:
             return None
 
@@ -484,7 +510,9 @@ def coerce_variables(op: Operation, given: dict[str, Any]) -> dict[str, Any]:
         elif has_default:
             out[name] = default
         elif type_text.endswith("!"):
-            raise GraphQLError(f"Variable '${name}' of required type '{type_text}' was not provided.")
+            raise GraphQLError(
+                f"Variable '${name}' of required type '{type_text}' was not provided."
+            )
         else:
             out[name] = None
     return out
@@ -494,7 +522,10 @@ def coerce_variables(op: Operation, given: dict[str, Any]) -> dict[str, Any]:
 # Data
 def app_sites(seed: int, app_id: str) -> list[str]:
     n = 2 + rng(seed, "forge-sites", app_id).randint(0, 1)
-    return [f"ari:cloud:jira::site/{uuid.UUID(stable_id(seed, 'forge-site', app_id, i, length=32))}" for i in range(n)]
+    return [
+        f"ari:cloud:jira::site/{uuid.UUID(stable_id(seed, 'forge-site', app_id, i, length=32))}"
+        for i in range(n)
+    ]
 
 
 def environment_id(seed: int, app_id: str, env: str) -> str:
@@ -505,7 +536,9 @@ def unit_of(resource: str) -> str:
     return UNITS.get(resource, "units")
 
 
-def site_usage(seed: int, app_id: str, resource: str, day: date, site: str, n_sites: int = 1) -> Decimal:
+def site_usage(
+    seed: int, app_id: str, resource: str, day: date, site: str, n_sites: int = 1
+) -> Decimal:
     """One site's tokens on ``day``. Function compute averages 3,500 GB-seconds a day per app
     (split over its sites): a 30-day month runs just over the free 100,000."""
     r = rng(seed, "forge-usage", app_id, resource, day, site)
@@ -551,7 +584,12 @@ def usage_items(
         groups = day_groups(seed, app_id, resource, d, sites, group_by)
         if group_by is None:
             items.append(
-                {"period": d.isoformat(), "resolution": "ONE_DAY", "tokensConsumed": f"{groups[0][1]:.6f}", "tokenUnit": unit}
+                {
+                    "period": d.isoformat(),
+                    "resolution": "ONE_DAY",
+                    "tokensConsumed": f"{groups[0][1]:.6f}",
+                    "tokenUnit": unit,
+                }
             )
         else:
             items.append(
@@ -559,7 +597,12 @@ def usage_items(
                     "period": d.isoformat(),
                     "resolution": "ONE_DAY",
                     "groups": [
-                        {"groupBy": group_by, "groupValue": g, "tokensConsumed": f"{q:.6f}", "tokenUnit": unit}
+                        {
+                            "groupBy": group_by,
+                            "groupValue": g,
+                            "tokensConsumed": f"{q:.6f}",
+                            "tokenUnit": unit,
+                        }
                         for g, q in groups
                     ],
                 }
@@ -618,14 +661,19 @@ def register(sb: Sandbox) -> None:
         if not isinstance(app_id, str) or not app_id:
             raise GraphQLError("argument 'appId' of type 'ID!' is required")
         if not isinstance(filters, dict):
-            raise GraphQLError("argument 'filters' of type 'DevConsoleAppResourceUsageFiltersInput!' is required")
+            raise GraphQLError(
+                "argument 'filters' of type 'DevConsoleAppResourceUsageFiltersInput!' is required"
+            )
         resource = filters.get("resource")
         if not isinstance(resource, str) or not resource:
             raise GraphQLError("filters.resource is required")
         interval = filters.get("interval")
         if not isinstance(interval, dict):
             raise GraphQLError("filters.interval is required")
-        start, end = _parse_dt(interval.get("start"), "start"), _parse_dt(interval.get("end"), "end")
+        start, end = (
+            _parse_dt(interval.get("start"), "start"),
+            _parse_dt(interval.get("end"), "end"),
+        )
         start = start.astimezone(UTC)
         if end < start:
             raise GraphQLError("filters.interval.end is before start")
@@ -644,7 +692,9 @@ def register(sb: Sandbox) -> None:
         typename = FLAT if group_by is None else GROUPED
         pagination = {"page": page, "pageSize": page_size}
 
-        def error(status: int, message: str, error_type: str, identifier: str | None = None) -> dict[str, Any]:
+        def error(
+            status: int, message: str, error_type: str, identifier: str | None = None
+        ) -> dict[str, Any]:
             return {
                 "__typename": typename,
                 "resourceUsage": None,
@@ -678,7 +728,11 @@ def register(sb: Sandbox) -> None:
         if lookback is not None:
             first = max(first, today - timedelta(days=int(lookback)))
         last = min(last, today - timedelta(days=1))
-        days = [first + timedelta(days=i) for i in range((last - first).days + 1)] if last >= first else []
+        days = (
+            [first + timedelta(days=i) for i in range((last - first).days + 1)]
+            if last >= first
+            else []
+        )
         items = usage_items(sb.seed, app_id, resource, days, aris, group_by)
         return {
             "__typename": typename,
@@ -691,13 +745,22 @@ def register(sb: Sandbox) -> None:
     def graphql(req: httpx.Request, _p: dict[str, str]) -> httpx.Response:
         account = _basic_email(req.headers.get("Authorization"), sb)
         if account is None:
-            return json_response(401, {"message": "Unauthorized: basic auth with email and API token required"})
+            return json_response(
+                401, {"message": "Unauthorized: basic auth with email and API token required"}
+            )
         wait = rate_limited(account)
         if wait is not None:
             sb.record("forge", {"account": account, "status": 429, "t": time.time()})
             return json_response(
                 429,
-                {"errors": [{"message": "Rate limit exceeded", "extensions": {"statusCode": 429, "errorType": "RATE_LIMITED"}}]},
+                {
+                    "errors": [
+                        {
+                            "message": "Rate limit exceeded",
+                            "extensions": {"statusCode": 429, "errorType": "RATE_LIMITED"},
+                        }
+                    ]
+                },
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )
         try:
@@ -705,7 +768,9 @@ def register(sb: Sandbox) -> None:
         except ValueError:
             return json_response(400, {"errors": [{"message": "request body is not JSON"}]})
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
-            return json_response(400, {"errors": [{"message": "request body needs a 'query' string"}]})
+            return json_response(
+                400, {"errors": [{"message": "request body needs a 'query' string"}]}
+            )
         variables = body.get("variables") or {}
         entry = {
             "account": account,
@@ -721,7 +786,9 @@ def register(sb: Sandbox) -> None:
         try:
             if not header or (expected is not None and header != expected):
                 raise GraphQLError(
-                    "appResourceUsage is experimental: pass the X-ExperimentalAPI header", 400, "EXPERIMENTAL_API_REQUIRED"
+                    "appResourceUsage is experimental: pass the X-ExperimentalAPI header",
+                    400,
+                    "EXPERIMENTAL_API_REQUIRED",
                 )
             with sb.lock:
                 injected = _take_queued(st, "graphql_errors")
@@ -776,9 +843,13 @@ def demo_usage(seed: int, settings: UsageSettings, day: date) -> list[UsageRow]:
         for resource in app.resources:
             items = usage_items(seed, app.app_id, resource, [day], app.context_aris, group_by)
             if group_by is None:
-                parsed = UsageResponse(__typename=FLAT, flatUsage=[FlatUsage.model_validate(i) for i in items])
+                parsed = UsageResponse(
+                    __typename=FLAT, flatUsage=[FlatUsage.model_validate(i) for i in items]
+                )
             else:
-                parsed = UsageResponse(__typename=GROUPED, groupedUsage=[GroupedUsage.model_validate(i) for i in items])
+                parsed = UsageResponse(
+                    __typename=GROUPED, groupedUsage=[GroupedUsage.model_validate(i) for i in items]
+                )
             for point in _Client._points(parsed, f"app {app.app_id}", day.isoformat()):
                 rows.append(normalize(point, app, resource, settings.forge.account_id))
     return rows

@@ -41,10 +41,49 @@ PATH = "/neon/api/v2/consumption_history/v2/projects"
 DEFAULT_ORG = "org-sandbox-1"
 EARLIEST = datetime(2024, 3, 1, tzinfo=UTC)
 GRANULARITIES = ("hourly", "daily", "monthly")
-_ADJ = ("delicate", "quiet", "cold", "bold", "misty", "plain", "round", "silent", "wild", "young",
-        "autumn", "billowing", "broad", "dry", "falling", "fragrant", "green", "late", "lingering")
-_NOUN = ("dawn", "snow", "poetry", "river", "forest", "meadow", "sun", "leaf", "wave", "cloud",
-         "field", "frost", "glade", "haze", "moon", "pine", "rain", "sea", "shadow", "smoke")
+_ADJ = (
+    "delicate",
+    "quiet",
+    "cold",
+    "bold",
+    "misty",
+    "plain",
+    "round",
+    "silent",
+    "wild",
+    "young",
+    "autumn",
+    "billowing",
+    "broad",
+    "dry",
+    "falling",
+    "fragrant",
+    "green",
+    "late",
+    "lingering",
+)
+_NOUN = (
+    "dawn",
+    "snow",
+    "poetry",
+    "river",
+    "forest",
+    "meadow",
+    "sun",
+    "leaf",
+    "wave",
+    "cloud",
+    "field",
+    "frost",
+    "glade",
+    "haze",
+    "moon",
+    "pine",
+    "rain",
+    "sea",
+    "shadow",
+    "smoke",
+)
 
 
 # -- deterministic data ------------------------------------------------------------------------------
@@ -77,7 +116,9 @@ def _next_month(d: date) -> date:
     return (d.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def billing_periods(seed: int, project_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def billing_periods(
+    seed: int, project_id: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
     """The project's billing periods overlapping [start, end): one a month, anchored on a day
     and an odd time of day; the plan changes now and then between periods."""
     r = rng(seed, "neon-anchor", project_id)
@@ -95,7 +136,9 @@ def billing_periods(seed: int, project_id: str, start: datetime, end: datetime) 
             plan = rng(seed, "neon-plan", project_id, month).choice(("launch", "launch", "scale"))
             out.append(
                 {
-                    "period_id": str(uuid.UUID(stable_id(seed, "neon-period", project_id, month, length=32))),
+                    "period_id": str(
+                        uuid.UUID(stable_id(seed, "neon-period", project_id, month, length=32))
+                    ),
                     "period_plan": plan,
                     "period_start": p_start,
                     "period_end": p_end,
@@ -112,7 +155,9 @@ def daily_metrics(seed: int, project_id: str, day: date) -> dict[str, int]:
     base_bytes = size.randint(500_000_000, 20_000_000_000)
     growth = size.randint(0, 50_000_000)
     epoch = (day - date(2024, 3, 1)).days
-    out: dict[str, int] = {"root_branch_bytes_month": (base_bytes + growth * epoch + r.randint(0, 10_000_000)) * 24}
+    out: dict[str, int] = {
+        "root_branch_bytes_month": (base_bytes + growth * epoch + r.randint(0, 10_000_000)) * 24
+    }
     if r.random() < 0.85:
         out["compute_unit_seconds"] = r.randint(300, 40_000)
     if r.random() < 0.5:
@@ -130,7 +175,9 @@ def daily_metrics(seed: int, project_id: str, day: date) -> dict[str, int]:
     return out
 
 
-def _day_shares(seed: int, project_id: str, day: date, periods: list[dict[str, Any]]) -> list[tuple[int, dict[str, int]]]:
+def _day_shares(
+    seed: int, project_id: str, day: date, periods: list[dict[str, Any]]
+) -> list[tuple[int, dict[str, int]]]:
     """The day's metrics split across the billing periods it overlaps (by time; integers that
     add up to the day's values): [(index into periods, metrics)]."""
     d0, d1 = _midnight(day), _midnight(day) + timedelta(days=1)
@@ -203,7 +250,13 @@ def project_consumption(
 
 
 # -- the endpoint ------------------------------------------------------------------------------------
-def _error(status: int, message: str, request: httpx.Request, code: str = "", headers: dict[str, str] | None = None) -> httpx.Response:
+def _error(
+    status: int,
+    message: str,
+    request: httpx.Request,
+    code: str = "",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if request.headers.get("X-Request-ID"):
         body["request_id"] = request.headers["X-Request-ID"]
@@ -271,7 +324,11 @@ def _consumption(sb: Sandbox, req: httpx.Request) -> httpx.Response:
     q = req.url.params
     org_id = q.get("org_id", "")
     if _rate_limited(sb, org_id or "-", state):
-        headers = {"Retry-After": str(state["retry_after"])} if state.get("retry_after") is not None else None
+        headers = (
+            {"Retry-After": str(state["retry_after"])}
+            if state.get("retry_after") is not None
+            else None
+        )
         return _error(429, "rate limit exceeded", req, code="RATE_LIMITED", headers=headers)
     if not re.fullmatch(r"[a-z0-9-]{1,60}", org_id):
         return _error(400, "org_id is required and must match ^[a-z0-9-]{1,60}$", req)
@@ -306,7 +363,9 @@ def _consumption(sb: Sandbox, req: httpx.Request) -> httpx.Response:
     if start < EARLIEST:
         return _error(406, "from must not be earlier than 2024-03-01T00:00:00Z", req)
     if start < _lookback_floor(now, granularity):
-        return _error(406, f"the requested range is outside the lookback for {granularity} granularity", req)
+        return _error(
+            406, f"the requested range is outside the lookback for {granularity} granularity", req
+        )
     if end <= start:
         return _error(406, "to must be after from (after rounding to the granularity)", req)
     if granularity == "hourly":
@@ -327,7 +386,9 @@ def _consumption(sb: Sandbox, req: httpx.Request) -> httpx.Response:
     pagination: dict[str, Any] = {}
     if page_ids and (not is_last or state.get("last_page_cursor", True)):
         pagination["cursor"] = page_ids[-1]
-    projects = [project_consumption(sb.seed, pid, granularity, start, end, metrics, now) for pid in page_ids]
+    projects = [
+        project_consumption(sb.seed, pid, granularity, start, end, metrics, now) for pid in page_ids
+    ]
     return json_response(200, {"projects": projects, "pagination": pagination})
 
 
@@ -344,7 +405,9 @@ def demo_usage(seed: int, settings: UsageSettings, day: date) -> list[UsageRow]:
     now = end + timedelta(days=1)
     rows: list[UsageRow] = []
     for pid in pids:
-        project = NeonProject.model_validate(project_consumption(seed, pid, "daily", start, end, list(cfg.metrics), now))
+        project = NeonProject.model_validate(
+            project_consumption(seed, pid, "daily", start, end, list(cfg.metrics), now)
+        )
         for period in project.periods:
             for frame in period.consumption:
                 rows += normalize_timeframe(cfg.org_id, pid, period, frame, cfg.metrics, "daily")

@@ -17,7 +17,9 @@ _SEVERITIES = {"critical", "error", "warning", "info"}
 
 
 def _invalid(errors: list[str]) -> httpx.Response:
-    return json_response(400, {"status": "invalid event", "message": "Event object is invalid", "errors": errors})
+    return json_response(
+        400, {"status": "invalid event", "message": "Event object is invalid", "errors": errors}
+    )
 
 
 def register(sb: Sandbox) -> None:
@@ -61,7 +63,12 @@ def register(sb: Sandbox) -> None:
                     incidents[dedup_key] = "resolved" if action == "resolve" else "triggered"
             sb.record(
                 "pagerduty",
-                {"event_action": action, "dedup_key": dedup_key, "collapsed": collapsed, "event": event},
+                {
+                    "event_action": action,
+                    "dedup_key": dedup_key,
+                    "collapsed": collapsed,
+                    "event": event,
+                },
             )
         return json_response(
             202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}

@@ -43,7 +43,10 @@ def phala_records(seed: int, app_id: str, day: date) -> list[dict[str, Any]]:
         for h in hours:
             start = datetime(day.year, day.month, day.day, h, tzinfo=UTC)
             minutes = 60 if (i == 0 or h != hours.start) else r.randint(5, 59)
-            for usage_type, rate in (("compute", RATE_COMPUTE_PER_MIN), ("storage", RATE_STORAGE_PER_MIN)):
+            for usage_type, rate in (
+                ("compute", RATE_COMPUTE_PER_MIN),
+                ("storage", RATE_STORAGE_PER_MIN),
+            ):
                 cost = (rate * vcpu * minutes).quantize(Decimal("0.000001"))
                 details = (
                     {"vcpu": vcpu, "memory_mb": 2048 * vcpu, "instance_type": f"tdx.{vcpu}vcpu"}
@@ -55,13 +58,17 @@ def phala_records(seed: int, app_id: str, day: date) -> list[dict[str, Any]]:
                         "instance_id": instance_id,
                         "project_id": project_id,
                         "team_id": team_id,
-                        "timestamp": (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z"),
+                        "timestamp": (start + timedelta(minutes=minutes))
+                        .isoformat()
+                        .replace("+00:00", "Z"),
                         "event_type": "cvm_usage",
                         "cost": float(cost),
                         "details": json.dumps(details),
                         "usage_type": usage_type,
                         "billing_start": start.isoformat().replace("+00:00", "Z"),
-                        "billing_end": (start + timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+                        "billing_end": (start + timedelta(hours=1))
+                        .isoformat()
+                        .replace("+00:00", "Z"),
                         "duration_minutes": minutes,
                         "billing_key": f"{instance_id}:{usage_type}:{start:%Y%m%d%H}",
                         "billing_hour": start.strftime("%Y-%m-%dT%H:00:00Z"),
@@ -74,7 +81,11 @@ def phala_records(seed: int, app_id: str, day: date) -> list[dict[str, Any]]:
 def compute_minutes(seed: int, app_id: str, day: date) -> Decimal:
     """Total compute duration of ``app_id`` on ``day``: what the demo ledger is seeded from."""
     return sum(
-        (Decimal(str(x["duration_minutes"])) for x in phala_records(seed, app_id, day) if x["usage_type"] == "compute"),
+        (
+            Decimal(str(x["duration_minutes"]))
+            for x in phala_records(seed, app_id, day)
+            if x["usage_type"] == "compute"
+        ),
         Decimal(0),
     )
 
@@ -98,24 +109,36 @@ def register(sb: Sandbox) -> None:
         app_id = p["app_id"]
         state = sb.state.get("phala", {})
         known = state.get("apps")
-        if len(app_id) != 40 or not set(app_id) <= _HEX40 or (known is not None and app_id not in known):
+        if (
+            len(app_id) != 40
+            or not set(app_id) <= _HEX40
+            or (known is not None and app_id not in known)
+        ):
             return json_response(404, {"detail": "App not found"})
         q = req.url.params
         try:
             limit = int(q.get("limit", "500"))
             offset = int(q.get("offset", "0"))
         except ValueError:
-            return _validation_error(["query", "limit"], "Input should be a valid integer", "int_parsing")
+            return _validation_error(
+                ["query", "limit"], "Input should be a valid integer", "int_parsing"
+            )
         if not 1 <= limit <= 5000:
-            return _validation_error(["query", "limit"], "Input should be between 1 and 5000", "range")
+            return _validation_error(
+                ["query", "limit"], "Input should be between 1 and 5000", "range"
+            )
         if offset < 0:
-            return _validation_error(["query", "offset"], "Input should be >= 0", "greater_than_equal")
+            return _validation_error(
+                ["query", "offset"], "Input should be >= 0", "greater_than_equal"
+            )
         try:
             now = sb.now()
             start = _parse_dt(q.get("start_date")) or now - timedelta(days=7)
             end = _parse_dt(q.get("end_date")) or now
         except ValueError:
-            return _validation_error(["query", "start_date"], "Input should be a valid datetime", "datetime_parsing")
+            return _validation_error(
+                ["query", "start_date"], "Input should be a valid datetime", "datetime_parsing"
+            )
         if end < start:
             return json_response(400, {"detail": "end_date must not be before start_date"})
         records: list[dict[str, Any]] = []
@@ -135,7 +158,11 @@ def register(sb: Sandbox) -> None:
         page = records[offset : offset + limit]
         return json_response(
             200,
-            {"usage": page, "total": len(page), "total_cost": float(sum(Decimal(str(x["cost"])) for x in page))},
+            {
+                "usage": page,
+                "total": len(page),
+                "total_cost": float(sum(Decimal(str(x["cost"])) for x in page)),
+            },
         )
 
 

@@ -88,7 +88,9 @@ def register(sb: Sandbox) -> None:
 
     def guarded(fn: Any) -> Any:
         def handler(req: httpx.Request, p: dict[str, str]) -> httpx.Response:
-            sb.record(API, {"method": req.method, "path": req.url.path, "params": dict(req.url.params)})
+            sb.record(
+                API, {"method": req.method, "path": req.url.path, "params": dict(req.url.params)}
+            )
             if req.headers.get("Authorization") != f"Bearer {sb.API_KEYS['ledger']}":
                 return json_response(401, {"message": "Unauthorized"})
             led = reader()
@@ -142,7 +144,11 @@ def register(sb: Sandbox) -> None:
                     "isOverBudget": u > b.monthly_budget,
                     "budgetPercent": _num(pct.quantize(Decimal("0.1"))),
                     "budgetRemaining": _num(b.monthly_budget - u),
-                    "entity": {"name": ent.get("name"), "slug": ent.get("slug"), "ownerId": ent.get("owner_id")},
+                    "entity": {
+                        "name": ent.get("name"),
+                        "slug": ent.get("slug"),
+                        "ownerId": ent.get("owner_id"),
+                    },
                 }
             )
         return {
@@ -171,7 +177,9 @@ def register(sb: Sandbox) -> None:
         end = sb.now().date()
         start = end - timedelta(days=days - 1)
         entities = led.entities()
-        per_entity: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+        per_entity: dict[tuple[str, str], list[Decimal]] = defaultdict(
+            lambda: [Decimal(0), Decimal(0)]
+        )
         for s in led.usage_summary(start, end):  # already aggregated per (entity, resource type)
             acc = per_entity[(s["entity_id"], s["entity_type"])]
             acc[0] += s["credits"]

@@ -64,7 +64,9 @@ class LedgerSettings(BaseModel):
     api_base_url: str = Field(f"{DEFAULT_SANDBOX_URL}/ledger", description="Usage Reporting API")
     timeout_s: float = Field(30.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=20, description="HTTP backend: attempts per request")
-    retry_after_cap_s: float = Field(60.0, ge=0, description="HTTP backend: longest Retry-After wait")
+    retry_after_cap_s: float = Field(
+        60.0, ge=0, description="HTTP backend: longest Retry-After wait"
+    )
 
 
 class UsageSettings(BaseModel):
@@ -106,7 +108,6 @@ class UsageSettings(BaseModel):
                     f"resource_type {m.resource_type!r} has no rate_card entry"
                 )
         return self
-
 
 
 def _default_mappings() -> list[UsageMapping]:
@@ -173,7 +174,11 @@ def _env_layer() -> dict[str, Any]:
     """USAGE_A__B=value → {"a": {"b": value}} (values stay strings; pydantic converts them)."""
     out: dict[str, Any] = {}
     for name, value in os.environ.items():
-        if not name.startswith("USAGE_") or name == SETTINGS_FILE_ENV or name.startswith("USAGE_TEST_"):
+        if (
+            not name.startswith("USAGE_")
+            or name == SETTINGS_FILE_ENV
+            or name.startswith("USAGE_TEST_")
+        ):
             continue  # USAGE_TEST_* belong to the test suite (e.g. USAGE_TEST_POSTGRES_URL)
         parts = name[len("USAGE_") :].lower().split("__")
         node = out

@@ -41,7 +41,9 @@ class SilenceRule(BaseModel):
     @model_validator(mode="after")
     def _scoped(self) -> SilenceRule:
         if not self.kind and not self.subject:
-            raise ValueError("a silence needs a kind or a subject (silencing everything is not allowed)")
+            raise ValueError(
+                "a silence needs a kind or a subject (silencing everything is not allowed)"
+            )
         if self.starts_at is not None and self.starts_at >= self.ends_at:
             raise ValueError("silence starts_at must be before ends_at")
         return self
@@ -56,7 +58,9 @@ class AlertSettings(BaseModel):
     )
     dagster_ui_url: str = Field("http://127.0.0.1:3000", description="base of links in alerts")
     page_recent_days: int = Field(
-        3, ge=0, description="periods that ended more than this many days ago are recorded, not sent"
+        3,
+        ge=0,
+        description="periods that ended more than this many days ago are recorded, not sent",
     )
     timeout_s: float = Field(10.0, gt=0)
     routing: dict[Severity, Channel] = Field(
@@ -78,7 +82,9 @@ class AlertSettings(BaseModel):
     retry_base_s: float = Field(30.0, gt=0, description="first retry delay after 429/5xx")
     retry_max_s: float = Field(900.0, gt=0, description="cap of the exponential retry delay")
     delivery_lease_s: float = Field(
-        120.0, gt=0, description="a delivery claimed by a tick is not retried by another before this"
+        120.0,
+        gt=0,
+        description="a delivery claimed by a tick is not retried by another before this",
     )
     reconciliation_page_credits: Decimal = Field(
         Decimal(0),
@@ -86,7 +92,9 @@ class AlertSettings(BaseModel):
         description="breaks whose |delta_credits| reach this are severity error (paged); others warning",
     )
     sensor_interval_s: int = Field(60, ge=5, description="minimum interval of the alert sensors")
-    freshness_interval_s: int = Field(300, ge=30, description="minimum interval of the stale-data sensor")
+    freshness_interval_s: int = Field(
+        300, ge=30, description="minimum interval of the stale-data sensor"
+    )
 
     @field_validator("routing")
     @classmethod

@@ -63,7 +63,9 @@ def _merge_rate_cards(*cards: dict[str, RateCardEntry]) -> dict[str, RateCardEnt
     return out
 
 
-DEFAULT_MAPPINGS: list[UsageMapping] = PHALA_MAPPINGS + neon.DEFAULT_MAPPINGS + forge.DEFAULT_MAPPINGS
+DEFAULT_MAPPINGS: list[UsageMapping] = (
+    PHALA_MAPPINGS + neon.DEFAULT_MAPPINGS + forge.DEFAULT_MAPPINGS
+)
 DEFAULT_RATE_CARD: dict[str, RateCardEntry] = _merge_rate_cards(
     PHALA_RATE_CARD, neon.DEFAULT_RATE_CARD, forge.DEFAULT_RATE_CARD
 )

@@ -31,7 +31,9 @@ class UsageMapping(BaseModel):
     def specificity(self) -> int:
         return sum(x is not None for x in (self.resource_id, self.metric, self.sub_account_id))
 
-    def matches(self, provider: str, resource_id: str, metric: str, sub_account_id: str | None) -> bool:
+    def matches(
+        self, provider: str, resource_id: str, metric: str, sub_account_id: str | None
+    ) -> bool:
         return (
             self.provider == provider
             and self.resource_id in (None, resource_id)

@@ -37,7 +37,9 @@ class NeonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    base_url: str = Field("http://127.0.0.1:8765/neon", description="real: https://console.neon.tech")
+    base_url: str = Field(
+        "http://127.0.0.1:8765/neon", description="real: https://console.neon.tech"
+    )
     org_id: str = Field("org-sandbox-1", pattern=r"^[a-z0-9-]{1,60}$")
     project_ids: list[str] = Field(
         default_factory=list,
@@ -50,7 +52,9 @@ class NeonSettings(BaseModel):
         description="Consumption metrics requested (always sent).",
     )
     page_limit: int = Field(100, ge=1, le=100, description="projects per page (API max 100)")
-    max_pages: int = Field(1000, ge=1, description="guard against endless paging per request window")
+    max_pages: int = Field(
+        1000, ge=1, description="guard against endless paging per request window"
+    )
     rate_limit_requests: int = Field(
         40,
         ge=1,
@@ -86,7 +90,9 @@ class NeonSettings(BaseModel):
     def _known_metrics(cls, metrics: list[str]) -> list[str]:
         for i, m in enumerate(metrics):
             if m not in NEON_METRICS:
-                raise ValueError(f"metrics[{i}] {m!r} is not a Neon v2 metric (known: {', '.join(NEON_METRICS)})")
+                raise ValueError(
+                    f"metrics[{i}] {m!r} is not a Neon v2 metric (known: {', '.join(NEON_METRICS)})"
+                )
         if len(set(metrics)) != len(metrics):
             raise ValueError("metrics holds duplicates")
         return metrics
@@ -140,7 +146,9 @@ DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
     # byte-hours / 24 = GB-month × 744e9 / 24.
     "workspace_storage": RateCardEntry(
         ledger_unit="byte",
-        conversions={"GB-month": UnitConversion(multiply=Decimal(744_000_000_000), divide=Decimal(24))},
+        conversions={
+            "GB-month": UnitConversion(multiply=Decimal(744_000_000_000), divide=Decimal(24))
+        },
         credits_per_unit=Decimal("0.000000001"),
         tolerance_abs=Decimal(1_000_000),
         tolerance_rel=Decimal("0.01"),

@@ -13,7 +13,9 @@ class PhalaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    base_url: str = Field("http://127.0.0.1:8765/phala", description="real: https://cloud-api.phala.com")
+    base_url: str = Field(
+        "http://127.0.0.1:8765/phala", description="real: https://cloud-api.phala.com"
+    )
     api_version: str = Field("2026-01-21", description="X-Phala-Version, pinned")
     app_ids: list[str] = Field(
         default_factory=lambda: [

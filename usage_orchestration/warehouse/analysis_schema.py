@@ -34,7 +34,9 @@ usage_reconciliation = Table(
     Column("ledger_events", Integer),
     Column("compared_on", String(16)),  # quantity | credits (HTTP ledger: no quantities)
     Column("blocking", Boolean),  # the resource type's rate card says a break stops downstream
-    PrimaryKeyConstraint("usage_date", "provider", "entity_id", "resource_type", name="pk_usage_reconciliation"),
+    PrimaryKeyConstraint(
+        "usage_date", "provider", "entity_id", "resource_type", name="pk_usage_reconciliation"
+    ),
 )
 
 budget_status = Table(
