@@ -34,6 +34,7 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 ## test: the whole suite (SQLite; PostgreSQL too when USAGE_TEST_POSTGRES_URL is set)
 test: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check usage_orchestration usage_orchestration_tests benchmarks
+	$(BIN)/ruff format --check usage_orchestration usage_orchestration_tests benchmarks
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest -q -p no:cacheprovider
 
@@ -51,6 +52,7 @@ validate: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check usage_orchestration usage_orchestration_tests benchmarks
+	$(BIN)/ruff format --check usage_orchestration usage_orchestration_tests benchmarks
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
