@@ -19,6 +19,11 @@ from sqlalchemy import Engine, Table, and_, func, select
 from usage_orchestration.alerts.model import Alert, AlertKind
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.settings.alerts import Severity
+from usage_orchestration.warehouse.analysis_schema import (
+    credit_pool_status,
+    provider_cap_status,
+    usage_anomaly,
+)
 
 Row = Mapping[str, Any]
 
@@ -178,20 +183,6 @@ def budget_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
 
 
 # ----------------------------------------------------------------- credit pool, provider caps
-def _optional_table(name: str) -> Table | None:
-    import usage_orchestration.warehouse.analysis_schema  # noqa: F401  (registers the tables)
-    from usage_orchestration.warehouse.schema import metadata
-
-    return metadata.tables.get(name)
-
-
-def _get(r: Row, *names: str) -> Any:
-    for n in names:
-        if n in r and r[n] is not None:
-            return r[n]
-    return None
-
-
 def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
     """The shared credit pool's projected depletion before its month ends (or already empty)."""
     rows = list(rows)
@@ -202,8 +193,8 @@ def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[
     for r in rows:
         month = r["month"]
         as_of: date = r["as_of_date"]
-        remaining = _get(r, "remaining", "pool_remaining", "credits_remaining")
-        depletion = _get(r, "projected_depletion_date", "depletion_date")
+        remaining = r["remaining"]
+        depletion = r["projected_depletion_date"]
         y, m = int(month[:4]), int(month[5:7])
         month_end = (date(y + (m == 12), m % 12 + 1, 1)) - timedelta(days=1)
         empty = bool(r.get("depleted")) or (remaining is not None and Decimal(remaining) <= 0)
@@ -242,19 +233,19 @@ def alerts_from_cap_rows(rows: Iterable[Row], settings: UsageSettings) -> list[A
     for r in rows:
         month = r["month"]
         as_of: date = r["as_of_date"]
-        used = _get(r, "used_quantity", "quantity_used", "used")
-        cap = _get(r, "cap_quantity", "monthly_quantity", "cap")
-        forecast = _get(r, "forecast_quantity", "forecast_month_end", "forecast")
-        over = bool(_get(r, "over_cap")) or (
+        used = r["used_quantity"]
+        cap = r["cap_quantity"]
+        forecast = r["forecast_month_end"]
+        over = bool(r["over_cap"]) or (
             used is not None and cap is not None and Decimal(used) >= Decimal(cap)
         )
-        forecast_over = (_get(r, "forecast_overage") or 0) > 0 or (
+        forecast_over = (r["forecast_overage"] or 0) > 0 or (
             forecast is not None and cap is not None and Decimal(forecast) > Decimal(cap)
         )
         if not (over or forecast_over):
             continue
         what = f"{r['provider']} {r['metric']}"
-        unit = _get(r, "unit") or ""
+        unit = r["unit"]
         out.append(
             Alert(
                 kind=AlertKind.PROVIDER_CAP,
@@ -285,14 +276,10 @@ def alerts_from_cap_rows(rows: Iterable[Row], settings: UsageSettings) -> list[A
 
 def pool_and_cap_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
     out: list[Alert] = []
-    pool = _optional_table("credit_pool_status")
-    if pool is not None and {"month", "as_of_date"} <= set(pool.c.keys()):
-        out += alerts_from_pool_rows(latest_rows_per(engine, pool, ["month"]), settings)
-    caps = _optional_table("provider_cap_status")
-    if caps is not None and {"month", "as_of_date", "provider", "metric"} <= set(caps.c.keys()):
-        out += alerts_from_cap_rows(
-            latest_rows_per(engine, caps, ["provider", "metric", "month"]), settings
-        )
+    out += alerts_from_pool_rows(latest_rows_per(engine, credit_pool_status, ["month"]), settings)
+    out += alerts_from_cap_rows(
+        latest_rows_per(engine, provider_cap_status, ["provider", "metric", "month"]), settings
+    )
     return out
 
 
@@ -345,9 +332,8 @@ def alerts_from_anomaly_rows(rows: Iterable[Row], settings: UsageSettings) -> li
         day: date = r["usage_date"]
         entity = r.get("entity_id") or "(all)"
         rtype = r.get("resource_type") or "(all)"
-        impact = _get(r, "impact_credits", "impact")
-        dimension = _get(r, "dimension", "cause") or rtype
-        direction = _get(r, "direction") or "change"
+        impact = r["impact_credits"]
+        direction = r["direction"]
         out.append(
             Alert(
                 kind=AlertKind.ANOMALY,
@@ -356,10 +342,8 @@ def alerts_from_anomaly_rows(rows: Iterable[Row], settings: UsageSettings) -> li
                 period=day.isoformat(),
                 summary=(
                     f"Spend {direction} on {day.isoformat()}: {entity} {rtype} "
-                    f"{fmt(_get(r, 'credits', 'actual_credits', 'spend'))} credits against a baseline of "
-                    f"{fmt(_get(r, 'baseline_credits', 'baseline'))} (impact {fmt(impact)}"
-                    + (f", driven by {dimension}" if dimension else "")
-                    + ")"
+                    f"{fmt(r['credits'])} credits against a baseline of "
+                    f"{fmt(r['baseline_credits'])} (impact {fmt(impact)}, driven by {rtype})"
                 ),
                 details={
                     k: fmt(v) if isinstance(v, Decimal) else str(v)
@@ -381,13 +365,9 @@ def break_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(q).mappings()]
     out = alerts_from_reconciliation_rows(rows, settings)
-    anomalies = _optional_table("usage_anomaly")
-    if anomalies is not None and "usage_date" in anomalies.c:
-        q = select(anomalies)
-        if "is_anomaly" in anomalies.c:
-            q = q.where(anomalies.c.is_anomaly.is_(True))
-        with engine.connect() as conn:
-            out += alerts_from_anomaly_rows([dict(r) for r in conn.execute(q).mappings()], settings)
+    q = select(usage_anomaly).where(usage_anomaly.c.is_anomaly.is_(True))
+    with engine.connect() as conn:
+        out += alerts_from_anomaly_rows([dict(r) for r in conn.execute(q).mappings()], settings)
     return out
 
 
