@@ -23,6 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from usage_orchestration.providers.http import (
     PageGuard,
+    ProviderClient,
     ProviderHttp,
     ProviderResponseError,
     RequestBudget,
@@ -286,7 +287,7 @@ def source_key(
     return f"{app_id}|{resource}|{period}|{group}"
 
 
-class ForgeClient:
+class ForgeClient(ProviderClient):
     """Fetches and normalizes Forge app resource usage over windows of whole UTC days."""
 
     def __init__(
@@ -337,15 +338,6 @@ class ForgeClient:
             secrets=[api_token],
             **kwargs,
         )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> ForgeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @staticmethod
     def variables(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import httpx
 from filelock import FileLock
@@ -358,3 +358,19 @@ class ProviderHttp:
             status=last_status,
             retryable=True,
         )
+
+
+class ProviderClient:
+    """Base of the provider clients: owns one ``ProviderHttp`` session (``self.http``) and is a
+    context manager that closes it."""
+
+    http: ProviderHttp
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

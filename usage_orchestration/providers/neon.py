@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from usage_orchestration.providers.http import (
     PageGuard,
+    ProviderClient,
     ProviderError,
     ProviderHttp,
     ProviderResponseError,
@@ -211,7 +212,7 @@ _ERROR_HINTS = {
 }
 
 
-class NeonClient:
+class NeonClient(ProviderClient):
     """Fetches and normalizes one organization's consumption over whole UTC days."""
 
     def __init__(
@@ -262,15 +263,6 @@ class NeonClient:
             secrets=[api_key],
             **kwargs,
         )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> NeonClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def account(self) -> str:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from usage_orchestration.providers.http import (
     PageGuard,
+    ProviderClient,
     ProviderHttp,
     ProviderResponseError,
     RetryPolicy,
@@ -93,7 +94,7 @@ def _parse_ts(value: str, *, field: str, app_id: str) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-class PhalaClient:
+class PhalaClient(ProviderClient):
     """Fetches and normalizes one app's usage over a window of whole UTC days."""
 
     def __init__(
@@ -129,15 +130,6 @@ class PhalaClient:
             secrets=[api_key],
             **kwargs,
         )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> PhalaClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def fetch_records(
         self, app_id: str, start: date, end_inclusive: date
