@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dagster import DagsterInstance, RunRequest, build_schedule_context
+from dagster import RunRequest, build_schedule_context
 
-from usage_orchestration.defs.jobs import late_data_refresh
+from usage_orchestration.defs.jobs import daily_usage_schedule, late_data_refresh
 from usage_orchestration.defs.registry import build_definitions
 from usage_orchestration.settings import load_settings
 
@@ -23,13 +23,11 @@ def test_daily_schedule_asks_for_yesterday() -> None:
         "usage_reconciliation",
         "budget_status",
     }
-    with DagsterInstance.ephemeral() as instance:
-        ctx = build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
-        )
-        schedule = defs.resolve_schedule_def("daily_usage_schedule")
-        requests = list(schedule.evaluate_tick(ctx).run_requests or [])
-    assert [r.partition_key for r in requests] == ["2026-02-28"]  # month boundary, not a leap year
+    schedule = defs.resolve_schedule_def("daily_usage_schedule")
+    ctx = build_schedule_context(scheduled_execution_time=datetime(2026, 3, 1, 6, 0, tzinfo=UTC))
+    request = daily_usage_schedule(ctx)
+    assert request.partition_key == "2026-02-28"  # month boundary, not a leap year
+    assert request.run_key == "daily-2026-02-28"
     assert schedule.cron_schedule == "0 6 * * *"
     assert schedule.execution_timezone == "UTC"
 

@@ -8,7 +8,6 @@ from dagster import (
     Definitions,
     RunRequest,
     ScheduleEvaluationContext,
-    build_schedule_from_partitioned_job,
     define_asset_job,
     schedule,
 )
@@ -25,15 +24,20 @@ daily_usage_job = define_asset_job(
     description="Providers → ledger → reconciliation → budgets for one day (or a range as one run).",
 )
 
+
 # Yesterday's partition at 06:00 UTC: Phala bills per minute and Neon refreshes every ~15 min,
 # so yesterday has settled by then.
-yesterday_schedule = build_schedule_from_partitioned_job(
-    daily_usage_job,
-    hour_of_day=6,
-    minute_of_hour=0,
-    name="daily_usage_schedule",
+@schedule(
+    job=daily_usage_job,
+    cron_schedule="0 6 * * *",
+    execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
+    description="Materializes yesterday's partition of every asset at 06:00 UTC.",
 )
+def daily_usage_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    yesterday = context.scheduled_execution_time.date() - timedelta(days=1)
+    return RunRequest(run_key=f"daily-{yesterday.isoformat()}", partition_key=yesterday.isoformat())
+
 
 LATE_DATA_DAYS = 3
 
@@ -60,4 +64,4 @@ def late_data_refresh(context: ScheduleEvaluationContext) -> RunRequest:
 
 
 def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(jobs=[daily_usage_job], schedules=[yesterday_schedule, late_data_refresh])
+    return Definitions(jobs=[daily_usage_job], schedules=[daily_usage_schedule, late_data_refresh])
