@@ -33,7 +33,6 @@ The last line printed is a JSON object with at least ``events``, ``reconcile_s``
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -190,23 +189,14 @@ def _build_postgres(url: str, events: int, days: int) -> None:
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        buf = io.StringIO()
-        n = 0
         copy = f"COPY usage_event ({', '.join(COLUMNS)}) FROM STDIN"
-        for r in _rows(events, days, lambda dt: dt.strftime("%Y-%m-%d %H:%M:%S+00")):
-            buf.write("\t".join("\\N" if v is None else str(v) for v in r))
-            buf.write("\n")
-            n += 1
-            if n % 500_000 == 0:
-                buf.seek(0)
-                cur.copy_expert(copy, buf)
-                buf = io.StringIO()
-        buf.seek(0)
-        cur.copy_expert(copy, buf)
+        with cur.copy(copy) as stream:  # psycopg 3 (the project's PostgreSQL driver)
+            for r in _rows(events, days, lambda dt: dt.strftime("%Y-%m-%d %H:%M:%S+00")):
+                stream.write_row(r)
         raw.commit()
         cur.execute(str(CreateIndex(usage_event_day_index).compile(engine)))
         raw.commit()
-        driver = raw.driver_connection  # psycopg2: VACUUM must run outside a transaction
+        driver = raw.driver_connection  # VACUUM must run outside a transaction
         driver.autocommit = True
         vac = driver.cursor()
         vac.execute("VACUUM ANALYZE usage_event")  # the visibility map: index-only scans

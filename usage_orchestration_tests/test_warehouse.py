@@ -72,5 +72,38 @@ def test_rows_outside_the_replaced_days_are_refused(db_url: str) -> None:
 
 
 def test_urls_pin_the_driver_and_hide_passwords() -> None:
-    assert normalize_url("postgresql://u:pw@h/db").startswith("postgresql+psycopg2://")
+    assert normalize_url("postgresql://u:pw@h/db").startswith("postgresql+psycopg://")
+    assert normalize_url("postgresql+psycopg2://u@h/db").startswith("postgresql+psycopg2://")
     assert "pw" not in safe_url("postgresql://u:pw@h/db")
+
+
+def test_bulk_replace_round_trips_exact_values(db_url: str) -> None:
+    """Hundreds of rows (COPY on PostgreSQL, INSERT elsewhere) come back exactly as written."""
+    from decimal import Decimal
+
+    from usage_orchestration.warehouse.schema import ledger_daily_usage
+
+    wh = Warehouse(db_url)
+    day = date(2024, 2, 29)
+    rows = [
+        {
+            "usage_date": day,
+            "entity_id": f"entity-{i:04d}",
+            "entity_type": "app",
+            "resource_type": "app_compute" if i % 2 else 'it\'s \t|tab\\ "quoted"',
+            "unit": "second",
+            "quantity": None if i % 7 == 0 else Decimal(i) / Decimal(8),
+            "credits": Decimal("0.000001") * i,
+            "events": i,
+            "load_id": "bulk",
+        }
+        for i in range(450)
+    ]
+    assert wh.replace_days(ledger_daily_usage, [day], rows) == 450
+    with wh.engine.connect() as conn:
+        back = (
+            conn.execute(select(ledger_daily_usage).order_by(ledger_daily_usage.c.entity_id))
+            .mappings()
+            .all()
+        )
+    assert [dict(r) for r in back] == rows

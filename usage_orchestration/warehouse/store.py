@@ -25,11 +25,12 @@ _IN_CHUNK = 500
 
 
 def normalize_url(url: str) -> str:
-    """``postgresql://`` means psycopg (v3) to SQLAlchemy 2.1, but the project ships psycopg2
-    (the driver dagster-postgres uses): pin the driver so a plain URL works."""
+    """Pin the PostgreSQL driver of the project's own engines to psycopg 3 (SQLAlchemy 2.1's
+    default for ``postgresql://``, and the one whose COPY the bulk writes use). The Dagster
+    instance is another matter: dagster-postgres brings and uses psycopg2."""
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg2")
+        parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -128,5 +129,36 @@ class Warehouse:
             conds += [table.c[k] == v for k, v in match.items()]
             conn.execute(table.delete().where(and_(*conds)))
         if rows:
-            conn.execute(table.insert(), rows)
+            _insert(conn, table, rows)
         return len(rows)
+
+
+# Below this many rows a multi-row INSERT is as quick as COPY.
+_COPY_MIN_ROWS = 200
+
+
+def _insert(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` inside ``conn``'s transaction. On PostgreSQL with psycopg 3, large sets go
+    through COPY: the server parses a multi-row INSERT's literals ~7x slower than a COPY stream
+    (720 rows: ~20 ms against ~3 ms), which a year's backfill of a provider pays per day."""
+    if (
+        len(rows) < _COPY_MIN_ROWS
+        or conn.dialect.name != "postgresql"
+        or conn.dialect.driver != "psycopg"
+    ):
+        conn.execute(table.insert(), rows)
+        return
+    from psycopg import sql  # the driver's own identifier quoting: no SQL built from strings
+
+    columns = [c.name for c in table.columns if any(c.name in r for r in rows)]
+    target = (
+        sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+    )
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for r in rows:
+            copy.write_row([r.get(c) for c in columns])
