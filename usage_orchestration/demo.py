@@ -256,6 +256,23 @@ def build_summary(
                 summary["credit_pool"] = {
                     k: _jsonable(v) for k, v in row._mapping.items() if k != "load_id"
                 }
+        if "alert_outbox" in names:
+            from usage_orchestration.alerts.outbox import alert_outbox as ob
+
+            summary["alerts_by_state"] = [
+                {k: _jsonable(v) for k, v in r._mapping.items()}
+                for r in conn.execute(
+                    select(
+                        ob.c.kind,
+                        ob.c.state,
+                        ob.c.channel,
+                        ob.c.suppressed_reason,
+                        func.count().label("alerts"),
+                    )
+                    .group_by(ob.c.kind, ob.c.state, ob.c.channel, ob.c.suppressed_reason)
+                    .order_by(ob.c.kind, ob.c.state, ob.c.channel)
+                )
+            ]
     summary["sensor_ticks"] = ticks
     summary["pages"] = [
         {
@@ -311,7 +328,17 @@ def format_summary(s: dict[str, Any]) -> str:
     if "credit_pool" in s:
         lines.append("credit pool: " + ", ".join(f"{k}={v}" for k, v in s["credit_pool"].items()))
     lines.append(f"sensor ticks: {len(s.get('sensor_ticks', []))}")
-    lines.append(f"pages received by the PagerDuty sandbox: {len(s.get('pages', []))}")
+    if s.get("alerts_by_state"):
+        lines.append("alert outbox (kind, state, channel, not sent because: alerts):")
+        for a in s["alerts_by_state"]:
+            why = a.get("suppressed_reason") or "-"
+            lines.append(
+                f"  {a['kind']:<24} {a['state']:<9} {a['channel']:<10} {why:<9} {a['alerts']}"
+            )
+    lines.append(
+        f"pages received by the PagerDuty sandbox in this run: {len(s.get('pages', []))}"
+        " (an alert already delivered by an earlier run is not sent again)"
+    )
     for p in s.get("pages", [])[:10]:
         lines.append(f"  {p['event_action']:<8} {p['dedup_key']}  {p.get('summary') or ''}")
     return "\n".join(lines)
