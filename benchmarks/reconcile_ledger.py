@@ -349,15 +349,15 @@ def _pg_url(base: str, schema: str) -> str:
 
 
 def _pg_schema(base: str, schema: str, *, drop: bool) -> None:
-    from sqlalchemy import text
+    from sqlalchemy.schema import CreateSchema, DropSchema
 
     from usage_orchestration.warehouse.store import make_engine
 
     engine = make_engine(base)
     with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(DropSchema(schema, cascade=True, if_exists=True))
         if not drop:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            conn.execute(CreateSchema(schema))
     engine.dispose()
 
 

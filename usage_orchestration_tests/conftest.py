@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
+from sqlalchemy.schema import CreateSchema, DropSchema
 
 from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.server import SandboxServer
@@ -50,12 +51,12 @@ def _make_db(kind: str, tmp_path: Path, name: str) -> Iterator[str]:
     schema = f"t_{name}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(normalize_url(PG_URL))
     with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        conn.execute(CreateSchema(schema))
     try:
         yield _pg_schema_url(PG_URL, schema)
     finally:
         with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            conn.execute(DropSchema(schema, cascade=True))
         admin.dispose()
 
 
