@@ -29,6 +29,7 @@ from dagster import (
     ResourceParam,
     RunFailureSensorContext,
     RunStatusSensorContext,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -215,53 +216,52 @@ BUDGET_ASSETS = ("budget_status", "provider_cap_status")
 BREAK_ASSETS = ("usage_reconciliation", "usage_anomalies")
 
 
+def _evaluation_sensor(
+    name: str, description: str, evaluation: Evaluation, watched: Sequence[str], interval: int
+) -> SensorDefinition:
+    """A sensor that re-evaluates ``evaluation``'s rules when ``watched`` assets materialize."""
+
+    @sensor(
+        name=name,
+        minimum_interval_seconds=interval,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=description,
+    )
+    def evaluation_sensor(
+        context: SensorEvaluationContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> SensorResult | SkipReason:
+        channels = alert_channels.channels(settings)
+        return _guarded(
+            name,
+            settings,
+            warehouse,
+            channels,
+            lambda: _evaluation_tick(context, evaluation, watched, settings, warehouse, channels),
+        )
+
+    return evaluation_sensor
+
+
 def make_sensors(settings: UsageSettings) -> list:
     interval = settings.alerts.sensor_interval_s
-
-    @sensor(
-        name="budget_alerts",
-        minimum_interval_seconds=interval,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Budget thresholds crossed, forecast overruns, credit pool depletion and "
+    budget_alerts = _evaluation_sensor(
+        "budget_alerts",
+        "Budget thresholds crossed, forecast overruns, credit pool depletion and "
         "provider caps → PagerDuty / Slack (see docs/runbook.md).",
+        BUDGETS,
+        BUDGET_ASSETS,
+        interval,
     )
-    def budget_alerts(
-        context: SensorEvaluationContext,
-        settings: ResourceParam[UsageSettings],
-        warehouse: WarehouseResource,
-        alert_channels: AlertChannelsResource,
-    ) -> SensorResult | SkipReason:
-        channels = alert_channels.channels(settings)
-        return _guarded(
-            "budget_alerts",
-            settings,
-            warehouse,
-            channels,
-            lambda: _evaluation_tick(
-                context, BUDGETS, BUDGET_ASSETS, settings, warehouse, channels
-            ),
-        )
-
-    @sensor(
-        name="reconciliation_alerts",
-        minimum_interval_seconds=interval,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Reconciliation breaks over tolerance and spend anomalies → PagerDuty / Slack.",
+    reconciliation_alerts = _evaluation_sensor(
+        "reconciliation_alerts",
+        "Reconciliation breaks over tolerance and spend anomalies → PagerDuty / Slack.",
+        BREAKS,
+        BREAK_ASSETS,
+        interval,
     )
-    def reconciliation_alerts(
-        context: SensorEvaluationContext,
-        settings: ResourceParam[UsageSettings],
-        warehouse: WarehouseResource,
-        alert_channels: AlertChannelsResource,
-    ) -> SensorResult | SkipReason:
-        channels = alert_channels.channels(settings)
-        return _guarded(
-            "reconciliation_alerts",
-            settings,
-            warehouse,
-            channels,
-            lambda: _evaluation_tick(context, BREAKS, BREAK_ASSETS, settings, warehouse, channels),
-        )
 
     @sensor(
         name="stale_data_alerts",
