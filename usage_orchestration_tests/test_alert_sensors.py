@@ -309,6 +309,43 @@ def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: Sand
     assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
 
 
+def test_successful_range_run_resolves_failures_of_days_inside_it(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensors = _sensors(settings)
+    instance = DagsterInstance.ephemeral()
+    for day in ("2026-05-19", "2026-05-25"):
+        sensors["run_failure_alerts"](
+            _failure_context(instance, {"dagster/partition": day}, resources)
+        )
+    assert len(_pd(sandbox_server, "trigger")) == 2
+
+    # a backfill of 2026-05-10...2026-05-20 as one run redoes the 19th, not the 25th
+    ok = failing_job.execute_in_process(
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": "2026-05-10",
+            "dagster/asset_partition_range_end": "2026-05-20",
+            "test/succeed": "true",
+        },
+    )
+    run = instance.get_run_by_id(ok.run_id)
+    assert run is not None
+    event = instance.get_records_for_run(ok.run_id, of_type=DagsterEventType.RUN_SUCCESS).records[0]
+    ctx = build_run_status_sensor_context(
+        sensor_name="run_success_resolves",
+        dagster_event=event.event_log_entry.dagster_event,  # type: ignore[arg-type]
+        dagster_instance=instance,
+        dagster_run=run,
+        resources=resources,
+    )
+    sensors["run_success_resolves"](ctx)
+    [resolve] = _pd(sandbox_server, "resolve")
+    assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
+
+
 def test_sensor_failure_is_sent_directly_when_the_outbox_is_unreachable(
     sandbox_server: SandboxServer,
 ) -> None:

@@ -516,6 +516,22 @@ def run_failure_key(job_name: str, partition: str | None) -> str:
     return dedup_key(AlertKind.RUN_FAILURE.value, f"job/{job_name}", _run_period(partition), "")
 
 
+def run_success_resolve_keys(job_name: str, partition: str | None) -> list[str]:
+    """The run_failure keys a successful run of ``job_name`` clears: its own partition, or every
+    day of its range (a range backfill that redoes a failed day clears that day's alert)."""
+    if partition and "..." in partition:
+        first, _, last = partition.partition("...")
+        try:
+            start, end = date.fromisoformat(first), date.fromisoformat(last)
+        except ValueError:
+            return [run_failure_key(job_name, partition)]
+        days = (end - start).days + 1
+        return [
+            run_failure_key(job_name, (start + timedelta(days=i)).isoformat()) for i in range(days)
+        ]
+    return [run_failure_key(job_name, partition)]
+
+
 def sensor_failure_alert(sensor_name: str, error: str, settings: UsageSettings) -> Alert:
     ui = settings.alerts.dagster_ui_url.rstrip("/")
     return Alert(

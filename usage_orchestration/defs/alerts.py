@@ -4,7 +4,7 @@
 * ``reconciliation_alerts``: reconciliation breaks over tolerance, spend anomalies;
 * ``stale_data_alerts``: yesterday's partition missing by the deadline, ledger sync failures;
 * ``run_failure_alerts`` / ``run_success_resolves``: failed runs (not those about to be retried),
-  resolved when the same job and partition succeeds;
+  resolved when the same job succeeds for that partition (alone or within a range);
 * ``alert_delivery``: retries of pending deliveries (429/5xx) with backoff.
 
 Each evaluation sensor keeps a JSON cursor of the latest materialization it has seen of the
@@ -372,7 +372,8 @@ def make_sensors(settings: UsageSettings) -> list:
         name="run_success_resolves",
         minimum_interval_seconds=30,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Resolves the run_failure alert of a job and partition once it succeeds.",
+        description="Resolves the run_failure alert of a job and partition once a run of the "
+        "same job succeeds for that partition or for a range that contains it.",
     )
     def run_success_resolves(
         context: RunStatusSensorContext,
@@ -381,15 +382,16 @@ def make_sensors(settings: UsageSettings) -> list:
         alert_channels: AlertChannelsResource,
     ) -> SkipReason | None:
         run = context.dagster_run
-        key = rules.run_failure_key(run.job_name, _partition_of(run.tags))
+        keys = rules.run_success_resolve_keys(run.job_name, _partition_of(run.tags))
         outbox = Outbox(warehouse.get().engine, settings.alerts)
         now = _now()
-        if not outbox.resolve([key], now=now):
-            return SkipReason(f"no open failure alert for {key}")
+        resolved = outbox.resolve(keys, now=now)
+        if not resolved:
+            return SkipReason(f"no open failure alert for {run.job_name} {_partition_of(run.tags)}")
         report = TickReport(
             delivery=outbox.deliver_pending(alert_channels.channels(settings), now=now)
         )
-        return SkipReason(f"resolved {key}: {report.summary()}")
+        return SkipReason(f"resolved {', '.join(resolved)}: {report.summary()}")
 
     return [
         budget_alerts,
