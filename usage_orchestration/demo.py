@@ -179,8 +179,14 @@ def build_summary(
     success: bool,
 ) -> dict[str, Any]:
     """What the demo shows, read back from the warehouse (aggregated in SQL)."""
-    from sqlalchemy import MetaData, func, inspect, select
+    from sqlalchemy import func, select
 
+    from usage_orchestration.alerts.outbox import alert_outbox
+    from usage_orchestration.warehouse.analysis_schema import (
+        budget_status,
+        credit_pool_status,
+        usage_reconciliation,
+    )
     from usage_orchestration.warehouse.schema import provider_usage
     from usage_orchestration.warehouse.store import Warehouse
 
@@ -204,75 +210,60 @@ def build_summary(
                 .order_by(t.c.provider)
             )
         ]
-        names = set(inspect(conn).get_table_names())
-        md = MetaData()
-        if "usage_reconciliation" in names:
-            rec = md.tables.get("usage_reconciliation") or _reflect(
-                md, conn, "usage_reconciliation"
+        rec = usage_reconciliation
+        summary["reconciliation_by_status"] = {
+            r.status: {"rows": r.rows, "delta_credits": _jsonable(r.delta)}
+            for r in conn.execute(
+                select(
+                    rec.c.status,
+                    func.count().label("rows"),
+                    func.sum(rec.c.delta_credits).label("delta"),
+                )
+                .where(rec.c.usage_date.between(days[0], days[-1]))
+                .group_by(rec.c.status)
             )
-            summary["reconciliation_by_status"] = {
-                r.status: {"rows": r.rows, "delta_credits": _jsonable(r.delta)}
-                for r in conn.execute(
-                    select(
-                        rec.c.status,
-                        func.count().label("rows"),
-                        func.sum(rec.c.delta_credits).label("delta"),
-                    )
-                    .where(rec.c.usage_date.between(days[0], days[-1]))
-                    .group_by(rec.c.status)
+        }
+        bs = budget_status
+        last = conn.execute(select(func.max(bs.c.as_of_date))).scalar()
+        summary["budgets_as_of"] = _jsonable(last)
+        summary["budgets"] = [
+            {k: _jsonable(v) for k, v in r._mapping.items()}
+            for r in conn.execute(
+                select(
+                    bs.c.entity_id,
+                    bs.c.entity_name,
+                    bs.c.credits_used,
+                    bs.c.monthly_budget,
+                    bs.c.budget_percent,
+                    bs.c.over_budget,
+                    bs.c.forecast_month_end,
+                    bs.c.forecast_overrun,
                 )
+                .where(bs.c.as_of_date == last)
+                .order_by(bs.c.entity_id)
+            )
+        ]
+        cp = credit_pool_status
+        row = conn.execute(select(cp).order_by(cp.c.as_of_date.desc()).limit(1)).first()
+        if row is not None:
+            summary["credit_pool"] = {
+                k: _jsonable(v) for k, v in row._mapping.items() if k != "load_id"
             }
-        if "budget_status" in names:
-            bs = _reflect(md, conn, "budget_status")
-            last = conn.execute(select(func.max(bs.c.as_of_date))).scalar()
-            rows = conn.execute(
-                select(bs).where(bs.c.as_of_date == last).order_by(bs.c.entity_id)
-            ).all()
-            summary["budgets_as_of"] = _jsonable(last)
-            summary["budgets"] = [
-                {
-                    k: _jsonable(v)
-                    for k, v in r._mapping.items()
-                    if k
-                    in (
-                        "entity_id",
-                        "entity_name",
-                        "credits_used",
-                        "monthly_budget",
-                        "budget_percent",
-                        "over_budget",
-                        "forecast_month_end",
-                        "forecast_overrun",
-                    )
-                }
-                for r in rows
-            ]
-        if "credit_pool_status" in names:
-            cp = _reflect(md, conn, "credit_pool_status")
-            row = conn.execute(
-                select(cp).order_by(cp.c[cp.primary_key.columns.keys()[0]].desc()).limit(1)
-            ).first()
-            if row is not None:
-                summary["credit_pool"] = {
-                    k: _jsonable(v) for k, v in row._mapping.items() if k != "load_id"
-                }
-        if "alert_outbox" in names:
-            from usage_orchestration.alerts.outbox import alert_outbox as ob
-
-            summary["alerts_by_state"] = [
-                {k: _jsonable(v) for k, v in r._mapping.items()}
-                for r in conn.execute(
-                    select(
-                        ob.c.kind,
-                        ob.c.state,
-                        ob.c.channel,
-                        ob.c.suppressed_reason,
-                        func.count().label("alerts"),
-                    )
-                    .group_by(ob.c.kind, ob.c.state, ob.c.channel, ob.c.suppressed_reason)
-                    .order_by(ob.c.kind, ob.c.state, ob.c.channel)
+        ob = alert_outbox
+        summary["alerts_by_state"] = [
+            {k: _jsonable(v) for k, v in r._mapping.items()}
+            for r in conn.execute(
+                select(
+                    ob.c.kind,
+                    ob.c.state,
+                    ob.c.channel,
+                    ob.c.suppressed_reason,
+                    func.count().label("alerts"),
                 )
-            ]
+                .group_by(ob.c.kind, ob.c.state, ob.c.channel, ob.c.suppressed_reason)
+                .order_by(ob.c.kind, ob.c.state, ob.c.channel)
+            )
+        ]
     summary["sensor_ticks"] = ticks
     summary["pages"] = [
         {
@@ -283,12 +274,6 @@ def build_summary(
         for p in pages
     ]
     return summary
-
-
-def _reflect(md: Any, conn: Any, name: str) -> Any:
-    from sqlalchemy import Table
-
-    return Table(name, md, autoload_with=conn)
 
 
 def format_summary(s: dict[str, Any]) -> str:
