@@ -19,13 +19,19 @@ from typing import Any
 
 import httpx
 
+from usage_orchestration.sandbox.core import Sandbox
+
+# The environment variable each secret is read from → the key the sandbox accepts for it.
 SANDBOX_SECRETS = {
-    "PHALA_API_KEY": "sandbox-phala-key",
-    "NEON_API_KEY": "sandbox-neon-key",
-    "FORGE_EMAIL": "finance-bot@example.com",
-    "FORGE_API_TOKEN": "sandbox-forge-token",
-    "LEDGER_API_TOKEN": "sandbox-ledger-token",
-    "PAGERDUTY_ROUTING_KEY": "sandbox-routing-key-000000000000",
+    env: Sandbox.API_KEYS[api]
+    for env, api in (
+        ("PHALA_API_KEY", "phala"),
+        ("NEON_API_KEY", "neon"),
+        ("FORGE_EMAIL", "forge_email"),
+        ("FORGE_API_TOKEN", "forge"),
+        ("LEDGER_API_TOKEN", "ledger"),
+        ("PAGERDUTY_ROUTING_KEY", "pagerduty"),
+    )
 }
 
 
@@ -60,7 +66,6 @@ def _sandbox_up(url: str) -> bool:
 def run_demo(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from usage_orchestration.sandbox import Sandbox
     from usage_orchestration.sandbox.server import SandboxServer
     from usage_orchestration.settings import load_settings
 
