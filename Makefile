@@ -35,6 +35,7 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 test: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check usage_orchestration usage_orchestration_tests benchmarks
 	$(BIN)/ruff format --check usage_orchestration usage_orchestration_tests benchmarks
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest -q -p no:cacheprovider
 
@@ -53,6 +54,7 @@ validate: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 lint: $(STAMP)
 	$(BIN)/ruff check usage_orchestration usage_orchestration_tests benchmarks
 	$(BIN)/ruff format --check usage_orchestration usage_orchestration_tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -54,8 +54,9 @@ def _run(args: dict[str, Any], first: str, last: str, ready: Any, start: Any, ou
     logging.disable(logging.WARNING)
     from dagster import DagsterInstance, materialize
 
-    from usage_orchestration.defs.forge import ForgeApiResource, forge_usage
+    from usage_orchestration.defs.providers import ProviderApiResource, provider_asset
     from usage_orchestration.defs.resources import WarehouseResource
+    from usage_orchestration.providers.registry import FORGE
     from usage_orchestration.sandbox import Sandbox
     from usage_orchestration.settings import load_settings
 
@@ -74,8 +75,11 @@ def _run(args: dict[str, Any], first: str, last: str, ready: Any, start: Any, ou
     resources = {
         "settings": settings,
         "warehouse": WarehouseResource(url=settings.warehouse_url),
-        "forge_api": ForgeApiResource(
-            email=Sandbox.API_KEYS["forge_email"], api_token=Sandbox.API_KEYS["forge"]
+        "forge_api": ProviderApiResource(
+            values={
+                "email": Sandbox.API_KEYS["forge_email"],
+                "api_token": Sandbox.API_KEYS["forge"],
+            }
         ),
     }
     instance = DagsterInstance.ephemeral()
@@ -83,7 +87,7 @@ def _run(args: dict[str, Any], first: str, last: str, ready: Any, start: Any, ou
     start.wait(120)
     t0 = time.monotonic()
     result = materialize(
-        [forge_usage],
+        [provider_asset(FORGE, settings)],
         resources=resources,
         instance=instance,
         tags={

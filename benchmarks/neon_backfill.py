@@ -35,8 +35,9 @@ KEY = "sandbox-neon-key"
 def worker(args: argparse.Namespace) -> None:
     from dagster import DagsterInstance, materialize
 
-    from usage_orchestration.defs.neon import NeonApiResource, neon_usage
+    from usage_orchestration.defs.providers import ProviderApiResource, provider_asset
     from usage_orchestration.defs.resources import WarehouseResource
+    from usage_orchestration.providers.registry import NEON
     from usage_orchestration.settings import load_settings
 
     neon: dict[str, object] = {
@@ -50,11 +51,11 @@ def worker(args: argparse.Namespace) -> None:
         neon["project_ids"] = project_ids(7, args.projects)
     settings = load_settings(warehouse_url=args.warehouse_url, state_dir=args.state_dir, neon=neon)
     result = materialize(
-        [neon_usage],
+        [provider_asset(NEON, settings)],
         resources={
             "settings": settings,
             "warehouse": WarehouseResource(url=settings.warehouse_url),
-            "neon_api": NeonApiResource(api_key=KEY),
+            "neon_api": ProviderApiResource(values={"api_key": KEY}),
         },
         instance=DagsterInstance.ephemeral(),
         tags={

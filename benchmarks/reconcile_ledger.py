@@ -209,10 +209,10 @@ def _build_postgres(url: str, events: int, days: int) -> None:
 
 def _seed_warehouse(url: str, day: date) -> int:
     """The day's provider usage (Phala sandbox demo rows) in a fresh warehouse."""
-    from usage_orchestration.provider_load import store_fetch
     from usage_orchestration.providers.records import DayCoverage, FetchResult
     from usage_orchestration.sandbox.phala import demo_usage
     from usage_orchestration.settings import load_settings
+    from usage_orchestration.warehouse.provider_load import store_fetch
     from usage_orchestration.warehouse.store import Warehouse
 
     settings = _settings()
@@ -240,13 +240,13 @@ def _settings() -> Any:
 # the measured children
 # ---------------------------------------------------------------------------------------------
 def _child_reconcile(ledger_url: str, warehouse_url: str, day: date, repeat: int) -> dict[str, Any]:
-    from usage_orchestration.analysis_io import reconcile_days, write_reconciliation
-    from usage_orchestration.ledger.load import store_ledger_days
     from usage_orchestration.ledger.sql import SqlLedger
-    from usage_orchestration.reconcile import ReconcileConfig
+    from usage_orchestration.providers.registry import reconcile_config
+    from usage_orchestration.warehouse.analysis import reconcile_days, write_reconciliation
+    from usage_orchestration.warehouse.ledger_load import store_ledger_days
     from usage_orchestration.warehouse.store import Warehouse
 
-    config = ReconcileConfig.from_settings(_settings())
+    config = reconcile_config(_settings())
     reader = SqlLedger(ledger_url)
     wh = Warehouse(warehouse_url)
     wh.ensure_schema()

@@ -1,21 +1,21 @@
 """``usage-orchestration``: the sandbox, the demo, and operator commands.
 
-Other modules add sub-commands through ``COMMAND_MODULES``: each exposes
-``register(subparsers)`` that adds its parsers with ``set_defaults(func=...)``.
+Each command module exposes ``register(subparsers)`` that adds its parsers with
+``set_defaults(func=...)``. The CLI is the one place that offers the sandbox's commands (``demo``,
+``sandbox``) beside the operator commands.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = (
-    "usage_orchestration.sandbox.cli",
-    "usage_orchestration.demo",
-    "usage_orchestration.alerts.cli",
-)
+from usage_orchestration.alerts import cli as alerts_cli
+from usage_orchestration.sandbox import cli as sandbox_cli
+from usage_orchestration.sandbox import demo
+
+COMMAND_MODULES = (sandbox_cli, demo, alerts_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="usage-orchestration", description=__doc__.splitlines()[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 

@@ -6,7 +6,7 @@ import warnings
 
 from dagster import BetaWarning, Definitions
 
-from usage_orchestration.defs.registry import build_definitions
+from usage_orchestration.defs.location import build_definitions
 from usage_orchestration.settings import load_settings
 
 # backfill_policy is beta in dagster 1.13 and warns once per asset in every process that loads

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from decimal import Decimal as D
 
-from usage_orchestration.budgets import (
+from usage_orchestration.core.budgets import (
     anomalies,
     budget_status,
     credit_pool_status,

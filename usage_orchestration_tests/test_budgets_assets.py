@@ -25,7 +25,6 @@ from usage_orchestration.ledger.schema import (
     ledger_metadata,
     usage_event,
 )
-from usage_orchestration.provider_load import store_fetch
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
 from usage_orchestration.settings import UsageSettings, load_settings
 from usage_orchestration.warehouse.analysis_schema import (
@@ -34,6 +33,7 @@ from usage_orchestration.warehouse.analysis_schema import (
     provider_cap_status,
     usage_anomaly,
 )
+from usage_orchestration.warehouse.provider_load import store_fetch
 from usage_orchestration.warehouse.store import Warehouse, make_engine
 
 MARCH = date(2026, 3, 1)
@@ -166,7 +166,9 @@ def test_budget_status_and_pool_as_of_a_day(db_url: str, ledger_url: str) -> Non
     assert pool["forecast_month_end_used"] == D(2170) and pool["projected_depletion_date"] is None
     meta = result.asset_materializations_for_node("budget_status")[0].metadata
     assert meta["over_budget"].value == 1 and meta["forecast_overruns"].value == 2
-    assert meta["pool_remaining"].value == 4300.0 and "Bot" in meta["budgets"].value
+    assert meta["pool_remaining"].value == 4300.0 and "Bot" in [
+        r.data["entity_name"] for r in meta["budgets"].records
+    ]
 
 
 def test_history_is_stable_and_uses_the_budgets_of_its_month(db_url: str, ledger_url: str) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, materialize
 from sqlalchemy import func, select
 
-from usage_orchestration.defs.forge import ForgeApiResource, forge_usage
-from usage_orchestration.defs.registry import build_definitions
+from usage_orchestration.defs.location import build_definitions
+from usage_orchestration.defs.providers import ProviderApiResource, provider_asset
 from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.providers.registry import FORGE
 from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.server import SandboxServer
 from usage_orchestration.settings import UsageSettings, load_settings
@@ -58,8 +59,11 @@ def _resources(settings: UsageSettings) -> dict[str, Any]:
     return {
         "settings": settings,
         "warehouse": WarehouseResource(url=settings.warehouse_url),
-        "forge_api": ForgeApiResource(
-            email=Sandbox.API_KEYS["forge_email"], api_token=Sandbox.API_KEYS["forge"]
+        "forge_api": ProviderApiResource(
+            values={
+                "email": Sandbox.API_KEYS["forge_email"],
+                "api_token": Sandbox.API_KEYS["forge"],
+            }
         ),
     }
 
@@ -75,7 +79,7 @@ def test_range_run_writes_every_day_in_one_request_series(
 ) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
     result = materialize(
-        [forge_usage],
+        [provider_asset(FORGE, settings)],
         resources=_resources(settings),
         instance=DagsterInstance.ephemeral(),
         tags=RANGE,
@@ -119,7 +123,7 @@ def test_range_run_writes_every_day_in_one_request_series(
     assert abs(meta["month_to_date_function_compute_gb_seconds"].value - float(month_total)) < 1e-6
     pct = (Decimal(str(month_total)) * 100 / 100_000).quantize(Decimal("0.01"))
     assert meta["free_allowance_used_pct_function_compute_gb_seconds"].value == float(pct)
-    assert "100000" in meta["free_allowance"].value
+    assert [r.data["allowance"] for r in meta["free_allowance"].records] == [100000.0]
     assert not any(Sandbox.API_KEYS["forge"] in str(e) for e in result.all_events)
 
 
@@ -129,11 +133,14 @@ def test_rematerializing_a_day_leaves_identical_rows(
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = _resources(settings)
     assert materialize(
-        [forge_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE
+        [provider_asset(FORGE, settings)],
+        resources=res,
+        instance=DagsterInstance.ephemeral(),
+        tags=RANGE,
     ).success
     before = _rows(db_url)
     again = materialize(
-        [forge_usage],
+        [provider_asset(FORGE, settings)],
         resources=res,
         instance=DagsterInstance.ephemeral(),
         partition_key=DAYS[2].isoformat(),
@@ -147,13 +154,16 @@ def test_a_failed_fetch_writes_nothing(
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = _resources(settings)
     assert materialize(
-        [forge_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE
+        [provider_asset(FORGE, settings)],
+        resources=res,
+        instance=DagsterInstance.ephemeral(),
+        tags=RANGE,
     ).success
     before = _rows(db_url)
     # the second app's series fails (in-band 404, not retried) after the first app's succeeded
     sandbox.state["forge"]["apps"] = [DEMO_APP_ID]
     failed = materialize(
-        [forge_usage],
+        [provider_asset(FORGE, settings)],
         resources=res,
         instance=DagsterInstance.ephemeral(),
         tags=RANGE,
@@ -176,7 +186,7 @@ def test_definitions_wire_the_pool_backfill_policy_and_env_credentials(monkeypat
     assert (
         asset.backfill_policy is not None and asset.backfill_policy.max_partitions_per_run is None
     )
-    assert forge_usage.op.pool == "forge"
+    assert provider_asset(FORGE, load_settings()).op.pool == "forge"
     assert "forge_api" in defs.resources
     off = build_definitions(load_settings(forge={"enabled": False}))
     assert AssetKey("forge_usage") not in {
@@ -190,7 +200,7 @@ def test_days_before_the_lookback_are_unavailable(
     settings = _settings(sandbox_server, db_url, tmp_path)
     old = date.today() - timedelta(days=90)
     result = materialize(
-        [forge_usage],
+        [provider_asset(FORGE, settings)],
         resources=_resources(settings),
         instance=DagsterInstance.ephemeral(),
         partition_key=old.isoformat(),

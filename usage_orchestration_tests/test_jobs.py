@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from dagster import RunRequest, build_schedule_context
 
 from usage_orchestration.defs.jobs import daily_usage_schedule, late_data_refresh
-from usage_orchestration.defs.registry import build_definitions
+from usage_orchestration.defs.location import build_definitions
 from usage_orchestration.settings import load_settings
 
 

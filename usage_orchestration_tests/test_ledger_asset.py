@@ -13,7 +13,7 @@ from dagster import DagsterInstance, Definitions, materialize
 from sqlalchemy import insert, select
 
 from usage_orchestration.defs.ledger import LedgerResource, definitions, ledger_daily_usage
-from usage_orchestration.defs.registry import build_definitions
+from usage_orchestration.defs.location import build_definitions
 from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.ledger.schema import usage_event
 from usage_orchestration.ledger.sql import SqlLedger
@@ -94,7 +94,7 @@ def test_range_run_writes_every_day_and_rerun_is_idempotent(seeded: str, db_url:
     assert meta["events"].value == sum(e[7] for e in expected)
     assert meta["credits_total"].value == pytest.approx(float(sum(e[6] for e in expected)))
     assert meta["sync_ok"].value is True
-    assert "app_compute" in meta["by_resource_type"].value
+    assert "app_compute" in [r.data["resource_type"] for r in meta["by_resource_type"].records]
     checks = result.get_asset_check_evaluations()
     assert [(c.check_name, c.passed) for c in checks] == [("ledger_license_sync", True)]
 

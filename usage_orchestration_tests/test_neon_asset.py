@@ -11,11 +11,12 @@ import pytest
 from dagster import BackfillPolicy, DagsterInstance, materialize
 from sqlalchemy import select
 
-from usage_orchestration.defs.neon import NeonApiResource, neon_usage
-from usage_orchestration.defs.registry import build_definitions
+from usage_orchestration.core.mapping import to_ledger_quantity
+from usage_orchestration.defs.location import build_definitions
+from usage_orchestration.defs.providers import ProviderApiResource, provider_asset
 from usage_orchestration.defs.resources import WarehouseResource
-from usage_orchestration.mapping import to_ledger_quantity
 from usage_orchestration.providers.neon import client_from_settings
+from usage_orchestration.providers.registry import NEON
 from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.neon import demo_usage
 from usage_orchestration.sandbox.server import SandboxServer
@@ -38,11 +39,11 @@ def settings(sandbox_server: SandboxServer, db_url: str, tmp_path: Path) -> Usag
 
 def run_range(settings: UsageSettings, first: date, last: date) -> dict:
     result = materialize(
-        [neon_usage],
+        [provider_asset(NEON, settings)],
         resources={
             "settings": settings,
             "warehouse": WarehouseResource(url=settings.warehouse_url),
-            "neon_api": NeonApiResource(api_key=KEY),
+            "neon_api": ProviderApiResource(values={"api_key": KEY}),
         },
         instance=DagsterInstance.ephemeral(),
         tags={

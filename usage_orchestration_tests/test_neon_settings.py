@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from usage_orchestration.mapping import resolve_mapping
+from usage_orchestration.core.mapping import resolve_mapping
 from usage_orchestration.settings import SettingsError, load_settings
 from usage_orchestration.settings.neon import ANALYTICS_WAREHOUSE, DEMO_PROJECTS
 

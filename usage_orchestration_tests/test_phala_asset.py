@@ -9,8 +9,9 @@ import pytest
 from dagster import DagsterInstance, materialize
 from sqlalchemy import func, select
 
-from usage_orchestration.defs.phala import phala_usage
-from usage_orchestration.defs.resources import PhalaApiResource, WarehouseResource
+from usage_orchestration.defs.providers import ProviderApiResource, provider_asset
+from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.providers.registry import PHALA
 from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.core import Fault
 from usage_orchestration.sandbox.phala import phala_records
@@ -37,7 +38,7 @@ def _resources(settings: UsageSettings) -> dict[str, Any]:
     return {
         "settings": settings,
         "warehouse": WarehouseResource(url=settings.warehouse_url),
-        "phala_api": PhalaApiResource(api_key=Sandbox.API_KEYS["phala"]),
+        "phala_api": ProviderApiResource(values={"api_key": Sandbox.API_KEYS["phala"]}),
     }
 
 
@@ -53,7 +54,7 @@ def test_range_run_writes_every_day(
 ) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
     result = materialize(
-        [phala_usage],
+        [provider_asset(PHALA, settings)],
         resources=_resources(settings),
         instance=DagsterInstance.ephemeral(),
         tags=RANGE,
@@ -87,11 +88,14 @@ def test_rematerializing_a_day_leaves_identical_rows(
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = _resources(settings)
     assert materialize(
-        [phala_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE
+        [provider_asset(PHALA, settings)],
+        resources=res,
+        instance=DagsterInstance.ephemeral(),
+        tags=RANGE,
     ).success
     before = _rows(db_url)
     again = materialize(
-        [phala_usage],
+        [provider_asset(PHALA, settings)],
         resources=res,
         instance=DagsterInstance.ephemeral(),
         partition_key="2026-11-03",
@@ -106,13 +110,16 @@ def test_failed_fetch_leaves_the_table_as_it_was(
     settings = _settings(sandbox_server, db_url, tmp_path)
     res = _resources(settings)
     assert materialize(
-        [phala_usage], resources=res, instance=DagsterInstance.ephemeral(), tags=RANGE
+        [provider_asset(PHALA, settings)],
+        resources=res,
+        instance=DagsterInstance.ephemeral(),
+        tags=RANGE,
     ).success
     before = _rows(db_url)
     # the second app's first page comes back malformed: nothing of the range may be replaced
     sandbox.add_fault("phala", Fault(status=200, count=1, malformed='{"usage": "nope"}'))
     failed = materialize(
-        [phala_usage],
+        [provider_asset(PHALA, settings)],
         resources=res,
         instance=DagsterInstance.ephemeral(),
         tags=RANGE,
@@ -127,7 +134,7 @@ def test_mapping_is_applied_and_unmapped_usage_kept(
 ) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
     assert materialize(
-        [phala_usage],
+        [provider_asset(PHALA, settings)],
         resources=_resources(settings),
         instance=DagsterInstance.ephemeral(),
         partition_key="2026-11-02",
@@ -154,10 +161,10 @@ def test_wrong_credentials_fail_without_leaking_them(
     sandbox_server: SandboxServer, db_url: str, tmp_path: Any, bad_key: str
 ) -> None:
     settings = _settings(sandbox_server, db_url, tmp_path)
-    res = {**_resources(settings), "phala_api": PhalaApiResource(api_key=bad_key)}
+    res = {**_resources(settings), "phala_api": ProviderApiResource(values={"api_key": bad_key})}
     instance = DagsterInstance.ephemeral()
     result = materialize(
-        [phala_usage],
+        [provider_asset(PHALA, settings)],
         resources=res,
         instance=instance,
         partition_key="2026-11-02",

@@ -11,8 +11,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from usage_orchestration.ledger.base import LedgerDailyUsage
-from usage_orchestration.reconcile import (
+from usage_orchestration.core.reconcile import (
+    CoverageAccount,
     CoverageEntry,
     ProviderAggregate,
     ReconcileConfig,
@@ -21,6 +21,7 @@ from usage_orchestration.reconcile import (
     reconcile_day,
     summarize,
 )
+from usage_orchestration.ledger.base import LedgerDailyUsage
 from usage_orchestration.settings import SettingsError, load_settings
 from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
 
@@ -82,8 +83,15 @@ MAPPINGS = [
         resource_type="workspace_storage",
     ),
 ]
+# Configured accounts as the provider registry defines them: Phala per app, Neon per
+# organization (covers every project), Forge per (app, resource).
+ACCOUNTS = {
+    "phala": [CoverageAccount(APP_A, APP_A), CoverageAccount(APP_B, APP_B)],
+    "neon": [CoverageAccount("org-1", None)],
+    "forge": [CoverageAccount("forge-app|FUNCTION_COMPUTE", "forge-app")],
+}
 CONFIG = ReconcileConfig(
-    mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala", "neon", "forge"]
+    mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala", "neon", "forge"], accounts=ACCOUNTS
 )
 ALL_COMPLETE = [
     CoverageEntry("phala", APP_A, "complete"),
@@ -317,7 +325,9 @@ def test_out_of_scope_ledger_types_and_disabled_providers_are_ignored() -> None:
         credits=D(1),
         events=1,
     )
-    phala_only = ReconcileConfig(mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala"])
+    phala_only = ReconcileConfig(
+        mappings=MAPPINGS, rate_card=RATE_CARD, providers=["phala"], accounts=ACCOUNTS
+    )
     neon_rows = [
         ProviderAggregate(
             DAY, "neon", "proj-1", None, "root_branch_bytes_month", "byte-hours", D(24)
@@ -366,15 +376,20 @@ def test_summary_counts_every_status_and_orders_worst_breaks() -> None:
 
 
 def test_missing_accounts() -> None:
-    expected = {"phala": [APP_A, APP_B], "neon": []}
+    expected = {k: v for k, v in ACCOUNTS.items() if k != "forge"}
     assert missing_accounts(expected, [CoverageEntry("phala", APP_A, "complete")]) == [
         f"phala:{APP_B}",
-        "neon:*",
+        "neon:org-1",
     ]
+    # exact ids: an account whose id merely contains the configured one does not count
+    assert missing_accounts(
+        {"phala": [CoverageAccount(APP_A, APP_A)]},
+        [CoverageEntry("phala", APP_A + "x", "complete")],
+    ) == [f"phala:{APP_A}"]
     full = [
         CoverageEntry("phala", APP_A, "unavailable"),
         CoverageEntry("phala", APP_B, "complete"),
-        CoverageEntry("neon", "org", "complete"),
+        CoverageEntry("neon", "org-1", "complete"),
     ]
     assert missing_accounts(expected, full) == []
 
@@ -420,7 +435,7 @@ def test_configured_account_without_coverage_is_unavailable() -> None:
         mappings=MAPPINGS,
         rate_card=RATE_CARD,
         providers=["phala"],
-        accounts={"phala": [APP_A, APP_B]},
+        accounts={"phala": ACCOUNTS["phala"]},
     )
     cov = [CoverageEntry("phala", APP_A, "complete")]  # APP_B was not fetched today
     rows = reconcile_day(

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.reconcile import build_reconciliation_asset
 from usage_orchestration.defs.resources import WarehouseResource
-from usage_orchestration.provider_load import store_fetch
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
 from usage_orchestration.settings import UsageSettings, load_settings
 from usage_orchestration.warehouse.analysis_schema import usage_reconciliation
+from usage_orchestration.warehouse.provider_load import store_fetch
 from usage_orchestration.warehouse.schema import ledger_daily_usage
 from usage_orchestration.warehouse.store import Warehouse
 
@@ -177,7 +177,7 @@ def test_range_run_reconciles_every_day_and_reports(db_url: str) -> None:
         and meta["count_unmapped"].value == 1
     )
     assert meta["leak_credits"].value == 18.0 and meta["overcharge_credits"].value == 0.0
-    assert "ent-a" in meta["worst_breaks"].value
+    assert "ent-a" in [r.data["entity_id"] for r in meta["worst_breaks"].records]
 
     c = checks(result)
     assert not c["within_tolerance"].passed and c["within_tolerance"].severity.value == "ERROR"
@@ -200,7 +200,10 @@ def test_completeness_names_the_missing_account(db_url: str) -> None:
     result = run(settings, partition_key="2026-03-02")
     c = checks(result)["completeness"]
     assert not c.passed
-    assert c.metadata["accounts_missing"].value == 1 and APP_B in c.metadata["missing"].value
+    assert (
+        c.metadata["accounts_missing"].value == 1
+        and APP_B in c.metadata["missing"].records[0].data["accounts"]
+    )
     # without coverage, ent-b on D2 is provider_unavailable, not a break
     b = [r for r in table(wh) if r["entity_id"] == "ent-b"]
     assert [r["status"] for r in b] == ["provider_unavailable"]
@@ -230,7 +233,7 @@ def test_a_blocking_break_stops_downstream_assets(db_url: str) -> None:
 
 def test_reconciliation_aggregates_in_sql(db_url: str) -> None:
     """The provider side is read as one grouped row per resource/metric/unit, not per raw row."""
-    from usage_orchestration.analysis_io import provider_aggregates
+    from usage_orchestration.warehouse.analysis import provider_aggregates
 
     settings = make_settings(db_url)
     wh = seed(settings)
@@ -248,7 +251,7 @@ def test_reconciliation_aggregates_in_sql(db_url: str) -> None:
 
 def test_credits_only_ledger_rows_compare_credits(db_url: str) -> None:
     """Rows from the HTTP ledger carry no unit (stored as ""): credits are compared instead."""
-    from usage_orchestration.analysis_io import ledger_aggregates
+    from usage_orchestration.warehouse.analysis import ledger_aggregates
 
     settings = make_settings(db_url)
     wh = seed(settings)

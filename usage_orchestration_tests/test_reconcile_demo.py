@@ -3,18 +3,17 @@ finds exactly the breaks the demo ledger injects, and budgets flag exactly its o
 
 from __future__ import annotations
 
-import importlib
 from datetime import date, timedelta
 from pathlib import Path
 
-from usage_orchestration.analysis_io import reconcile_days
 from usage_orchestration.defs.budgets import compute_budgets
 from usage_orchestration.ledger.sql import SqlLedger
-from usage_orchestration.provider_load import store_fetch
 from usage_orchestration.providers.records import DayCoverage, FetchResult
-from usage_orchestration.reconcile import ReconcileConfig, enabled_providers, expected_accounts
-from usage_orchestration.sandbox.demo_ledger import seed_demo_ledger
+from usage_orchestration.providers.registry import expected_accounts, reconcile_config
+from usage_orchestration.sandbox.demo_ledger import DEMO_USAGE, seed_demo_ledger
 from usage_orchestration.settings import load_settings
+from usage_orchestration.warehouse.analysis import reconcile_days
+from usage_orchestration.warehouse.provider_load import store_fetch
 from usage_orchestration.warehouse.schema import ledger_daily_usage
 from usage_orchestration.warehouse.store import Warehouse
 
@@ -31,14 +30,12 @@ def test_demo_breaks_and_overrun_are_found(tmp_path: Path) -> None:
     wh = Warehouse(settings.warehouse_url)
     wh.ensure_schema()
 
-    accounts = expected_accounts(settings)
-    for provider in enabled_providers(settings):
-        module = importlib.import_module(f"usage_orchestration.sandbox.{provider}")
-        rows = [r for d in DAYS for r in module.demo_usage(SEED, settings, d)]
+    for provider, accounts in expected_accounts(settings).items():
+        rows = [r for d in DAYS for r in DEMO_USAGE[provider](SEED, settings, d)]
         coverage = [
-            DayCoverage(provider=provider, account_id=a, usage_date=d, status="complete")
+            DayCoverage(provider=provider, account_id=a.account_id, usage_date=d, status="complete")
             for d in DAYS
-            for a in accounts[provider]
+            for a in accounts
         ]
         store_fetch(wh, provider, DAYS, FetchResult(rows=rows, coverage=coverage), settings, "demo")
 
@@ -50,7 +47,7 @@ def test_demo_breaks_and_overrun_are_found(tmp_path: Path) -> None:
     ]
     wh.replace_days(ledger_daily_usage, DAYS, daily)
 
-    by_day = reconcile_days(wh, DAYS, ReconcileConfig.from_settings(settings))
+    by_day = reconcile_days(wh, DAYS, reconcile_config(settings))
     breaks = sorted(
         (r.status, r.usage_date, r.entity_id, r.resource_type)
         for rows in by_day.values()

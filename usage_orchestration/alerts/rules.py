@@ -17,6 +17,7 @@ from urllib.parse import quote
 from sqlalchemy import Engine, Table, and_, func, select
 
 from usage_orchestration.alerts.model import Alert, AlertKind
+from usage_orchestration.providers.registry import enabled_names, provider
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.settings.alerts import Severity
 from usage_orchestration.warehouse.analysis_schema import (
@@ -382,10 +383,6 @@ def due_days(now: datetime, settings: UsageSettings, lookback_days: int = 3) -> 
     return sorted(d for d in days if d >= settings.partitions_start)
 
 
-def enabled_providers(settings: UsageSettings) -> list[str]:
-    return [p for p in ("phala", "neon", "forge") if getattr(settings, p).enabled]
-
-
 def alerts_from_coverage(
     coverage: Iterable[Row], days: Sequence[date], providers: Sequence[str], settings: UsageSettings
 ) -> list[Alert]:
@@ -420,7 +417,11 @@ def alerts_from_coverage(
                     period=d.isoformat(),
                     summary=summary,
                     details={"provider": p, "usage_date": d.isoformat(), "unavailable": why or []},
-                    links=[_ui_link(settings.alerts.dagster_ui_url, f"{p}_usage", d.isoformat())],
+                    links=[
+                        _ui_link(
+                            settings.alerts.dagster_ui_url, provider(p).asset_key, d.isoformat()
+                        )
+                    ],
                 )
             )
     return out
@@ -430,7 +431,7 @@ def stale_alerts(engine: Engine, settings: UsageSettings, now: datetime) -> list
     from usage_orchestration.warehouse.schema import provider_coverage as c
 
     days = due_days(now, settings)
-    providers = enabled_providers(settings)
+    providers = enabled_names(settings)
     if not days or not providers:
         return []
     q = select(c.c.provider, c.c.account_id, c.c.usage_date, c.c.status, c.c.reason).where(

@@ -28,8 +28,7 @@ from dagster import (
     asset,
 )
 
-from usage_orchestration.analysis_io import provider_daily_quantity, write_rows
-from usage_orchestration.budgets import (
+from usage_orchestration.core.budgets import (
     AnomalyRow,
     BudgetRow,
     CreditPoolRow,
@@ -41,13 +40,14 @@ from usage_orchestration.budgets import (
     month_start,
     provider_cap_status,
 )
-from usage_orchestration.defs.common import day_span, load_id, md_table, partition_days
+from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, table
 from usage_orchestration.defs.ledger import LedgerResource, ledger_reader
 from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.ledger.base import EntityBudget, LedgerReader
-from usage_orchestration.reconcile import enabled_providers
+from usage_orchestration.providers.registry import enabled_names, provider
 from usage_orchestration.settings import UsageSettings
+from usage_orchestration.warehouse.analysis import provider_daily_quantity, write_rows
 from usage_orchestration.warehouse.analysis_schema import (
     budget_status as budget_status_table,
 )
@@ -63,11 +63,6 @@ from usage_orchestration.warehouse.analysis_schema import (
 
 RECONCILIATION = AssetKey("usage_reconciliation")
 LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
-PROVIDER_ASSETS = {
-    "phala": AssetKey("phala_usage"),
-    "neon": AssetKey("neon_usage"),
-    "forge": AssetKey("forge_usage"),
-}
 
 
 def _f(x: Decimal | None) -> float | None:
@@ -140,7 +135,7 @@ def compute_anomalies(
 
 
 def compute_caps(wh: Any, days: Sequence[date], settings: UsageSettings) -> list[ProviderCapRow]:
-    enabled = set(enabled_providers(settings))
+    enabled = set(enabled_names(settings))
     ordered = sorted(set(days))
     out: list[ProviderCapRow] = []
     for cap in settings.budgets.provider_caps:
@@ -172,6 +167,8 @@ def compute_caps(wh: Any, days: Sequence[date], settings: UsageSettings) -> list
     backfill_policy=BackfillPolicy.single_run(),
     deps=[AssetDep(RECONCILIATION), AssetDep(LEDGER_DAILY_USAGE)],
     kinds={"python", "sql"},
+    owners=OWNERS,
+    tags={"provider": "all"},
     group_name="analysis",
     description="Per entity, as of each day: credits used month to date, monthly budget, percent, "
     "remaining, thresholds crossed, run-rate month-end forecast and overrun; plus the shared "
@@ -223,7 +220,7 @@ def budget_status_asset(
             if pool.projected_depletion_date
             else "not this month"
         ),
-        "budgets": md_table(
+        "budgets": table(
             [b.record("") for b in worst],
             [
                 "entity_name",
@@ -249,6 +246,8 @@ def budget_status_asset(
     backfill_policy=BackfillPolicy.single_run(),
     deps=[AssetDep(LEDGER_DAILY_USAGE)],
     kinds={"python", "sql"},
+    owners=OWNERS,
+    tags={"provider": "all"},
     group_name="analysis",
     description="Each day's credits per entity and resource type against the trailing baseline "
     "(mean of the prior 14 days with ledger data), with impact in credits and percent "
@@ -277,7 +276,7 @@ def usage_anomalies(
             "drops": sum(1 for r in flagged if r.direction == "drop"),
             "impact_credits": float(sum((r.impact_credits for r in flagged), Decimal(0))),
             "days_judged": len({r.usage_date for r in rows}),
-            "worst": md_table(
+            "worst": table(
                 [r.record("") for r in flagged],
                 [
                     "usage_date",
@@ -297,15 +296,17 @@ def usage_anomalies(
 
 def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
     providers = sorted(
-        {c.provider for c in settings.budgets.provider_caps} & set(enabled_providers(settings))
+        {c.provider for c in settings.budgets.provider_caps} & set(enabled_names(settings))
     )
 
     @asset(
         key=AssetKey("provider_cap_status"),
         partitions_def=daily_partitions,
         backfill_policy=BackfillPolicy.single_run(),
-        deps=[AssetDep(PROVIDER_ASSETS[p]) for p in providers if p in PROVIDER_ASSETS],
+        deps=[AssetDep(AssetKey(provider(p).asset_key)) for p in providers],
         kinds={"python", "sql"},
+        owners=OWNERS,
+        tags={"provider": "all"},
         group_name="analysis",
         description="Provider-side monthly allowances (e.g. the Forge free 100,000 GB-seconds of "
         "function compute) against month-to-date provider usage, with a run-rate forecast.",
@@ -330,7 +331,7 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
             "caps": len(latest),
             "over_cap": sum(1 for r in latest if r.over_cap),
             "forecast_over_cap": sum(1 for r in latest if r.forecast_overage is not None),
-            "caps_table": md_table(
+            "caps_table": table(
                 [r.record("") for r in latest],
                 [
                     "provider",

@@ -1,12 +1,22 @@
-"""Small helpers shared by the assets."""
+"""Small helpers shared by the assets: partition days, run ids, metadata tables."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import (
+    AssetExecutionContext,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+
+# Who answers for the assets in the catalog (Dagster owners: an email or "team:<name>").
+OWNERS = ["team:finops"]
 
 
 def partition_days(context: AssetExecutionContext) -> list[date]:
@@ -26,22 +36,41 @@ def day_span(days: Sequence[date]) -> str:
     return lo.isoformat() if lo == hi else f"{lo.isoformat()}..{hi.isoformat()} ({len(days)} days)"
 
 
-def md_table(
+def _cell(v: Any) -> str | int | float | bool | None:
+    if v is None or isinstance(v, bool | int | str):
+        return v
+    if isinstance(v, Decimal | float):
+        return float(v)
+    if isinstance(v, date | datetime):
+        return v.isoformat()
+    return str(v)
+
+
+def _column_type(values: list[Any]) -> str:
+    kinds = {type(v) for v in values if v is not None}
+    if kinds and kinds <= {bool}:
+        return "bool"
+    if kinds and kinds <= {int}:
+        return "int"
+    if kinds and kinds <= {int, float, Decimal}:
+        return "float"
+    return "string"
+
+
+def table(
     rows: Iterable[Mapping[str, Any]], columns: Sequence[str], limit: int = 20
 ) -> MetadataValue:
-    """A markdown table for the Dagster UI (first ``limit`` rows)."""
-    rows = list(rows)
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join(
-        "| " + " | ".join(_cell(r.get(c)) for c in columns) + " |\n" for r in rows[:limit]
+    """A table for the Dagster UI (the first ``limit`` rows), typed per column."""
+    shown = list(rows)[:limit]
+    schema = TableSchema(
+        columns=[TableColumn(c, _column_type([r.get(c) for r in shown])) for c in columns]
     )
-    more = f"\n… and {len(rows) - limit} more" if len(rows) > limit else ""
-    return MetadataValue.md(head + body + more if rows else "_none_")
+    return MetadataValue.table(
+        records=[TableRecord({c: _cell(r.get(c)) for c in columns}) for r in shown],
+        schema=schema,
+    )
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:,.4f}"
-    return str(v).replace("|", "\\|")
+def slug(text: str) -> str:
+    """A metadata key fragment: lower-case letters, digits and underscores."""
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()

@@ -26,15 +26,15 @@ from dagster import (
     asset,
 )
 
-from usage_orchestration.defs.common import day_span, load_id, md_table, partition_days
+from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, table
 from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.ledger.base import LedgerReader, SyncStatus
 from usage_orchestration.ledger.factory import make_ledger_reader, sql_ledger, sync_problem
-from usage_orchestration.ledger.load import store_ledger_days
 from usage_orchestration.ledger.sql import LedgerError
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.settings import LedgerSettings, UsageSettings
+from usage_orchestration.warehouse.ledger_load import store_ledger_days
 from usage_orchestration.warehouse.store import safe_url
 
 TOKEN_ENV = "LEDGER_API_TOKEN"
@@ -104,6 +104,8 @@ def _sync_metadata(status: SyncStatus | None, problem: str | None) -> dict[str, 
     backfill_policy=BackfillPolicy.single_run(),
     pool="ledger",
     kinds={"python", "sql"},
+    owners=OWNERS,
+    tags={"provider": "all"},
     group_name="ledger",
     check_specs=[
         AssetCheckSpec(
@@ -166,7 +168,7 @@ def ledger_daily_usage(
         "events": events,
         "credits_total": float(credits_total),
         "entities": len({u.entity_id for u in usage}),
-        "by_resource_type": md_table(
+        "by_resource_type": table(
             totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]
         ),
         "backend": MetadataValue.text(ledger.backend),

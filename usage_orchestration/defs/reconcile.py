@@ -29,28 +29,29 @@ from dagster import (
     asset,
 )
 
-from usage_orchestration.analysis_io import coverage_entries, reconcile_days, write_reconciliation
-from usage_orchestration.defs.common import day_span, load_id, md_table, partition_days
-from usage_orchestration.defs.partitions import daily_partitions
-from usage_orchestration.defs.resources import WarehouseResource
-from usage_orchestration.reconcile import (
+from usage_orchestration.core.reconcile import (
     STATUSES,
-    ReconcileConfig,
     ReconciliationRow,
-    enabled_providers,
-    expected_accounts,
     missing_accounts,
     summarize,
 )
+from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, table
+from usage_orchestration.defs.partitions import daily_partitions
+from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.providers.registry import (
+    enabled_providers,
+    expected_accounts,
+    reconcile_config,
+)
 from usage_orchestration.settings import UsageSettings
+from usage_orchestration.warehouse.analysis import (
+    coverage_entries,
+    reconcile_days,
+    write_reconciliation,
+)
 
 RECONCILIATION = AssetKey("usage_reconciliation")
 LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
-PROVIDER_ASSETS = {
-    "phala": AssetKey("phala_usage"),
-    "neon": AssetKey("neon_usage"),
-    "forge": AssetKey("forge_usage"),
-}
 
 CHECK_TOLERANCE = "within_tolerance"
 CHECK_BLOCKING = "no_blocking_breaks"
@@ -72,12 +73,12 @@ WORST_COLUMNS = [
 
 
 def _worst_table(rows: Sequence[ReconciliationRow], limit: int) -> MetadataValue:
-    return md_table([r.record("") for r in rows], WORST_COLUMNS, limit=limit)
+    return table([r.record("") for r in rows], WORST_COLUMNS, limit=limit)
 
 
 def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
     providers = enabled_providers(settings)
-    deps = [AssetDep(LEDGER_DAILY_USAGE)] + [AssetDep(PROVIDER_ASSETS[p]) for p in providers]
+    deps = [AssetDep(LEDGER_DAILY_USAGE)] + [AssetDep(AssetKey(p.asset_key)) for p in providers]
 
     @asset(
         key=RECONCILIATION,
@@ -86,6 +87,8 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         backfill_policy=BackfillPolicy.single_run(),
         deps=deps,
         kinds={"python", "sql"},
+        owners=OWNERS,
+        tags={"provider": "all"},
         group_name="analysis",
         check_specs=[
             AssetCheckSpec(
@@ -123,7 +126,7 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
     ) -> MaterializeResult:
         days = partition_days(context)
         wh = warehouse.get()
-        config = ReconcileConfig.from_settings(settings)
+        config = reconcile_config(settings)
         by_day = reconcile_days(wh, days, config)
         rows = [r for d in sorted(by_day) for r in by_day[d]]
         written = write_reconciliation(wh, days, rows, load_id(context))
@@ -153,7 +156,7 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
             "overcharge_credits": float(summary.overcharge_credits),
             "unmapped_rows": summary.unmapped_rows,
             "worst_breaks": _worst_table(summary.worst, settings.budgets.worst_rows_shown),
-            "providers": MetadataValue.text(", ".join(providers) or "none"),
+            "providers": MetadataValue.text(", ".join(p.name for p in providers) or "none"),
         }
         for status in STATUSES:
             meta[f"count_{status}"] = summary.counts[status]
@@ -202,7 +205,7 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
                     "days_incomplete": len(missing),
                     "accounts_missing": sum(len(v) for v in missing.values()),
                     "accounts_unavailable": unavailable,
-                    "missing": md_table(
+                    "missing": table(
                         [
                             {"usage_date": d, "accounts": ", ".join(v)}
                             for d, v in sorted(missing.items())
@@ -218,7 +221,7 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
                 metadata={
                     "unmapped_groups": len(unmapped),
                     "unmapped_rows": summary.unmapped_rows,
-                    "unmapped": md_table(
+                    "unmapped": table(
                         [r.record("") for r in unmapped],
                         [
                             "usage_date",

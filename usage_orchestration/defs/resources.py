@@ -1,20 +1,25 @@
-"""Resources: the warehouse, provider credentials (secrets only from the environment via EnvVar)."""
+"""Resources every part shares: the warehouse. Provider credentials live in
+``defs/providers.py``, the ledger's in ``defs/ledger.py``, alert channels' in ``defs/alerts.py``."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 from dagster import ConfigurableResource
+from sqlalchemy import make_url
 
-from usage_orchestration.providers.http import RetryPolicy
-from usage_orchestration.providers.phala import PhalaClient
-from usage_orchestration.settings import PhalaSettings
 from usage_orchestration.warehouse.store import Warehouse, safe_url
 
 
 @lru_cache(maxsize=8)
 def _warehouse(url: str) -> Warehouse:
     return Warehouse(url)
+
+
+def warehouse_kind(url: str) -> str:
+    """The Dagster kind naming the warehouse's system: ``postgres`` or ``sqlite``."""
+    backend = make_url(url).get_backend_name()
+    return "postgres" if backend == "postgresql" else backend
 
 
 class WarehouseResource(ConfigurableResource):
@@ -29,22 +34,3 @@ class WarehouseResource(ConfigurableResource):
 
     def describe(self) -> str:
         return safe_url(self.url)
-
-
-class PhalaApiResource(ConfigurableResource):
-    """Phala Cloud credentials: ``api_key`` from PHALA_API_KEY."""
-
-    api_key: str
-
-    def client(self, settings: PhalaSettings) -> PhalaClient:
-        return PhalaClient(
-            settings.base_url,
-            self.api_key,
-            api_version=settings.api_version,
-            page_size=settings.page_size,
-            max_pages=settings.max_pages,
-            timeout_s=settings.timeout_s,
-            retry=RetryPolicy(
-                max_attempts=settings.max_attempts, retry_after_cap_s=settings.retry_after_cap_s
-            ),
-        )

@@ -54,3 +54,4 @@ class FetchResult(BaseModel):
     coverage: list[DayCoverage]
     requests: int = 0
     retries: int = 0
+    budget_wait_s: float = 0.0  # waited for the shared request budget (rate limit)

@@ -75,24 +75,18 @@ class Sandbox:
         self.journal: dict[str, list[dict[str, Any]]] = {}
         self.counts: Counter[tuple[str, int]] = Counter()
         self._now = now
-        from usage_orchestration.sandbox import control, pagerduty, phala, slack
+        from usage_orchestration.sandbox import (
+            control,
+            forge,
+            neon,
+            pagerduty,
+            phala,
+            slack,
+            usage_api,
+        )
 
-        for module in (control, phala, pagerduty, slack):
+        for module in (control, phala, neon, forge, usage_api, pagerduty, slack):
             module.register(self)
-        for name in ("neon", "forge", "usage_api"):
-            self._register_optional(name)
-
-    def _register_optional(self, name: str) -> None:
-        """APIs added by their own modules register themselves when present."""
-        import importlib
-
-        try:
-            module = importlib.import_module(f"usage_orchestration.sandbox.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"usage_orchestration.sandbox.{name}":
-                raise
-            return
-        module.register(self)
 
     # -- clock ------------------------------------------------------------------------------
     def now(self) -> datetime:

@@ -22,7 +22,6 @@ Deterministic for (seed, days). The summary returned names every break and the b
 from __future__ import annotations
 
 import calendar
-import importlib
 import json
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
 from usage_orchestration.ledger.schema import (
     RESOURCE_TYPES,
     credit_pool,
@@ -42,7 +42,9 @@ from usage_orchestration.ledger.schema import (
     resource_type,
     usage_event,
 )
-from usage_orchestration.mapping import MappingError, resolve_mapping, to_ledger_quantity
+from usage_orchestration.sandbox import forge as forge_sandbox
+from usage_orchestration.sandbox import neon as neon_sandbox
+from usage_orchestration.sandbox import phala as phala_sandbox
 from usage_orchestration.sandbox.data import rng
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.store import make_engine
@@ -60,7 +62,6 @@ DEMO_ENTITIES: list[tuple[str, str, str, str, str]] = [
     (JIRA_INSIGHTS, "app", "Jira Insights", "jira-insights", "rkumar"),
 ]
 
-PROVIDERS = ("phala", "neon", "forge")
 UNDER_FACTOR = Decimal("0.7")  # ledger_under: 30 % of the day's usage not charged
 OVERRUN_FACTOR = Decimal("0.8")  # the overrunning entity's budget: 80 % of its month to date
 HEADROOM = Decimal("1.3")  # everyone else: 130 % of their run-rate forecast
@@ -69,29 +70,23 @@ SCALE = Decimal("0.000001")
 BIG_QUANTITY = Decimal(1_000_000)
 
 DemoUsage = Callable[[int, UsageSettings, date], list[Any]]
+# What each provider's sandbox reports for the configured accounts on a day.
+DEMO_USAGE: dict[str, DemoUsage] = {
+    "phala": phala_sandbox.demo_usage,
+    "neon": neon_sandbox.demo_usage,
+    "forge": forge_sandbox.demo_usage,
+}
 
 
 def _provider_sources(settings: UsageSettings) -> tuple[dict[str, DemoUsage], dict[str, str]]:
-    """demo_usage per enabled provider with a sandbox module; and why the others are skipped."""
+    """demo_usage per enabled provider (its sandbox's own data); and why the others are skipped."""
     sources: dict[str, DemoUsage] = {}
     skipped: dict[str, str] = {}
-    for name in PROVIDERS:
-        if not getattr(settings, name).enabled:
+    for name, fn in DEMO_USAGE.items():
+        if getattr(settings, name).enabled:
+            sources[name] = fn
+        else:
             skipped[name] = "disabled in settings"
-            continue
-        module_name = f"usage_orchestration.sandbox.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            skipped[name] = "no sandbox module"
-            continue
-        fn = getattr(module, "demo_usage", None)
-        if fn is None:
-            skipped[name] = "sandbox module has no demo_usage"
-            continue
-        sources[name] = fn
     return sources, skipped
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -13,13 +12,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from usage_orchestration.warehouse.schema import metadata
-
-# Modules that add tables to ``metadata``; imported before create_all.
-_SCHEMA_MODULES = (
-    "usage_orchestration.warehouse.schema",
-    "usage_orchestration.warehouse.analysis_schema",
-    "usage_orchestration.alerts.outbox",
-)
 
 _IN_CHUNK = 500
 
@@ -72,12 +64,10 @@ class Warehouse:
     def ensure_schema(self) -> None:
         if self._schema_ready:
             return
-        for module in _SCHEMA_MODULES:
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
+        # the modules that add their tables to ``metadata``
+        from usage_orchestration.alerts import outbox  # noqa: F401
+        from usage_orchestration.warehouse import analysis_schema  # noqa: F401
+
         # Two first runs may create the schema at the same moment: the loser sees "already
         # exists" (or a duplicate pg_type row); checking again then finds everything in place.
         for attempt in range(3):

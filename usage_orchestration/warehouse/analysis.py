@@ -14,14 +14,15 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, select
 
-from usage_orchestration.ledger.base import LedgerDailyUsage
-from usage_orchestration.reconcile import (
+from usage_orchestration.core.reconcile import (
     CoverageEntry,
     ProviderAggregate,
     ReconcileConfig,
     ReconciliationRow,
     reconcile_day,
 )
+from usage_orchestration.ledger.base import LedgerDailyUsage
+from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.analysis_schema import usage_reconciliation
 from usage_orchestration.warehouse.schema import (
     ledger_daily_usage,
@@ -212,3 +213,31 @@ def write_rows(
                 table, days, rows, day_column=day_column, conn=conn
             )
     return written
+
+
+def caps_month_to_date(
+    warehouse: Warehouse, settings: UsageSettings, provider: str, as_of: date
+) -> list[dict[str, Any]]:
+    """Per configured cap of ``provider`` (e.g. Forge's free 100,000 GB-seconds of function
+    compute): the month's usage through ``as_of`` against the allowance, summed in SQL."""
+    out: list[dict[str, Any]] = []
+    month_start = as_of.replace(day=1)
+    for cap in settings.budgets.provider_caps:
+        if cap.provider != provider:
+            continue
+        daily, _covered, _others = provider_daily_quantity(
+            warehouse, provider, cap.metric, cap.unit, month_start, as_of
+        )
+        used = sum(daily.values(), Decimal(0))
+        out.append(
+            {
+                "metric": cap.metric,
+                "unit": cap.unit,
+                "month": month_start.strftime("%Y-%m"),
+                "through": as_of.isoformat(),
+                "used": used,
+                "allowance": cap.monthly_quantity,
+                "used_pct": (used * 100 / cap.monthly_quantity).quantize(Decimal("0.01")),
+            }
+        )
+    return out

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from usage_orchestration.mapping import MappingError, resolve_mapping, to_ledger_quantity
+from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
 from usage_orchestration.providers.records import FetchResult, UsageRow
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.schema import provider_coverage, provider_usage

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from usage_orchestration.sandbox.core import Sandbox
+from usage_orchestration.sandbox.demo_ledger import seed_demo_ledger
 
 # The environment variable each secret is read from → the key the sandbox accepts for it.
 SANDBOX_SECRETS = {
@@ -90,8 +91,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"demo: sandbox serving on {server.url}")
     try:
         seeded = _seed_ledger(settings, days)
-        if seeded:
-            print(f"demo: seeded the demo ledger: {json.dumps(seeded, default=str)}")
+        print(f"demo: seeded the demo ledger: {json.dumps(seeded, default=str)}")
         from usage_orchestration.definitions import defs
 
         instance = DagsterInstance.get()
@@ -123,11 +123,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
-def _seed_ledger(settings: Any, days: list[date]) -> dict[str, Any] | None:
-    try:
-        from usage_orchestration.sandbox.demo_ledger import seed_demo_ledger
-    except ModuleNotFoundError:
-        return None
+def _seed_ledger(settings: Any, days: list[date]) -> dict[str, Any]:
     return seed_demo_ledger(settings.ledger.database_url, settings, days, settings.sandbox.seed)
 
 

@@ -1,6 +1,6 @@
 """Provider usage against the credit ledger, per (day, entity, resource type). Pure: no I/O.
 
-Inputs are small aggregates (the SQL that builds them lives in ``analysis_io.py``): provider
+Inputs are small aggregates (the SQL that builds them lives in ``warehouse/analysis.py``): provider
 usage summed per (provider, resource, sub-account, metric, unit), the ledger's usage summed per
 (entity, resource type, unit), and the day's fetch coverage per provider account. The mapping
 and rate card from the settings turn provider usage into expected ledger quantities and credits.
@@ -20,8 +20,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
+from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
 from usage_orchestration.ledger.base import LedgerDailyUsage
-from usage_orchestration.mapping import MappingError, resolve_mapping, to_ledger_quantity
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 
 Status = Literal[
@@ -78,53 +78,23 @@ class CoverageEntry:
 
 
 @dataclass(frozen=True)
+class CoverageAccount:
+    """A configured account whose fetch coverage is recorded per day, and the provider resource
+    it covers (None: every resource of the provider, e.g. a whole Neon organization). The
+    provider registry defines them; they are matched exactly, never by substring."""
+
+    account_id: str
+    resource_id: str | None
+
+
+@dataclass(frozen=True)
 class ReconcileConfig:
     mappings: Sequence[UsageMapping]
     rate_card: Mapping[str, RateCardEntry]
     providers: Sequence[str]  # the enabled providers
-    # configured accounts per provider (coverage account ids): a mapped resource whose account
-    # has no coverage row for the day was not fetched, so its usage is unknown, not zero
-    accounts: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> ReconcileConfig:
-        return cls(
-            mappings=list(settings.mappings),
-            rate_card=dict(settings.rate_card),
-            providers=enabled_providers(settings),
-            accounts=expected_accounts(settings),
-        )
-
-
-def enabled_providers(settings: Any) -> list[str]:
-    return [
-        p
-        for p in ("phala", "neon", "forge")
-        if getattr(getattr(settings, p, None), "enabled", False)
-    ]
-
-
-def expected_accounts(settings: Any) -> dict[str, list[str]]:
-    """Configured accounts per enabled provider, for the completeness check. An empty list means
-    the provider's accounts are discovered (e.g. a whole Neon organization): then at least one
-    coverage row is expected for the day."""
-    out: dict[str, list[str]] = {}
-    for provider in enabled_providers(settings):
-        cfg = getattr(settings, provider)
-        ids: list[str] = []
-        if provider == "phala":
-            ids = list(cfg.app_ids)
-        elif provider == "neon":
-            # the Neon client records coverage per organization (one request series per org)
-            org = getattr(cfg, "org_id", None)
-            ids = [org] if org else []
-        elif provider == "forge":
-            # one request series (coverage row) per app and resource: "app_id|resource"
-            for app in getattr(cfg, "apps", None) or []:
-                for resource in getattr(app, "resources", None) or [None]:
-                    ids.append(f"{app.app_id}|{resource}" if resource else str(app.app_id))
-        out[provider] = ids
-    return out
+    # configured accounts per provider: a mapped resource whose account has no coverage row for
+    # the day was not fetched, so its usage is unknown, not zero
+    accounts: Mapping[str, Sequence[CoverageAccount]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,10 +168,13 @@ def tolerance(entry: RateCardEntry, expected: Decimal, *, on_credits: bool = Fal
     return max(abs_tol, entry.tolerance_rel * abs(expected))
 
 
-def _relevant(account_id: str, resource_ids: set[str | None]) -> bool:
-    return None in resource_ids or any(
-        r and (account_id == r or r in account_id) for r in resource_ids
-    )
+def _covering(
+    accounts: Sequence[CoverageAccount], resource_ids: set[str | None]
+) -> list[CoverageAccount]:
+    """The accounts whose coverage decides for usage of ``resource_ids`` (None: any resource)."""
+    if None in resource_ids:
+        return list(accounts)
+    return [a for a in accounts if a.resource_id is None or a.resource_id in resource_ids]
 
 
 def _unavailable_reason(
@@ -209,31 +182,36 @@ def _unavailable_reason(
     resource_ids: Mapping[str, set[str | None]],
     coverage: Mapping[str, list[CoverageEntry]],
     day: date,
-    accounts: Mapping[str, Sequence[str]],
+    accounts: Mapping[str, Sequence[CoverageAccount]],
 ) -> str | None:
     """Why the providers' usage for a key cannot be trusted on ``day``, or None."""
     reasons: list[str] = []
     for p in sorted(providers):
-        entries = coverage.get(p, [])
-        if not entries:
-            reasons.append(f"{p}: no coverage recorded for {day} (provider usage not fetched)")
-            continue
+        entries = {c.account_id: c for c in coverage.get(p, [])}
         rids = resource_ids.get(p, {None})
-        seen = {c.account_id for c in entries}
-        unfetched = [a for a in accounts.get(p, []) if _relevant(a, rids) and a not in seen]
+        configured = accounts.get(p)
+        if configured is None:  # accounts unknown: every coverage row of the provider decides
+            deciding: list[CoverageAccount] = [CoverageAccount(a, None) for a in entries]
+            if not deciding:
+                reasons.append(f"{p}: no coverage recorded for {day} (provider usage not fetched)")
+                continue
+        else:
+            deciding = _covering(configured, rids)
+            if not deciding:
+                shown = ", ".join(sorted(r for r in rids if r))
+                reasons.append(
+                    f"{p}: no configured account covers {shown} (provider usage not fetched)"
+                )
+                continue
+        unfetched = [a.account_id for a in deciding if a.account_id not in entries]
         if unfetched:
             reasons.append(
                 f"{p}: no coverage recorded for {day} for {', '.join(unfetched[:3])} (not fetched)"
             )
             continue
-        relevant = [c for c in entries if _relevant(c.account_id, rids)]
-        # accounts named like the mapped resources decide; otherwise (account ids of another
-        # shape, e.g. a whole organization) the provider is unavailable only if nothing was fetched
-        bad = (
-            [c for c in relevant if c.status == "unavailable"]
-            if relevant
-            else ([c for c in entries] if all(c.status == "unavailable" for c in entries) else [])
-        )
+        bad = [
+            entries[a.account_id] for a in deciding if entries[a.account_id].status != "complete"
+        ]
         if bad:
             detail = "; ".join(f"{c.account_id}: {c.reason or 'unavailable'}" for c in bad[:3])
             reasons.append(f"{p} unavailable for {day} ({detail})")
@@ -501,25 +479,19 @@ def summarize(rows: Sequence[ReconciliationRow], worst: int = 10) -> Reconciliat
 
 
 def missing_accounts(
-    expected: Mapping[str, Sequence[str]],
+    expected: Mapping[str, Sequence[CoverageAccount]],
     coverage: Iterable[CoverageEntry],
 ) -> list[str]:
-    """Configured accounts with no coverage row for the day: 'provider:account', or
-    'provider:*' when a provider with discovered accounts has no coverage at all."""
-    seen: dict[str, list[str]] = defaultdict(list)
+    """Configured accounts with no coverage row for the day, as 'provider:account' (exact ids)."""
+    seen: dict[str, set[str]] = defaultdict(set)
     for c in coverage:
-        seen[c.provider].append(c.account_id)
-    missing: list[str] = []
-    for provider, accounts in expected.items():
-        got = seen.get(provider, [])
-        if not accounts:
-            if not got:
-                missing.append(f"{provider}:*")
-            continue
-        for a in accounts:
-            if not any(g == a or a in g for g in got):
-                missing.append(f"{provider}:{a}")
-    return missing
+        seen[c.provider].add(c.account_id)
+    return [
+        f"{provider}:{a.account_id}"
+        for provider, accounts in expected.items()
+        for a in accounts
+        if a.account_id not in seen.get(provider, set())
+    ]
 
 
 def with_load(rows: Iterable[ReconciliationRow], load_id: str) -> list[dict[str, Any]]:
@@ -534,8 +506,7 @@ __all__ = [
     "ReconcileError",
     "ReconciliationRow",
     "ReconciliationSummary",
-    "enabled_providers",
-    "expected_accounts",
+    "CoverageAccount",
     "missing_accounts",
     "reconcile_day",
     "summarize",

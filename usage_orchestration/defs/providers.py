@@ -1,0 +1,139 @@
+"""One asset per provider, built by one factory from the provider registry.
+
+``phala_usage``, ``neon_usage``, ``forge_usage``: the provider's usage per UTC day, normalized into
+``provider_usage`` with its fetch coverage in ``provider_coverage``. A backfill range is one run
+(one request series per account for the whole range); every day of the range is replaced in one
+transaction. Each provider has its own pool (dagster.yaml) and its credentials resource
+``<name>_api`` (secrets from the environment through ``EnvVar``).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    BackfillPolicy,
+    ConfigurableResource,
+    Definitions,
+    EnvVar,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, slug, table
+from usage_orchestration.defs.partitions import daily_partitions
+from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
+from usage_orchestration.providers.records import FetchResult
+from usage_orchestration.providers.registry import PROVIDERS, ProviderSpec
+from usage_orchestration.settings import UsageSettings
+from usage_orchestration.warehouse.analysis import caps_month_to_date
+from usage_orchestration.warehouse.provider_load import store_fetch, usage_totals
+
+
+class ProviderApiResource(ConfigurableResource):
+    """A provider's credentials (``values``: credential name → secret), each from its environment
+    variable through ``EnvVar`` (the registry names them); never shown in the UI or logs."""
+
+    values: dict[str, str] = {}
+
+
+def api_resource(spec: ProviderSpec) -> ProviderApiResource:
+    return ProviderApiResource(values={k: EnvVar(env) for k, env in spec.secrets.items()})
+
+
+def _metadata(
+    spec: ProviderSpec,
+    settings: UsageSettings,
+    warehouse: WarehouseResource,
+    days: Sequence[Any],
+    written: int,
+    result: FetchResult,
+) -> dict[str, Any]:
+    wh = warehouse.get()
+    totals = usage_totals(wh, spec.name, days)
+    unavailable = [c for c in result.coverage if c.status == "unavailable"]
+    caps = caps_month_to_date(wh, settings, spec.name, max(days)) if days else []
+    meta: dict[str, Any] = {
+        "rows": written,
+        "days": len(days),
+        "days_unavailable": len({c.usage_date for c in unavailable}),
+        "accounts": len(spec.configured_accounts(settings)),
+        "requests": result.requests,
+        "retries": result.retries,
+        "budget_wait_s": round(result.budget_wait_s, 3),
+        "billed_cost_usd": float(sum((t["billed_cost"] or 0) for t in totals)),
+        "list_cost_credits": float(sum((t["list_cost"] or 0) for t in totals)),
+        "unmapped_rows": int(sum(t["rows"] - t["mapped_rows"] for t in totals)),
+        "totals_by_metric": table(
+            totals, ["metric", "consumed_unit", "rows", "quantity", "billed_cost", "list_cost"]
+        ),
+        "unavailable_days": table(
+            [
+                {"day": c.usage_date, "account": c.account_id, "reason": c.reason}
+                for c in unavailable
+            ],
+            ["day", "account", "reason"],
+        ),
+        "warehouse": MetadataValue.text(warehouse.describe()),
+    }
+    for t in totals:
+        meta[f"quantity_{t['metric']}_{t['consumed_unit']}"] = float(t["quantity"] or 0)
+    if caps:
+        meta["free_allowance"] = table(
+            caps, ["metric", "unit", "month", "through", "used", "allowance", "used_pct"]
+        )
+    for cap in caps:
+        key = f"{slug(str(cap['metric']))}_{slug(str(cap['unit']))}"
+        meta[f"month_to_date_{key}"] = float(cap["used"])
+        meta[f"free_allowance_used_pct_{key}"] = float(cap["used_pct"])
+    return meta
+
+
+def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinition:
+    """The daily usage asset of one provider."""
+
+    @asset(
+        name=spec.asset_key,
+        partitions_def=daily_partitions,
+        # A backfill range is one run: one request series per account for the whole range.
+        backfill_policy=BackfillPolicy.single_run(),
+        # One step of this provider at a time across runs (dagster.yaml pools); the clients'
+        # request budget, shared through settings.state_dir, keeps every process under the limit.
+        pool=spec.pool,
+        kinds={spec.name, warehouse_kind(settings.warehouse_url)},
+        owners=OWNERS,
+        tags={"provider": spec.name},
+        group_name="providers",
+        description=spec.description,
+        required_resource_keys={"settings", "warehouse", spec.resource_key},
+    )
+    def provider_usage_asset(context: AssetExecutionContext) -> MaterializeResult:
+        settings: UsageSettings = context.resources.settings
+        warehouse: WarehouseResource = context.resources.warehouse
+        credentials: ProviderApiResource = getattr(context.resources, spec.resource_key)
+        days = partition_days(context)
+        context.log.info(
+            f"{spec.name}: fetching {len(spec.configured_accounts(settings))} account(s) "
+            f"for {day_span(days)}"
+        )
+        result = spec.fetch(settings, credentials.values, days)
+        written = store_fetch(warehouse.get(), spec.name, days, result, settings, load_id(context))
+        unavailable = sum(1 for c in result.coverage if c.status == "unavailable")
+        context.log.info(
+            f"{spec.name}: wrote {written} rows for {day_span(days)} in {result.requests} "
+            f"requests; {unavailable} account-day(s) unavailable"
+        )
+        return MaterializeResult(
+            metadata=_metadata(spec, settings, warehouse, days, written, result)
+        )
+
+    return provider_usage_asset
+
+
+def definitions(settings: UsageSettings) -> Definitions:
+    return Definitions(
+        assets=[provider_asset(p, settings) for p in PROVIDERS if p.enabled(settings)],
+        resources={p.resource_key: api_resource(p) for p in PROVIDERS},
+    )

@@ -1,0 +1,214 @@
+"""The provider registry: one entry per provider, read by the assets, reconciliation, budgets,
+alert rules and the demo.
+
+Adding a provider means writing its client (``providers/<name>.py``), its settings model
+(``settings/<name>.py``, one field on ``UsageSettings``) and one ``ProviderSpec`` below; the asset,
+its pool, kinds, owners, checks and metadata come from the factory in ``defs/providers.py``.
+
+Account identity: every provider reports fetch coverage per *account* (``DayCoverage.account_id``).
+``accounts`` lists the configured accounts with the provider resource each one covers (``None``:
+every resource, e.g. a whole Neon organization); reconciliation and completeness match these ids
+exactly, never by substring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import httpx
+
+from usage_orchestration.core.reconcile import CoverageAccount, ReconcileConfig
+from usage_orchestration.providers import forge, neon, phala
+from usage_orchestration.providers.http import RetryPolicy
+from usage_orchestration.providers.records import FetchResult
+from usage_orchestration.settings import UsageSettings
+
+# A configured coverage account and the provider resource it covers (None: all of them).
+Account = CoverageAccount
+
+Fetch = Callable[..., FetchResult]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str  # the `provider` column, pool, tag and asset key prefix
+    title: str  # for people: "Phala Cloud"
+    secrets: Mapping[str, str]  # credential name → environment variable
+    # fetch(settings, credentials, days, transport=None) → rows and coverage for every day
+    fetch: Fetch
+    # the configured accounts of the provider's settings
+    accounts: Callable[[Any], list[Account]]
+    description: str
+
+    @property
+    def asset_key(self) -> str:
+        return f"{self.name}_usage"
+
+    @property
+    def pool(self) -> str:
+        return self.name
+
+    @property
+    def resource_key(self) -> str:
+        """The Dagster resource holding this provider's credentials."""
+        return f"{self.name}_api"
+
+    def settings_of(self, settings: UsageSettings) -> Any:
+        return getattr(settings, self.name)
+
+    def enabled(self, settings: UsageSettings) -> bool:
+        return bool(self.settings_of(settings).enabled)
+
+    def configured_accounts(self, settings: UsageSettings) -> list[Account]:
+        return self.accounts(self.settings_of(settings))
+
+    def resource_of(self, settings: UsageSettings, account_id: str) -> str | None:
+        """The resource a coverage account covers: a configured account's own, else None."""
+        for a in self.configured_accounts(settings):
+            if a.account_id == account_id:
+                return a.resource_id
+        return None
+
+
+# -- per-provider adapters: the settings and credentials → one fetch of a set of days -------------
+def _phala_fetch(
+    settings: UsageSettings,
+    credentials: Mapping[str, str],
+    days: Sequence[date],
+    *,
+    transport: httpx.BaseTransport | None = None,
+) -> FetchResult:
+    cfg = settings.phala
+    client = phala.PhalaClient(
+        cfg.base_url,
+        credentials.get("api_key", ""),
+        api_version=cfg.api_version,
+        page_size=cfg.page_size,
+        max_pages=cfg.max_pages,
+        timeout_s=cfg.timeout_s,
+        retry=RetryPolicy(max_attempts=cfg.max_attempts, retry_after_cap_s=cfg.retry_after_cap_s),
+        transport=transport,
+    )
+    with client:
+        return client.fetch_days(cfg.app_ids, days)
+
+
+def _neon_fetch(
+    settings: UsageSettings,
+    credentials: Mapping[str, str],
+    days: Sequence[date],
+    *,
+    transport: httpx.BaseTransport | None = None,
+) -> FetchResult:
+    client = neon.client_from_settings(
+        settings.neon, credentials.get("api_key", ""), settings.state_dir, transport=transport
+    )
+    with client:
+        result = client.fetch_days(days, outside_window=settings.neon.outside_window)
+        return result.model_copy(update={"budget_wait_s": client.http.stats.budget_wait_s})
+
+
+def _forge_fetch(
+    settings: UsageSettings,
+    credentials: Mapping[str, str],
+    days: Sequence[date],
+    *,
+    transport: httpx.BaseTransport | None = None,
+) -> FetchResult:
+    client = forge.client_from_settings(
+        settings.forge,
+        credentials.get("email", ""),
+        credentials.get("api_token", ""),
+        settings.state_dir,
+        transport=transport,
+    )
+    with client:
+        result = client.fetch_days(settings.forge.apps, days)
+        return result.model_copy(update={"budget_wait_s": client.http.stats.budget_wait_s})
+
+
+def _phala_accounts(cfg: Any) -> list[Account]:
+    return [Account(app_id, app_id) for app_id in cfg.app_ids]
+
+
+def _neon_accounts(cfg: Any) -> list[Account]:
+    # configured projects are fetched (and covered) one by one; otherwise the organization
+    if cfg.project_ids:
+        return [Account(p, p) for p in cfg.project_ids]
+    return [Account(cfg.org_id, None)]
+
+
+def _forge_accounts(cfg: Any) -> list[Account]:
+    return [
+        Account(forge.coverage_account(app.app_id, resource), app.app_id)
+        for app in cfg.apps
+        for resource in app.resources
+    ]
+
+
+PHALA = ProviderSpec(
+    name="phala",
+    title="Phala Cloud",
+    secrets={"api_key": "PHALA_API_KEY"},
+    fetch=_phala_fetch,
+    accounts=_phala_accounts,
+    description="Phala Cloud CVM metered usage (compute, storage) per app, normalized into "
+    "provider_usage; a day's rows are replaced atomically on every materialization.",
+)
+NEON = ProviderSpec(
+    name="neon",
+    title="Neon",
+    secrets={"api_key": "NEON_API_KEY"},
+    fetch=_neon_fetch,
+    accounts=_neon_accounts,
+    description="Neon consumption metrics v2 (compute CU-hours, storage GB-months, transfer GB) "
+    "per project, normalized into provider_usage. Days outside Neon's 60-day daily window are "
+    "recorded as unavailable with the reason, never as zero usage.",
+)
+FORGE = ProviderSpec(
+    name="forge",
+    title="Atlassian Forge",
+    secrets={"email": "FORGE_EMAIL", "api_token": "FORGE_API_TOKEN"},
+    fetch=_forge_fetch,
+    accounts=_forge_accounts,
+    description="Atlassian Forge app resource usage (FUNCTION_COMPUTE GB-seconds and any "
+    "configured resource) per app, flat or grouped by site or environment, normalized into "
+    "provider_usage.",
+)
+
+PROVIDERS: tuple[ProviderSpec, ...] = (PHALA, NEON, FORGE)
+BY_NAME: dict[str, ProviderSpec] = {p.name: p for p in PROVIDERS}
+
+
+def provider(name: str) -> ProviderSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown provider {name!r} (known: {', '.join(BY_NAME)})") from None
+
+
+def enabled_providers(settings: UsageSettings) -> list[ProviderSpec]:
+    return [p for p in PROVIDERS if p.enabled(settings)]
+
+
+def enabled_names(settings: UsageSettings) -> list[str]:
+    return [p.name for p in enabled_providers(settings)]
+
+
+def expected_accounts(settings: UsageSettings) -> dict[str, list[Account]]:
+    """Configured accounts per enabled provider (what completeness expects every day)."""
+    return {p.name: p.configured_accounts(settings) for p in enabled_providers(settings)}
+
+
+def reconcile_config(settings: UsageSettings) -> ReconcileConfig:
+    """What reconciliation needs from the settings: mappings, rate card, enabled providers and
+    their configured accounts."""
+    return ReconcileConfig(
+        mappings=list(settings.mappings),
+        rate_card=dict(settings.rate_card),
+        providers=enabled_names(settings),
+        accounts=expected_accounts(settings),
+    )
