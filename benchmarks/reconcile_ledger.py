@@ -223,7 +223,9 @@ def _seed_warehouse(url: str, day: date) -> int:
     ]
     wh = Warehouse(url)
     wh.ensure_schema()
-    n = store_fetch(wh, "phala", [day], FetchResult(rows=rows, coverage=cov), settings, "bench")
+    n = store_fetch(
+        wh, "phala", [day], FetchResult(rows=rows, coverage=cov), settings, "bench"
+    ).rows_written
     wh.engine.dispose()
     del load_settings
     return n

@@ -11,12 +11,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     ConfigurableResource,
     Definitions,
     EnvVar,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -29,7 +33,16 @@ from usage_orchestration.providers.records import FetchResult
 from usage_orchestration.providers.registry import PROVIDERS, ProviderSpec
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.analysis import caps_month_to_date
-from usage_orchestration.warehouse.provider_load import store_fetch, usage_totals
+from usage_orchestration.warehouse.audit import AuditError, DayDrop
+from usage_orchestration.warehouse.provider_load import (
+    ALLOW_DROP_TAG,
+    DropAuditError,
+    LoadReport,
+    store_fetch,
+    usage_totals,
+)
+
+AUDIT_CHECK = "no_unexplained_drop"
 
 
 class ProviderApiResource(ConfigurableResource):
@@ -43,12 +56,37 @@ def api_resource(spec: ProviderSpec) -> ProviderApiResource:
     return ProviderApiResource(values={k: EnvVar(env) for k, env in spec.secrets.items()})
 
 
+def _drops_table(drops: Sequence[DayDrop]) -> MetadataValue:
+    return table(
+        [
+            {
+                "usage_date": d.usage_date,
+                "metric": d.metric,
+                "unit": d.unit,
+                "before": d.before,
+                "after": d.after,
+            }
+            for d in drops
+        ],
+        ["usage_date", "metric", "unit", "before", "after"],
+    )
+
+
+def _audit_metadata(report: LoadReport) -> dict[str, Any]:
+    return {
+        "audit_rows_checked": report.rows_audited,
+        "audit_duplicates_dropped": report.duplicates_dropped,
+        "audit_days_compared": report.days_compared,
+        "audit_drops_accepted": len(report.drops),
+    }
+
+
 def _metadata(
     spec: ProviderSpec,
     settings: UsageSettings,
     warehouse: WarehouseResource,
     days: Sequence[Any],
-    written: int,
+    report: LoadReport,
     result: FetchResult,
 ) -> dict[str, Any]:
     wh = warehouse.get()
@@ -56,7 +94,7 @@ def _metadata(
     unavailable = [c for c in result.coverage if c.status == "unavailable"]
     caps = caps_month_to_date(wh, settings, spec.name, max(days)) if days else []
     meta: dict[str, Any] = {
-        "rows": written,
+        "rows": report.rows_written,
         "days": len(days),
         "days_unavailable": len({c.usage_date for c in unavailable}),
         "accounts": len(spec.configured_accounts(settings)),
@@ -77,6 +115,7 @@ def _metadata(
             ["day", "account", "reason"],
         ),
         "warehouse": MetadataValue.text(warehouse.describe()),
+        **_audit_metadata(report),
     }
     for t in totals:
         meta[f"quantity_{t['metric']}_{t['consumed_unit']}"] = float(t["quantity"] or 0)
@@ -108,6 +147,16 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
         group_name="providers",
         description=spec.description,
         required_resource_keys={"settings", "warehouse", spec.resource_key},
+        check_specs=[
+            AssetCheckSpec(
+                AUDIT_CHECK,
+                asset=AssetKey(spec.asset_key),
+                blocking=True,
+                description="No day's usage vanished or fell by more than audit.max_drop_share "
+                "since the last load (a load that fails it writes nothing and fails the run; "
+                f"the run tag {ALLOW_DROP_TAG}=true accepts the drop).",
+            )
+        ],
     )
     def provider_usage_asset(context: AssetExecutionContext) -> MaterializeResult:
         settings: UsageSettings = context.resources.settings
@@ -119,14 +168,42 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             f"for {day_span(days)}"
         )
         result = spec.fetch(settings, credentials.values, days)
-        written = store_fetch(warehouse.get(), spec.name, days, result, settings, load_id(context))
+        allow_drop = context.run.tags.get(ALLOW_DROP_TAG, "").lower() == "true"
+        try:
+            report = store_fetch(
+                warehouse.get(),
+                spec.name,
+                days,
+                result,
+                settings,
+                load_id(context),
+                allow_drop=allow_drop,
+            )
+        except DropAuditError as exc:
+            raise Failure(
+                description=str(exc),
+                metadata={"drops": _drops_table(exc.drops), "days": len(days)},
+            ) from None
+        except AuditError as exc:
+            raise Failure(description=f"audit failed, nothing written: {exc}") from None
         unavailable = sum(1 for c in result.coverage if c.status == "unavailable")
         context.log.info(
-            f"{spec.name}: wrote {written} rows for {day_span(days)} in {result.requests} "
-            f"requests; {unavailable} account-day(s) unavailable"
+            f"{spec.name}: wrote {report.rows_written} rows for {day_span(days)} in "
+            f"{result.requests} requests; {unavailable} account-day(s) unavailable"
+        )
+        check = AssetCheckResult(
+            check_name=AUDIT_CHECK,
+            passed=True,
+            description=(
+                f"{len(report.drops)} drop(s) accepted by the run tag {ALLOW_DROP_TAG}"
+                if report.drop_overridden
+                else None
+            ),
+            metadata={**_audit_metadata(report), "drops": _drops_table(report.drops)},
         )
         return MaterializeResult(
-            metadata=_metadata(spec, settings, warehouse, days, written, result)
+            metadata=_metadata(spec, settings, warehouse, days, report, result),
+            check_results=[check],
         )
 
     return provider_usage_asset

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,22 @@ class LedgerSettings(BaseModel):
     )
 
 
+class AuditSettings(BaseModel):
+    """The audits a provider load passes before it is published (warehouse/provider_load.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_drop_share: Decimal = Field(
+        Decimal("0.5"),
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="a day whose usage of a metric falls by more than this share of what the "
+        "last load held (or vanishes) fails the load unless the run has the tag "
+        "usage/allow_drop=true",
+    )
+
+
 class UsageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -98,6 +115,7 @@ class UsageSettings(BaseModel):
     )
     budgets: BudgetSettings = BudgetSettings()
     alerts: AlertSettings = AlertSettings()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _mappings_have_rates(self) -> UsageSettings:
@@ -209,6 +227,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "AlertSettings",
+    "AuditSettings",
     "BudgetSettings",
     "ForgeSettings",
     "LedgerSettings",

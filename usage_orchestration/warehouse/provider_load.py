@@ -1,18 +1,37 @@
-"""Writing a provider fetch into the warehouse: mapped rows and day coverage, atomically."""
+"""Writing a provider fetch into the warehouse: write, audit, publish (mapped rows and day
+coverage, all days of a load in one transaction)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection
 
 from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
 from usage_orchestration.providers.records import FetchResult, UsageRow
 from usage_orchestration.settings import UsageSettings
-from usage_orchestration.warehouse.schema import provider_coverage, provider_usage
-from usage_orchestration.warehouse.store import Warehouse
+from usage_orchestration.warehouse.audit import (
+    AuditError,
+    DayDrop,
+    audit_rows,
+    drops_beyond,
+    quantize,
+)
+from usage_orchestration.warehouse.schema import (
+    provider_coverage,
+    provider_usage,
+    provider_usage_staging,
+)
+from usage_orchestration.warehouse.store import Warehouse, insert_rows, lock_replace
+
+# A run tag an operator sets to accept usage that vanished or fell since the last load.
+ALLOW_DROP_TAG = "usage/allow_drop"
+_IN_CHUNK = 500
 
 
 def _naive_utc(dt: datetime) -> datetime:
@@ -36,9 +55,10 @@ def usage_record(
             raise MappingError(
                 f"{row.provider} {row.resource_id} {row.metric} on {row.usage_date}: {exc}"
             ) from None
-        list_cost = qty * settings.rate_card[mapping.resource_type].credits_per_unit
+        list_cost = quantize(qty * settings.rate_card[mapping.resource_type].credits_per_unit)
     return {
         **row.model_dump(),
+        "consumed_quantity": quantize(row.consumed_quantity),
         "charge_period_start": _naive_utc(row.charge_period_start),
         "charge_period_end": _naive_utc(row.charge_period_end),
         "list_cost": list_cost,
@@ -50,6 +70,26 @@ def usage_record(
     }
 
 
+@dataclass
+class LoadReport:
+    """What a provider load wrote and what its audits saw (for the asset's metadata)."""
+
+    rows_written: int = 0
+    rows_audited: int = 0
+    duplicates_dropped: int = 0  # identical copies of one record
+    days_compared: int = 0  # days that held rows before this load
+    drops: list[DayDrop] = field(default_factory=list)  # accepted only with allow_drop
+    drop_overridden: bool = False
+
+
+class DropAuditError(AuditError):
+    """Usage vanished or fell sharply on days that held it: nothing was written."""
+
+    def __init__(self, message: str, drops: list[DayDrop]) -> None:
+        super().__init__(message)
+        self.drops = drops
+
+
 def store_fetch(
     warehouse: Warehouse,
     provider: str,
@@ -57,26 +97,171 @@ def store_fetch(
     result: FetchResult,
     settings: UsageSettings,
     load_id: str,
-) -> int:
-    """Replace ``provider``'s rows and coverage for ``days`` in one transaction."""
+    *,
+    allow_drop: bool = False,
+) -> LoadReport:
+    """Write, audit, publish: audit every fetched row, stage the rows, audit them in SQL
+    (conflicting duplicates; days whose usage vanished or fell by more than
+    ``settings.audit.max_drop_share`` since the last load, unless ``allow_drop``), then replace
+    ``provider``'s rows and coverage for ``days`` in one transaction. A failed audit raises
+    ``AuditError`` and leaves every table as it was."""
+    report = LoadReport(rows_audited=audit_rows(result.rows, days))
     fetched_at = datetime.now(UTC)
-    records = [usage_record(r, settings, load_id, fetched_at) for r in result.rows]
-    keys = [(r["usage_date"], r["source_key"]) for r in records]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{provider}: duplicate source_key within a day; refusing to write")
+    stage_id = load_id[:64]
     coverage = [
         {**c.model_dump(), "load_id": load_id, "fetched_at": _naive_utc(fetched_at)}
         for c in result.coverage
     ]
+    bad = [c for c in coverage if c["usage_date"] not in set(days)]
+    if bad:
+        raise AuditError(
+            f"{provider} account {bad[0]['account_id']} day {bad[0]['usage_date']} field "
+            "usage_date: coverage outside the requested days"
+        )
     warehouse.ensure_schema()
+    _discard_stage(warehouse, provider, stage_id)
+    try:
+        _stage(warehouse, provider, stage_id, result, settings, load_id, fetched_at)
+        with warehouse.engine.begin() as conn:
+            lock_replace(conn, provider_usage.name, {"provider": provider})
+            _audit_staged(conn, provider, stage_id, days, settings, allow_drop, report)
+            warehouse.replace_days(
+                provider_usage, days, [], match={"provider": provider}, conn=conn
+            )
+            _publish(conn, provider, stage_id)
+            warehouse.replace_days(
+                provider_coverage, days, coverage, match={"provider": provider}, conn=conn
+            )
+    finally:
+        _discard_stage(warehouse, provider, stage_id)
+    return report
+
+
+_STAGE_CHUNK = 5000
+
+
+def _stage(
+    warehouse: Warehouse,
+    provider: str,
+    stage_id: str,
+    result: FetchResult,
+    settings: UsageSettings,
+    load_id: str,
+    fetched_at: datetime,
+) -> None:
+    """The mapped rows into the staging table, in chunks (each its own transaction)."""
+    chunk: list[dict[str, Any]] = []
+    for row in result.rows:
+        if row.provider != provider:
+            raise AuditError(
+                f"{provider} account {row.resource_id} day {row.usage_date} field provider: "
+                f"row of provider {row.provider!r}"
+            )
+        chunk.append({**usage_record(row, settings, load_id, fetched_at), "stage_id": stage_id})
+        if len(chunk) >= _STAGE_CHUNK:
+            _stage_chunk(warehouse, chunk)
+            chunk = []
+    if chunk:
+        _stage_chunk(warehouse, chunk)
+
+
+def _stage_chunk(warehouse: Warehouse, rows: list[dict[str, Any]]) -> None:
     with warehouse.engine.begin() as conn:
-        n = warehouse.replace_days(
-            provider_usage, days, records, match={"provider": provider}, conn=conn
+        insert_rows(conn, provider_usage_staging, rows)
+
+
+def _discard_stage(warehouse: Warehouse, provider: str, stage_id: str) -> None:
+    s = provider_usage_staging
+    with warehouse.engine.begin() as conn:
+        conn.execute(s.delete().where(s.c.stage_id == stage_id, s.c.provider == provider))
+
+
+def _staged(provider: str, stage_id: str) -> Any:
+    s = provider_usage_staging
+    return and_(s.c.stage_id == stage_id, s.c.provider == provider)
+
+
+def _value_columns() -> list[Any]:
+    return [provider_usage_staging.c[c.name] for c in provider_usage.columns]
+
+
+def _audit_staged(
+    conn: Connection,
+    provider: str,
+    stage_id: str,
+    days: Sequence[date],
+    settings: UsageSettings,
+    allow_drop: bool,
+    report: LoadReport,
+) -> None:
+    s = provider_usage_staging
+    distinct = select(*_value_columns()).where(_staged(provider, stage_id)).distinct().subquery()
+    conflict = conn.execute(
+        select(distinct.c.usage_date, distinct.c.source_key, distinct.c.resource_id)
+        .group_by(distinct.c.usage_date, distinct.c.source_key, distinct.c.resource_id)
+        .having(func.count() > 1)
+        .limit(1)
+    ).first()
+    if conflict is not None:
+        raise AuditError(
+            f"{provider} account {conflict.resource_id} day {conflict.usage_date} field "
+            f"source_key: record {conflict.source_key[:120]!r} reported twice with different values"
         )
-        warehouse.replace_days(
-            provider_coverage, days, coverage, match={"provider": provider}, conn=conn
+    staged = conn.execute(select(func.count()).where(_staged(provider, stage_id))).scalar_one()
+    unique = conn.execute(select(func.count()).select_from(distinct)).scalar_one()
+    report.duplicates_dropped = int(staged) - int(unique)
+    report.rows_written = int(unique)
+
+    before, days_before = _day_totals(
+        conn, provider_usage, provider_usage.c.provider == provider, days
+    )
+    after, days_after = _day_totals(conn, s, _staged(provider, stage_id), days)
+    report.days_compared = len(days_before)
+    drops = drops_beyond(before, after, days_before, days_after, settings.audit.max_drop_share)
+    report.drops = drops
+    if drops and not allow_drop:
+        shown = "; ".join(
+            f"{d.usage_date} {d.metric} ({d.unit}) {d.before} → "
+            + ("no rows" if d.after is None else str(d.after))
+            for d in drops[:5]
         )
-    return n
+        raise DropAuditError(
+            f"{provider}: {len(drops)} day/metric total(s) vanished or fell by more than "
+            f"{settings.audit.max_drop_share:%} since the last load ({shown}"
+            f"{' …' if len(drops) > 5 else ''}); nothing was written. If the provider really "
+            f"corrected its data, re-run with the run tag {ALLOW_DROP_TAG}=true",
+            drops,
+        )
+    report.drop_overridden = bool(drops)
+
+
+def _day_totals(
+    conn: Connection, table: Any, where: Any, days: Sequence[date]
+) -> tuple[dict[tuple[date, str, str], Decimal], set[date]]:
+    """Per (day, metric, unit): the summed consumed quantity of ``days``, aggregated in SQL."""
+    totals: dict[tuple[date, str, str], Decimal] = {}
+    ordered = sorted(set(days))
+    for i in range(0, len(ordered), _IN_CHUNK):
+        rows = conn.execute(
+            select(
+                table.c.usage_date,
+                table.c.metric,
+                table.c.consumed_unit,
+                func.sum(table.c.consumed_quantity),
+            )
+            .where(where, table.c.usage_date.in_(ordered[i : i + _IN_CHUNK]))
+            .group_by(table.c.usage_date, table.c.metric, table.c.consumed_unit)
+        )
+        for d, metric, unit, qty in rows:
+            totals[(d, metric, unit)] = Decimal(str(qty or 0))
+    return totals, {k[0] for k in totals}
+
+
+def _publish(conn: Connection, provider: str, stage_id: str) -> None:
+    """Staged rows (identical duplicates collapsed) into provider_usage, server side."""
+    columns = [c.name for c in provider_usage.columns]
+    rows = select(*_value_columns()).where(_staged(provider, stage_id)).distinct()
+    conn.execute(provider_usage.insert().from_select(columns, rows))
 
 
 def usage_totals(warehouse: Warehouse, provider: str, days: Sequence[date]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -53,6 +54,16 @@ provider_usage = Table(
     Column("load_id", String(64), nullable=False),
     Column("fetched_at", DateTime, nullable=False),
     PrimaryKeyConstraint("provider", "usage_date", "source_key", name="pk_provider_usage"),
+)
+
+# A provider load's rows before they are audited and published (write, audit, publish): rows
+# of one load share ``stage_id``; no key, so duplicates can be found and judged in SQL.
+provider_usage_staging = Table(
+    "provider_usage_staging",
+    metadata,
+    Column("stage_id", String(64), nullable=False),
+    *(Column(c.name, c.type, nullable=c.nullable) for c in provider_usage.columns),
+    Index("ix_provider_usage_staging_stage", "stage_id", "provider"),
 )
 
 provider_coverage = Table(

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, create_engine, event, make_url
+from sqlalchemy import (
+    Engine,
+    Integer,
+    Table,
+    and_,
+    cast,
+    create_engine,
+    event,
+    func,
+    make_url,
+    select,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -113,6 +125,7 @@ class Warehouse:
         match: Mapping[str, Any],
         day_column: str,
     ) -> int:
+        lock_replace(conn, table.name, match)
         day_list = sorted(set(days))
         for i in range(0, len(day_list), _IN_CHUNK):
             chunk = day_list[i : i + _IN_CHUNK]
@@ -122,6 +135,35 @@ class Warehouse:
         if rows:
             _insert(conn, table, rows)
         return len(rows)
+
+
+def lock_replace(conn: Connection, table_name: str, match: Mapping[str, Any]) -> None:
+    """Serialize writers replacing days of the same table (and ``match``, e.g. one provider)
+    until the transaction ends. PostgreSQL: a transaction-scoped advisory lock keyed by table and
+    scope (two runs replacing the same days would otherwise both delete, then one fails on the
+    primary key or interleaves). SQLite serializes writers itself (one write lock per file)."""
+    if conn.dialect.name != "postgresql":
+        return
+    scope = "|".join(f"{k}={match[k]}" for k in sorted(match))
+    conn.execute(
+        select(
+            func.pg_advisory_xact_lock(
+                cast(_lock_key(f"usage_orchestration:{table_name}"), Integer),
+                cast(_lock_key(scope), Integer),
+            )
+        )
+    )
+
+
+def _lock_key(text: str) -> int:
+    """A stable signed 32-bit key (pg_advisory_xact_lock(int, int))."""
+    return zlib.crc32(text.encode()) - 2**31
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` inside ``conn``'s transaction (COPY for large sets on PostgreSQL)."""
+    if rows:
+        _insert(conn, table, rows)
 
 
 # Below this many rows a multi-row INSERT is as quick as COPY.
