@@ -70,10 +70,21 @@ def test_429_honours_retry_after_then_succeeds() -> None:
     assert sleeps == [3.0]
 
 
-def test_retry_after_is_capped() -> None:
+def test_retry_after_beyond_the_cap_is_handed_to_the_caller_without_sleeping() -> None:
+    """A wait longer than a step should sleep in-process becomes a retryable error carrying the
+    provider's wait (the asset turns it into a Dagster step retry with that wait)."""
     sleeps: list[float] = []
     script = Script(
         httpx.Response(503, headers={"Retry-After": "3600"}), httpx.Response(200, json={})
+    )
+    with pytest.raises(ProviderError) as exc:
+        _http(script, sleeps).request("GET", "/x", account="acct-1")
+    assert exc.value.retryable and exc.value.retry_after_s == 3600.0
+    assert script.calls == 1 and sleeps == []
+    assert "3600" in str(exc.value) and "acct-1" in str(exc.value)
+    # within the cap it is honoured in-process
+    script = Script(
+        httpx.Response(503, headers={"Retry-After": "10"}), httpx.Response(200, json={})
     )
     _http(script, sleeps).request("GET", "/x")
     assert sleeps == [10.0]

@@ -179,3 +179,49 @@ def test_wrong_credentials_fail_without_leaking_them(
     assert "phala" in text
     if bad_key:
         assert bad_key not in text
+
+
+def test_a_long_retry_after_retries_the_step_the_dagster_way(
+    sandbox: Sandbox, sandbox_server: SandboxServer, db_url: str, tmp_path: Any
+) -> None:
+    """429 with a Retry-After beyond the client's cap: the step is retried after that wait (a
+    Dagster step retry, not a failed run, so nothing pages) and the run succeeds."""
+    settings = load_settings(
+        warehouse_url=db_url,
+        state_dir=str(tmp_path / "state"),
+        phala={"base_url": sandbox_server.url + "/phala", "retry_after_cap_s": 0.5},
+    )
+    sandbox.add_fault("phala", Fault(status=429, count=1, headers={"Retry-After": "1"}))
+    result = materialize(
+        [provider_asset(PHALA, settings)],
+        resources=_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+        partition_key="2026-11-02",
+    )
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 1
+    assert sandbox.request_count("phala", 429) == 1 and _rows(db_url)
+
+
+def test_transient_failures_fail_the_run_once_step_retries_are_spent(
+    sandbox: Sandbox, sandbox_server: SandboxServer, db_url: str, tmp_path: Any
+) -> None:
+    settings = load_settings(
+        warehouse_url=db_url,
+        state_dir=str(tmp_path / "state"),
+        phala={"base_url": sandbox_server.url + "/phala", "max_attempts": 2},
+        step_retries={"max_retries": 1, "wait_s": 0},
+    )
+    sandbox.add_fault("phala", Fault(status=503, count=100))
+    Warehouse(db_url).ensure_schema()
+    result = materialize(
+        [provider_asset(PHALA, settings)],
+        resources=_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+        partition_key="2026-11-02",
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert sandbox.request_count("phala", 503) == 4  # 2 attempts in each of 2 step runs
+    assert _rows(db_url) == []

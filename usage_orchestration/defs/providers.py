@@ -23,12 +23,14 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    RetryRequested,
     asset,
 )
 
 from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, slug, table
 from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
+from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.providers.records import FetchResult
 from usage_orchestration.providers.registry import PROVIDERS, ProviderSpec
 from usage_orchestration.settings import UsageSettings
@@ -130,6 +132,30 @@ def _metadata(
     return meta
 
 
+def _fetch(
+    context: AssetExecutionContext,
+    spec: ProviderSpec,
+    settings: UsageSettings,
+    credentials: ProviderApiResource,
+    days: Sequence[Any],
+) -> FetchResult:
+    """The provider's answer for ``days``; a transient failure (after the client's own retries,
+    or a Retry-After beyond their cap) retries the step the Dagster way, waiting what the provider
+    asked for. The run is not failed (so nothing pages) until the retries are spent."""
+    try:
+        return spec.fetch(settings, credentials.values, days)
+    except ProviderError as exc:
+        retries = settings.step_retries
+        if not exc.retryable or context.retry_number >= retries.max_retries:
+            raise
+        wait = exc.retry_after_s if exc.retry_after_s is not None else retries.wait_s
+        context.log.warning(
+            f"{spec.name}: transient failure, retrying the step in {wait:.0f} s "
+            f"(retry {context.retry_number + 1} of {retries.max_retries}): {exc}"
+        )
+        raise RetryRequested(max_retries=retries.max_retries, seconds_to_wait=wait) from exc
+
+
 def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinition:
     """The daily usage asset of one provider."""
 
@@ -167,7 +193,7 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             f"{spec.name}: fetching {len(spec.configured_accounts(settings))} account(s) "
             f"for {day_span(days)}"
         )
-        result = spec.fetch(settings, credentials.values, days)
+        result = _fetch(context, spec, settings, credentials, days)
         allow_drop = context.run.tags.get(ALLOW_DROP_TAG, "").lower() == "true"
         try:
             report = store_fetch(

@@ -43,8 +43,10 @@ class ProviderError(Exception):
         window: str | None = None,
         status: int | None = None,
         retryable: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         self.provider = provider
+        self.retry_after_s = retry_after_s  # the provider asked to wait this long (Retry-After)
         self.account = account
         self.endpoint = endpoint
         self.window = window
@@ -319,6 +321,19 @@ class ProviderHttp:
                 if status in self.retry_statuses:
                     last, last_status = self.redact(_error_message(response)), status
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if retry_after is not None and retry_after > self.retry.retry_after_cap_s:
+                        # longer than a step should sleep: the caller retries the step later
+                        raise ProviderError(
+                            self.provider,
+                            f"asked to retry after {retry_after:.0f} s (longer than the "
+                            f"{self.retry.retry_after_cap_s:.0f} s cap); last error: {last}",
+                            account=account,
+                            endpoint=endpoint,
+                            window=window,
+                            status=status,
+                            retryable=True,
+                            retry_after_s=retry_after,
+                        )
                 elif status >= 400:
                     hint = error_status(status) if error_status else None
                     message = self.redact(_error_message(response))

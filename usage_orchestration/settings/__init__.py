@@ -86,6 +86,21 @@ class AuditSettings(BaseModel):
     )
 
 
+class StepRetrySettings(BaseModel):
+    """Dagster-level retries of a provider step that failed on a transient error (after the
+    client's own in-process retries, or when the provider asks to wait longer than their cap)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_retries: int = Field(2, ge=0, le=10, description="step retries on transient errors")
+    wait_s: float = Field(
+        60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="wait before a step retry when the provider named no Retry-After",
+    )
+
+
 class UsageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -116,6 +131,7 @@ class UsageSettings(BaseModel):
     budgets: BudgetSettings = BudgetSettings()
     alerts: AlertSettings = AlertSettings()
     audit: AuditSettings = AuditSettings()
+    step_retries: StepRetrySettings = StepRetrySettings()
 
     @model_validator(mode="after")
     def _mappings_have_rates(self) -> UsageSettings:
