@@ -183,11 +183,25 @@ def test_ledger_over_is_an_overcharge() -> None:
 
 
 def test_missing_in_ledger() -> None:
-    rows = reconcile_day(DAY, [phala(APP_B, "50")], [], ALL_COMPLETE, CONFIG)
+    # the ledger holds events that day (an AI charge of another entity), none for ENT_B
+    ai = ledger(ENT_A, None, "5", rt="ai")
+    rows = reconcile_day(DAY, [phala(APP_B, "50")], [ai], ALL_COMPLETE, CONFIG)
     r = one(rows, ENT_B)
     assert r.status == "missing_in_ledger" and not r.within_tolerance
     assert r.expected_credits == D(30) and r.recorded_credits is None and r.delta_credits == D(-30)
     assert summarize(rows).leak_credits == D(30)
+
+
+def test_a_ledger_day_without_any_event_is_unavailable_not_a_wall_of_leaks() -> None:
+    rows = reconcile_day(DAY, [phala(APP_A, "100"), phala(APP_B, "50")], [], ALL_COMPLETE, CONFIG)
+    assert {(r.entity_id, r.status) for r in rows} == {
+        (ENT_A, "ledger_unavailable"),
+        (ENT_B, "ledger_unavailable"),
+    }
+    assert all(r.within_tolerance and r.delta_credits is None for r in rows)
+    assert "no events at all" in (rows[0].reason or "")
+    s = summarize(rows)
+    assert s.breaks == 0 and s.leak_credits == 0 and s.counts["ledger_unavailable"] == 2
 
 
 def test_missing_at_provider() -> None:

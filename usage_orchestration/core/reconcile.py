@@ -7,7 +7,7 @@ and rate card from the settings turn provider usage into expected ledger quantit
 
 Statuses (see docs/reconciliation.md for what each means to finance):
 ``matched``, ``ledger_under``, ``ledger_over``, ``missing_in_ledger``, ``missing_at_provider``,
-``unmapped``, ``provider_unavailable``. A row is a *break* when its delta lies outside the
+``unmapped``, ``provider_unavailable``, ``ledger_unavailable``. A row is a *break* when its delta lies outside the
 resource type's tolerance; ``within_tolerance`` is False exactly for breaks.
 """
 
@@ -32,6 +32,7 @@ Status = Literal[
     "missing_at_provider",
     "unmapped",
     "provider_unavailable",
+    "ledger_unavailable",
 ]
 STATUSES: tuple[Status, ...] = (
     "matched",
@@ -41,6 +42,7 @@ STATUSES: tuple[Status, ...] = (
     "missing_at_provider",
     "unmapped",
     "provider_unavailable",
+    "ledger_unavailable",
 )
 LEAK_STATUSES = frozenset({"ledger_under", "missing_in_ledger"})
 OVERCHARGE_STATUSES = frozenset({"ledger_over", "missing_at_provider"})
@@ -232,189 +234,249 @@ def _ledger_quantity(row: LedgerDailyUsage, entry: RateCardEntry, day: date) -> 
     return conv.apply(row.quantity)
 
 
-def reconcile_day(
-    day: date,
-    provider_usage: Iterable[ProviderAggregate],
-    ledger_usage: Iterable[LedgerDailyUsage],
-    coverage: Iterable[CoverageEntry],
-    config: ReconcileConfig,
-) -> list[ReconciliationRow]:
-    """One row per (entity, resource type) seen on either side, plus one per unmapped provider
-    metric, for ``day``. Rows of other days in the inputs are ignored."""
-    enabled = set(config.providers)
-    rate_card = config.rate_card
+@dataclass
+class _Unmapped:
+    quantity: Decimal = Decimal(0)
+    rows: int = 0
+    resources: set[str] = field(default_factory=set)
 
-    # provider side: map and convert
+
+@dataclass(frozen=True)
+class _Rules:
+    """What the mapping rules say about (entity, resource type) keys, for the enabled providers."""
+
+    enabled: frozenset[str]
+    key_providers: Mapping[tuple[str, str], set[str]]  # every provider a rule names for a key
+    type_providers: Mapping[str, set[str]]  # enabled providers feeding a resource type
+    key_resources: Mapping[tuple[str, str], Mapping[str, set[str | None]]]
+
+    @classmethod
+    def of(cls, config: ReconcileConfig) -> _Rules:
+        key_providers: dict[tuple[str, str], set[str]] = defaultdict(set)
+        type_providers: dict[str, set[str]] = defaultdict(set)
+        key_resources: dict[tuple[str, str], dict[str, set[str | None]]] = defaultdict(
+            lambda: defaultdict(set)
+        )
+        enabled = frozenset(config.providers)
+        for m in config.mappings:
+            key_providers[(m.entity_id, m.resource_type)].add(m.provider)
+            key_resources[(m.entity_id, m.resource_type)][m.provider].add(m.resource_id)
+            if m.provider in enabled:
+                type_providers[m.resource_type].add(m.provider)
+        return cls(enabled, key_providers, type_providers, key_resources)
+
+
+def _provider_side(
+    day: date, usage: Iterable[ProviderAggregate], config: ReconcileConfig
+) -> tuple[dict[tuple[str, str], _Expected], dict[tuple[str, str, str], _Unmapped]]:
+    """Provider usage of ``day`` mapped and converted into ledger units per (entity, resource
+    type); what matches no mapping per (provider, metric, unit)."""
+    enabled = set(config.providers)
     expected: dict[tuple[str, str], _Expected] = {}
-    key_resources: dict[tuple[str, str], dict[str, set[str | None]]] = defaultdict(
-        lambda: defaultdict(set)
-    )
-    unmapped: dict[tuple[str, str, str], list[Any]] = {}
-    for agg in provider_usage:
+    unmapped: dict[tuple[str, str, str], _Unmapped] = {}
+    for agg in usage:
         if agg.usage_date != day or agg.provider not in enabled:
             continue
         m = resolve_mapping(
             config.mappings, agg.provider, agg.resource_id, agg.metric, agg.sub_account_id
         )
         if m is None:
-            u = unmapped.setdefault((agg.provider, agg.metric, agg.unit), [Decimal(0), 0, set()])
-            u[0] += agg.quantity
-            u[1] += agg.rows
-            u[2].add(agg.resource_id)
+            u = unmapped.setdefault((agg.provider, agg.metric, agg.unit), _Unmapped())
+            u.quantity += agg.quantity
+            u.rows += agg.rows
+            u.resources.add(agg.resource_id)
             continue
         try:
-            qty = to_ledger_quantity(dict(rate_card), m.resource_type, agg.quantity, agg.unit)
+            qty = to_ledger_quantity(
+                dict(config.rate_card), m.resource_type, agg.quantity, agg.unit
+            )
         except MappingError as exc:
             raise ReconcileError(
                 f"{agg.provider} {agg.resource_id} {agg.metric} on {day}: field consumed_unit: {exc}"
             ) from None
-        key = (m.entity_id, m.resource_type)
-        e = expected.setdefault(key, _Expected(entity_type=m.entity_type))
+        e = expected.setdefault((m.entity_id, m.resource_type), _Expected(m.entity_type))
         e.quantity += qty
         e.rows += agg.rows
         e.providers.add(agg.provider)
         e.resources.add(agg.resource_id)
+    return expected, unmapped
 
-    # which providers and resources feed each (entity, resource type), per the mapping rules
-    rule_providers: dict[tuple[str, str], set[str]] = defaultdict(set)
-    type_providers: dict[str, set[str]] = defaultdict(set)
-    for m in config.mappings:
-        rule_providers[(m.entity_id, m.resource_type)].add(m.provider)
-        key_resources[(m.entity_id, m.resource_type)][m.provider].add(m.resource_id)
-        if m.provider in enabled:
-            type_providers[m.resource_type].add(m.provider)
 
-    # ledger side: only provider-backed resource types (in the rate card and fed by an enabled
-    # provider) are reconciled; AI credits and the like have no provider to compare against
+def _ledger_side(
+    day: date,
+    ledger_rows: Iterable[LedgerDailyUsage],
+    config: ReconcileConfig,
+    rules: _Rules,
+    expected: Mapping[tuple[str, str], _Expected],
+) -> dict[tuple[str, str], _Recorded]:
+    """The ledger's usage per (entity, resource type), for the provider-backed resource types
+    only (in the rate card and fed by an enabled provider): AI credits and the like have no
+    provider to compare against."""
     recorded: dict[tuple[str, str], _Recorded] = {}
-    for row in ledger_usage:
-        if row.usage_date != day:
-            continue
-        entry = rate_card.get(row.resource_type)
-        if entry is None or not type_providers.get(row.resource_type):
+    for row in ledger_rows:
+        entry = config.rate_card.get(row.resource_type)
+        if entry is None or not rules.type_providers.get(row.resource_type):
             continue
         key = (row.entity_id, row.resource_type)
-        if key in rule_providers and not (rule_providers[key] & enabled) and key not in expected:
+        named = rules.key_providers.get(key)
+        if named is not None and not (named & rules.enabled) and key not in expected:
             continue  # fed only by a disabled provider
         r = recorded.setdefault(key, _Recorded(entity_type=row.entity_type))
         q = _ledger_quantity(row, entry, day)
         r.quantity = None if (q is None or r.quantity is None) else r.quantity + q
         r.credits += row.credits
         r.events += row.events
+    return recorded
 
-    cov: dict[str, list[CoverageEntry]] = defaultdict(list)
-    for c in coverage:
-        cov[c.provider].append(c)
 
-    out: list[ReconciliationRow] = []
-    for key in sorted(set(expected) | set(recorded)):
-        entity_id, resource_type = key
-        entry = rate_card[resource_type]
-        e = expected.get(key)
-        r = recorded.get(key)
-        providers = (e.providers if e else set()) | (rule_providers.get(key, set()) & enabled)
-        if not providers:
-            providers = set(type_providers[resource_type])
-        provider_label = "+".join(sorted(providers))
-        entity_type = (e.entity_type if e else None) or (r.entity_type if r else None)
-        base = dict(
-            usage_date=day,
-            provider=provider_label,
-            entity_id=entity_id,
-            entity_type=entity_type,
-            resource_type=resource_type,
-            ledger_unit=entry.ledger_unit,
-            provider_rows=e.rows if e else 0,
-            ledger_events=r.events if r else 0,
-            blocking=entry.block_downstream,
-        )
-        rec_q = r.quantity if r else None
-        rec_c = r.credits if r else None
-        unavailable = _unavailable_reason(
-            providers, key_resources.get(key, {}), cov, day, config.accounts
-        )
-        if unavailable:
-            out.append(
-                ReconciliationRow(
-                    **base,
-                    expected_quantity=None,
-                    expected_credits=None,
-                    recorded_quantity=_q(rec_q),
-                    recorded_credits=_q(rec_c),
-                    delta_quantity=None,
-                    delta_credits=None,
-                    delta_pct=None,
-                    status="provider_unavailable",
-                    within_tolerance=True,
-                    reason=f"not compared: {unavailable}",
-                )
-            )
-            continue
-        exp_q = e.quantity if e else Decimal(0)
-        exp_c = exp_q * entry.credits_per_unit
-        got_c = rec_c if rec_c is not None else Decimal(0)
-        delta_c = got_c - exp_c
-        on_credits = r is not None and rec_q is None
+@dataclass(frozen=True)
+class _Comparison:
+    status: Status
+    within: bool
+    reason: str | None
+    delta_quantity: Decimal | None
+    delta_credits: Decimal
+    delta_pct: Decimal | None
+    on_credits: bool
+
+
+def _compare(
+    entry: RateCardEntry, e: _Expected | None, r: _Recorded | None, provider_label: str
+) -> _Comparison:
+    """Expected against recorded for one key: on quantities, or on credits when the ledger
+    backend cannot tell quantities."""
+    exp_q = e.quantity if e else Decimal(0)
+    exp_c = exp_q * entry.credits_per_unit
+    rec_q = r.quantity if r else None
+    got_c = r.credits if r else Decimal(0)
+    delta_c = got_c - exp_c
+    on_credits = r is not None and rec_q is None
+    delta_q: Decimal | None
+    if on_credits:
+        delta_q, delta_pct, sign = None, _pct(delta_c, exp_c), delta_c
+        tol = tolerance(entry, exp_c, on_credits=True)
+        within = abs(delta_c) <= tol
+        tol_txt = f"credits, tolerance {_fmt(tol)}"
+    else:
+        delta_q = (rec_q or Decimal(0)) - exp_q
+        delta_pct, sign = _pct(delta_q, exp_q), delta_q
+        tol = tolerance(entry, exp_q)
+        within = abs(delta_q) <= tol
+        tol_txt = f"{entry.ledger_unit}, tolerance {_fmt(tol)}"
+    status: Status
+    reason: str | None
+    if e is None:
+        status = "missing_at_provider" if sign != 0 else "matched"
+        reason = f"ledger charged {_fmt(got_c)} credits; no {provider_label} usage mapped here"
+    elif r is None:
+        status = "missing_in_ledger" if sign != 0 else "matched"
+        reason = f"{provider_label} measured {_fmt(exp_q)} {entry.ledger_unit}; no ledger events"
+    elif within:
+        status, reason = "matched", None
+    else:
+        status = "ledger_under" if sign < 0 else "ledger_over"
         if on_credits:
-            delta_q: Decimal | None = None
-            delta_pct = _pct(delta_c, exp_c)
-            within = abs(delta_c) <= tolerance(entry, exp_c, on_credits=True)
-            tol_txt = f"credits, tolerance {_fmt(tolerance(entry, exp_c, on_credits=True))}"
-            sign = delta_c
+            seen = f"ledger {_fmt(got_c)} vs {provider_label} {_fmt(exp_c)} credits"
         else:
-            got_q = rec_q if rec_q is not None else Decimal(0)
-            delta_q = got_q - exp_q
-            delta_pct = _pct(delta_q, exp_q)
-            tol = tolerance(entry, exp_q)
-            within = abs(delta_q) <= tol
-            tol_txt = f"{entry.ledger_unit}, tolerance {_fmt(tol)}"
-            sign = delta_q
-        status: Status
-        if e is None:
-            status = "missing_at_provider" if sign != 0 else "matched"
-            reason = f"ledger charged {_fmt(got_c)} credits; no {provider_label} usage mapped here"
-        elif r is None:
-            status = "missing_in_ledger" if sign != 0 else "matched"
-            reason = (
-                f"{provider_label} measured {_fmt(exp_q)} {entry.ledger_unit}; no ledger events"
+            seen = (
+                f"ledger {_fmt(rec_q or Decimal(0))} vs {provider_label} {_fmt(exp_q)} "
+                f"{entry.ledger_unit}"
             )
-        elif within:
-            status = "matched"
-            reason = None
-        else:
-            status = "ledger_under" if sign < 0 else "ledger_over"
-            if on_credits:
-                seen = f"ledger {_fmt(got_c)} vs {provider_label} {_fmt(exp_c)} credits"
-            else:
-                seen = f"ledger {_fmt(rec_q or Decimal(0))} vs {provider_label} {_fmt(exp_q)} {entry.ledger_unit}"
-            reason = f"{seen}; outside tolerance ({tol_txt})"
-        if not within and reason is not None and "tolerance" not in reason:
-            reason += f"; outside tolerance ({tol_txt})"
-        out.append(
-            ReconciliationRow(
-                **base,
-                expected_quantity=_q(exp_q) if e else None,
-                expected_credits=_q(exp_c) if e else None,
-                recorded_quantity=_q(rec_q),
-                recorded_credits=_q(rec_c),
-                delta_quantity=_q(delta_q),
-                delta_credits=_q(delta_c),
-                delta_pct=delta_pct,
-                status=status,
-                within_tolerance=bool(within),
-                reason=reason,
-                compared_on="credits" if on_credits else "quantity",
-            )
-        )
+        reason = f"{seen}; outside tolerance ({tol_txt})"
+    if not within and reason is not None and "tolerance" not in reason:
+        reason += f"; outside tolerance ({tol_txt})"
+    return _Comparison(status, bool(within), reason, delta_q, delta_c, delta_pct, on_credits)
 
+
+def _key_row(
+    day: date,
+    key: tuple[str, str],
+    e: _Expected | None,
+    r: _Recorded | None,
+    rules: _Rules,
+    coverage: Mapping[str, list[CoverageEntry]],
+    config: ReconcileConfig,
+    ledger_empty: bool,
+) -> ReconciliationRow:
+    entity_id, resource_type = key
+    entry = config.rate_card[resource_type]
+    providers = (e.providers if e else set()) | (
+        rules.key_providers.get(key, set()) & rules.enabled
+    )
+    provider_label = "+".join(sorted(providers or rules.type_providers[resource_type]))
+    base: dict[str, Any] = dict(
+        usage_date=day,
+        provider=provider_label,
+        entity_id=entity_id,
+        entity_type=(e.entity_type if e else None) or (r.entity_type if r else None),
+        resource_type=resource_type,
+        ledger_unit=entry.ledger_unit,
+        provider_rows=e.rows if e else 0,
+        ledger_events=r.events if r else 0,
+        blocking=entry.block_downstream,
+        recorded_quantity=_q(r.quantity if r else None),
+        recorded_credits=_q(r.credits if r else None),
+    )
+    not_compared = dict(
+        expected_quantity=None,
+        expected_credits=None,
+        delta_quantity=None,
+        delta_credits=None,
+        delta_pct=None,
+        within_tolerance=True,
+    )
+    unavailable = _unavailable_reason(
+        providers or rules.type_providers[resource_type],
+        rules.key_resources.get(key, {}),
+        coverage,
+        day,
+        config.accounts,
+    )
+    if unavailable:
+        return ReconciliationRow(
+            **base,
+            **not_compared,
+            status="provider_unavailable",
+            reason=f"not compared: {unavailable}",
+        )
+    if ledger_empty:
+        return ReconciliationRow(
+            **base,
+            **not_compared,
+            status="ledger_unavailable",
+            reason=f"not compared: the ledger holds no events at all on {day} (a ledger or "
+            "License Manager sync problem, or the ledger_daily_usage day not materialized)",
+        )
+    c = _compare(entry, e, r, provider_label)
+    exp_q = e.quantity if e else None
+    return ReconciliationRow(
+        **base,
+        expected_quantity=_q(exp_q),
+        expected_credits=_q(exp_q * entry.credits_per_unit) if exp_q is not None else None,
+        delta_quantity=_q(c.delta_quantity),
+        delta_credits=_q(c.delta_credits),
+        delta_pct=c.delta_pct,
+        status=c.status,
+        within_tolerance=c.within,
+        reason=c.reason,
+        compared_on="credits" if c.on_credits else "quantity",
+    )
+
+
+def _unmapped_rows(
+    day: date, unmapped: Mapping[tuple[str, str, str], _Unmapped]
+) -> list[ReconciliationRow]:
+    """One row per (provider, metric, unit) of usage that matched no mapping (zero usage, e.g. a
+    sparse metric reported as 0, is not shown)."""
     units_per_metric: dict[tuple[str, str], int] = defaultdict(int)
     for provider, metric, _unit in unmapped:
         units_per_metric[(provider, metric)] += 1
-    for (provider, metric, unit), (qty, rows, resources) in sorted(unmapped.items()):
-        if qty == 0:
-            continue  # no usage to attribute (sparse metrics reported as zero)
+    out: list[ReconciliationRow] = []
+    for (provider, metric, unit), u in sorted(unmapped.items()):
+        if u.quantity == 0:
+            continue
         label = metric if units_per_metric[(provider, metric)] == 1 else f"{metric} ({unit})"
-        shown = ", ".join(sorted(resources)[:5]) + (" …" if len(resources) > 5 else "")
+        shown = ", ".join(sorted(u.resources)[:5]) + (" …" if len(u.resources) > 5 else "")
         out.append(
             ReconciliationRow(
                 usage_date=day,
@@ -423,7 +485,7 @@ def reconcile_day(
                 entity_type=None,
                 resource_type=label,
                 ledger_unit=unit,
-                expected_quantity=_q(qty),
+                expected_quantity=_q(u.quantity),
                 expected_credits=None,
                 recorded_quantity=None,
                 recorded_credits=None,
@@ -432,12 +494,48 @@ def reconcile_day(
                 delta_pct=None,
                 status="unmapped",
                 within_tolerance=True,
-                reason=f"{rows} {provider} row(s) of {metric} in {unit} matched no mapping "
+                reason=f"{u.rows} {provider} row(s) of {metric} in {unit} matched no mapping "
                 f"(resources: {shown})",
-                provider_rows=rows,
+                provider_rows=u.rows,
             )
         )
     return out
+
+
+def reconcile_day(
+    day: date,
+    provider_usage: Iterable[ProviderAggregate],
+    ledger_usage: Iterable[LedgerDailyUsage],
+    coverage: Iterable[CoverageEntry],
+    config: ReconcileConfig,
+) -> list[ReconciliationRow]:
+    """One row per (entity, resource type) seen on either side, plus one per unmapped provider
+    metric, for ``day``. Rows of other days in the inputs are ignored.
+
+    A key is not compared (``within_tolerance``, no delta) when its providers' usage was not
+    fetched for the day (``provider_unavailable``) or when the ledger holds no event at all that
+    day (``ledger_unavailable``: a ledger problem, not a wall of revenue leaks)."""
+    rules = _Rules.of(config)
+    expected, unmapped = _provider_side(day, provider_usage, config)
+    ledger_rows = [r for r in ledger_usage if r.usage_date == day]
+    recorded = _ledger_side(day, ledger_rows, config, rules, expected)
+    by_provider: dict[str, list[CoverageEntry]] = defaultdict(list)
+    for c in coverage:
+        by_provider[c.provider].append(c)
+    out = [
+        _key_row(
+            day,
+            key,
+            expected.get(key),
+            recorded.get(key),
+            rules,
+            by_provider,
+            config,
+            not ledger_rows,
+        )
+        for key in sorted(set(expected) | set(recorded))
+    ]
+    return out + _unmapped_rows(day, unmapped)
 
 
 @dataclass(frozen=True)

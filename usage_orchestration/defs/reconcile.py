@@ -116,7 +116,7 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         ],
         description="Provider usage (converted with the rate card) against the credit ledger per "
         "day, entity and resource type, with a status (matched, ledger_under, ledger_over, "
-        "missing_in_ledger, missing_at_provider, unmapped, provider_unavailable); a day's rows are "
+        "missing_in_ledger, missing_at_provider, unmapped, provider_unavailable, ledger_unavailable); a day's rows are "
         "replaced atomically.",
     )
     def usage_reconciliation(
