@@ -156,6 +156,36 @@ def _fetch(
         raise RetryRequested(max_retries=retries.max_retries, seconds_to_wait=wait) from exc
 
 
+def _store(
+    context: AssetExecutionContext,
+    spec: ProviderSpec,
+    settings: UsageSettings,
+    warehouse: WarehouseResource,
+    days: Sequence[Any],
+    result: FetchResult,
+) -> LoadReport:
+    """Write, audit, publish; a failed audit fails the step with what it found (nothing is
+    written), a refused drop names the run tag that accepts it."""
+    allow_drop = context.run.tags.get(ALLOW_DROP_TAG, "").lower() == "true"
+    try:
+        return store_fetch(
+            warehouse.get(),
+            spec.name,
+            days,
+            result,
+            settings,
+            load_id(context),
+            allow_drop=allow_drop,
+        )
+    except DropAuditError as exc:
+        raise Failure(
+            description=str(exc),
+            metadata={"drops": _drops_table(exc.drops), "days": len(days)},
+        ) from None
+    except AuditError as exc:
+        raise Failure(description=f"audit failed, nothing written: {exc}") from None
+
+
 def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinition:
     """The daily usage asset of one provider."""
 
@@ -194,24 +224,7 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             f"for {day_span(days)}"
         )
         result = _fetch(context, spec, settings, credentials, days)
-        allow_drop = context.run.tags.get(ALLOW_DROP_TAG, "").lower() == "true"
-        try:
-            report = store_fetch(
-                warehouse.get(),
-                spec.name,
-                days,
-                result,
-                settings,
-                load_id(context),
-                allow_drop=allow_drop,
-            )
-        except DropAuditError as exc:
-            raise Failure(
-                description=str(exc),
-                metadata={"drops": _drops_table(exc.drops), "days": len(days)},
-            ) from None
-        except AuditError as exc:
-            raise Failure(description=f"audit failed, nothing written: {exc}") from None
+        report = _store(context, spec, settings, warehouse, days, result)
         unavailable = sum(1 for c in result.coverage if c.status == "unavailable")
         context.log.info(
             f"{spec.name}: wrote {report.rows_written} rows for {day_span(days)} in "

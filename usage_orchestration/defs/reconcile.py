@@ -1,7 +1,7 @@
 """``usage_reconciliation``: provider usage against the ledger, per day, entity and resource type.
 
-Thin: the SQL lives in ``analysis_io.py``, the comparison in ``reconcile.py``. Checks, returned
-with the materialization:
+Thin: the SQL lives in ``warehouse/analysis.py``, the comparison in ``core/reconcile.py``. Checks,
+returned with the materialization:
 - ``within_tolerance`` (ERROR): no break outside the rate card's tolerance;
 - ``no_blocking_breaks`` (ERROR, blocking): no break of a resource type whose rate-card entry
   sets ``block_downstream`` — such a break stops ``budget_status`` and the other downstream
@@ -11,7 +11,6 @@ with the materialization:
 """
 
 from collections.abc import Sequence
-from datetime import date
 
 from dagster import (
     AssetCheckResult,
@@ -32,12 +31,18 @@ from dagster import (
 from usage_orchestration.core.reconcile import (
     STATUSES,
     ReconciliationRow,
-    missing_accounts,
+    ReconciliationSummary,
     summarize,
 )
-from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, table
+from usage_orchestration.defs.common import (
+    OWNERS,
+    day_span,
+    load_id,
+    partition_days,
+    table,
+)
 from usage_orchestration.defs.partitions import daily_partitions
-from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.registry import (
     enabled_providers,
     expected_accounts,
@@ -45,7 +50,8 @@ from usage_orchestration.providers.registry import (
 )
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.analysis import (
-    coverage_entries,
+    Completeness,
+    completeness,
     reconcile_days,
     write_reconciliation,
 )
@@ -70,10 +76,137 @@ WORST_COLUMNS = [
     "delta_pct",
     "reason",
 ]
+UNMAPPED_COLUMNS = [
+    "usage_date",
+    "provider",
+    "resource_type",
+    "ledger_unit",
+    "expected_quantity",
+    "reason",
+]
+
+CHECK_SPECS = [
+    AssetCheckSpec(
+        CHECK_TOLERANCE,
+        asset=RECONCILIATION,
+        description="Every (day, entity, resource type) within the rate card's tolerance.",
+    ),
+    AssetCheckSpec(
+        CHECK_BLOCKING,
+        asset=RECONCILIATION,
+        blocking=True,
+        description="No break of a resource type marked block_downstream in the rate card; "
+        "a failure stops the downstream assets of the run.",
+    ),
+    AssetCheckSpec(
+        CHECK_COMPLETENESS,
+        asset=RECONCILIATION,
+        description="Every configured provider account has fetch coverage for every day.",
+    ),
+    AssetCheckSpec(
+        CHECK_UNMAPPED,
+        asset=RECONCILIATION,
+        description="All provider usage maps to a ledger entity and resource type.",
+    ),
+]
 
 
-def _worst_table(rows: Sequence[ReconciliationRow], limit: int) -> MetadataValue:
-    return table([r.record("") for r in rows], WORST_COLUMNS, limit=limit)
+def _rows_table(rows: Sequence[ReconciliationRow], columns: list[str], limit: int) -> MetadataValue:
+    return table([r.record("") for r in rows], columns, limit=limit)
+
+
+def _tolerance_check(summary: ReconciliationSummary, breaks: int, limit: int) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=CHECK_TOLERANCE,
+        passed=not breaks,
+        severity=AssetCheckSeverity.ERROR,
+        description=None
+        if not breaks
+        else f"{breaks} break(s) on {len(summary.days_with_breaks)} day(s)",
+        metadata={
+            "breaks": breaks,
+            "leak_credits": float(summary.leak_credits),
+            "overcharge_credits": float(summary.overcharge_credits),
+            "days_with_breaks": MetadataValue.text(
+                ", ".join(d.isoformat() for d in summary.days_with_breaks) or "none"
+            ),
+            "worst_breaks": _rows_table(summary.worst, WORST_COLUMNS, limit),
+        },
+    )
+
+
+def _blocking_check(
+    blocking: Sequence[ReconciliationRow], settings: UsageSettings
+) -> AssetCheckResult:
+    types = sorted(k for k, v in settings.rate_card.items() if v.block_downstream)
+    return AssetCheckResult(
+        check_name=CHECK_BLOCKING,
+        passed=not blocking,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "blocking_breaks": len(blocking),
+            "blocking_resource_types": MetadataValue.text(", ".join(types) or "none"),
+            "breaks": _rows_table(blocking, WORST_COLUMNS, settings.budgets.worst_rows_shown),
+        },
+    )
+
+
+def _completeness_check(found: Completeness) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=CHECK_COMPLETENESS,
+        passed=not found.missing,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "days_incomplete": len(found.missing),
+            "accounts_missing": sum(len(v) for v in found.missing.values()),
+            "accounts_unavailable": found.unavailable,
+            "missing": table(
+                [
+                    {"usage_date": d, "accounts": ", ".join(v)}
+                    for d, v in sorted(found.missing.items())
+                ],
+                ["usage_date", "accounts"],
+            ),
+        },
+    )
+
+
+def _unmapped_check(
+    unmapped: Sequence[ReconciliationRow], summary: ReconciliationSummary
+) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=CHECK_UNMAPPED,
+        passed=not unmapped,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "unmapped_groups": len(unmapped),
+            "unmapped_rows": summary.unmapped_rows,
+            "unmapped": _rows_table(unmapped, UNMAPPED_COLUMNS, 20),
+        },
+    )
+
+
+def _metadata(
+    written: int, days: int, summary: ReconciliationSummary, settings: UsageSettings
+) -> dict[str, object]:
+    meta: dict[str, object] = {
+        "rows": written,
+        "days": days,
+        "breaks": summary.breaks,
+        "blocking_breaks": summary.blocking_breaks,
+        "leak_credits": float(summary.leak_credits),
+        "overcharge_credits": float(summary.overcharge_credits),
+        "unmapped_rows": summary.unmapped_rows,
+        "worst_breaks": _rows_table(
+            summary.worst, WORST_COLUMNS, settings.budgets.worst_rows_shown
+        ),
+        "providers": MetadataValue.text(
+            ", ".join(p.name for p in enabled_providers(settings)) or "none"
+        ),
+    }
+    for status in STATUSES:
+        meta[f"count_{status}"] = summary.counts[status]
+    return meta
 
 
 def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
@@ -86,38 +219,15 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         # A backfill range is one run: three grouped queries for the whole range.
         backfill_policy=BackfillPolicy.single_run(),
         deps=deps,
-        kinds={"python", "sql"},
+        kinds={warehouse_kind(settings.warehouse_url)},
         owners=OWNERS,
         tags={"provider": "all"},
         group_name="analysis",
-        check_specs=[
-            AssetCheckSpec(
-                CHECK_TOLERANCE,
-                asset=RECONCILIATION,
-                description="Every (day, entity, resource type) within the rate card's tolerance.",
-            ),
-            AssetCheckSpec(
-                CHECK_BLOCKING,
-                asset=RECONCILIATION,
-                blocking=True,
-                description="No break of a resource type marked block_downstream in the rate card; "
-                "a failure stops the downstream assets of the run.",
-            ),
-            AssetCheckSpec(
-                CHECK_COMPLETENESS,
-                asset=RECONCILIATION,
-                description="Every configured provider account has fetch coverage for every day.",
-            ),
-            AssetCheckSpec(
-                CHECK_UNMAPPED,
-                asset=RECONCILIATION,
-                description="All provider usage maps to a ledger entity and resource type.",
-            ),
-        ],
+        check_specs=CHECK_SPECS,
         description="Provider usage (converted with the rate card) against the credit ledger per "
         "day, entity and resource type, with a status (matched, ledger_under, ledger_over, "
-        "missing_in_ledger, missing_at_provider, unmapped, provider_unavailable, ledger_unavailable); a day's rows are "
-        "replaced atomically.",
+        "missing_in_ledger, missing_at_provider, unmapped, provider_unavailable, "
+        "ledger_unavailable); a day's rows are replaced atomically.",
     )
     def usage_reconciliation(
         context: AssetExecutionContext,
@@ -126,116 +236,24 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
     ) -> MaterializeResult:
         days = partition_days(context)
         wh = warehouse.get()
-        config = reconcile_config(settings)
-        by_day = reconcile_days(wh, days, config)
+        by_day = reconcile_days(wh, days, reconcile_config(settings))
         rows = [r for d in sorted(by_day) for r in by_day[d]]
         written = write_reconciliation(wh, days, rows, load_id(context))
         summary = summarize(rows, worst=settings.budgets.worst_rows_shown)
-
-        # completeness, per day
-        accounts = expected_accounts(settings)
-        cov = coverage_entries(wh, days)
-        missing: dict[date, list[str]] = {}
-        unavailable = 0
-        for d in days:
-            gaps = missing_accounts(accounts, cov.get(d, []))
-            if gaps:
-                missing[d] = gaps
-            unavailable += sum(1 for c in cov.get(d, []) if c.status == "unavailable")
-
         context.log.info(
             f"reconciliation {day_span(days)}: {written} rows, {summary.breaks} break(s), "
             f"leak {summary.leak_credits} credits, overcharge {summary.overcharge_credits}"
         )
-        meta: dict[str, object] = {
-            "rows": written,
-            "days": len(days),
-            "breaks": summary.breaks,
-            "blocking_breaks": summary.blocking_breaks,
-            "leak_credits": float(summary.leak_credits),
-            "overcharge_credits": float(summary.overcharge_credits),
-            "unmapped_rows": summary.unmapped_rows,
-            "worst_breaks": _worst_table(summary.worst, settings.budgets.worst_rows_shown),
-            "providers": MetadataValue.text(", ".join(p.name for p in providers) or "none"),
-        }
-        for status in STATUSES:
-            meta[f"count_{status}"] = summary.counts[status]
-
         breaks = [r for r in rows if r.is_break]
-        blocking = [r for r in breaks if r.blocking]
-        unmapped = [r for r in rows if r.status == "unmapped"]
         checks = [
-            AssetCheckResult(
-                check_name=CHECK_TOLERANCE,
-                passed=not breaks,
-                severity=AssetCheckSeverity.ERROR,
-                description=None
-                if not breaks
-                else f"{len(breaks)} break(s) on {len(summary.days_with_breaks)} day(s)",
-                metadata={
-                    "breaks": len(breaks),
-                    "leak_credits": float(summary.leak_credits),
-                    "overcharge_credits": float(summary.overcharge_credits),
-                    "days_with_breaks": MetadataValue.text(
-                        ", ".join(d.isoformat() for d in summary.days_with_breaks) or "none"
-                    ),
-                    "worst_breaks": _worst_table(summary.worst, settings.budgets.worst_rows_shown),
-                },
-            ),
-            AssetCheckResult(
-                check_name=CHECK_BLOCKING,
-                passed=not blocking,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={
-                    "blocking_breaks": len(blocking),
-                    "blocking_resource_types": MetadataValue.text(
-                        ", ".join(
-                            sorted(k for k, v in settings.rate_card.items() if v.block_downstream)
-                        )
-                        or "none"
-                    ),
-                    "breaks": _worst_table(blocking, settings.budgets.worst_rows_shown),
-                },
-            ),
-            AssetCheckResult(
-                check_name=CHECK_COMPLETENESS,
-                passed=not missing,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={
-                    "days_incomplete": len(missing),
-                    "accounts_missing": sum(len(v) for v in missing.values()),
-                    "accounts_unavailable": unavailable,
-                    "missing": table(
-                        [
-                            {"usage_date": d, "accounts": ", ".join(v)}
-                            for d, v in sorted(missing.items())
-                        ],
-                        ["usage_date", "accounts"],
-                    ),
-                },
-            ),
-            AssetCheckResult(
-                check_name=CHECK_UNMAPPED,
-                passed=not unmapped,
-                severity=AssetCheckSeverity.WARN,
-                metadata={
-                    "unmapped_groups": len(unmapped),
-                    "unmapped_rows": summary.unmapped_rows,
-                    "unmapped": table(
-                        [r.record("") for r in unmapped],
-                        [
-                            "usage_date",
-                            "provider",
-                            "resource_type",
-                            "ledger_unit",
-                            "expected_quantity",
-                            "reason",
-                        ],
-                    ),
-                },
-            ),
+            _tolerance_check(summary, len(breaks), settings.budgets.worst_rows_shown),
+            _blocking_check([r for r in breaks if r.blocking], settings),
+            _completeness_check(completeness(wh, days, expected_accounts(settings))),
+            _unmapped_check([r for r in rows if r.status == "unmapped"], summary),
         ]
-        return MaterializeResult(metadata=meta, check_results=checks)
+        return MaterializeResult(
+            metadata=_metadata(written, len(days), summary, settings), check_results=checks
+        )
 
     return usage_reconciliation
 

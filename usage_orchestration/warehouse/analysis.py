@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -15,10 +16,12 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 
 from usage_orchestration.core.reconcile import (
+    CoverageAccount,
     CoverageEntry,
     ProviderAggregate,
     ReconcileConfig,
     ReconciliationRow,
+    missing_accounts,
     reconcile_day,
 )
 from usage_orchestration.ledger.base import LedgerDailyUsage
@@ -241,3 +244,26 @@ def caps_month_to_date(
             }
         )
     return out
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """Per day, the configured accounts with no coverage row; how many account-days were
+    fetched as unavailable."""
+
+    missing: dict[date, list[str]]
+    unavailable: int
+
+
+def completeness(
+    warehouse: Warehouse, days: Sequence[date], expected: Mapping[str, Sequence[CoverageAccount]]
+) -> Completeness:
+    cov = coverage_entries(warehouse, days)
+    missing: dict[date, list[str]] = {}
+    unavailable = 0
+    for d in days:
+        gaps = missing_accounts(expected, cov.get(d, []))
+        if gaps:
+            missing[d] = gaps
+        unavailable += sum(1 for c in cov.get(d, []) if c.status == "unavailable")
+    return Completeness(missing, unavailable)
