@@ -15,7 +15,6 @@ Rules (docs/reconciliation.md explains them for finance):
 
 from __future__ import annotations
 
-import calendar
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from usage_orchestration.core.dates import days_in_month, month_end, month_of, month_start
 from usage_orchestration.ledger.base import CreditPool, EntityBudget
 
 _M = Decimal("0.000001")  # stored money/quantities: 6 decimals
@@ -31,22 +31,6 @@ _PCT = Decimal("0.01")
 DailyCredits = tuple[
     date, str, str, str, Decimal
 ]  # (day, entity_id, entity_type, resource_type, credits)
-
-
-def month_of(day: date) -> str:
-    return f"{day.year:04d}-{day.month:02d}"
-
-
-def month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
-def days_in_month(day: date) -> int:
-    return calendar.monthrange(day.year, day.month)[1]
-
-
-def month_end(day: date) -> date:
-    return day.replace(day=days_in_month(day))
 
 
 def _m(x: Decimal | None) -> Decimal | None:

@@ -592,10 +592,6 @@ def missing_accounts(
     ]
 
 
-def with_load(rows: Iterable[ReconciliationRow], load_id: str) -> list[dict[str, Any]]:
-    return [r.record(load_id) for r in rows]
-
-
 __all__ = [
     "STATUSES",
     "CoverageEntry",
@@ -609,5 +605,4 @@ __all__ = [
     "reconcile_day",
     "summarize",
     "tolerance",
-    "with_load",
 ]

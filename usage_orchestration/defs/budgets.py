@@ -36,10 +36,9 @@ from usage_orchestration.core.budgets import (
     anomalies,
     budget_status,
     credit_pool_status,
-    month_of,
-    month_start,
     provider_cap_status,
 )
+from usage_orchestration.core.dates import month_of, month_start
 from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, table
 from usage_orchestration.defs.ledger import LedgerResource, ledger_reader
 from usage_orchestration.defs.partitions import daily_partitions

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
-
-SyncFailureCode = Literal["lm_unreachable", "lm_unavailable", "lm_error", "license_not_recognized"]
 
 
 class LedgerDailyUsage(BaseModel):
@@ -54,7 +52,8 @@ class SyncStatus(BaseModel):
 
     synced_at: datetime | None = None
     last_sync_failed_at: datetime | None = None
-    last_sync_failure_code: str | None = None  # SyncFailureCode, unknown strings tolerated
+    # lm_unreachable | lm_unavailable | lm_error | license_not_recognized; unknown codes tolerated
+    last_sync_failure_code: str | None = None
     staleness_level: str | None = None
 
 

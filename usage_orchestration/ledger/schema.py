@@ -152,5 +152,3 @@ RESOURCE_TYPES: list[dict[str, str]] = [
         "unit": "index",
     },
 ]
-
-LEDGER_TABLES = (resource_type, entity, usage_event, entity_budget, credit_pool, license_sync)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement, Select
 
+from usage_orchestration.core.dates import aware_utc, day_bounds, month_of
 from usage_orchestration.ledger.base import (
     CreditPool,
     EntityBudget,
@@ -56,28 +57,10 @@ def q(value: Any) -> Decimal:
     return value.quantize(SCALE)
 
 
-def day_bounds(start: date, end_inclusive: date) -> tuple[datetime, datetime]:
-    """[start 00:00 UTC, end+1 00:00 UTC): the half-open range covering the days."""
-    return (
-        datetime.combine(start, time(0), tzinfo=UTC),
-        datetime.combine(end_inclusive + timedelta(days=1), time(0), tzinfo=UTC),
-    )
-
-
-def month_of(day: date) -> str:
-    return f"{day.year:04d}-{day.month:02d}"
-
-
 def check_month(month: str) -> str:
     if not _MONTH.match(month):
         raise ValueError(f"ledger: month must be YYYY-MM, got {month!r}")
     return month
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _as_date(value: Any) -> date:
@@ -267,8 +250,8 @@ class SqlLedger:
         if row is None:
             return SyncStatus()
         return SyncStatus(
-            synced_at=_aware(row.synced_at),
-            last_sync_failed_at=_aware(row.last_sync_failed_at),
+            synced_at=aware_utc(row.synced_at),
+            last_sync_failed_at=aware_utc(row.last_sync_failed_at),
             last_sync_failure_code=row.last_sync_failure_code,
             staleness_level=row.staleness_level,
         )

@@ -65,13 +65,6 @@ class ProviderSpec:
     def configured_accounts(self, settings: UsageSettings) -> list[Account]:
         return self.accounts(self.settings_of(settings))
 
-    def resource_of(self, settings: UsageSettings, account_id: str) -> str | None:
-        """The resource a coverage account covers: a configured account's own, else None."""
-        for a in self.configured_accounts(settings):
-            if a.account_id == account_id:
-                return a.resource_id
-        return None
-
 
 # -- per-provider adapters: the settings and credentials → one fetch of a set of days -------------
 def _phala_fetch(

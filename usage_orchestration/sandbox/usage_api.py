@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from usage_orchestration.core.dates import month_of
 from usage_orchestration.ledger.base import CreditPool, SyncStatus
-from usage_orchestration.ledger.sql import LedgerError, SqlLedger, month_of
+from usage_orchestration.ledger.sql import LedgerError, SqlLedger
 from usage_orchestration.sandbox.core import json_response
 
 if TYPE_CHECKING:

@@ -131,20 +131,6 @@ def ledger_aggregates(
     return out
 
 
-def ledger_days_present(warehouse: Warehouse, days: Sequence[date]) -> set[date]:
-    t = ledger_daily_usage
-    with warehouse.engine.connect() as conn:
-        found: set[date] = set()
-        for chunk in _chunks(days):
-            found |= {
-                d
-                for (d,) in conn.execute(
-                    select(t.c.usage_date).where(t.c.usage_date.in_(chunk)).distinct()
-                )
-            }
-    return found
-
-
 def reconcile_days(
     warehouse: Warehouse, days: Sequence[date], config: ReconcileConfig
 ) -> dict[date, list[ReconciliationRow]]:

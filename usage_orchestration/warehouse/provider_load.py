@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
+from usage_orchestration.core.dates import naive_utc
 from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
 from usage_orchestration.providers.records import FetchResult, UsageRow
 from usage_orchestration.settings import UsageSettings
@@ -32,10 +33,6 @@ from usage_orchestration.warehouse.store import Warehouse, insert_rows, lock_rep
 # A run tag an operator sets to accept usage that vanished or fell since the last load.
 ALLOW_DROP_TAG = "usage/allow_drop"
 _IN_CHUNK = 500
-
-
-def _naive_utc(dt: datetime) -> datetime:
-    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
 
 
 def usage_record(
@@ -59,14 +56,14 @@ def usage_record(
     return {
         **row.model_dump(),
         "consumed_quantity": quantize(row.consumed_quantity),
-        "charge_period_start": _naive_utc(row.charge_period_start),
-        "charge_period_end": _naive_utc(row.charge_period_end),
+        "charge_period_start": naive_utc(row.charge_period_start),
+        "charge_period_end": naive_utc(row.charge_period_end),
         "list_cost": list_cost,
         "entity_id": mapping.entity_id if mapping else None,
         "entity_type": mapping.entity_type if mapping else None,
         "resource_type": mapping.resource_type if mapping else None,
         "load_id": load_id,
-        "fetched_at": _naive_utc(fetched_at),
+        "fetched_at": naive_utc(fetched_at),
     }
 
 
@@ -109,7 +106,7 @@ def store_fetch(
     fetched_at = datetime.now(UTC)
     stage_id = load_id[:64]
     coverage = [
-        {**c.model_dump(), "load_id": load_id, "fetched_at": _naive_utc(fetched_at)}
+        {**c.model_dump(), "load_id": load_id, "fetched_at": naive_utc(fetched_at)}
         for c in result.coverage
     ]
     bad = [c for c in coverage if c["usage_date"] not in set(days)]
