@@ -115,6 +115,47 @@ def test_connection_errors_and_timeouts_are_retried() -> None:
     assert len(sleeps) == 2
 
 
+class CountingBudget:
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def acquire(self) -> float:
+        self.taken += 1
+        return 0.0
+
+
+def test_a_truncated_or_garbled_2xx_body_is_retried_like_a_5xx_and_counts_in_the_budget() -> None:
+    sleeps: list[float] = []
+    budget = CountingBudget()
+    script = Script(
+        httpx.Response(200, content=b'{"usage": [{"cost": 1.5'),  # cut mid-body
+        httpx.Response(200, content=b"\x00\xffgarbage<html>"),  # not JSON, not even UTF-8
+        httpx.Response(200, content=b""),  # empty
+        httpx.Response(200, json={"usage": []}),
+    )
+    response = _http(script, sleeps, attempts=4, budget=budget).request("GET", "/x")
+    assert response.json() == {"usage": []}
+    assert script.calls == 4 and budget.taken == 4 and len(sleeps) == 3
+
+
+def test_bad_bodies_until_the_last_attempt_fail_as_retryable_naming_the_body() -> None:
+    sleeps: list[float] = []
+    script = Script(httpx.Response(200, content=b'{"projects": ['))
+    with pytest.raises(ProviderError) as err:
+        _http(script, sleeps, attempts=3).request("GET", "/x", account="org-1", window="w")
+    assert script.calls == 3 and len(sleeps) == 2
+    assert err.value.retryable and err.value.status == 200
+    assert "truncated or not JSON" in str(err.value) and "org-1" in str(err.value)
+
+
+def test_a_body_that_parses_is_final_even_when_it_breaks_the_schema() -> None:
+    # schema checks belong to the client's parser, which fails without retrying
+    sleeps: list[float] = []
+    script = Script(httpx.Response(200, json={"unexpected": True}))
+    assert _http(script, sleeps).request("GET", "/x").json() == {"unexpected": True}
+    assert script.calls == 1 and sleeps == []
+
+
 def test_client_errors_are_not_retried_and_name_the_context() -> None:
     sleeps: list[float] = []
     script = Script(httpx.Response(404, json={"detail": "App not found"}))

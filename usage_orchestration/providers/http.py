@@ -242,6 +242,20 @@ def _error_message(response: httpx.Response) -> str:
     return json.dumps(body)[:300]
 
 
+def _unreadable_body(response: httpx.Response) -> str | None:
+    """Why a 2xx body cannot be read as JSON (empty, truncated, garbled), or None if it can."""
+    if not response.content.strip():
+        return "2xx response with an empty body"
+    try:
+        response.json()
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        return (
+            f"2xx response body is truncated or not JSON ({len(response.content)} bytes; "
+            f"{type(exc).__name__} at {getattr(exc, 'pos', '?')})"
+        )
+    return None
+
+
 class ProviderHttp:
     """One provider's HTTP session: base URL, fixed headers, timeout, retries, request budget."""
 
@@ -301,9 +315,12 @@ class ProviderHttp:
         window: str | None = None,
         inband_error: Callable[[httpx.Response], tuple[bool, str] | None] | None = None,
         error_status: Callable[[int], str | None] | None = None,
+        expect_json: bool = True,
     ) -> httpx.Response:
         """Send with the policy. ``inband_error`` inspects a 2xx response and returns
-        ``(retryable, message)`` when the body itself reports an error (GraphQL)."""
+        ``(retryable, message)`` when the body itself reports an error (GraphQL). With
+        ``expect_json`` a 2xx whose body is truncated or not JSON is retried (every attempt counts
+        against the request budget) and, once the attempts are spent, fails as retryable."""
         endpoint = f"{method} {path}"
         last: str = ""
         last_status: int | None = None
@@ -345,6 +362,10 @@ class ProviderHttp:
                         window=window,
                         status=status,
                     )
+                elif expect_json and (broken := _unreadable_body(response)) is not None:
+                    # a cut or garbled 2xx is a transport accident, not the provider's answer:
+                    # retried like a 5xx (a body that parses but breaks the schema stays final)
+                    last, last_status = broken, status
                 else:
                     verdict = inband_error(response) if inband_error else None
                     if verdict is None:
