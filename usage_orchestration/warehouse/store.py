@@ -80,15 +80,18 @@ class Warehouse:
         from usage_orchestration.alerts import outbox  # noqa: F401
         from usage_orchestration.warehouse import analysis_schema  # noqa: F401
 
-        # Two first runs may create the schema at the same moment: the loser sees "already
-        # exists" (or a duplicate pg_type row); checking again then finds everything in place.
-        for attempt in range(3):
+        # First runs may create the schema at the same moment: the loser of a race sees "already
+        # exists" (or a duplicate pg_type row) for a table another process just created. Each such
+        # failure means one more table is in place, so one attempt per table always suffices.
+        attempts = len(metadata.tables) + 1
+        for attempt in range(attempts):
             try:
                 metadata.create_all(self.engine, checkfirst=True)
                 break
             except DBAPIError as exc:
                 text = str(exc.orig).lower()
-                if attempt == 2 or not ("already exists" in text or "duplicate key" in text):
+                raced = "already exists" in text or "duplicate key" in text
+                if attempt == attempts - 1 or not raced:
                     raise
         self._schema_ready = True
 
