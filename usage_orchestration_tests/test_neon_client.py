@@ -292,3 +292,9 @@ def test_a_non_integer_value_is_a_clear_error(sb: Sandbox) -> None:
         and "org org-sandbox-1" in msg
         and "granularity daily" in msg
     )
+
+
+@pytest.mark.parametrize("bad", ["p-one,p-two", "P-One", "p one"])
+def test_the_client_refuses_project_ids_that_would_change_the_filter(sb: Sandbox, bad: str) -> None:
+    with pytest.raises(ValueError, match=r"project_ids\[1\]"):
+        make_client(sb, project_ids=["p-zero", bad])

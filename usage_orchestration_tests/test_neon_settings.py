@@ -51,3 +51,29 @@ def test_demo_mapping_covers_compute_and_storage_only() -> None:
         assert storage is not None and storage.resource_type == "workspace_storage"
         assert resolve_mapping(s.mappings, "neon", pid, "public_network_transfer_bytes") is None
     assert resolve_mapping(s.mappings, "neon", "some-other-project", "compute_unit_seconds") is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "p-one,p-two",  # a comma would split into two ids on the wire
+        "p one",
+        " p-one",
+        "p-one\n",
+        "P-One",
+        "p_one",
+        "p.one",
+        "",
+        "x" * 61,
+        "pröject",
+    ],
+)
+def test_project_ids_outside_the_api_id_format_are_rejected_with_their_index(bad: str) -> None:
+    ids = ["p-zero", "p-one-1", "p-two-2", bad]
+    with pytest.raises(SettingsError, match=r"neon\.project_ids\[3\]"):
+        load_settings(neon={"project_ids": ids})
+
+
+def test_project_ids_in_the_api_format_are_accepted() -> None:
+    ids = ["delicate-dawn-54854667", "0", "x" * 60]
+    assert load_settings(neon={"project_ids": ids}).neon.project_ids == ids

@@ -41,7 +41,7 @@ from usage_orchestration.providers.http import (
     SharedRateBudget,
 )
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
-from usage_orchestration.settings.neon import NeonSettings
+from usage_orchestration.settings.neon import NEON_ID, NEON_ID_PATTERN, NeonSettings
 
 PROVIDER = "neon"
 CONSUMPTION_PATH = "/api/v2/consumption_history/v2/projects"
@@ -96,6 +96,15 @@ def to_billing_quantity(metric: str, raw: int) -> Decimal:
 
 
 # -- payload models ---------------------------------------------------------------------------
+# Every list of the body is required and non-null: a missing list is a broken answer, never "no
+# usage" (an absent list silently read as [] would be written as zero).
+def _text_datetime(v: Any) -> Any:
+    # RFC 3339 text only: pydantic would otherwise read a bare number as a Unix timestamp
+    if not isinstance(v, str):
+        raise ValueError(f"must be an RFC 3339 date-time string, got {v!r}")
+    return v
+
+
 class NeonMetricValue(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -117,7 +126,12 @@ class NeonTimeframe(BaseModel):
 
     timeframe_start: datetime
     timeframe_end: datetime
-    metrics: list[NeonMetricValue] = []
+    metrics: list[NeonMetricValue]  # sparse, but present (an empty list is "no usage")
+
+    @field_validator("timeframe_start", "timeframe_end", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return _text_datetime(v)
 
     @field_validator("timeframe_start", "timeframe_end")
     @classmethod
@@ -132,14 +146,19 @@ class NeonPeriod(BaseModel):
     period_plan: str | None = None
     period_start: datetime
     period_end: datetime | None = None  # only on past billing periods
-    consumption: list[NeonTimeframe] = []
+    consumption: list[NeonTimeframe]
+
+    @field_validator("period_start", "period_end", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return v if v is None else _text_datetime(v)
 
 
 class NeonProject(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     project_id: str
-    periods: list[NeonPeriod] = []
+    periods: list[NeonPeriod]
 
 
 class NeonPagination(BaseModel):
@@ -149,6 +168,10 @@ class NeonPagination(BaseModel):
 
 
 class NeonPage(BaseModel):
+    """``allOf`` consumption body + pagination. ``projects`` is required; ``pagination`` is
+    tolerated absent or null (read as "no cursor": the last page), since the pagination part of
+    the ``allOf`` does not make it required and the last page may come without a cursor."""
+
     model_config = ConfigDict(extra="ignore")
 
     projects: list[NeonProject]
@@ -167,6 +190,30 @@ def _iso(dt: datetime) -> str:
 def _ceil_day(dt: datetime) -> date:
     d = dt.astimezone(UTC).date()
     return d if _midnight(d) == dt else d + timedelta(days=1)
+
+
+def _window(granularity: str, start: datetime, end: datetime) -> str:
+    return f"{_iso(start)}..{_iso(end)} granularity {granularity}"
+
+
+def _project_of(response: httpx.Response, loc: tuple[Any, ...]) -> str:
+    """``project <id>: `` when a validation error lies inside one project (the loc only gives
+    its index), else ``""``."""
+    if len(loc) < 2 or loc[0] != "projects" or not isinstance(loc[1], int):
+        return ""
+    try:
+        project = json.loads(response.content)["projects"][loc[1]]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+    pid = project.get("project_id") if isinstance(project, dict) else None
+    return f"project {pid!r}: " if pid is not None else ""
+
+
+def _row_counts(rows: Sequence[UsageRow]) -> dict[tuple[str, date], int]:
+    counts: dict[tuple[str, date], int] = {}
+    for r in rows:
+        counts[(r.resource_id, r.usage_date)] = counts.get((r.resource_id, r.usage_date), 0) + 1
+    return counts
 
 
 def _month_start(d: date) -> date:
@@ -241,6 +288,9 @@ class NeonClient(ProviderClient):
             raise ValueError("neon: at least one metric must be requested")
         if not 1 <= page_limit <= MAX_LIMIT:
             raise ValueError(f"neon: page_limit must be 1..{MAX_LIMIT}, got {page_limit}")
+        for i, pid in enumerate(project_ids):
+            if not NEON_ID.fullmatch(pid):  # a comma or space would change the filter sent
+                raise ValueError(f"neon: project_ids[{i}] {pid!r} does not match {NEON_ID_PATTERN}")
         self.org_id = org_id
         self.metrics = list(metrics)
         self.project_ids = list(project_ids)
@@ -290,8 +340,8 @@ class NeonClient(ProviderClient):
         self, granularity: Granularity, start: datetime, end: datetime
     ) -> list[NeonProject]:
         """Every project's consumption in [start, end) at ``granularity``: one request per chunk
-        and page for the whole range."""
-        window = f"{_iso(start)}..{_iso(end)} granularity {granularity}"
+        and page for the whole range. Timeframes are checked against the request."""
+        window = _window(granularity, start, end)
         base: list[tuple[str, str]] = [
             ("org_id", self.org_id),
             ("metrics", ",".join(self.metrics)),
@@ -304,6 +354,8 @@ class NeonClient(ProviderClient):
         for chunk in self.chunks():
             params = base + ([("project_ids", ",".join(chunk))] if chunk else [])
             out += self._pages(params, chunk, window)
+        for project in out:
+            self._check_timeframes(project, granularity, start, end, window)
         return out
 
     def _pages(
@@ -325,6 +377,7 @@ class NeonClient(ProviderClient):
                 error_status=lambda status: _ERROR_HINTS.get(status),
             )
             page = self._parse_page(response, window, guard.pages)
+            self._check_page(page, chunk, window, guard.pages)
             projects += page.projects
             seen.update(p.project_id for p in page.projects)
             next_cursor = page.pagination.cursor if page.pagination else None
@@ -336,13 +389,65 @@ class NeonClient(ProviderClient):
             ):
                 return projects
             if next_cursor == cursor:
-                raise ProviderResponseError(
-                    PROVIDER,
+                raise self._error(
                     f"pagination returned the cursor {next_cursor!r} it was given; refusing to loop",
-                    account=self.account,
-                    window=window,
+                    window,
                 )
             cursor = next_cursor
+
+    def _error(self, message: str, window: str) -> ProviderResponseError:
+        return ProviderResponseError(PROVIDER, message, account=self.account, window=window)
+
+    def _check_page(
+        self, page: NeonPage, chunk: list[str] | None, window: str, page_no: int
+    ) -> None:
+        """A page longer than ``limit`` or holding projects that were not asked for does not
+        answer the request: nothing of it can be trusted as the configured projects' usage."""
+        n = len(page.projects)
+        if n > self.page_limit:
+            raise self._error(
+                f"page {page_no} lists {n} projects, more than the limit {self.page_limit} "
+                "that was sent; the answer does not follow the request",
+                window,
+            )
+        if chunk is None:
+            return
+        extra = sorted({p.project_id for p in page.projects} - set(chunk))
+        if extra:
+            raise self._error(
+                f"page {page_no} lists project(s) {', '.join(extra[:5])} that were not asked "
+                f"for (project_ids {', '.join(chunk[:5])}{' …' if len(chunk) > 5 else ''}); "
+                "refusing to write them as configured projects",
+                window,
+            )
+
+    def _check_timeframes(
+        self,
+        project: NeonProject,
+        granularity: Granularity,
+        start: datetime,
+        end: datetime,
+        window: str,
+    ) -> None:
+        """Every timeframe lies inside the request and is one whole bucket of ``granularity``
+        (a day, or a calendar month recorded on its first day)."""
+        for period in project.periods:
+            for frame in period.consumption:
+                t0, t1 = frame.timeframe_start, frame.timeframe_end
+                where = (
+                    f"project {project.project_id} period {period.period_id} timeframe "
+                    f"{_iso(t0)}..{_iso(t1)}"
+                )
+                if not start <= t0 < end:
+                    raise self._error(f"{where} lies outside the requested window", window)
+                if granularity == "daily":
+                    whole = t0 == _midnight(t0.date()) and t1 - t0 == timedelta(days=1)
+                    if not whole:
+                        raise self._error(f"{where} is not one whole UTC day", window)
+                elif granularity == "monthly":
+                    month = _midnight(_month_start(t0.date()))
+                    if t0 != month or t1 != _midnight(_next_month(t0.date())):
+                        raise self._error(f"{where} is not one calendar month", window)
 
     def _parse_page(self, response: httpx.Response, window: str, page_no: int) -> NeonPage:
         try:
@@ -350,19 +455,22 @@ class NeonClient(ProviderClient):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
-            raise ProviderResponseError(
-                PROVIDER,
-                f"malformed consumption page {page_no}: field {where!r}: {first['msg']} "
-                f"({exc.error_count()} problem(s))",
-                account=self.account,
-                window=window,
+            raise self._error(
+                f"malformed consumption page {page_no}: {_project_of(response, first['loc'])}"
+                f"field {where!r}: {first['msg']} ({exc.error_count()} problem(s))",
+                window,
             ) from None
 
     # -- days ------------------------------------------------------------------------------------
+    def accounts(self) -> list[str]:
+        """The coverage accounts: each configured project, or the whole organization (the
+        registry's ``_neon_accounts`` matches these ids exactly)."""
+        return list(self.project_ids) or [self.org_id]
+
     def fetch_days(
         self, days: Sequence[date], *, outside_window: OutsideWindow = "unavailable"
     ) -> FetchResult:
-        """Normalized rows and per-day coverage of the organization for every day in ``days``."""
+        """Normalized rows and per-day coverage of every account for every day in ``days``."""
         wanted = sorted(set(days))
         if not wanted:
             return FetchResult(rows=[], coverage=[])
@@ -371,59 +479,23 @@ class NeonClient(ProviderClient):
         daily = [d for d in wanted if win.is_daily(d)]
         outside = [d for d in wanted if not win.is_daily(d)]
         rows: list[UsageRow] = []
-        per_day: dict[date, int] = {}
         coverage: list[DayCoverage] = []
-
         if daily:
-            wanted_daily = set(daily)
-            rows_by_key: dict[str, UsageRow] = {}
-            projects = self.fetch_projects(
-                "daily", _midnight(daily[0]), _midnight(daily[-1] + timedelta(days=1))
-            )
-            for row in self.normalize_projects(projects, "daily", fetched_at):
-                if row.usage_date in wanted_daily:
-                    rows_by_key.setdefault(row.source_key, row)
-            rows += rows_by_key.values()
-            for r in rows_by_key.values():
-                per_day[r.usage_date] = per_day.get(r.usage_date, 0) + 1
-            coverage += [self._coverage(d, "complete", None, per_day.get(d, 0)) for d in daily]
-
+            daily_rows, coverage = self._fetch_daily(daily, fetched_at)
+            rows += daily_rows
         monthly_days: dict[date, date] = {}  # first day of a fetchable month → month
         if outside and outside_window == "monthly":
-            months = sorted(
-                {
-                    _month_start(d)
-                    for d in outside
-                    if d < win.daily_earliest
-                    and _next_month(d)
-                    <= win.daily_earliest  # the whole month is outside the daily window
-                    and _month_start(d) >= win.monthly_earliest
-                }
-            )
-            monthly_days = {m: m for m in months if m in set(outside)}
+            monthly_days = self._fetchable_months(outside, win)
             if monthly_days:
-                first, last = min(monthly_days), max(monthly_days)
-                projects = self.fetch_projects(
-                    "monthly", _midnight(first), _midnight(_next_month(last))
-                )
-                by_key: dict[str, UsageRow] = {}
-                for row in self.normalize_projects(projects, "monthly", fetched_at):
-                    if row.usage_date in monthly_days:
-                        by_key.setdefault(row.source_key, row)
-                rows += by_key.values()
-                for r in by_key.values():
-                    per_day[r.usage_date] = per_day.get(r.usage_date, 0) + 1
-
+                rows += self._fetch_monthly(sorted(monthly_days), fetched_at)
+        counts = _row_counts(rows)
         for d in outside:
-            coverage.append(
-                self._coverage(
-                    d,
-                    "unavailable",
-                    self._reason(d, win, outside_window, monthly_days),
-                    per_day.get(d, 0),
-                )
-            )
-        coverage.sort(key=lambda c: c.usage_date)
+            reason = self._reason(d, win, outside_window, monthly_days)
+            coverage += [
+                self._coverage(a, d, "unavailable", reason, self._count(counts, a, d))
+                for a in self.accounts()
+            ]
+        coverage.sort(key=lambda c: (c.usage_date, c.account_id))
         return FetchResult(
             rows=rows,
             coverage=coverage,
@@ -431,12 +503,130 @@ class NeonClient(ProviderClient):
             retries=self.http.stats.retries,
         )
 
+    def _fetch_daily(
+        self, daily: list[date], fetched_at: datetime
+    ) -> tuple[list[UsageRow], list[DayCoverage]]:
+        start, end = _midnight(daily[0]), _midnight(daily[-1] + timedelta(days=1))
+        window = _window("daily", start, end)
+        projects = self.fetch_projects("daily", start, end)
+        wanted = set(daily)
+        # days of the fetched span that were not asked for (a non-contiguous set) are skipped
+        rows = [
+            r
+            for r in self._unique_rows(projects, "daily", fetched_at, window)
+            if r.usage_date in wanted
+        ]
+        return rows, self._daily_coverage(daily, projects, rows, window)
+
+    def _fetchable_months(self, outside: list[date], win: Windows) -> dict[date, date]:
+        """Outside days that are the first day of a month wholly outside the daily window and
+        inside the monthly one."""
+        months = {
+            _month_start(d)
+            for d in outside
+            if d < win.daily_earliest
+            and _next_month(d) <= win.daily_earliest
+            and _month_start(d) >= win.monthly_earliest
+        }
+        return {m: m for m in months if m in set(outside)}
+
+    def _fetch_monthly(self, months: list[date], fetched_at: datetime) -> list[UsageRow]:
+        start, end = _midnight(months[0]), _midnight(_next_month(months[-1]))
+        projects = self.fetch_projects("monthly", start, end)
+        rows = self._unique_rows(projects, "monthly", fetched_at, _window("monthly", start, end))
+        return [r for r in rows if r.usage_date in set(months)]
+
+    def _unique_rows(
+        self,
+        projects: Sequence[NeonProject],
+        granularity: Granularity,
+        fetched_at: datetime,
+        window: str,
+    ) -> list[UsageRow]:
+        """One row per (project, period, timeframe, metric): identical copies (a project on two
+        pages) collapse; copies that disagree are an error, never "first one wins"."""
+        by_key: dict[str, UsageRow] = {}
+        for row in self.normalize_projects(projects, granularity, fetched_at, window):
+            known = by_key.setdefault(row.source_key, row)
+            if known != row:
+                raise self._error(
+                    f"{row.source_key!r} is reported twice with different values "
+                    f"({known.raw_quantity} and {row.raw_quantity})",
+                    window,
+                )
+        return list(by_key.values())
+
+    def _daily_coverage(
+        self,
+        daily: list[date],
+        projects: Sequence[NeonProject],
+        rows: Sequence[UsageRow],
+        window: str,
+    ) -> list[DayCoverage]:
+        """A day is complete for an account only when Neon's answer covered it: the project is
+        in the answer with consumption in the window, and the organization has history that
+        day. Missing days are unavailable with the reason, never zero usage."""
+        framed: dict[str, set[date]] = {}
+        for p in projects:
+            days = framed.setdefault(p.project_id, set())
+            days.update(f.timeframe_start.date() for per in p.periods for f in per.consumption)
+        org_days: set[date] = set().union(*framed.values())
+        counts = _row_counts(rows)
+        out: list[DayCoverage] = []
+        for account in self.accounts():
+            gap = self._account_gap(account, framed, window)
+            for d in daily:
+                reason = gap or (None if d in org_days else self._no_history(d))
+                status: Literal["complete", "unavailable"] = "unavailable" if reason else "complete"
+                out.append(
+                    self._coverage(account, d, status, reason, self._count(counts, account, d))
+                )
+        return out
+
+    def _account_gap(self, account: str, framed: dict[str, set[date]], window: str) -> str | None:
+        """Why Neon's answer does not cover ``account`` at all in ``window``, or None."""
+        org = f"org {self.org_id}"
+        if not self.project_ids:
+            return (
+                None
+                if framed
+                else f"provider_unavailable: Neon's answer for {org} lists no project ({window})"
+            )
+        if account not in framed:
+            return f"provider_unavailable: project {account} absent from Neon's answer for {org} ({window})"
+        if not framed[account]:
+            # a live project accrues root-branch storage every day: no timeframe is no data
+            return (
+                f"provider_unavailable: project {account} is in Neon's answer for {org} but has "
+                f"no consumption timeframe in {window}"
+            )
+        return None
+
+    def _no_history(self, d: date) -> str:
+        # the contract: history starts when the account upgraded to an eligible plan, so a day
+        # without any project's timeframe is a day Neon has no figures for, not a day of zero
+        return (
+            f"provider_unavailable: no project in Neon's answer for org {self.org_id} has a "
+            f"timeframe on {d} (history starts when the organization upgraded to an eligible "
+            "plan; figures refresh about every 15 minutes)"
+        )
+
+    def _count(self, counts: dict[tuple[str, date], int], account: str, d: date) -> int:
+        if self.project_ids:
+            return counts.get((account, d), 0)
+        return sum(n for (_, day), n in counts.items() if day == d)
+
     def _coverage(
-        self, d: date, status: Literal["complete", "unavailable"], reason: str | None, n: int
+        self,
+        account: str,
+        d: date,
+        status: Literal["complete", "unavailable"],
+        reason: str | None,
+        n: int,
     ) -> DayCoverage:
         return DayCoverage(
             provider=PROVIDER,
-            account_id=self.org_id,
+            account_id=account,
             usage_date=d,
             status=status,
             reason=reason,
@@ -465,7 +655,11 @@ class NeonClient(ProviderClient):
         return f"{base}; the monthly figure for {month:%Y-%m} is recorded on {month} (when that day is materialized)"
 
     def normalize_projects(
-        self, projects: Sequence[NeonProject], granularity: Granularity, fetched_at: datetime
+        self,
+        projects: Sequence[NeonProject],
+        granularity: Granularity,
+        fetched_at: datetime,
+        window: str | None = None,
     ) -> list[UsageRow]:
         return [
             row
@@ -473,7 +667,13 @@ class NeonClient(ProviderClient):
             for period in project.periods
             for frame in period.consumption
             for row in normalize_timeframe(
-                self.org_id, project.project_id, period, frame, self.metrics, granularity
+                self.org_id,
+                project.project_id,
+                period,
+                frame,
+                self.metrics,
+                granularity,
+                window=window,
             )
         ]
 
@@ -485,6 +685,8 @@ def normalize_timeframe(
     frame: NeonTimeframe,
     metrics: Sequence[str],
     granularity: Granularity = "daily",
+    *,
+    window: str | None = None,
 ) -> list[UsageRow]:
     """One row per requested metric of one timeframe. The metric list is sparse: a requested
     metric that is absent is 0 for that timeframe; a reported metric that was not requested is
@@ -497,7 +699,7 @@ def normalize_timeframe(
                 f"project {project_id} period {period.period_id} timeframe {_iso(frame.timeframe_start)}: "
                 f"field 'metrics' lists {m.metric_name!r} twice",
                 account=f"org {org_id}",
-                window=frame.timeframe_start.date().isoformat(),
+                window=window or frame.timeframe_start.date().isoformat(),
             )
         reported[m.metric_name] = m.value
     names = list(metrics) + [n for n in reported if n not in metrics]

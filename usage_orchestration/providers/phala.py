@@ -2,8 +2,13 @@
 
 Both dates are always sent (the API otherwise defaults to a moving 7-day window, so pages would
 shift between requests); pages of ``limit`` records go by ``offset`` until a short page; records
-are de-duplicated on ``billing_key`` (ordering is undocumented); ``details`` is decoded from its
-JSON-encoded string.
+are de-duplicated on ``billing_key`` (ordering is undocumented; copies that disagree are an
+error); ``details`` is decoded from its JSON-encoded string.
+
+Every field of the response and of a record is required by the OpenAPI: an absent or null
+``usage``, ``total`` or ``total_cost`` is an error, never an empty page. An app whose answer
+holds no record at all for the window is ``unavailable`` (storage is billed per minute even for
+stopped CVMs, so a live app always has records); see docs/providers/phala.md.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from usage_orchestration.providers.http import (
     PageGuard,
@@ -30,31 +35,46 @@ PROVIDER = "phala"
 USAGE_PATH = "/api/v1/apps/{app_id}/usage"
 
 
+def _json_number(v: Any) -> Any:
+    """``type: number``: a JSON number, never text or a boolean (pydantic would read "1.5" and
+    true as numbers). Floats go through str so 0.1 stays 0.1."""
+    if isinstance(v, bool) or not isinstance(v, int | float | Decimal):
+        raise ValueError(f"must be a JSON number, got {v!r}")
+    return str(v) if isinstance(v, float) else v
+
+
 class PhalaUsageRecord(BaseModel):
     """MeteredUsageResponse: every field is required by the contract."""
 
     model_config = ConfigDict(extra="ignore")
 
     instance_id: str
-    project_id: int
-    team_id: int
+    project_id: int = Field(strict=True)  # strict: "5001", 5001.0 and true are not integers
+    team_id: int = Field(strict=True)
     timestamp: str
     event_type: str
     cost: Decimal
     details: str | None
-    usage_type: str
+    usage_type: str  # no published enum: unknown categories are kept
     billing_start: str
     billing_end: str
     duration_minutes: Decimal
-    billing_key: str
+    billing_key: str = Field(min_length=1)
     billing_hour: str
     billing_day: date
 
     @field_validator("cost", "duration_minutes", mode="before")
     @classmethod
-    def _exact(cls, v: Any) -> Any:
-        # JSON numbers arrive as floats; go through str so 0.1 stays 0.1
-        return str(v) if isinstance(v, float) else v
+    def _number(cls, v: Any) -> Any:
+        return _json_number(v)
+
+    @field_validator("billing_day", mode="before")
+    @classmethod
+    def _day_text(cls, v: Any) -> Any:
+        # a bare number would otherwise be read as a Unix timestamp
+        if not isinstance(v, str):
+            raise ValueError(f"must be a date string, got {v!r}")
+        return v
 
     def decoded_details(self) -> dict[str, Any] | None:
         if self.details is None:
@@ -64,16 +84,18 @@ class PhalaUsageRecord(BaseModel):
 
 
 class PhalaUsagePage(BaseModel):
+    """AppUsageResponse: ``usage``, ``total`` and ``total_cost`` are all required."""
+
     model_config = ConfigDict(extra="ignore")
 
     usage: list[PhalaUsageRecord]
-    total: int
-    total_cost: Decimal
+    total: int = Field(strict=True)  # records on this page (INFERRED): not compared
+    total_cost: Decimal  # cost of this page (INFERRED): not compared
 
     @field_validator("total_cost", mode="before")
     @classmethod
-    def _exact(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, float) else v
+    def _number(cls, v: Any) -> Any:
+        return _json_number(v)
 
 
 def _utc(d: date) -> datetime:
@@ -84,14 +106,64 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_ts(value: str, *, field: str, app_id: str) -> datetime:
+def _error(app_id: str, window: str, message: str) -> ProviderResponseError:
+    return ProviderResponseError(PROVIDER, message, account=f"app {app_id}", window=window)
+
+
+def _record_of(response: httpx.Response, loc: tuple[Any, ...]) -> str:
+    """``record <billing_key>: `` when a validation error lies inside one record, else ``""``."""
+    if len(loc) < 2 or loc[0] != "usage" or not isinstance(loc[1], int):
+        return ""
+    try:
+        record = json.loads(response.content)["usage"][loc[1]]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+    key = record.get("billing_key") if isinstance(record, dict) else None
+    return f"record {str(key)[:120]!r}: " if key is not None else ""
+
+
+def _parse_ts(value: str, *, field: str, app_id: str, window: str) -> datetime:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ProviderResponseError(
-            PROVIDER, f"field {field!r} is not an ISO date/time: {value[:40]!r}", account=app_id
+        raise _error(
+            app_id, window, f"field {field!r} is not an ISO date/time: {value[:40]!r}"
         ) from None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def check_record(rec: PhalaUsageRecord, app_id: str, start: date, end_inclusive: date) -> None:
+    """A record answers the request only inside the window, on the day its own billing period
+    starts, stamped no earlier than that period: anything else would land on a wrong day."""
+    window = f"{start.isoformat()}..{end_inclusive.isoformat()}"
+    where = f"record {rec.billing_key[:120]!r}"
+    try:
+        rec.decoded_details()
+    except ValueError:
+        raise _error(app_id, window, f"{where}: field 'details' is not valid JSON") from None
+    if not start <= rec.billing_day <= end_inclusive:
+        raise _error(
+            app_id, window, f"{where}: billing_day {rec.billing_day} is outside the window"
+        )
+    begins = _parse_ts(rec.billing_start, field="billing_start", app_id=app_id, window=window)
+    if begins.date() != rec.billing_day:
+        raise _error(
+            app_id,
+            window,
+            f"{where}: billing_day {rec.billing_day} disagrees with billing_start "
+            f"{rec.billing_start!r}",
+        )
+    # timestamp may be the period's end, its hour bucket or when the record was written
+    # (undocumented): every reading lies on or after the billing day, so only a stamp on an
+    # earlier day contradicts the record
+    stamped = _parse_ts(rec.timestamp, field="timestamp", app_id=app_id, window=window)
+    if stamped.date() < rec.billing_day:
+        raise _error(
+            app_id,
+            window,
+            f"{where}: timestamp {rec.timestamp!r} is on a day before its billing_day "
+            f"{rec.billing_day} (billing_start {rec.billing_start!r})",
+        )
 
 
 class PhalaClient(ProviderClient):
@@ -141,7 +213,7 @@ class PhalaClient(ProviderClient):
             "end_date": _iso(_utc(end_inclusive + timedelta(days=1))),
             "limit": self.page_size,
         }
-        guard = PageGuard(PROVIDER, self.max_pages, account=app_id, window=window)
+        guard = PageGuard(PROVIDER, self.max_pages, account=f"app {app_id}", window=window)
         by_key: dict[str, PhalaUsageRecord] = {}
         offset = 0
         while True:
@@ -154,12 +226,51 @@ class PhalaClient(ProviderClient):
                 window=window,
             )
             page = self._parse_page(response, app_id, window, offset)
+            new = self._merge(page, by_key, app_id, window, offset)
             for rec in page.usage:
-                by_key.setdefault(rec.billing_key, rec)
+                check_record(rec, app_id, start, end_inclusive)
             if len(page.usage) < self.page_size:
                 break
+            if not new:  # a full page of records already seen: offset is ignored, not paging
+                raise _error(
+                    app_id,
+                    window,
+                    f"the full page at offset {offset} repeats only records already seen; "
+                    "refusing to loop",
+                )
             offset += self.page_size
         return list(by_key.values())
+
+    def _merge(
+        self,
+        page: PhalaUsagePage,
+        by_key: dict[str, PhalaUsageRecord],
+        app_id: str,
+        window: str,
+        offset: int,
+    ) -> int:
+        """Add the page's records by ``billing_key``; return how many were new. A copy that
+        disagrees with the one already seen is an error, never "first one wins"."""
+        if len(page.usage) > self.page_size:
+            raise _error(
+                app_id,
+                window,
+                f"the page at offset {offset} holds {len(page.usage)} records, more than the "
+                f"limit {self.page_size} that was sent; offset paging cannot be trusted",
+            )
+        new = 0
+        for rec in page.usage:
+            known = by_key.setdefault(rec.billing_key, rec)
+            if known is rec:
+                new += 1
+            elif known != rec:
+                raise _error(
+                    app_id,
+                    window,
+                    f"billing_key {rec.billing_key[:120]!r} is reported twice with different "
+                    f"values (offset {offset})",
+                )
+        return new
 
     @staticmethod
     def _parse_page(
@@ -170,12 +281,11 @@ class PhalaClient(ProviderClient):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
-            raise ProviderResponseError(
-                PROVIDER,
-                f"malformed usage page at offset {offset}: field {where!r}: {first['msg']} "
-                f"({exc.error_count()} problem(s))",
-                account=f"app {app_id}",
-                window=window,
+            raise _error(
+                app_id,
+                window,
+                f"malformed usage page at offset {offset}: {_record_of(response, first['loc'])}"
+                f"field {where!r}: {first['msg']} ({exc.error_count()} problem(s))",
             ) from None
 
     def fetch_days(self, app_ids: Sequence[str], days: Sequence[date]) -> FetchResult:
@@ -183,28 +293,15 @@ class PhalaClient(ProviderClient):
         series per app over the whole span, not one per day)."""
         if not days:
             return FetchResult(rows=[], coverage=[])
-        wanted = set(days)
         start, end = min(days), max(days)
         fetched_at = datetime.now(UTC)
         rows: list[UsageRow] = []
         coverage: list[DayCoverage] = []
         for app_id in app_ids:
-            per_day: dict[date, int] = dict.fromkeys(wanted, 0)
-            for rec in self.fetch_records(app_id, start, end):
-                if rec.billing_day not in wanted:
-                    continue
-                rows.append(normalize(rec, app_id, fetched_at))
-                per_day[rec.billing_day] += 1
-            coverage += [
-                DayCoverage(
-                    provider=PROVIDER,
-                    account_id=app_id,
-                    usage_date=d,
-                    status="complete",
-                    row_count=n,
-                )
-                for d, n in sorted(per_day.items())
-            ]
+            records = self.fetch_records(app_id, start, end)
+            app_rows, app_coverage = app_day_rows(app_id, records, days, fetched_at)
+            rows += app_rows
+            coverage += app_coverage
         return FetchResult(
             rows=rows,
             coverage=coverage,
@@ -213,19 +310,55 @@ class PhalaClient(ProviderClient):
         )
 
 
+def app_day_rows(
+    app_id: str, records: Sequence[PhalaUsageRecord], days: Sequence[date], fetched_at: datetime
+) -> tuple[list[UsageRow], list[DayCoverage]]:
+    """One app's rows for ``days`` and its coverage per day."""
+    wanted = sorted(set(days))
+    window = f"{wanted[0].isoformat()}..{wanted[-1].isoformat()}"
+    if not records:
+        # storage is billed per minute even for stopped CVMs: a live app always has records,
+        # so an answer with none is missing data (or a deleted app), not zero usage
+        reason = (
+            f"provider_unavailable: Phala's answer holds no usage record for app {app_id} in "
+            f"{window} (a live app is billed storage every minute, so none is not zero usage)"
+        )
+        return [], [_day(app_id, d, "unavailable", reason, 0) for d in wanted]
+    per_day: dict[date, int] = dict.fromkeys(wanted, 0)
+    rows: list[UsageRow] = []
+    for rec in records:
+        if rec.billing_day in per_day:  # other days of the span were not asked for
+            rows.append(normalize(rec, app_id, fetched_at))
+            per_day[rec.billing_day] += 1
+    # A day without records while the app has records on other days stays complete: the app
+    # did not exist yet or was deleted that day (the contract has no per-day "no data" signal,
+    # and the answer covered the whole window).
+    return rows, [_day(app_id, d, "complete", None, n) for d, n in sorted(per_day.items())]
+
+
+def _day(
+    app_id: str, d: date, status: Literal["complete", "unavailable"], reason: str | None, n: int
+) -> DayCoverage:
+    return DayCoverage(
+        provider=PROVIDER,
+        account_id=app_id,
+        usage_date=d,
+        status=status,
+        reason=reason,
+        row_count=n,
+    )
+
+
 def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> UsageRow:
     window = rec.billing_day.isoformat()
     try:
         details = rec.decoded_details()
     except ValueError:
-        raise ProviderResponseError(
-            PROVIDER,
-            f"record {rec.billing_key}: field 'details' is not valid JSON",
-            account=f"app {app_id}",
-            window=window,
+        raise _error(
+            app_id, window, f"record {rec.billing_key}: field 'details' is not valid JSON"
         ) from None
-    start = _parse_ts(rec.billing_start, field="billing_start", app_id=app_id)
-    end = _parse_ts(rec.billing_end, field="billing_end", app_id=app_id)
+    start = _parse_ts(rec.billing_start, field="billing_start", app_id=app_id, window=window)
+    end = _parse_ts(rec.billing_end, field="billing_end", app_id=app_id, window=window)
     if end <= start:  # a date-only billing_end means "through that day"
         end = start + timedelta(days=1) if len(rec.billing_end) <= 10 else end
     return UsageRow(
@@ -245,8 +378,9 @@ def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> Usage
         billed_cost=rec.cost,
         billing_currency="USD",
         source_key=rec.billing_key,
+        # the record's own fields win over same-named keys inside details
         details=json.dumps(
-            {"event_type": rec.event_type, "project_id": rec.project_id, **(details or {})},
+            {**(details or {}), "event_type": rec.event_type, "project_id": rec.project_id},
             sort_keys=True,
         ),
     )

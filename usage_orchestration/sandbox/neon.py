@@ -14,7 +14,8 @@ Knobs (``sb.state["neon"]``, also settable over ``/_sandbox/state/neon``):
 ``rate_limit`` / ``rate_window_s`` (requests allowed per sliding window per account, counted
 here in real time; default 50 per 60 s, above it 429), ``retry_after`` (a Retry-After value to
 send with a 429; Neon documents none), ``last_page_cursor`` (default True: the last page still
-carries a cursor).
+carries a cursor). A ``project_ids`` filter naming a project the org does not have answers
+without it, as Neon does; the client then records that project's days ``unavailable``.
 """
 
 from __future__ import annotations

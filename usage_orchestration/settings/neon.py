@@ -5,6 +5,7 @@ See docs/providers/neon.md for what each setting does and how to point at the re
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Literal
 
@@ -32,6 +33,12 @@ DEMO_PROJECTS: tuple[str, ...] = (
 )
 ANALYTICS_WAREHOUSE = "cccccccc-cccc-cccc-cccc-cccccccccccc"
 
+# The API's id format (org_id's documented pattern; project ids follow it too: lower-case words
+# and digits joined by hyphens). Anything else (a comma, a space, upper case) would silently
+# split or change the project_ids filter sent to Neon.
+NEON_ID_PATTERN = r"^[a-z0-9-]{1,60}$"
+NEON_ID = re.compile(NEON_ID_PATTERN)
+
 
 class NeonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +47,7 @@ class NeonSettings(BaseModel):
     base_url: str = Field(
         "http://127.0.0.1:8765/neon", description="real: https://console.neon.tech"
     )
-    org_id: str = Field("org-sandbox-1", pattern=r"^[a-z0-9-]{1,60}$")
+    org_id: str = Field("org-sandbox-1", pattern=NEON_ID_PATTERN)
     project_ids: list[str] = Field(
         default_factory=list,
         description="Projects to fetch, sent as project_ids in chunks of at most 100; empty = "
@@ -101,8 +108,12 @@ class NeonSettings(BaseModel):
     @classmethod
     def _unique_projects(cls, ids: list[str]) -> list[str]:
         for i, pid in enumerate(ids):
-            if not pid.strip():
-                raise ValueError(f"project_ids[{i}] is empty")
+            if not NEON_ID.fullmatch(pid):
+                raise ValueError(
+                    f"neon.project_ids[{i}] {pid!r} is not a Neon project id "
+                    f"({NEON_ID_PATTERN}: lower-case letters, digits and hyphens; one id per "
+                    "entry, no commas or spaces)"
+                )
         if len(set(ids)) != len(ids):
             raise ValueError("project_ids holds duplicates")
         return ids
