@@ -1,16 +1,26 @@
-"""The Forge sandbox parses and executes the GraphQL operation (not canned JSON), groups, pages,
-answers errors on demand and enforces its rate limit; ``demo_usage`` matches what it serves."""
+"""The Forge sandbox executes the GraphQL operation with graphql-core against a schema written
+from the spec (not canned JSON), groups, pages under both readings of ``pageSize``, answers errors
+on demand, mimics naive servers on request and enforces its rate limit; ``demo_usage`` matches
+what it serves."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import graphql
 import httpx
 import pytest
 
 from usage_orchestration.providers.forge import USAGE_QUERY, ForgeClient
 from usage_orchestration.sandbox import Sandbox
-from usage_orchestration.sandbox.forge import FLAT, GROUPED, GraphQLError, demo_usage, parse
+from usage_orchestration.sandbox.forge import (
+    FLAT,
+    GROUPED,
+    SCHEMA,
+    demo_usage,
+    environment_id,
+    usage_items,
+)
 from usage_orchestration.settings import load_settings
 
 NOW = datetime(2026, 3, 20, 10, 0, tzinfo=UTC)
@@ -149,6 +159,32 @@ def test_the_operation_is_parsed_fragments_aliases_defaults_and_directives(sb: S
             "does not exist in 'DevConsoleGroupBy'",
         ),
         ('query { ecosystem { devConsole { appResourceUsage(appId: "a" ', {}, "Syntax Error"),
+        (  # a variable of the wrong type
+            USAGE_QUERY,
+            {"appId": "a", "filters": filters(page="one")},
+            "Int cannot represent non-integer value",
+        ),
+        (
+            USAGE_QUERY,
+            {"appId": "a", "filters": filters(interval={"start": "yesterday", "end": "now"})},
+            "Expected type 'DateTime'",
+        ),
+        (  # a variable declared with a type the argument does not take
+            "query Q($appId: String!, $f: DevConsoleAppResourceUsageFiltersInput!) { ecosystem "
+            "{ devConsole { appResourceUsage(appId: $appId, filters: $f) { __typename } } } }",
+            {"appId": "a", "filters": filters()},
+            "Variable '$appId' of type 'String!' used in position expecting type 'ID!'",
+        ),
+        (  # a required argument left out
+            'query { ecosystem { devConsole { appResourceUsage(appId: "a") { __typename } } } }',
+            {},
+            "argument 'filters' of type 'DevConsoleAppResourceUsageFiltersInput!' is required",
+        ),
+        (
+            "mutation { ecosystem { __typename } }",
+            {},
+            "Schema is not configured to execute mutation operation",
+        ),
     ],
 )
 def test_invalid_operations_answer_graphql_errors(
@@ -157,7 +193,7 @@ def test_invalid_operations_answer_graphql_errors(
     resp = post(sb, query, variables)
     assert resp.status_code == 200
     body = resp.json()
-    assert body["data"] is None and message in body["errors"][0]["message"]
+    assert body.get("data") is None and message in body["errors"][0]["message"]
 
 
 def test_pages_and_auth_and_experimental_header(sb: Sandbox) -> None:
@@ -228,11 +264,47 @@ def test_lookback_and_today_bound_the_data(sb: Sandbox) -> None:
     assert periods[-1] == (NOW.date() - timedelta(days=1)).isoformat()
 
 
-def test_parser_rejects_garbage() -> None:
-    with pytest.raises(GraphQLError):
-        parse("query { a(b: ) }")
-    with pytest.raises(GraphQLError):
-        parse("")
+def test_aliases_are_honoured_and_naive_modes_answer_by_field_name(sb: Sandbox) -> None:
+    variables = {"appId": "a", "filters": filters()}
+    out = usage(post(sb, USAGE_QUERY, variables))
+    assert "flatUsage" in out and "resourceUsage" not in out
+    sb.state["forge"]["honour_aliases"] = False
+    naive = usage(post(sb, USAGE_QUERY, variables))
+    assert naive["resourceUsage"] == out["flatUsage"] and "flatUsage" not in naive
+    sb.state["forge"].update(bare_envelope=True, omit_typename=True)
+    bare = post(sb, USAGE_QUERY, variables).json()
+    assert set(bare) == {"resourceUsage", "pagination", "error"}  # the document's sample shape
+    assert bare["resourceUsage"] == out["flatUsage"]
+
+
+@pytest.mark.parametrize("counts", ["periods", "rows"])
+def test_page_size_counts_periods_or_grouped_rows(sb: Sandbox, counts: str) -> None:
+    sb.state["forge"].update(page_size=4, page_size_counts=counts)
+    variables = {"appId": "a", "groupBy": "ENVIRONMENT_ID"}
+    window = {"start": "2026-03-01T00:00:00Z", "end": "2026-03-05T23:59:59Z"}
+    pages = [
+        usage(post(sb, USAGE_QUERY, {**variables, "filters": filters(interval=window, page=p)}))[
+            "groupedUsage"
+        ]
+        for p in range(1, 6)
+    ]
+    days = [date(2026, 3, 1) + timedelta(days=i) for i in range(5)]
+    expected = usage_items(sb.seed, "a", "FUNCTION_COMPUTE", days, None, "ENVIRONMENT_ID")
+    envs = [environment_id(sb.seed, "a", e) for e in ("production", "staging", "development")]
+    assert [g["groupValue"] for g in expected[0]["groups"]] == envs
+    if counts == "periods":  # 5 days of 3 environments: 4 + 1 periods
+        assert [len(p) for p in pages] == [4, 1, 0, 0, 0]
+    else:  # 15 rows: 4 + 4 + 4 + 3, a day's groups straddle pages
+        assert [sum(len(x["groups"]) for x in p) for p in pages] == [4, 4, 4, 3, 0]
+        assert [x["period"] for x in pages[1]] == ["2026-03-02", "2026-03-03"]
+    flat_rows = [(x["period"], g) for p in pages for x in p for g in x["groups"]]
+    assert flat_rows == [(x["period"], g) for x in expected for g in x["groups"]]
+
+
+def test_the_clients_query_validates_against_the_schema() -> None:
+    assert graphql.validate(SCHEMA, graphql.parse(USAGE_QUERY)) == []
+    # and the document's own samples do too: the schema follows the spec
+    assert graphql.validate(SCHEMA, graphql.parse(DOC_FLAT_QUERY)) == []
 
 
 def test_demo_usage_is_what_the_client_fetches(sb: Sandbox) -> None:

@@ -5,13 +5,22 @@ One query asks for both response fragments (flat and grouped, told apart by ``__
 because passing ``contextAris`` without ``groupBy`` makes the API group by itself. Errors are
 checked in all three layers: HTTP status, top-level GraphQL ``errors[]`` (with HTTP 200), and the
 in-band ``error {message identifier extensions {errorType statusCode}}``; 429 and 5xx in any layer
-are retried. Pages (``filters.page``, 1-based) go until a page shorter than ``pageSize``, under a
-page cap. A backfill range is one request series per (app, resource, grouping).
+are retried. A backfill range is one request series per (app, resource, grouping).
+
+Readings the contract leaves open, all tolerated:
+- the list arrives under the alias the query asked for or under ``resourceUsage`` (servers that
+  ignore aliases); ``__typename`` may be missing (inferred from the shape); the answer may be the
+  bare appResourceUsage object (the document's sample) instead of the GraphQL envelope;
+- ``pageSize`` may count periods or grouped rows: pages (``filters.page``, 1-based) go on while a
+  page is full by either count, under a page cap; a day split over two pages is merged.
+A missing or null list or pagination is an error, never zero usage, and a day is ``complete``
+only when the answer had a period entry for it.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -102,11 +111,15 @@ query ForgeAppResourceUsage(
 
 
 def _exact(v: Any) -> Any:
-    # a JSON number would arrive as a float: go through str so 1.024 stays 1.024
+    # A JSON number arrives as a float: go through str so 1.024 stays 1.024. Booleans and
+    # objects are refused here (pydantic would not say "tokensConsumed" otherwise).
+    if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
+        raise ValueError(f"expected a decimal string, got {type(v).__name__}")
     return str(v) if isinstance(v, float) else v
 
 
-ExactDecimal = Annotated[Decimal, BeforeValidator(_exact), Field(allow_inf_nan=False)]
+# Usage is never negative; NaN/Infinity are not quantities.
+ExactDecimal = Annotated[Decimal, BeforeValidator(_exact), Field(allow_inf_nan=False, ge=0)]
 
 
 class ErrorExtensions(BaseModel):
@@ -127,8 +140,8 @@ class InbandError(BaseModel):
 class Pagination(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    page: int
-    pageSize: int = Field(ge=1)
+    page: int = Field(strict=True, ge=1)
+    pageSize: int = Field(strict=True, ge=1)
 
 
 class FlatUsage(BaseModel):
@@ -158,7 +171,8 @@ class GroupedUsage(BaseModel):
 
 
 class UsageResponse(BaseModel):
-    """``appResourceUsage``: one of the two fragments, by ``__typename``."""
+    """``appResourceUsage`` after ``locate_usage``: the fragment and its list under the alias
+    the query asked for, and the pagination (both required: a missing list is never zero)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -167,7 +181,7 @@ class UsageResponse(BaseModel):
     ] = Field(alias="__typename")
     flatUsage: list[FlatUsage] | None = None
     groupedUsage: list[GroupedUsage] | None = None
-    pagination: Pagination | None = None
+    pagination: Pagination
     error: InbandError | None = None
 
     @property
@@ -175,6 +189,13 @@ class UsageResponse(BaseModel):
         if self.typename == FLAT:
             return self.flatUsage or []
         return self.groupedUsage or []
+
+    @property
+    def row_count(self) -> int:
+        """Grouped rows (site x day) on the page; one per period when flat."""
+        if self.typename == FLAT:
+            return len(self.flatUsage or [])
+        return sum(len(g.groups) for g in self.groupedUsage or [])
 
 
 class UsagePoint(BaseModel):
@@ -191,17 +212,78 @@ class UsagePoint(BaseModel):
     unit: str
 
 
+class SeriesUsage(BaseModel):
+    """What one request series answered: its points and the days it had a period entry for
+    (a reported day with no usage is covered; a day with no entry is not)."""
+
+    points: list[UsagePoint]
+    reported_days: set[date]
+    pages: int
+
+
 def _retryable(status: int | None) -> bool:
     return status is not None and (status == 429 or 500 <= status <= 599)
 
 
+_NODE_KEYS = ("resourceUsage", "flatUsage", "groupedUsage", "pagination", "error", "__typename")
+
+
 def _usage_node(body: Any) -> Any:
-    node = body.get("data") if isinstance(body, dict) else None
+    """The appResourceUsage object: under the GraphQL envelope ``data.ecosystem.devConsole``
+    (INFERRED by the notes) or bare, as the document's sample response shows."""
+    if not isinstance(body, dict):
+        return None
+    if "data" not in body and any(k in body for k in _NODE_KEYS):
+        return body
+    node = body.get("data")
     for key in ("ecosystem", "devConsole", "appResourceUsage"):
         if not isinstance(node, dict):
             return None
         node = node.get(key)
     return node
+
+
+# Where each fragment's list may be: the alias the query asked for, or the field's own name
+# (servers and fakes that ignore aliases).
+_LIST_KEYS: dict[str | None, tuple[str, ...]] = {
+    FLAT: ("flatUsage", "resourceUsage"),
+    GROUPED: ("groupedUsage", "resourceUsage"),
+    None: ("flatUsage", "groupedUsage", "resourceUsage"),
+}
+
+
+def _infer_typename(key: str, items: Any, grouped_requested: bool) -> str:
+    """The fragment of an answer without ``__typename``: by alias, else by shape, else (an
+    empty list) by what was requested."""
+    if key != "resourceUsage":
+        return FLAT if key == "flatUsage" else GROUPED
+    if isinstance(items, list) and items:
+        return GROUPED if any(isinstance(i, dict) and "groups" in i for i in items) else FLAT
+    return GROUPED if grouped_requested else FLAT
+
+
+def locate_usage(node: dict[str, Any], grouped_requested: bool) -> dict[str, Any]:
+    """``node`` reshaped for ``UsageResponse``: the list moved under its fragment's alias and
+    ``__typename`` inferred when absent. Raises ``ValueError`` when the list is absent or null."""
+    typename = node.get("__typename")
+    keys = _LIST_KEYS.get(typename, ())
+    if typename is not None and not keys:
+        raise ValueError(f"unknown __typename {str(typename)[:80]!r}")
+    found = next(((k, node[k]) for k in keys if node.get(k) is not None), None)
+    if found is None:
+        raise ValueError(
+            "appResourceUsage has no usage list (resourceUsage absent or null); "
+            "an unreadable answer is not zero usage"
+        )
+    key, items = found
+    typename = typename or _infer_typename(key, items, grouped_requested)
+    alias = "flatUsage" if typename == FLAT else "groupedUsage"
+    return {
+        "__typename": typename,
+        alias: items,
+        "pagination": node.get("pagination"),
+        "error": node.get("error"),
+    }
 
 
 def graphql_error(response: httpx.Response) -> tuple[bool, str] | None:
@@ -216,25 +298,7 @@ def graphql_error(response: httpx.Response) -> tuple[bool, str] | None:
         return None
     errors = body.get("errors")
     if errors:
-        items = errors if isinstance(errors, list) else [errors]
-        msgs: list[str] = []
-        retry = False
-        for e in items[:5]:
-            if not isinstance(e, dict):
-                msgs.append(str(e)[:200])
-                continue
-            ext = e.get("extensions") if isinstance(e.get("extensions"), dict) else {}
-            status = ext.get("statusCode")
-            status = status if isinstance(status, int) else None
-            retry = retry or _retryable(status)
-            kind = ext.get("errorType") or ext.get("classification") or ext.get("code")
-            extra = ", ".join(
-                str(x) for x in (kind, f"statusCode {status}" if status else None) if x
-            )
-            msgs.append(
-                f"{str(e.get('message') or 'error')[:200]}{' (' + extra + ')' if extra else ''}"
-            )
-        return retry, "GraphQL errors: " + "; ".join(msgs)
+        return _top_level_errors(errors)
     node = _usage_node(body)
     if isinstance(node, dict) and isinstance(node.get("error"), dict):
         err = InbandError.model_validate(node["error"])
@@ -254,19 +318,43 @@ def graphql_error(response: httpx.Response) -> tuple[bool, str] | None:
     return None
 
 
+def _top_level_errors(errors: Any) -> tuple[bool, str]:
+    items = errors if isinstance(errors, list) else [errors]
+    msgs: list[str] = []
+    retry = False
+    for e in items[:5]:
+        if not isinstance(e, dict):
+            msgs.append(str(e)[:200])
+            continue
+        ext = e.get("extensions") if isinstance(e.get("extensions"), dict) else {}
+        status = ext.get("statusCode")
+        status = status if isinstance(status, int) else None
+        retry = retry or _retryable(status)
+        kind = ext.get("errorType") or ext.get("classification") or ext.get("code")
+        extra = ", ".join(str(x) for x in (kind, f"statusCode {status}" if status else None) if x)
+        msgs.append(
+            f"{str(e.get('message') or 'error')[:200]}{' (' + extra + ')' if extra else ''}"
+        )
+    return retry, "GraphQL errors: " + "; ".join(msgs)
+
+
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def period_day(period: str) -> date:
-    """``period`` ("2025-09-01", or a date-time) → the UTC day it starts."""
+    """``period`` ("2025-09-01", or a date-time at midnight UTC) → its UTC day. A date-time
+    at any other instant does not name one day: refused rather than mis-dated."""
     try:
         if len(period) == 10:
             return date.fromisoformat(period)
         dt = datetime.fromisoformat(period.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"period {period[:40]!r} is not a date") from None
-    return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)).date()
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if dt.time() != time(0):
+        raise ValueError(f"period {period[:40]!r} is not midnight UTC, so not one day")
+    return dt.date()
 
 
 def effective_group_by(app: ForgeApp) -> str | None:
@@ -285,6 +373,61 @@ def source_key(
 ) -> str:
     group = f"{group_by or ''}={group_value}" if group_value is not None else "-"
     return f"{app_id}|{resource}|{period}|{group}"
+
+
+def page_is_full(parsed: UsageResponse) -> bool:
+    """Whether another page may follow. ``pageSize`` may count periods or grouped rows (the
+    contract does not say): full by EITHER count means keep going; an empty page ends."""
+    if not parsed.items:
+        return False
+    size = parsed.pagination.pageSize
+    return len(parsed.items) >= size or parsed.row_count >= size
+
+
+def no_period_reason(app_id: str, resource: str) -> str:
+    return (
+        f"no period in Forge's answer for app {app_id} resource {resource}; "
+        "Forge refreshes usage daily at 12:00 UTC"
+    )
+
+
+class _Series:
+    """The merge of one request series' pages: points by (period, group), identical
+    duplicates dropped, conflicting ones and a page that only repeats earlier ones refused."""
+
+    def __init__(self, account: str, window: str) -> None:
+        self.account = account
+        self.window = window
+        # keyed by day, not period text: "2026-03-01" and "2026-03-01T00:00:00Z" are one day
+        self.points: dict[tuple[date, str | None], UsagePoint] = {}
+        self.days: set[date] = set()
+
+    def fail(self, message: str, page: int) -> ProviderResponseError:
+        return ProviderResponseError(
+            PROVIDER, message, account=self.account, window=f"{self.window}, page {page}"
+        )
+
+    def add(self, parsed: UsageResponse, points: list[UsagePoint], page: int) -> None:
+        days = {period_day(i.period) for i in parsed.items}  # valid: _points checked them
+        keys = {(p.day, p.group_value) for p in points}
+        if page > 1 and parsed.items and days <= self.days and keys <= set(self.points):
+            raise self.fail(
+                "the page only repeats periods of earlier pages (the server ignores "
+                "filters.page?); refusing to loop",
+                page,
+            )
+        for point in points:
+            key = (point.day, point.group_value)
+            seen = self.points.get(key)
+            if seen is not None and (seen.quantity, seen.unit) != (point.quantity, point.unit):
+                raise self.fail(
+                    f"period {point.period} group {point.group_value!r} reported twice with "
+                    f"different tokensConsumed ({seen.quantity} {seen.unit} and "
+                    f"{point.quantity} {point.unit})",
+                    page,
+                )
+            self.points[key] = point
+        self.days |= days
 
 
 class ForgeClient(ProviderClient):
@@ -360,16 +503,17 @@ class ForgeClient(ProviderClient):
 
     def fetch_usage(
         self, app: ForgeApp, resource: str, start: date, end_inclusive: date
-    ) -> list[UsagePoint]:
+    ) -> SeriesUsage:
         """Every usage point of (app, resource) from ``start`` through ``end_inclusive``: one
-        request series, paged to a short page."""
+        request series, paged while a page is full by either reading of ``pageSize``."""
         window = f"resource {resource}, interval {start.isoformat()}..{end_inclusive.isoformat()}"
         account = f"app {app.app_id}"
         guard = PageGuard(PROVIDER, self.max_pages, account=account, window=window)
-        points: dict[tuple[str, str | None], UsagePoint] = {}
+        series = _Series(account, window)
         page = 1
         while True:
             guard.visit(page)
+            where = f"{window}, page {page}"
             response = self.http.request(
                 "POST",
                 self.path,
@@ -379,116 +523,88 @@ class ForgeClient(ProviderClient):
                     "variables": self.variables(app, resource, start, end_inclusive, page),
                 },
                 account=account,
-                window=f"{window}, page {page}",
+                window=where,
                 inband_error=graphql_error,
             )
-            parsed = self._parse(response, account, f"{window}, page {page}")
-            if parsed.pagination is None:
-                raise ProviderResponseError(
-                    PROVIDER,
-                    "response has no pagination",
-                    account=account,
-                    window=f"{window}, page {page}",
-                )
+            parsed = self._parse(response, app, account, where)
             if parsed.pagination.page != page:
-                raise ProviderResponseError(
-                    PROVIDER,
-                    f"asked for page {page}, got page {parsed.pagination.page}",
-                    account=account,
-                    window=window,
-                )
-            for point in self._points(parsed, account, f"{window}, page {page}"):
-                key = (point.period, point.group_value)
-                seen = points.get(key)
-                if seen is not None and seen.quantity != point.quantity:
-                    raise ProviderResponseError(
-                        PROVIDER,
-                        f"period {point.period} group {point.group_value!r} reported twice with "
-                        f"different tokensConsumed ({seen.quantity} and {point.quantity})",
-                        account=account,
-                        window=window,
-                    )
-                points[key] = point
-            if len(parsed.items) < parsed.pagination.pageSize:
+                raise series.fail(f"asked for page {page}, got page {parsed.pagination.page}", page)
+            points = self._points(parsed, account, where, (start, end_inclusive))
+            series.add(parsed, points, page)
+            if not page_is_full(parsed):
                 break
             page += 1
-        return list(points.values())
+        return SeriesUsage(
+            points=list(series.points.values()), reported_days=series.days, pages=guard.pages
+        )
 
     @staticmethod
-    def _parse(response: httpx.Response, account: str, window: str) -> UsageResponse:
+    def _parse(response: httpx.Response, app: ForgeApp, account: str, window: str) -> UsageResponse:
+        def fail(message: str) -> ProviderResponseError:
+            return ProviderResponseError(PROVIDER, message, account=account, window=window)
+
         try:
             body = response.json()
         except ValueError:
-            raise ProviderResponseError(
-                PROVIDER, "response is not JSON", account=account, window=window
-            ) from None
+            raise fail("response is not JSON") from None
         node = _usage_node(body)
         if not isinstance(node, dict):
-            raise ProviderResponseError(
-                PROVIDER,
-                "response has no data.ecosystem.devConsole.appResourceUsage object",
-                account=account,
-                window=window,
+            raise fail(
+                "response has no appResourceUsage object (neither under "
+                "data.ecosystem.devConsole nor bare); an unreadable answer is not zero usage"
             )
         try:
-            return UsageResponse.model_validate(node)
+            located = locate_usage(node, effective_group_by(app) is not None)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        if located.get("pagination") is None:
+            raise fail("appResourceUsage has no pagination (absent or null)")
+        try:
+            parsed = UsageResponse.model_validate(located)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
-            raise ProviderResponseError(
-                PROVIDER,
-                f"malformed appResourceUsage: field {where!r}: {first['msg']} ({exc.error_count()} problem(s))",
-                account=account,
-                window=window,
+            raise fail(
+                f"malformed appResourceUsage: field {where!r}: {first['msg']} "
+                f"({exc.error_count()} problem(s))"
             ) from None
+        if app.group_by and parsed.typename == FLAT:
+            raise fail(f"asked for groupBy {app.group_by}, got the flat fragment")
+        return parsed
 
     @staticmethod
-    def _points(parsed: UsageResponse, account: str, window: str) -> list[UsagePoint]:
-        out: list[UsagePoint] = []
+    def _points(
+        parsed: UsageResponse, account: str, window: str, interval: tuple[date, date] | None = None
+    ) -> list[UsagePoint]:
+        """The page's usage points; every period must name one day of ``interval``."""
 
         def day_of(period: str, resolution: str | None) -> date:
+            def fail(message: str) -> ProviderResponseError:
+                return ProviderResponseError(PROVIDER, message, account=account, window=window)
+
             if resolution not in (None, "ONE_DAY"):
-                raise ProviderResponseError(
-                    PROVIDER,
-                    f"field 'resolution' is {resolution!r} for period {period!r}; only ONE_DAY maps to a day",
-                    account=account,
-                    window=window,
+                raise fail(
+                    f"field 'resolution' is {resolution!r} for period {period!r}; only ONE_DAY "
+                    "maps to a day"
                 )
             try:
-                return period_day(period)
+                day = period_day(period)
             except ValueError as exc:
-                raise ProviderResponseError(
-                    PROVIDER, f"field 'period': {exc}", account=account, window=window
-                ) from None
+                raise fail(f"field 'period': {exc}") from None
+            if interval is not None and not interval[0] <= day <= interval[1]:
+                raise fail(f"field 'period': {period!r} is outside the requested interval")
+            return day
 
-        if parsed.typename == FLAT:
-            for f in parsed.flatUsage or []:
-                out.append(
-                    UsagePoint(
-                        period=f.period,
-                        day=day_of(f.period, f.resolution),
-                        resolution=f.resolution,
-                        group_by=None,
-                        group_value=None,
-                        quantity=f.tokensConsumed,
-                        unit=f.tokenUnit,
-                    )
-                )
-        else:
-            for g in parsed.groupedUsage or []:
-                d = day_of(g.period, g.resolution)
-                for grp in g.groups:
-                    out.append(
-                        UsagePoint(
-                            period=g.period,
-                            day=d,
-                            resolution=g.resolution,
-                            group_by=grp.groupBy,
-                            group_value=grp.groupValue,
-                            quantity=grp.tokensConsumed,
-                            unit=grp.tokenUnit,
-                        )
-                    )
+        out: list[UsagePoint] = []
+        for item in parsed.items:
+            d = day_of(item.period, item.resolution)
+            if isinstance(item, FlatUsage):
+                out.append(_point(item.period, d, item.resolution, None, None, item))
+            else:
+                out += [
+                    _point(item.period, d, item.resolution, g.groupBy, g.groupValue, g)
+                    for g in item.groups
+                ]
         return out
 
     def available(self, day: date) -> bool:
@@ -499,7 +615,8 @@ class ForgeClient(ProviderClient):
 
     def fetch_days(self, apps: Sequence[ForgeApp], days: Sequence[date]) -> FetchResult:
         """Rows and coverage for every (app, resource) and every day in ``days``: one request
-        series per (app, resource) over the span of the available days."""
+        series per (app, resource) over the span of the available days. A day is complete only
+        when the answer had a period entry for it."""
         if not days:
             return FetchResult(rows=[], coverage=[])
         wanted = set(days)
@@ -508,40 +625,77 @@ class ForgeClient(ProviderClient):
         coverage: list[DayCoverage] = []
         for app in apps:
             for resource in app.resources:
-                acct = coverage_account(app.app_id, resource)
-                per_day: dict[date, int] = dict.fromkeys(fetchable, 0)
-                if fetchable:
-                    for point in self.fetch_usage(app, resource, fetchable[0], fetchable[-1]):
-                        if point.day not in per_day:
-                            continue
-                        rows.append(normalize(point, app, resource, self.account_id))
-                        per_day[point.day] += 1
-                coverage += [
-                    DayCoverage(
-                        provider=PROVIDER,
-                        account_id=acct,
-                        usage_date=d,
-                        status="complete",
-                        row_count=n,
-                    )
-                    for d, n in sorted(per_day.items())
+                series = (
+                    self.fetch_usage(app, resource, fetchable[0], fetchable[-1])
+                    if fetchable
+                    else SeriesUsage(points=[], reported_days=set(), pages=0)
+                )
+                app_rows = [
+                    normalize(p, app, resource, self.account_id)
+                    for p in series.points
+                    if p.day in wanted  # the span may hold days not asked for
                 ]
-                coverage += [
-                    DayCoverage(
-                        provider=PROVIDER,
-                        account_id=acct,
-                        usage_date=d,
-                        status="unavailable",
-                        reason=f"outside the API's {self.lookback_days}-day lookback",
-                    )
-                    for d in sorted(wanted - set(fetchable))
-                ]
+                rows += app_rows
+                coverage += self._coverage(app, resource, wanted, fetchable, series, app_rows)
         return FetchResult(
             rows=rows,
             coverage=coverage,
             requests=self.http.stats.requests,
             retries=self.http.stats.retries,
         )
+
+    def _coverage(
+        self,
+        app: ForgeApp,
+        resource: str,
+        wanted: set[date],
+        fetchable: list[date],
+        series: SeriesUsage,
+        rows: list[UsageRow],
+    ) -> list[DayCoverage]:
+        acct = coverage_account(app.app_id, resource)
+        counts = Counter(r.usage_date for r in rows)
+
+        def day(
+            d: date, status: Literal["complete", "unavailable"], reason: str | None
+        ) -> DayCoverage:
+            return DayCoverage(
+                provider=PROVIDER,
+                account_id=acct,
+                usage_date=d,
+                status=status,
+                reason=reason,
+                row_count=counts[d],
+            )
+
+        out: list[DayCoverage] = []
+        for d in fetchable:
+            if d in series.reported_days:
+                out.append(day(d, "complete", None))
+            else:
+                out.append(day(d, "unavailable", no_period_reason(app.app_id, resource)))
+        lookback = f"outside the API's {self.lookback_days}-day lookback"
+        out += [day(d, "unavailable", lookback) for d in sorted(wanted - set(fetchable))]
+        return out
+
+
+def _point(
+    period: str,
+    day: date,
+    resolution: str | None,
+    group_by: str | None,
+    group_value: str | None,
+    usage: FlatUsage | UsageGroup,
+) -> UsagePoint:
+    return UsagePoint(
+        period=period,
+        day=day,
+        resolution=resolution,
+        group_by=group_by,
+        group_value=group_value,
+        quantity=usage.tokensConsumed,
+        unit=usage.tokenUnit,
+    )
 
 
 def normalize(point: UsagePoint, app: ForgeApp, resource: str, account_id: str) -> UsageRow:

@@ -37,7 +37,10 @@ class DayDrop:
 
 
 def _where(row: UsageRow) -> str:
-    return f"{row.provider} account {row.resource_id} day {row.usage_date.isoformat()}"
+    return (
+        f"{row.provider} account {row.resource_id} metric {row.metric} "
+        f"day {row.usage_date.isoformat()}"
+    )
 
 
 def _check_number(row: UsageRow, field: str, value: Decimal | None, *, exact: bool) -> None:
