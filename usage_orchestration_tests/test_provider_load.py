@@ -258,3 +258,38 @@ def test_the_asset_fails_a_drop_with_the_override_named_and_accepts_it_when_tagg
     (check,) = accepted.get_asset_check_evaluations()
     assert check.passed and "accepted" in (check.description or "")
     assert [D(str(u[2])) for u in snapshot(Warehouse(db_url))[0]] == [D(10)]
+
+
+def _unavailable(day: date, reason: str = "outside the provider's window") -> DayCoverage:
+    return DayCoverage(
+        provider="phala", account_id=APP, usage_date=day, status="unavailable", reason=reason
+    )
+
+
+def test_days_nobody_answers_for_now_keep_the_previous_complete_load(
+    wh: Warehouse, settings
+) -> None:
+    # D1 was answered before and is now past the provider's window: kept as it was, neither
+    # emptied nor refused as a vanished day; D2 is answered now and replaced
+    store_fetch(
+        wh, "phala", [D1, D2], fetch([row(D1), row(D2, key="k2")], [D1, D2]), settings, "l1"
+    )
+    later = fetch([row(D2, "12", key="k2")], [D2])
+    later = later.model_copy(update={"coverage": [_unavailable(D1), *later.coverage]})
+    report = store_fetch(wh, "phala", [D1, D2], later, settings, "l2")
+    assert report.days_kept == [D1] and report.drops == []
+    usage, cov, staged = snapshot(wh)
+    assert usage == [(D1, "k1", D("10"), "l1"), (D2, "k2", D("12"), "l2")]
+    assert cov == [(D1, "l1"), (D2, "l2")] and staged == 0
+
+
+def test_an_unanswered_day_without_a_previous_load_is_recorded_unavailable(
+    wh: Warehouse, settings
+) -> None:
+    result = FetchResult(rows=[], coverage=[_unavailable(D1)])
+    report = store_fetch(wh, "phala", [D1], result, settings, "l1")
+    assert report.days_kept == []
+    with wh.engine.connect() as conn:
+        cov = conn.execute(select(provider_coverage.c.status, provider_coverage.c.reason)).all()
+    assert [tuple(c) for c in cov] == [("unavailable", "outside the provider's window")]
+    assert snapshot(wh)[0] == []

@@ -80,6 +80,8 @@ def _audit_metadata(report: LoadReport) -> dict[str, Any]:
         "audit_duplicates_dropped": report.duplicates_dropped,
         "audit_days_compared": report.days_compared,
         "audit_drops_accepted": len(report.drops),
+        # unanswered now, complete before: kept as the previous load left them
+        "days_kept_from_previous_load": len(report.days_kept),
     }
 
 
@@ -230,6 +232,11 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             f"{spec.name}: wrote {report.rows_written} rows for {day_span(days)} in "
             f"{result.requests} requests; {unavailable} account-day(s) unavailable"
         )
+        if report.days_kept:
+            context.log.warning(
+                f"{spec.name}: no account answered for {day_span(report.days_kept)}; the "
+                "previous load's complete figures were kept for those days"
+            )
         check = AssetCheckResult(
             check_name=AUDIT_CHECK,
             passed=True,

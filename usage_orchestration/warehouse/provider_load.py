@@ -77,6 +77,9 @@ class LoadReport:
     days_compared: int = 0  # days that held rows before this load
     drops: list[DayDrop] = field(default_factory=list)  # accepted only with allow_drop
     drop_overridden: bool = False
+    # days the provider could not answer for now (every account unavailable) that a previous
+    # load holds complete: kept as they were instead of being replaced by nothing
+    days_kept: list[date] = field(default_factory=list)
 
 
 class DropAuditError(AuditError):
@@ -121,17 +124,52 @@ def store_fetch(
         _stage(warehouse, provider, stage_id, result, settings, load_id, fetched_at)
         with warehouse.engine.begin() as conn:
             lock_replace(conn, provider_usage.name, {"provider": provider})
-            _audit_staged(conn, provider, stage_id, days, settings, allow_drop, report)
+            report.days_kept = _days_to_keep(conn, provider, result)
+            replaced = sorted(set(days) - set(report.days_kept))
+            _audit_staged(conn, provider, stage_id, replaced, settings, allow_drop, report)
             warehouse.replace_days(
-                provider_usage, days, [], match={"provider": provider}, conn=conn
+                provider_usage, replaced, [], match={"provider": provider}, conn=conn
             )
             _publish(conn, provider, stage_id)
+            kept = set(report.days_kept)
             warehouse.replace_days(
-                provider_coverage, days, coverage, match={"provider": provider}, conn=conn
+                provider_coverage,
+                replaced,
+                [c for c in coverage if c["usage_date"] not in kept],
+                match={"provider": provider},
+                conn=conn,
             )
     finally:
         _discard_stage(warehouse, provider, stage_id)
     return report
+
+
+def _days_to_keep(conn: Connection, provider: str, result: FetchResult) -> list[date]:
+    """Days on which no account was answered (all ``unavailable``: past a lookback window, an
+    account missing from the answer) but which a previous load holds complete. Replacing them
+    would trade figures the provider gave for nothing; they stay as they were, and the coverage
+    of the previous load still says where they came from."""
+    answered = {c.usage_date for c in result.coverage if c.status == "complete"}
+    unanswered = sorted({c.usage_date for c in result.coverage} - answered)
+    if not unanswered:
+        return []
+    if any(r.usage_date in set(unanswered) for r in result.rows):
+        return []  # rows on a day without coverage: leave it to the audits, keep nothing
+    c = provider_coverage
+    held: set[date] = set()
+    for i in range(0, len(unanswered), _IN_CHUNK):
+        held |= set(
+            conn.execute(
+                select(c.c.usage_date)
+                .where(
+                    c.c.provider == provider,
+                    c.c.status == "complete",
+                    c.c.usage_date.in_(unanswered[i : i + _IN_CHUNK]),
+                )
+                .distinct()
+            ).scalars()
+        )
+    return sorted(held)
 
 
 _STAGE_CHUNK = 5000
