@@ -3,6 +3,9 @@
 Tests that touch the warehouse or the ledger use ``db_url`` (and ``ledger_url``), parametrized
 over SQLite and, when ``USAGE_TEST_POSTGRES_URL`` is set, PostgreSQL: each test gets its own
 PostgreSQL schema, dropped afterwards.
+
+Every test runs with isolated settings (``isolated_settings``, autouse): no developer's
+``usage_orchestration.yaml`` and no stray ``USAGE_*`` variable reaches ``load_settings()``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,40 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 
 from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.server import SandboxServer
+from usage_orchestration.settings import SETTINGS_FILE_ENV
 from usage_orchestration.warehouse.store import normalize_url
 
 PG_ENV = "USAGE_TEST_POSTGRES_URL"
 PG_URL = os.environ.get(PG_ENV)
 
 _BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+# Variables of the test suite itself (e.g. USAGE_TEST_POSTGRES_URL): read by the suite, never by
+# load_settings (settings/__init__.py skips them), so they survive the isolation.
+TEST_ENV_PREFIX = "USAGE_TEST_"
+
+
+@pytest.fixture(scope="session")
+def empty_settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An existing, empty YAML file: load_settings() reads it as "no settings" (a missing file
+    would be an error), and it outranks any usage_orchestration.yaml in the working directory."""
+    path = tmp_path_factory.mktemp("settings") / "empty.yaml"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch: pytest.MonkeyPatch, empty_settings_file: Path) -> None:
+    """Settings come from the defaults and what the test itself sets, nothing else.
+
+    Subprocess tests (test_demo.py, test_e2e_daemon.py) build their child's environment from
+    os.environ minus USAGE_* and add the settings they need, so this does not take anything
+    from them; a child that inherits os.environ whole gets the same empty file.
+    """
+    for name in list(os.environ):
+        if name.startswith("USAGE_") and not name.startswith(TEST_ENV_PREFIX):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(SETTINGS_FILE_ENV, str(empty_settings_file))
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from dagster import DagsterInstance, materialize
 from sqlalchemy import select
 
 from usage_orchestration.defs.budgets import (
-    budget_status_asset,
+    build_budget_status_asset,
     build_provider_caps_asset,
-    usage_anomalies,
+    build_usage_anomalies_asset,
 )
 from usage_orchestration.defs.ledger import LedgerResource
 from usage_orchestration.defs.resources import WarehouseResource
@@ -136,7 +136,7 @@ def rows_of(db_url: str, table, day_col: str, day: date) -> list[dict[str, Any]]
 def test_budget_status_and_pool_as_of_a_day(db_url: str, ledger_url: str) -> None:
     settings = make_settings(db_url, ledger_url)
     seed_ledger(ledger_url)
-    result = run(settings, [budget_status_asset], partition_key="2026-03-10")
+    result = run(settings, [build_budget_status_asset(settings)], partition_key="2026-03-10")
     got = {
         r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 10))
     }
@@ -175,7 +175,7 @@ def test_history_is_stable_and_uses_the_budgets_of_its_month(db_url: str, ledger
     settings = make_settings(db_url, ledger_url)
     engine = seed_ledger(ledger_url)
     day = "2026-03-05"
-    run(settings, [budget_status_asset], partition_key=day)
+    run(settings, [build_budget_status_asset(settings)], partition_key=day)
     before = {
         r["entity_id"]: (r["credits_used"], r["monthly_budget"], r["forecast_month_end"])
         for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 5))
@@ -187,14 +187,14 @@ def test_history_is_stable_and_uses_the_budgets_of_its_month(db_url: str, ledger
             usage_event.insert(),
             [event(date(2026, 4, 1), "ent-a", "500"), event(date(2026, 3, 20), "ent-a", "999")],
         )
-    run(settings, [budget_status_asset], partition_key=day)
+    run(settings, [build_budget_status_asset(settings)], partition_key=day)
     after = {
         r["entity_id"]: (r["credits_used"], r["monthly_budget"], r["forecast_month_end"])
         for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 5))
     }
     assert after == before
     # April 1 uses April's budget for a (2000) and March's, still in force, for b (200)
-    run(settings, [budget_status_asset], partition_key="2026-04-01")
+    run(settings, [build_budget_status_asset(settings)], partition_key="2026-04-01")
     april = {
         r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 4, 1))
     }
@@ -207,7 +207,7 @@ def test_range_run_writes_every_day(db_url: str, ledger_url: str) -> None:
     seed_ledger(ledger_url)
     run(
         settings,
-        [budget_status_asset],
+        [build_budget_status_asset(settings)],
         tags={
             "dagster/asset_partition_range_start": "2026-03-01",
             "dagster/asset_partition_range_end": "2026-03-04",
@@ -225,7 +225,7 @@ def test_range_run_writes_every_day(db_url: str, ledger_url: str) -> None:
 def test_anomalies_against_the_trailing_baseline(db_url: str, ledger_url: str) -> None:
     settings = make_settings(db_url, ledger_url)
     seed_ledger(ledger_url)
-    result = run(settings, [usage_anomalies], partition_key="2026-03-15")
+    result = run(settings, [build_usage_anomalies_asset(settings)], partition_key="2026-03-15")
     got = {
         (r["entity_id"], r["resource_type"]): r
         for r in rows_of(db_url, usage_anomaly, "usage_date", date(2026, 3, 15))
@@ -303,7 +303,7 @@ def test_range_across_a_month_boundary(db_url: str, ledger_url: str) -> None:
     seed_ledger(ledger_url)
     run(
         settings,
-        [budget_status_asset],
+        [build_budget_status_asset(settings)],
         tags={
             "dagster/asset_partition_range_start": "2026-03-31",
             "dagster/asset_partition_range_end": "2026-04-01",

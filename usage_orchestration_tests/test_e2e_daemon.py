@@ -161,6 +161,37 @@ ASSETS = """
 query { assetNodes { assetKey { path } isPartitioned isMaterializable } }
 """
 
+SENSOR_TICKS = """
+query Ticks($selector: SensorSelector!, $after: Float) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { ticks(afterTimestamp: $after, limit: 50) { status timestamp } } }
+  }
+}
+"""
+LOCATION = "usage_orchestration"  # workspace.yaml
+REPOSITORY = "__repository__"  # the repository a Definitions object becomes
+
+
+def _await_sensor_ticks(ui: str, sensor: str, n: int, timeout_s: float = 180) -> None:
+    """Wait until ``sensor`` has finished ``n`` ticks that started after now: the evidence that
+    later evaluations sent nothing new, however slow the machine is."""
+    mark = time.time()
+    selector = {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+        "sensorName": sensor,
+    }
+
+    def finished_ticks() -> bool:
+        found = _graphql(ui, SENSOR_TICKS, {"selector": selector, "after": mark})["sensorOrError"]
+        if found["__typename"] != "Sensor":
+            return False
+        ticks = found["sensorState"]["ticks"]
+        return len([t for t in ticks if t["status"] != "STARTED" and t["timestamp"] > mark]) >= n
+
+    _wait(f"{n} more ticks of {sensor}", finished_ticks, timeout_s)
+
 
 def _backfill(
     ui: str, paths: list[list[str]], partitions: list[str], timeout_s: float
@@ -341,7 +372,8 @@ def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(
             ]
 
         _wait("the overrun page", overrun_pages, 180)
-        time.sleep(15)  # more sensor ticks (interval 5 s): nothing new must be sent
+        # more evaluations of the sensor that pages (interval 5 s): nothing new must be sent
+        _await_sensor_ticks(ui, "budget_alerts", 3)
         pages = overrun_pages()
         assert len(pages) == 1, pages
         assert pages[0]["collapsed"] is False
@@ -367,7 +399,7 @@ def test_backfill_through_daemon_pages_overrun_once_and_resolves_once(
             ]
 
         _wait("the resolve", resolves, 180)
-        time.sleep(15)
+        _await_sensor_ticks(ui, "budget_alerts", 3)
         assert len(resolves()) == 1, resolves()
         assert len(overrun_pages()) == 1
     except BaseException:

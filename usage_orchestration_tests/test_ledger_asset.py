@@ -12,7 +12,7 @@ import pytest
 from dagster import DagsterInstance, Definitions, materialize
 from sqlalchemy import insert, select
 
-from usage_orchestration.defs.ledger import LedgerResource, definitions, ledger_daily_usage
+from usage_orchestration.defs.ledger import LedgerResource, build_ledger_asset, definitions
 from usage_orchestration.defs.location import build_definitions
 from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.ledger.schema import usage_event
@@ -39,7 +39,7 @@ def seeded(ledger_url: str, tmp_path: Path) -> str:
 
 def _run(ledger: LedgerResource, db_url: str, **kw: Any) -> Any:
     result = materialize(
-        [ledger_daily_usage],
+        [build_ledger_asset(load_settings(warehouse_url=db_url))],
         resources={"ledger": ledger, "warehouse": WarehouseResource(url=db_url)},
         instance=DagsterInstance.ephemeral(),
         **kw,

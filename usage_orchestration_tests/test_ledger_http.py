@@ -91,8 +91,12 @@ def test_bad_token_and_bad_bodies_are_clear_errors(sb: Sandbox) -> None:
     sb.add_fault("ledger", Fault(malformed='{"usageSummary": [{"entityId": 1}]}'))
     with pytest.raises(ProviderResponseError, match="usageSummary.0"):
         _http(sb).daily_usage(DAYS[0])
+    # A 200 whose body is not JSON is transient (retried like a 5xx): once, the retry answers;
+    # on every attempt, the call fails naming it.
     sb.add_fault("ledger", Fault(malformed="<html>"))
-    with pytest.raises(ProviderResponseError, match="not JSON"):
+    assert _http(sb).daily_usage(DAYS[0]) == _http(sb).daily_usage(DAYS[0])
+    sb.add_fault("ledger", Fault(malformed="<html>", count=3))
+    with pytest.raises(ProviderError, match="not JSON"):
         _http(sb).daily_usage(DAYS[0])
     with pytest.raises(ProviderError) as err:
         _http(sb).usage(DAYS[3], DAYS[1])

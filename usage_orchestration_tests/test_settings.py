@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from usage_orchestration.settings import SettingsError, load_settings
+from usage_orchestration.settings import (
+    DEFAULT_SETTINGS_FILE,
+    SettingsError,
+    UsageSettings,
+    load_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_point_at_sandbox_and_sqlite(
@@ -98,3 +108,43 @@ def test_url_values_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) ->
 def test_sandbox_refuses_non_loopback_host() -> None:
     with pytest.raises(SettingsError, match="loopback"):
         load_settings(sandbox={"host": "10.0.0.5"})
+
+
+# The autouse fixture `isolated_settings` (conftest.py) keeps the developer's settings out.
+PROBE = Path(__file__).with_name("settings_isolation_probe.py")  # not collected on its own
+
+
+def test_stray_settings_do_not_leak_into_tests(tmp_path: Path) -> None:
+    (tmp_path / DEFAULT_SETTINGS_FILE).write_text("phala:\n  page_size: 123\n")
+    env = {**os.environ, "USAGE_PHALA__PAGE_SIZE": "250", "USAGE_TEST_ISOLATION_PROBE": "1"}
+    env.pop("USAGE_SETTINGS_FILE")  # as on a developer's machine: the cwd file would be read
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(ROOT),
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            str(PROBE),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_cwd_settings_file_is_not_read_under_the_fixture(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / DEFAULT_SETTINGS_FILE).write_text("phala:\n  page_size: 123\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().phala.page_size == UsageSettings().phala.page_size

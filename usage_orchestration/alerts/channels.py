@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from usage_orchestration.alerts.model import Alert
 from usage_orchestration.providers.http import parse_retry_after
 
 Outcome = Literal["delivered", "rejected", "retry"]
@@ -46,6 +47,21 @@ class Notification:
     summary: str
     details: dict[str, Any]
     links: list[dict[str, str]]
+
+    @classmethod
+    def trigger_of(cls, alert: Alert) -> Notification:
+        """The trigger of an alert that is sent without the outbox (the outbox is down)."""
+        return cls(
+            action="trigger",
+            dedup_key=alert.dedup_key,
+            kind=alert.kind.value,
+            severity=alert.severity,
+            subject=alert.subject,
+            period=alert.period,
+            summary=alert.summary,
+            details=alert.details,
+            links=alert.links,
+        )
 
 
 class Channel(Protocol):

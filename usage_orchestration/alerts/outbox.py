@@ -274,72 +274,91 @@ class Outbox:
         silences: list[SilenceRule],
         report: SyncReport,
     ) -> None:
-        key = alert.dedup_key
         if not alert.active:
             self._record_closed(conn, alert, now, report)
             return
         silenced = any(silence_matches(s, alert.kind.value, alert.subject, now) for s in silences)
-        recent = is_recent(alert.period, now, self.settings.page_recent_days)
-        channel = self.settings.routing[alert.severity]
-        content = {
+        content = self._content(alert, now)
+        suppressed = self._suppressed_reason(alert, content["channel"], silenced, now)
+        row = _outbox_row(conn, alert.dedup_key)
+        if row is None or row["state"] == "resolved":
+            self._open(conn, alert, row, content, silenced, suppressed, now)
+            (report.recorded_only if suppressed else report.opened).append(alert.dedup_key)
+            return
+        if self._refresh(conn, row, content, silenced, suppressed, now):
+            report.opened.append(alert.dedup_key)
+        report.unchanged += 1
+
+    def _content(self, alert: Alert, now: datetime) -> dict[str, Any]:
+        """What a report of the alert says now (refreshed on every report)."""
+        return {
             "severity": alert.severity,
             "summary": alert.summary,
             "details": json.dumps(alert.details, default=str, sort_keys=True),
             "links": json.dumps(alert.links, sort_keys=True),
-            "channel": channel,
+            "channel": self.settings.routing[alert.severity],
             "last_seen_at": _naive(now),
             "updated_at": _naive(now),
         }
+
+    def _suppressed_reason(
+        self, alert: Alert, channel: str, silenced: bool, now: datetime
+    ) -> str | None:
+        """Why the trigger is recorded but not sent, or None when it may be sent."""
         if channel == "none":
-            suppressed: str | None = "routing"
-        elif not recent:
-            suppressed = "history"
-        elif silenced:
-            suppressed = "silenced"
+            return "routing"
+        if not is_recent(alert.period, now, self.settings.page_recent_days):
+            return "history"
+        if silenced:
+            return "silenced"
+        return None
+
+    @staticmethod
+    def _open(
+        conn: Connection,
+        alert: Alert,
+        row: Mapping[str, Any] | None,
+        content: dict[str, Any],
+        silenced: bool,
+        suppressed: str | None,
+        now: datetime,
+    ) -> None:
+        """A new alert, or one reported again after a resolve: a fresh trigger."""
+        values = {
+            **content,
+            "state": "silenced" if silenced else "open",
+            "trigger_status": "skipped" if suppressed else "pending",
+            "resolve_status": None,
+            "suppressed_reason": suppressed,
+            "attempts": 0,
+            "next_attempt_at": _naive(now),
+            "lease_until": None,
+            "last_error": None,
+            "resolved_at": None,
+        }
+        if row is None:
+            _insert_alert(conn, alert, now, values)
         else:
-            suppressed = None
-        row = (
-            conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key))
-            .mappings()
-            .first()
-        )
-        if row is None or row["state"] == "resolved":
-            values = {
-                **content,
-                "state": "silenced" if silenced else "open",
-                "trigger_status": "skipped" if suppressed else "pending",
-                "resolve_status": None,
-                "suppressed_reason": suppressed,
-                "attempts": 0,
-                "next_attempt_at": _naive(now),
-                "lease_until": None,
-                "last_error": None,
-                "resolved_at": None,
-            }
-            if row is None:
-                conn.execute(
-                    insert(alert_outbox).values(
-                        dedup_key=key,
-                        kind=alert.kind.value,
-                        subject=alert.subject,
-                        period=alert.period,
-                        threshold=alert.threshold,
-                        first_seen_at=_naive(now),
-                        **values,
-                    )
-                )
-            else:
-                conn.execute(
-                    update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values)
-                )
-            (report.recorded_only if suppressed else report.opened).append(key)
-            return
-        # Still reported while open or silenced: refresh the content, follow silences. Once a
-        # trigger went out, its channel and severity stay, so the resolve reaches the same place.
+            _update_alert(conn, alert.dedup_key, values)
+
+    @staticmethod
+    def _refresh(
+        conn: Connection,
+        row: Mapping[str, Any],
+        content: dict[str, Any],
+        silenced: bool,
+        suppressed: str | None,
+        now: datetime,
+    ) -> bool:
+        """Still reported while open or silenced: refresh the content, follow silences.
+        True when a silence ended and the trigger is pending again."""
         values = dict(content)
+        # Once a trigger went out, its channel and severity stay, so the resolve reaches the
+        # same place.
         if row["trigger_status"] not in ("pending", "skipped") or row["attempts"] > 0:
             values.pop("channel")
             values.pop("severity")
+        reopened = False
         if silenced and row["state"] == "open":
             values["state"] = "silenced"
             if row["trigger_status"] == "pending" and row["attempts"] == 0:
@@ -356,9 +375,9 @@ class Outbox:
                 values["trigger_status"] = "pending"
                 values["suppressed_reason"] = None
                 values["next_attempt_at"] = _naive(now)
-                report.opened.append(key)
-        conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
-        report.unchanged += 1
+                reopened = True
+        _update_alert(conn, row["dedup_key"], values)
+        return reopened
 
     def _record_closed(
         self, conn: Connection, alert: Alert, now: datetime, report: SyncReport
@@ -368,40 +387,24 @@ class Outbox:
             select(alert_outbox.c.state).where(alert_outbox.c.dedup_key == key)
         ).first()
         if row is None:
-            conn.execute(
-                insert(alert_outbox).values(
-                    dedup_key=key,
-                    kind=alert.kind.value,
-                    subject=alert.subject,
-                    period=alert.period,
-                    threshold=alert.threshold,
-                    severity=alert.severity,
-                    summary=alert.summary,
-                    details=json.dumps(alert.details, default=str, sort_keys=True),
-                    links=json.dumps(alert.links, sort_keys=True),
-                    channel=self.settings.routing[alert.severity],
-                    state="resolved",
-                    trigger_status="skipped",
-                    resolve_status="skipped",
-                    suppressed_reason="history",
-                    attempts=0,
-                    first_seen_at=_naive(now),
-                    last_seen_at=_naive(now),
-                    resolved_at=_naive(now),
-                    updated_at=_naive(now),
-                )
-            )
+            # A condition already over when first seen: kept for the record, never sent.
+            closed = {
+                "state": "resolved",
+                "trigger_status": "skipped",
+                "resolve_status": "skipped",
+                "suppressed_reason": "history",
+                "attempts": 0,
+                "resolved_at": _naive(now),
+            }
+            _insert_alert(conn, alert, now, {**self._content(alert, now), **closed})
             report.recorded_only.append(key)
         elif row.state in OPEN_STATES:
             self._resolve(conn, key, now)
             report.resolved.append(key)
 
     def _resolve(self, conn: Connection, key: str, now: datetime) -> None:
-        row = (
-            conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key))
-            .mappings()
-            .one()
-        )
+        row = _outbox_row(conn, key)
+        assert row is not None  # callers saw it open in this transaction
         values: dict[str, Any] = {
             "state": "resolved",
             "resolved_at": _naive(now),
@@ -418,7 +421,7 @@ class Outbox:
             )
         else:
             values["resolve_status"] = "skipped"
-        conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+        _update_alert(conn, key, values)
 
     # -- delivery -----------------------------------------------------------------------------
     def deliver_pending(
@@ -426,63 +429,19 @@ class Outbox:
     ) -> DeliveryReport:
         """One delivery pass: every due action, oldest first."""
         report = DeliveryReport()
-        due = and_(
-            or_(
-                alert_outbox.c.trigger_status == "pending",
-                alert_outbox.c.resolve_status == "pending",
-            ),
-            or_(
-                alert_outbox.c.next_attempt_at.is_(None),
-                alert_outbox.c.next_attempt_at <= _naive(now),
-            ),
-            or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until <= _naive(now)),
-        )
-        rows = self._rows(
-            select(alert_outbox)
-            .where(due)
-            .order_by(
-                alert_outbox.c.next_attempt_at,
-                alert_outbox.c.first_seen_at,
-                alert_outbox.c.dedup_key,
-            )
-            .limit(limit)
-        )
+        due = _due(now)
         blocked: set[str] = set()
-        for row in rows:
+        for row in self._due_rows(due, limit):
             key = row["dedup_key"]
             action = "resolve" if row["resolve_status"] == "pending" else "trigger"
             channel_name = row["channel"]
             if channel_name in blocked:
                 continue
-            channel = channels.get(channel_name)
             if not self._claim(key, now, due):
                 continue  # another tick has it
-            notification = Notification(
-                action=action,  # type: ignore[arg-type]
-                dedup_key=key,
-                kind=row["kind"],
-                severity=row["severity"],
-                subject=row["subject"],
-                period=row["period"],
-                summary=row["summary"],
-                details=json.loads(row["details"]),
-                links=json.loads(row["links"]),
+            outcome, status, reason, after = _attempt(
+                channels.get(channel_name), channel_name, _notification(row, action)
             )
-            if channel is None:
-                outcome, status, reason, after = (
-                    "rejected",
-                    None,
-                    f"channel {channel_name!r} is not configured",
-                    None,
-                )
-            else:
-                result = channel.send(notification)
-                outcome, status, reason, after = (
-                    result.outcome,
-                    result.status,
-                    result.reason,
-                    result.retry_after_s,
-                )
             self._record(
                 key, action, channel_name, now, outcome, status, reason, after, row["attempts"]
             )
@@ -495,6 +454,18 @@ class Outbox:
                 blocked.add(channel_name)
         report.blocked_channels = sorted(blocked)
         return report
+
+    def _due_rows(self, due: Any, limit: int) -> list[dict[str, Any]]:
+        return self._rows(
+            select(alert_outbox)
+            .where(due)
+            .order_by(
+                alert_outbox.c.next_attempt_at,
+                alert_outbox.c.first_seen_at,
+                alert_outbox.c.dedup_key,
+            )
+            .limit(limit)
+        )
 
     def _claim(self, key: str, now: datetime, due: Any) -> bool:
         lease = _naive(now + timedelta(seconds=self.settings.delivery_lease_s))
@@ -544,9 +515,7 @@ class Outbox:
                 ),
             )
         with self.engine.begin() as conn:
-            conn.execute(
-                update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values)
-            )
+            _update_alert(conn, key, values)
             conn.execute(
                 insert(alert_delivery).values(
                     dedup_key=key,
@@ -594,6 +563,70 @@ class Outbox:
     def _scalars(self, q: Any) -> list[Any]:
         with self.engine.connect() as conn:
             return list(conn.execute(q).scalars().all())
+
+
+def _outbox_row(conn: Connection, key: str) -> Mapping[str, Any] | None:
+    return (
+        conn.execute(select(alert_outbox).where(alert_outbox.c.dedup_key == key)).mappings().first()
+    )
+
+
+def _insert_alert(conn: Connection, alert: Alert, now: datetime, values: Mapping[str, Any]) -> None:
+    """A new outbox row: the alert's identity (fixed for its life) and ``values``."""
+    conn.execute(
+        insert(alert_outbox).values(
+            dedup_key=alert.dedup_key,
+            kind=alert.kind.value,
+            subject=alert.subject,
+            period=alert.period,
+            threshold=alert.threshold,
+            first_seen_at=_naive(now),
+            **values,
+        )
+    )
+
+
+def _update_alert(conn: Connection, key: str, values: Mapping[str, Any]) -> None:
+    conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+
+
+def _due(now: datetime) -> Any:
+    """An action is due: pending, its next attempt has come, and no live lease holds it."""
+    return and_(
+        or_(
+            alert_outbox.c.trigger_status == "pending",
+            alert_outbox.c.resolve_status == "pending",
+        ),
+        or_(
+            alert_outbox.c.next_attempt_at.is_(None),
+            alert_outbox.c.next_attempt_at <= _naive(now),
+        ),
+        or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until <= _naive(now)),
+    )
+
+
+def _notification(row: Mapping[str, Any], action: str) -> Notification:
+    return Notification(
+        action=action,  # type: ignore[arg-type]
+        dedup_key=row["dedup_key"],
+        kind=row["kind"],
+        severity=row["severity"],
+        subject=row["subject"],
+        period=row["period"],
+        summary=row["summary"],
+        details=json.loads(row["details"]),
+        links=json.loads(row["links"]),
+    )
+
+
+def _attempt(
+    channel: Channel | None, channel_name: str, notification: Notification
+) -> tuple[str, int | None, str, float | None]:
+    """One send: (outcome, HTTP status, reason, Retry-After seconds)."""
+    if channel is None:
+        return "rejected", None, f"channel {channel_name!r} is not configured", None
+    result = channel.send(notification)
+    return result.outcome, result.status, result.reason, result.retry_after_s
 
 
 def silence_matches_time(rule: SilenceRule, now: datetime) -> bool:

@@ -94,68 +94,101 @@ def alerts_from_budget_rows(rows: Iterable[Row], settings: UsageSettings) -> lis
     """Budget thresholds crossed and forecast overruns, from each (entity, month)'s latest
     ``budget_status`` row. Months before the latest month in the data are closed (a new month
     resolves their alerts)."""
+    out: list[Alert] = []
+    for r, active in with_latest_month_active(rows):
+        link = [
+            _ui_link(settings.alerts.dagster_ui_url, "budget_status", r["as_of_date"].isoformat())
+        ]
+        for t in crossed_thresholds(r, settings.budgets.thresholds_pct):
+            out.append(_budget_threshold_alert(r, t, link, active))
+        overrun = r.get("forecast_overrun")
+        if overrun is not None and Decimal(overrun) > 0:
+            out.append(_forecast_overrun_alert(r, overrun, link, active))
+    return out
+
+
+def _budget_details(r: Row) -> dict[str, Any]:
+    return {
+        "entity_id": r["entity_id"],
+        "entity_type": r.get("entity_type"),
+        "as_of_date": r["as_of_date"].isoformat(),
+        "credits_used": fmt(r["credits_used"]),
+        "monthly_budget": fmt(r.get("monthly_budget")),
+        "budget_percent": fmt(r.get("budget_percent")),
+        "forecast_month_end": fmt(r.get("forecast_month_end")),
+    }
+
+
+def _budget_threshold_alert(
+    r: Row, threshold: Decimal, link: list[dict[str, str]], active: bool
+) -> Alert:
+    over = "over budget" if threshold >= 100 else f"past {fmt(threshold)}% of budget"
+    return _entity_budget_alert(
+        r,
+        AlertKind.BUDGET_THRESHOLD,
+        threshold_severity(threshold),
+        f"is {over} for {r['month']}: {money(r['credits_used'])} of "
+        f"{money(r.get('monthly_budget'))} credits ({fmt(r.get('budget_percent'))}%)",
+        {"threshold_pct": fmt(threshold)},
+        link,
+        active,
+        threshold=f"{fmt(threshold)}pct",
+    )
+
+
+def _forecast_overrun_alert(
+    r: Row, overrun: Any, link: list[dict[str, str]], active: bool
+) -> Alert:
+    return _entity_budget_alert(
+        r,
+        AlertKind.FORECAST_OVERRUN,
+        "warning",
+        f"is forecast to overrun its {r['month']} budget by {money(overrun)} credits "
+        f"(forecast {money(r.get('forecast_month_end'))} of {money(r.get('monthly_budget'))})",
+        {"forecast_overrun": fmt(overrun)},
+        link,
+        active,
+    )
+
+
+def _entity_budget_alert(
+    r: Row,
+    kind: AlertKind,
+    severity: Severity,
+    what: str,
+    extra: dict[str, str],
+    link: list[dict[str, str]],
+    active: bool,
+    threshold: str = "",
+) -> Alert:
+    """An alert about one entity's month, from its budget_status row: "<name> <what> as of D"."""
+    name = r.get("entity_name") or r["entity_id"]
+    return Alert(
+        kind=kind,
+        severity=severity,
+        subject=f"entity/{r['entity_id']}",
+        period=r["month"],
+        threshold=threshold,
+        summary=f"{name} {what} as of {r['as_of_date'].isoformat()}",
+        details={**_budget_details(r), **extra},
+        links=link,
+        active=active,
+    )
+
+
+def with_latest_month_active(rows: Iterable[Row]) -> list[tuple[Row, bool]]:
+    """Each row with whether its ``month`` is the latest in the data: alerts of earlier months
+    are reported inactive, so a new month resolves them."""
     rows = list(rows)
     if not rows:
         return []
     latest_month = max(r["month"] for r in rows)
-    thresholds = settings.budgets.thresholds_pct
-    ui = settings.alerts.dagster_ui_url
-    out: list[Alert] = []
-    for r in rows:
-        entity = r["entity_id"]
-        name = r.get("entity_name") or entity
-        month = r["month"]
-        as_of: date = r["as_of_date"]
-        active = month == latest_month
-        subject = f"entity/{entity}"
-        link = [_ui_link(ui, "budget_status", as_of.isoformat())]
-        base = {
-            "entity_id": entity,
-            "entity_type": r.get("entity_type"),
-            "as_of_date": as_of.isoformat(),
-            "credits_used": fmt(r["credits_used"]),
-            "monthly_budget": fmt(r.get("monthly_budget")),
-            "budget_percent": fmt(r.get("budget_percent")),
-            "forecast_month_end": fmt(r.get("forecast_month_end")),
-        }
-        for t in crossed_thresholds(r, thresholds):
-            over = "over budget" if t >= 100 else f"past {fmt(t)}% of budget"
-            out.append(
-                Alert(
-                    kind=AlertKind.BUDGET_THRESHOLD,
-                    severity=threshold_severity(t),
-                    subject=subject,
-                    period=month,
-                    threshold=f"{fmt(t)}pct",
-                    summary=(
-                        f"{name} is {over} for {month}: {money(r['credits_used'])} of "
-                        f"{money(r.get('monthly_budget'))} credits ({fmt(r.get('budget_percent'))}%) "
-                        f"as of {as_of.isoformat()}"
-                    ),
-                    details={**base, "threshold_pct": fmt(t)},
-                    links=link,
-                    active=active,
-                )
-            )
-        overrun = r.get("forecast_overrun")
-        if overrun is not None and Decimal(overrun) > 0:
-            out.append(
-                Alert(
-                    kind=AlertKind.FORECAST_OVERRUN,
-                    severity="warning",
-                    subject=subject,
-                    period=month,
-                    summary=(
-                        f"{name} is forecast to overrun its {month} budget by {money(overrun)} "
-                        f"credits (forecast {money(r.get('forecast_month_end'))} of "
-                        f"{money(r.get('monthly_budget'))}) as of {as_of.isoformat()}"
-                    ),
-                    details={**base, "forecast_overrun": fmt(overrun)},
-                    links=link,
-                    active=active,
-                )
-            )
-    return out
+    return [(r, r["month"] == latest_month) for r in rows]
+
+
+def row_details(r: Row) -> dict[str, str]:
+    """A status row as alert details: every column but the load id, decimals without zeros."""
+    return {k: fmt(v) if isinstance(v, Decimal) else str(v) for k, v in r.items() if k != "load_id"}
 
 
 def latest_rows_per(
@@ -186,12 +219,8 @@ def budget_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
 # ----------------------------------------------------------------- credit pool, provider caps
 def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
     """The shared credit pool's projected depletion before its month ends (or already empty)."""
-    rows = list(rows)
-    if not rows:
-        return []
-    latest_month = max(r["month"] for r in rows)
     out: list[Alert] = []
-    for r in rows:
+    for r, active in with_latest_month_active(rows):
         month = r["month"]
         as_of: date = r["as_of_date"]
         remaining = r["remaining"]
@@ -203,22 +232,17 @@ def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[
             continue
         when = "is exhausted" if empty else f"is projected to run out on {depletion}"
         out.append(
-            Alert(
+            _month_status_alert(
+                r,
+                active,
+                settings,
+                "budget_status",
                 kind=AlertKind.CREDIT_POOL_DEPLETION,
                 severity="critical" if empty else "error",
                 subject="credit-pool",
-                period=month,
                 threshold="exhausted" if empty else "",
-                summary=f"The shared credit pool {when} ({money(remaining)} credits left for {month}, as of {as_of.isoformat()})",
-                details={
-                    k: fmt(v) if isinstance(v, Decimal) else str(v)
-                    for k, v in r.items()
-                    if k != "load_id"
-                },
-                links=[
-                    _ui_link(settings.alerts.dagster_ui_url, "budget_status", as_of.isoformat())
-                ],
-                active=month == latest_month,
+                summary=f"The shared credit pool {when} ({money(remaining)} credits left for "
+                f"{month}, as of {as_of.isoformat()})",
             )
         )
     return out
@@ -226,12 +250,8 @@ def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[
 
 def alerts_from_cap_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
     """A provider-side monthly allowance used up, or forecast to be used up, this month."""
-    rows = list(rows)
-    if not rows:
-        return []
-    latest_month = max(r["month"] for r in rows)
     out: list[Alert] = []
-    for r in rows:
+    for r, active in with_latest_month_active(rows):
         month = r["month"]
         as_of: date = r["as_of_date"]
         used = r["used_quantity"]
@@ -248,31 +268,38 @@ def alerts_from_cap_rows(rows: Iterable[Row], settings: UsageSettings) -> list[A
         what = f"{r['provider']} {r['metric']}"
         unit = r["unit"]
         out.append(
-            Alert(
+            _month_status_alert(
+                r,
+                active,
+                settings,
+                "provider_cap_status",
                 kind=AlertKind.PROVIDER_CAP,
                 severity="error" if over else "warning",
                 subject=f"provider/{r['provider']}/{r['metric']}",
-                period=month,
                 threshold="reached" if over else "forecast",
                 summary=(
                     f"{what}: {fmt(used)} of the {fmt(cap)} {unit} monthly allowance "
                     + ("used" if over else f"used, forecast {fmt(forecast)} by month end")
                     + f" ({month}, as of {as_of.isoformat()})"
                 ),
-                details={
-                    k: fmt(v) if isinstance(v, Decimal) else str(v)
-                    for k, v in r.items()
-                    if k != "load_id"
-                },
-                links=[
-                    _ui_link(
-                        settings.alerts.dagster_ui_url, "provider_cap_status", as_of.isoformat()
-                    )
-                ],
-                active=month == latest_month,
             )
         )
     return out
+
+
+def _month_status_alert(
+    r: Row, active: bool, settings: UsageSettings, asset: str, **alert: Any
+) -> Alert:
+    """An alert about a month's status row (pool, cap): the row as details, a link to the
+    asset's partition of the row's day."""
+    as_of = r["as_of_date"].isoformat()
+    return Alert(
+        period=r["month"],
+        details=row_details(r),
+        links=[_ui_link(settings.alerts.dagster_ui_url, asset, as_of)],
+        active=active,
+        **alert,
+    )
 
 
 def pool_and_cap_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
@@ -346,11 +373,7 @@ def alerts_from_anomaly_rows(rows: Iterable[Row], settings: UsageSettings) -> li
                     f"{fmt(r['credits'])} credits against a baseline of "
                     f"{fmt(r['baseline_credits'])} (impact {fmt(impact)}, driven by {rtype})"
                 ),
-                details={
-                    k: fmt(v) if isinstance(v, Decimal) else str(v)
-                    for k, v in r.items()
-                    if k != "load_id"
-                },
+                details=row_details(r),
                 links=[
                     _ui_link(settings.alerts.dagster_ui_url, "usage_anomalies", day.isoformat())
                 ],

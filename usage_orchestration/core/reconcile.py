@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
 from usage_orchestration.ledger.base import LedgerDailyUsage
@@ -34,16 +34,7 @@ Status = Literal[
     "provider_unavailable",
     "ledger_unavailable",
 ]
-STATUSES: tuple[Status, ...] = (
-    "matched",
-    "ledger_under",
-    "ledger_over",
-    "missing_in_ledger",
-    "missing_at_provider",
-    "unmapped",
-    "provider_unavailable",
-    "ledger_unavailable",
-)
+STATUSES: tuple[Status, ...] = get_args(Status)
 LEAK_STATUSES = frozenset({"ledger_under", "missing_in_ledger"})
 OVERCHARGE_STATUSES = frozenset({"ledger_over", "missing_at_provider"})
 
@@ -388,6 +379,16 @@ def _compare(
     return _Comparison(status, bool(within), reason, delta_q, delta_c, delta_pct, on_credits)
 
 
+_NOT_COMPARED: dict[str, Any] = dict(
+    expected_quantity=None,
+    expected_credits=None,
+    delta_quantity=None,
+    delta_credits=None,
+    delta_pct=None,
+    within_tolerance=True,
+)
+
+
 def _key_row(
     day: date,
     key: tuple[str, str],
@@ -398,13 +399,46 @@ def _key_row(
     config: ReconcileConfig,
     ledger_empty: bool,
 ) -> ReconciliationRow:
-    entity_id, resource_type = key
-    entry = config.rate_card[resource_type]
+    """The row of one (entity, resource type): compared, or not compared and why."""
+    entry = config.rate_card[key[1]]
     providers = (e.providers if e else set()) | (
         rules.key_providers.get(key, set()) & rules.enabled
     )
-    provider_label = "+".join(sorted(providers or rules.type_providers[resource_type]))
-    base: dict[str, Any] = dict(
+    providers = providers or rules.type_providers[key[1]]
+    provider_label = "+".join(sorted(providers))
+    base = _key_identity(day, key, e, r, entry, provider_label)
+    unavailable = _unavailable_reason(
+        providers, rules.key_resources.get(key, {}), coverage, day, config.accounts
+    )
+    if unavailable:
+        return ReconciliationRow(
+            **base,
+            **_NOT_COMPARED,
+            status="provider_unavailable",
+            reason=f"not compared: {unavailable}",
+        )
+    if ledger_empty:
+        return ReconciliationRow(
+            **base,
+            **_NOT_COMPARED,
+            status="ledger_unavailable",
+            reason=f"not compared: the ledger holds no events at all on {day} (a ledger or "
+            "License Manager sync problem, or the ledger_daily_usage day not materialized)",
+        )
+    return _compared_row(base, entry, e, _compare(entry, e, r, provider_label))
+
+
+def _key_identity(
+    day: date,
+    key: tuple[str, str],
+    e: _Expected | None,
+    r: _Recorded | None,
+    entry: RateCardEntry,
+    provider_label: str,
+) -> dict[str, Any]:
+    """What a key's row says whether or not it is compared: who, what, and what was recorded."""
+    entity_id, resource_type = key
+    return dict(
         usage_date=day,
         provider=provider_label,
         entity_id=entity_id,
@@ -417,37 +451,11 @@ def _key_row(
         recorded_quantity=_q(r.quantity if r else None),
         recorded_credits=_q(r.credits if r else None),
     )
-    not_compared = dict(
-        expected_quantity=None,
-        expected_credits=None,
-        delta_quantity=None,
-        delta_credits=None,
-        delta_pct=None,
-        within_tolerance=True,
-    )
-    unavailable = _unavailable_reason(
-        providers or rules.type_providers[resource_type],
-        rules.key_resources.get(key, {}),
-        coverage,
-        day,
-        config.accounts,
-    )
-    if unavailable:
-        return ReconciliationRow(
-            **base,
-            **not_compared,
-            status="provider_unavailable",
-            reason=f"not compared: {unavailable}",
-        )
-    if ledger_empty:
-        return ReconciliationRow(
-            **base,
-            **not_compared,
-            status="ledger_unavailable",
-            reason=f"not compared: the ledger holds no events at all on {day} (a ledger or "
-            "License Manager sync problem, or the ledger_daily_usage day not materialized)",
-        )
-    c = _compare(entry, e, r, provider_label)
+
+
+def _compared_row(
+    base: Mapping[str, Any], entry: RateCardEntry, e: _Expected | None, c: _Comparison
+) -> ReconciliationRow:
     exp_q = e.quantity if e else None
     return ReconciliationRow(
         **base,
@@ -485,15 +493,10 @@ def _unmapped_rows(
                 entity_type=None,
                 resource_type=label,
                 ledger_unit=unit,
-                expected_quantity=_q(u.quantity),
-                expected_credits=None,
+                **{**_NOT_COMPARED, "expected_quantity": _q(u.quantity)},
                 recorded_quantity=None,
                 recorded_credits=None,
-                delta_quantity=None,
-                delta_credits=None,
-                delta_pct=None,
                 status="unmapped",
-                within_tolerance=True,
                 reason=f"{u.rows} {provider} row(s) of {metric} in {unit} matched no mapping "
                 f"(resources: {shown})",
                 provider_rows=u.rows,

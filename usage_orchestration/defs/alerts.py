@@ -17,6 +17,8 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -40,7 +42,7 @@ from dagster import (
 
 from usage_orchestration.alerts import rules
 from usage_orchestration.alerts.channels import Channel, Notification
-from usage_orchestration.alerts.model import AlertKind, dedup_key
+from usage_orchestration.alerts.model import Alert, AlertKind, dedup_key
 from usage_orchestration.alerts.outbox import Outbox
 from usage_orchestration.alerts.service import (
     BREAKS,
@@ -105,39 +107,48 @@ def _sensor_failure_key(name: str) -> str:
     return dedup_key(AlertKind.SENSOR_FAILURE.value, f"sensor/{name}", "")
 
 
-def _report_sensor_failure(
-    name: str,
-    exc: Exception,
-    settings: UsageSettings,
-    warehouse: WarehouseResource,
-    channels: dict[str, Channel],
-) -> None:
+class SensorKit:
+    """What every alert sensor is handed: the settings, the warehouse, the delivery channels
+    (built on first use) and the ledger's API token."""
+
+    def __init__(
+        self,
+        settings: UsageSettings,
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.alert_channels = alert_channels
+
+    @cached_property
+    def channels(self) -> dict[str, Channel]:
+        return self.alert_channels.channels(self.settings)
+
+    def outbox(self) -> Outbox:
+        return Outbox(self.warehouse.get().engine, self.settings.alerts)
+
+
+def _report_sensor_failure(name: str, exc: Exception, kit: SensorKit) -> None:
     """Record and send a sensor_failure alert; if even the outbox is unreachable, send it
     directly (the receiver collapses repeats on the dedup key)."""
     alert = rules.sensor_failure_alert(
-        name, _redacted(f"{type(exc).__name__}: {exc}", settings), settings
+        name, _redacted(f"{type(exc).__name__}: {exc}", kit.settings), kit.settings
     )
-    now = _now()
     try:
-        outbox = Outbox(warehouse.get().engine, settings.alerts)
-        outbox.open([alert], now=now)
-        outbox.deliver_pending(channels, now=now)
+        _open_and_deliver(alert, kit)
     except Exception:
-        channel = channels.get(settings.alerts.routing[alert.severity])
+        channel = kit.channels.get(kit.settings.alerts.routing[alert.severity])
         if channel is not None:
-            channel.send(
-                Notification(
-                    action="trigger",
-                    dedup_key=alert.dedup_key,
-                    kind=alert.kind.value,
-                    severity=alert.severity,
-                    subject=alert.subject,
-                    period=alert.period,
-                    summary=alert.summary,
-                    details=alert.details,
-                    links=alert.links,
-                )
-            )
+            channel.send(Notification.trigger_of(alert))
+
+
+def _open_and_deliver(alert: Alert, kit: SensorKit) -> TickReport:
+    """Record an event's alert (without resolving others) and send what is due."""
+    now = _now()
+    outbox = kit.outbox()
+    outbox.open([alert], now=now)
+    return TickReport(delivery=outbox.deliver_pending(kit.channels, now=now))
 
 
 def _redacted(text: str, settings: UsageSettings) -> str:
@@ -158,20 +169,16 @@ def _redacted(text: str, settings: UsageSettings) -> str:
 
 
 def _guarded(
-    name: str,
-    settings: UsageSettings,
-    warehouse: WarehouseResource,
-    channels: dict[str, Channel],
-    body: Callable[[], SensorResult | SkipReason],
+    name: str, kit: SensorKit, body: Callable[[], SensorResult | SkipReason]
 ) -> SensorResult | SkipReason:
     try:
         result = body()
     except Exception as exc:
-        _report_sensor_failure(name, exc, settings, warehouse, channels)
+        _report_sensor_failure(name, exc, kit)
         raise
-    outbox = Outbox(warehouse.get().engine, settings.alerts)
+    outbox = kit.outbox()
     if outbox.resolve([_sensor_failure_key(name)], now=_now()):
-        outbox.deliver_pending(channels, now=_now())
+        outbox.deliver_pending(kit.channels, now=_now())
     return result
 
 
@@ -179,9 +186,7 @@ def _evaluation_tick(
     context: SensorEvaluationContext,
     evaluation: Evaluation,
     watched: Sequence[str],
-    settings: UsageSettings,
-    warehouse: WarehouseResource,
-    channels: dict[str, Channel],
+    kit: SensorKit,
     extra: Callable[[], tuple[list, list[AlertKind]]] | None = None,
     always: bool = False,
 ) -> SensorResult:
@@ -192,15 +197,22 @@ def _evaluation_tick(
     stale = last is None or now - datetime.fromisoformat(str(last)) >= timedelta(
         seconds=REEVALUATE_S
     )
-    engine = warehouse.get().engine
     if always or seen != cursor.get("seen") or stale:
         alerts, kinds = extra() if extra else ([], [])
-        report = evaluate_and_deliver(evaluation, engine, settings, channels, now, alerts, kinds)
+        report = evaluate_and_deliver(
+            evaluation,
+            kit.warehouse.get().engine,
+            kit.settings,
+            kit.channels,
+            now,
+            alerts,
+            kinds,
+        )
         new_cursor = {"seen": seen, "evaluated_at": now.isoformat()}
         what = f"evaluated {evaluation.name}: "
     else:
         report = TickReport()
-        report.delivery = Outbox(engine, settings.alerts).deliver_pending(channels, now=now)
+        report.delivery = kit.outbox().deliver_pending(kit.channels, now=now)
         new_cursor = {**cursor, "seen": seen}
         what = "no new materializations; "
     message = what + report.summary()
@@ -216,186 +228,191 @@ BUDGET_ASSETS = ("budget_status", "provider_cap_status")
 BREAK_ASSETS = ("usage_reconciliation", "usage_anomalies")
 
 
+def _alert_sensor(
+    decorator: Callable[[Callable[..., Any]], Any], tick: Callable[[Any, SensorKit], Any]
+) -> Any:
+    """``tick`` as a sensor of ``decorator`` (sensor, run_failure_sensor, run_status_sensor),
+    with the resources every alert sensor needs."""
+
+    def alert_sensor(
+        context: Any,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+        alert_channels: AlertChannelsResource,
+    ) -> Any:
+        return tick(context, SensorKit(settings, warehouse, alert_channels))
+
+    return decorator(alert_sensor)
+
+
+def _running_sensor(
+    name: str, interval: int, description: str, decorator: Callable[..., Any] = sensor, **extra: Any
+) -> Callable[..., Any]:
+    """``decorator``'s arguments for an alert sensor: on from the start, at ``interval``."""
+    return decorator(
+        name=name,
+        minimum_interval_seconds=interval,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=description,
+        **extra,
+    )
+
+
 def _evaluation_sensor(
     name: str, description: str, evaluation: Evaluation, watched: Sequence[str], interval: int
 ) -> SensorDefinition:
     """A sensor that re-evaluates ``evaluation``'s rules when ``watched`` assets materialize."""
 
-    @sensor(
-        name=name,
-        minimum_interval_seconds=interval,
-        default_status=DefaultSensorStatus.RUNNING,
-        description=description,
-    )
-    def evaluation_sensor(
-        context: SensorEvaluationContext,
-        settings: ResourceParam[UsageSettings],
-        warehouse: WarehouseResource,
-        alert_channels: AlertChannelsResource,
-    ) -> SensorResult | SkipReason:
-        channels = alert_channels.channels(settings)
-        return _guarded(
-            name,
-            settings,
-            warehouse,
-            channels,
-            lambda: _evaluation_tick(context, evaluation, watched, settings, warehouse, channels),
-        )
+    def tick(context: SensorEvaluationContext, kit: SensorKit) -> SensorResult | SkipReason:
+        return _guarded(name, kit, lambda: _evaluation_tick(context, evaluation, watched, kit))
 
-    return evaluation_sensor
+    return _alert_sensor(_running_sensor(name, interval, description), tick)
+
+
+def _ledger_sync_alerts(
+    settings: UsageSettings, ledger_api_token: str | None
+) -> tuple[list[Alert], list[AlertKind]]:
+    """The ledger's License Manager sync status as alerts (a ledger it cannot reach is one)."""
+    from usage_orchestration.ledger.factory import make_ledger_reader
+
+    reader = None
+    try:
+        reader = make_ledger_reader(settings, ledger_api_token)
+        status = reader.sync_status()
+    except Exception as exc:  # the ledger itself is unreachable: that is the alert
+        return [rules.ledger_sync_error_alert(f"{type(exc).__name__}: {exc}")], [
+            AlertKind.LEDGER_SYNC
+        ]
+    finally:
+        close = getattr(reader, "close", None)
+        if callable(close):
+            close()
+    return rules.ledger_sync_alerts(status, settings), [AlertKind.LEDGER_SYNC]
+
+
+def _stale_data_tick(context: SensorEvaluationContext, kit: SensorKit) -> SensorResult | SkipReason:
+    token = kit.alert_channels.ledger_api_token or None
+    # Time-driven (deadlines, sync status): a full evaluation on every tick.
+    return _guarded(
+        "stale_data_alerts",
+        kit,
+        lambda: _evaluation_tick(
+            context,
+            STALE,
+            (),
+            kit,
+            lambda: _ledger_sync_alerts(kit.settings, token),
+            always=True,
+        ),
+    )
+
+
+def _delivery_tick(context: SensorEvaluationContext, kit: SensorKit) -> SensorResult | SkipReason:
+    def body() -> SensorResult:
+        now = _now()
+        report = TickReport()
+        report.delivery = kit.outbox().deliver_pending(kit.channels, now=now)
+        cursor = json.dumps(
+            {"last_pass": now.isoformat(), "delivered": len(report.delivery.delivered)}
+        )
+        return SensorResult(skip_reason=SkipReason(report.summary()), cursor=cursor)
+
+    return _guarded("alert_delivery", kit, body)
+
+
+def _run_failure_tick(context: RunFailureSensorContext, kit: SensorKit) -> SkipReason | None:
+    run = context.dagster_run
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        return SkipReason(f"run {run.run_id} will be retried: no alert")
+    message = _failure_message(context)
+
+    def body() -> SkipReason:
+        alert = rules.run_failure_alert(
+            job_name=run.job_name,
+            run_id=run.run_id,
+            partition=_partition_of(run.tags),
+            message=message,
+            settings=kit.settings,
+        )
+        report = _open_and_deliver(alert, kit)
+        return SkipReason(f"{alert.dedup_key}: {report.summary()}")
+
+    return _guarded("run_failure_alerts", kit, body)  # type: ignore[return-value]
+
+
+def _run_success_tick(context: RunStatusSensorContext, kit: SensorKit) -> SkipReason | None:
+    run = context.dagster_run
+    keys = rules.run_success_resolve_keys(run.job_name, _partition_of(run.tags))
+    outbox = kit.outbox()
+    now = _now()
+    resolved = outbox.resolve(keys, now=now)
+    if not resolved:
+        return SkipReason(f"no open failure alert for {run.job_name} {_partition_of(run.tags)}")
+    report = TickReport(delivery=outbox.deliver_pending(kit.channels, now=now))
+    return SkipReason(f"resolved {', '.join(resolved)}: {report.summary()}")
+
+
+def _evaluation_sensors(interval: int) -> list[SensorDefinition]:
+    """The sensors driven by materializations of the status assets."""
+    return [
+        _evaluation_sensor(
+            "budget_alerts",
+            "Budget thresholds crossed, forecast overruns, credit pool depletion and "
+            "provider caps → PagerDuty / Slack (see docs/runbook.md).",
+            BUDGETS,
+            BUDGET_ASSETS,
+            interval,
+        ),
+        _evaluation_sensor(
+            "reconciliation_alerts",
+            "Reconciliation breaks over tolerance and spend anomalies → PagerDuty / Slack.",
+            BREAKS,
+            BREAK_ASSETS,
+            interval,
+        ),
+    ]
 
 
 def make_sensors(settings: UsageSettings) -> list:
-    interval = settings.alerts.sensor_interval_s
-    budget_alerts = _evaluation_sensor(
-        "budget_alerts",
-        "Budget thresholds crossed, forecast overruns, credit pool depletion and "
-        "provider caps → PagerDuty / Slack (see docs/runbook.md).",
-        BUDGETS,
-        BUDGET_ASSETS,
-        interval,
-    )
-    reconciliation_alerts = _evaluation_sensor(
-        "reconciliation_alerts",
-        "Reconciliation breaks over tolerance and spend anomalies → PagerDuty / Slack.",
-        BREAKS,
-        BREAK_ASSETS,
-        interval,
-    )
-
-    @sensor(
-        name="stale_data_alerts",
-        minimum_interval_seconds=settings.alerts.freshness_interval_s,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Yesterday's partition missing after the deadline; License Manager sync "
-        "failures reported by the ledger.",
-    )
-    def stale_data_alerts(
-        context: SensorEvaluationContext,
-        settings: ResourceParam[UsageSettings],
-        warehouse: WarehouseResource,
-        alert_channels: AlertChannelsResource,
-    ) -> SensorResult | SkipReason:
-        channels = alert_channels.channels(settings)
-
-        def ledger_sync() -> tuple[list, list[AlertKind]]:
-            from usage_orchestration.ledger.factory import make_ledger_reader
-
-            reader = None
-            try:
-                reader = make_ledger_reader(settings, alert_channels.ledger_api_token or None)
-                status = reader.sync_status()
-            except Exception as exc:  # the ledger itself is unreachable: that is the alert
-                return [rules.ledger_sync_error_alert(f"{type(exc).__name__}: {exc}")], [
-                    AlertKind.LEDGER_SYNC
-                ]
-            finally:
-                close = getattr(reader, "close", None)
-                if callable(close):
-                    close()
-            return rules.ledger_sync_alerts(status, settings), [AlertKind.LEDGER_SYNC]
-
-        # Time-driven (deadlines, sync status): a full evaluation on every tick.
-        return _guarded(
+    stale_data_alerts = _alert_sensor(
+        _running_sensor(
             "stale_data_alerts",
-            settings,
-            warehouse,
-            channels,
-            lambda: _evaluation_tick(
-                context, STALE, (), settings, warehouse, channels, ledger_sync, always=True
-            ),
-        )
-
-    @sensor(
-        name="alert_delivery",
-        minimum_interval_seconds=30,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Retries pending alert deliveries (PagerDuty / Slack 429 and 5xx) with backoff.",
+            settings.alerts.freshness_interval_s,
+            "Yesterday's partition missing after the deadline; License Manager sync "
+            "failures reported by the ledger.",
+        ),
+        _stale_data_tick,
     )
-    def alert_delivery(
-        context: SensorEvaluationContext,
-        settings: ResourceParam[UsageSettings],
-        warehouse: WarehouseResource,
-        alert_channels: AlertChannelsResource,
-    ) -> SensorResult | SkipReason:
-        channels = alert_channels.channels(settings)
-
-        def body() -> SensorResult:
-            now = _now()
-            report = TickReport()
-            report.delivery = Outbox(warehouse.get().engine, settings.alerts).deliver_pending(
-                channels, now=now
-            )
-            cursor = json.dumps(
-                {"last_pass": now.isoformat(), "delivered": len(report.delivery.delivered)}
-            )
-            return SensorResult(skip_reason=SkipReason(report.summary()), cursor=cursor)
-
-        return _guarded("alert_delivery", settings, warehouse, channels, body)
-
-    @run_failure_sensor(
-        name="run_failure_alerts",
-        minimum_interval_seconds=30,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Pages for failed runs, except runs about to be retried (dagster/will_retry).",
+    alert_delivery = _alert_sensor(
+        _running_sensor(
+            "alert_delivery",
+            30,
+            "Retries pending alert deliveries (PagerDuty / Slack 429 and 5xx) with backoff.",
+        ),
+        _delivery_tick,
     )
-    def run_failure_alerts(
-        context: RunFailureSensorContext,
-        settings: ResourceParam[UsageSettings],
-        warehouse: WarehouseResource,
-        alert_channels: AlertChannelsResource,
-    ) -> SkipReason | None:
-        run = context.dagster_run
-        if run.tags.get(WILL_RETRY_TAG) == "true":
-            return SkipReason(f"run {run.run_id} will be retried: no alert")
-        channels = alert_channels.channels(settings)
-        message = _failure_message(context)
-
-        def body() -> SkipReason:
-            alert = rules.run_failure_alert(
-                job_name=run.job_name,
-                run_id=run.run_id,
-                partition=_partition_of(run.tags),
-                message=message,
-                settings=settings,
-            )
-            now = _now()
-            outbox = Outbox(warehouse.get().engine, settings.alerts)
-            outbox.open([alert], now=now)
-            report = TickReport(delivery=outbox.deliver_pending(channels, now=now))
-            return SkipReason(f"{alert.dedup_key}: {report.summary()}")
-
-        return _guarded("run_failure_alerts", settings, warehouse, channels, body)  # type: ignore[return-value]
-
-    @run_status_sensor(
-        run_status=DagsterRunStatus.SUCCESS,
-        name="run_success_resolves",
-        minimum_interval_seconds=30,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Resolves the run_failure alert of a job and partition once a run of the "
-        "same job succeeds for that partition or for a range that contains it.",
+    run_failure_alerts = _alert_sensor(
+        _running_sensor(
+            "run_failure_alerts",
+            30,
+            "Pages for failed runs, except runs about to be retried (dagster/will_retry).",
+            run_failure_sensor,
+        ),
+        _run_failure_tick,
     )
-    def run_success_resolves(
-        context: RunStatusSensorContext,
-        settings: ResourceParam[UsageSettings],
-        warehouse: WarehouseResource,
-        alert_channels: AlertChannelsResource,
-    ) -> SkipReason | None:
-        run = context.dagster_run
-        keys = rules.run_success_resolve_keys(run.job_name, _partition_of(run.tags))
-        outbox = Outbox(warehouse.get().engine, settings.alerts)
-        now = _now()
-        resolved = outbox.resolve(keys, now=now)
-        if not resolved:
-            return SkipReason(f"no open failure alert for {run.job_name} {_partition_of(run.tags)}")
-        report = TickReport(
-            delivery=outbox.deliver_pending(alert_channels.channels(settings), now=now)
-        )
-        return SkipReason(f"resolved {', '.join(resolved)}: {report.summary()}")
-
+    run_success_resolves = _alert_sensor(
+        _running_sensor(
+            "run_success_resolves",
+            30,
+            "Resolves the run_failure alert of a job and partition once a run of the same job "
+            "succeeds for that partition or for a range that contains it.",
+            run_status_sensor,
+            run_status=DagsterRunStatus.SUCCESS,
+        ),
+        _run_success_tick,
+    )
     return [
-        budget_alerts,
-        reconciliation_alerts,
+        *_evaluation_sensors(settings.alerts.sensor_interval_s),
         stale_data_alerts,
         alert_delivery,
         run_failure_alerts,

@@ -10,7 +10,7 @@ the figures as of that day, with the budgets in force that month.
 
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,12 +20,10 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    BackfillPolicy,
     Definitions,
     MaterializeResult,
     MetadataValue,
     ResourceParam,
-    asset,
 )
 
 from usage_orchestration.core.budgets import (
@@ -39,10 +37,18 @@ from usage_orchestration.core.budgets import (
     provider_cap_status,
 )
 from usage_orchestration.core.dates import month_of, month_start
-from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, table
-from usage_orchestration.defs.ledger import LedgerResource, ledger_reader
-from usage_orchestration.defs.partitions import daily_partitions
-from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.defs.common import (
+    ALL_PROVIDERS,
+    LEDGER_DAILY_USAGE,
+    RECONCILIATION,
+    daily_asset,
+    day_span,
+    load_id,
+    partition_days,
+    table,
+)
+from usage_orchestration.defs.ledger import LedgerResource, ledger_kind, ledger_reader
+from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.ledger.base import EntityBudget, LedgerReader
 from usage_orchestration.providers.registry import enabled_names, provider
 from usage_orchestration.settings import UsageSettings
@@ -59,9 +65,7 @@ from usage_orchestration.warehouse.analysis_schema import (
 from usage_orchestration.warehouse.analysis_schema import (
     usage_anomaly as usage_anomaly_table,
 )
-
-RECONCILIATION = AssetKey("usage_reconciliation")
-LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
+from usage_orchestration.warehouse.store import Warehouse
 
 
 def _f(x: Decimal | None) -> float | None:
@@ -160,35 +164,110 @@ def compute_caps(wh: Any, days: Sequence[date], settings: UsageSettings) -> list
     return out
 
 
-@asset(
-    key=AssetKey("budget_status"),
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    deps=[AssetDep(RECONCILIATION), AssetDep(LEDGER_DAILY_USAGE)],
-    kinds={"python", "sql"},
-    owners=OWNERS,
-    tags={"provider": "all"},
-    group_name="analysis",
-    description="Per entity, as of each day: credits used month to date, monthly budget, percent, "
-    "remaining, thresholds crossed, run-rate month-end forecast and overrun; plus the shared "
-    "credit pool (used, remaining, projected depletion date) in credit_pool_status.",
-)
-def budget_status_asset(
-    context: AssetExecutionContext,
-    settings: ResourceParam[UsageSettings],
-    ledger: LedgerResource,
-    warehouse: WarehouseResource,
+BUDGET_COLUMNS = [
+    "entity_name",
+    "entity_id",
+    "credits_used",
+    "monthly_budget",
+    "budget_percent",
+    "thresholds_crossed",
+    "forecast_month_end",
+    "forecast_overrun",
+    "over_budget",
+]
+ANOMALY_COLUMNS = [
+    "usage_date",
+    "entity_name",
+    "entity_id",
+    "resource_type",
+    "credits",
+    "baseline_credits",
+    "impact_credits",
+    "impact_pct",
+    "direction",
+]
+CAP_COLUMNS = [
+    "provider",
+    "metric",
+    "unit",
+    "cap_quantity",
+    "used_quantity",
+    "percent_used",
+    "forecast_month_end",
+    "forecast_overage",
+    "projected_exhaustion_date",
+    "reason",
+]
+
+
+# What a ledger-derived asset computes: context, settings, ledger reader, warehouse → result.
+LedgerStep = Callable[[AssetExecutionContext, UsageSettings, LedgerReader, Warehouse], Any]
+
+
+def _ledger_derived_asset(
+    settings: UsageSettings,
+    key: str,
+    deps: list[AssetDep],
+    description: str,
+    step: LedgerStep,
+) -> AssetsDefinition:
+    """A daily asset computed in Python from the ledger into the warehouse."""
+
+    @daily_asset(
+        key=AssetKey(key),
+        deps=deps,
+        kinds={"python", ledger_kind(settings), warehouse_kind(settings.warehouse_url)},
+        group="analysis",
+        description=description,
+    )
+    def ledger_derived(
+        context: AssetExecutionContext,
+        settings: ResourceParam[UsageSettings],
+        ledger: LedgerResource,
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        return step(context, settings, ledger_reader(ledger), warehouse.get())
+
+    return ledger_derived
+
+
+def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
+    return _ledger_derived_asset(
+        settings,
+        "budget_status",
+        [AssetDep(RECONCILIATION), AssetDep(LEDGER_DAILY_USAGE)],
+        "Per entity, as of each day: credits used month to date, monthly budget, percent, "
+        "remaining, thresholds crossed, run-rate month-end forecast and overrun; plus the shared "
+        "credit pool (used, remaining, projected depletion date) in credit_pool_status.",
+        _materialize_budgets,
+    )
+
+
+def _materialize_budgets(
+    context: AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
 ) -> MaterializeResult:
     days = partition_days(context)
     run = load_id(context)
-    budgets, pools = compute_budgets(ledger_reader(ledger), days, settings)
+    budgets, pools = compute_budgets(reader, days, settings)
     written = write_rows(
-        warehouse.get(),
+        wh,
         {
             budget_status_table: (days, [b.record(run) for b in budgets], "as_of_date"),
             credit_pool_table: (days, [p.record(run) for p in pools], "as_of_date"),
         },
     )
+    meta = _budget_metadata(context, days, budgets, pools, settings)
+    return MaterializeResult(metadata={"rows": written[budget_status_table.name], **meta})
+
+
+def _budget_metadata(
+    context: AssetExecutionContext,
+    days: Sequence[date],
+    budgets: Sequence[BudgetRow],
+    pools: Sequence[CreditPoolRow],
+    settings: UsageSettings,
+) -> dict[str, Any]:
+    """The last day's budgets and pool, as materialization metadata (and a log line)."""
     last = max(days)
     latest = [b for b in budgets if b.as_of_date == last]
     pool = next(p for p in pools if p.as_of_date == last)
@@ -200,7 +279,6 @@ def budget_status_asset(
         f"{len(overrun)} forecast to overrun; pool {pool.remaining} of {pool.included} left"
     )
     meta: dict[str, Any] = {
-        "rows": written[budget_status_table.name],
         "days": len(days),
         "as_of": MetadataValue.text(last.isoformat()),
         "entities": len(latest),
@@ -220,52 +298,35 @@ def budget_status_asset(
             else "not this month"
         ),
         "budgets": table(
-            [b.record("") for b in worst],
-            [
-                "entity_name",
-                "entity_id",
-                "credits_used",
-                "monthly_budget",
-                "budget_percent",
-                "thresholds_crossed",
-                "forecast_month_end",
-                "forecast_overrun",
-                "over_budget",
-            ],
-            limit=settings.budgets.worst_rows_shown,
+            [b.record("") for b in worst], BUDGET_COLUMNS, limit=settings.budgets.worst_rows_shown
         ),
     }
-    meta = {k: v for k, v in meta.items() if v is not None}
-    return MaterializeResult(metadata=meta)
+    return {k: v for k, v in meta.items() if v is not None}
 
 
-@asset(
-    key=AssetKey("usage_anomalies"),
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    deps=[AssetDep(LEDGER_DAILY_USAGE)],
-    kinds={"python", "sql"},
-    owners=OWNERS,
-    tags={"provider": "all"},
-    group_name="analysis",
-    description="Each day's credits per entity and resource type against the trailing baseline "
-    "(mean of the prior 14 days with ledger data), with impact in credits and percent "
-    "(table usage_anomaly; is_anomaly marks the rows past the thresholds in settings).",
-)
-def usage_anomalies(
-    context: AssetExecutionContext,
-    settings: ResourceParam[UsageSettings],
-    ledger: LedgerResource,
-    warehouse: WarehouseResource,
+def build_usage_anomalies_asset(settings: UsageSettings) -> AssetsDefinition:
+    return _ledger_derived_asset(
+        settings,
+        "usage_anomalies",
+        [AssetDep(LEDGER_DAILY_USAGE)],
+        "Each day's credits per entity and resource type against the trailing baseline (mean of "
+        "the prior 14 days with ledger data), with impact in credits and percent (table "
+        "usage_anomaly; is_anomaly marks the rows past the thresholds in settings).",
+        _materialize_anomalies,
+    )
+
+
+def _materialize_anomalies(
+    context: AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
 ) -> MaterializeResult:
     days = partition_days(context)
-    rows = compute_anomalies(ledger_reader(ledger), days, settings)
+    rows = compute_anomalies(reader, days, settings)
     written = write_rows(
-        warehouse.get(),
-        {usage_anomaly_table: (days, [r.record(load_id(context)) for r in rows], "usage_date")},
+        wh, {usage_anomaly_table: (days, [r.record(load_id(context)) for r in rows], "usage_date")}
     )
     flagged = sorted((r for r in rows if r.is_anomaly), key=lambda r: -abs(r.impact_credits))
     context.log.info(f"anomalies {day_span(days)}: {len(flagged)} of {len(rows)} series flagged")
+    shown = settings.budgets.worst_rows_shown
     return MaterializeResult(
         metadata={
             "rows": written[usage_anomaly_table.name],
@@ -276,37 +337,38 @@ def usage_anomalies(
             "impact_credits": float(sum((r.impact_credits for r in flagged), Decimal(0))),
             "days_judged": len({r.usage_date for r in rows}),
             "worst": table(
-                [r.record("") for r in flagged],
-                [
-                    "usage_date",
-                    "entity_id",
-                    "resource_type",
-                    "credits",
-                    "baseline_credits",
-                    "impact_credits",
-                    "impact_pct",
-                    "direction",
-                ],
-                limit=settings.budgets.worst_rows_shown,
+                _with_entity_names(reader, flagged[:shown]), ANOMALY_COLUMNS, limit=shown
             ),
         }
     )
+
+
+def _with_entity_names(reader: LedgerReader, rows: Sequence[AnomalyRow]) -> list[dict[str, Any]]:
+    """Anomaly records with the entity's name from the ledger's budgets of that month (an
+    entity without a budget that month shows its id only)."""
+    names: dict[str, dict[str, str]] = {}
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        month = month_of(r.usage_date)
+        if month not in names:
+            names[month] = {b.entity_id: b.name for b in reader.budgets(month) if b.name}
+        out.append({**r.record(""), "entity_name": names[month].get(r.entity_id)})
+    return out
 
 
 def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
     providers = sorted(
         {c.provider for c in settings.budgets.provider_caps} & set(enabled_names(settings))
     )
+    # One capped provider (Forge by default) gives the asset that provider's kind and tag.
+    single = providers[0] if len(providers) == 1 else None
 
-    @asset(
+    @daily_asset(
         key=AssetKey("provider_cap_status"),
-        partitions_def=daily_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
         deps=[AssetDep(AssetKey(provider(p).asset_key)) for p in providers],
-        kinds={"python", "sql"},
-        owners=OWNERS,
-        tags={"provider": "all"},
-        group_name="analysis",
+        kinds={"python", warehouse_kind(settings.warehouse_url), *([single] if single else [])},
+        provider=single or ALL_PROVIDERS,
+        group="analysis",
         description="Provider-side monthly allowances (e.g. the Forge free 100,000 GB-seconds of "
         "function compute) against month-to-date provider usage, with a run-rate forecast.",
     )
@@ -330,21 +392,7 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
             "caps": len(latest),
             "over_cap": sum(1 for r in latest if r.over_cap),
             "forecast_over_cap": sum(1 for r in latest if r.forecast_overage is not None),
-            "caps_table": table(
-                [r.record("") for r in latest],
-                [
-                    "provider",
-                    "metric",
-                    "unit",
-                    "cap_quantity",
-                    "used_quantity",
-                    "percent_used",
-                    "forecast_month_end",
-                    "forecast_overage",
-                    "projected_exhaustion_date",
-                    "reason",
-                ],
-            ),
+            "caps_table": table([r.record("") for r in latest], CAP_COLUMNS),
         }
         for r in latest:
             meta[f"percent_used_{r.provider}_{r.metric}"] = float(r.percent_used)
@@ -355,5 +403,9 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
 
 def definitions(settings: UsageSettings) -> Definitions:
     return Definitions(
-        assets=[budget_status_asset, usage_anomalies, build_provider_caps_asset(settings)]
+        assets=[
+            build_budget_status_asset(settings),
+            build_usage_anomalies_asset(settings),
+            build_provider_caps_asset(settings),
+        ]
     )

@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
     MetadataValue,
     TableColumn,
     TableRecord,
     TableSchema,
+    asset,
 )
+
+from usage_orchestration.defs.partitions import daily_partitions
 
 # Who answers for the assets in the catalog (Dagster owners: an email or "team:<name>").
 OWNERS = ["team:finops"]
+# The `provider` tag of an asset fed by every enabled provider, or by none (the ledger side).
+ALL_PROVIDERS = "all"
+
+LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
+RECONCILIATION = AssetKey("usage_reconciliation")
+
+
+def daily_asset(
+    *, kinds: set[str], group: str, provider: str = ALL_PROVIDERS, **asset_args: Any
+) -> Callable[[Callable[..., Any]], Any]:
+    """``@asset`` with what every asset of the pipeline shares: the one daily partitioning, a
+    backfill range as one run (each asset handles every day of the range and replaces them in
+    one transaction), the owners and the ``provider`` tag."""
+    return asset(
+        partitions_def=daily_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        kinds=kinds,
+        owners=OWNERS,
+        tags={"provider": provider},
+        group_name=group,
+        **asset_args,
+    )
 
 
 def partition_days(context: AssetExecutionContext) -> list[date]:

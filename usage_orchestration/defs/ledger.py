@@ -9,6 +9,7 @@ call ``ledger_reader(ledger)`` (see docs/ledger.md).
 """
 
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,19 +18,24 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    BackfillPolicy,
+    AssetsDefinition,
     ConfigurableResource,
     Definitions,
     EnvVar,
     MaterializeResult,
     MetadataValue,
-    asset,
 )
 
-from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, table
-from usage_orchestration.defs.partitions import daily_partitions
-from usage_orchestration.defs.resources import WarehouseResource
-from usage_orchestration.ledger.base import LedgerReader, SyncStatus
+from usage_orchestration.defs.common import (
+    LEDGER_DAILY_USAGE,
+    daily_asset,
+    day_span,
+    load_id,
+    partition_days,
+    table,
+)
+from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
+from usage_orchestration.ledger.base import LedgerDailyUsage, LedgerReader, SyncStatus
 from usage_orchestration.ledger.factory import make_ledger_reader, sql_ledger, sync_problem
 from usage_orchestration.ledger.sql import LedgerError
 from usage_orchestration.providers.http import ProviderError
@@ -98,50 +104,92 @@ def _sync_metadata(status: SyncStatus | None, problem: str | None) -> dict[str, 
     return meta
 
 
-@asset(
-    partitions_def=daily_partitions,
-    # A backfill range is one run; every day of the range is read and replaced.
-    backfill_policy=BackfillPolicy.single_run(),
-    pool="ledger",
-    kinds={"python", "sql"},
-    owners=OWNERS,
-    tags={"provider": "all"},
-    group_name="ledger",
-    check_specs=[
-        AssetCheckSpec(
-            SYNC_CHECK,
-            asset="ledger_daily_usage",
-            description="The ledger's License Manager sync succeeded last time (a failed or stale "
-            "sync means ledger figures may lag).",
-        )
-    ],
-    description="Credit ledger usage_event aggregated per day, entity, resource type and unit "
-    "(SQL GROUP BY in the ledger database, or the Usage Reporting API); a day's rows are "
-    "replaced atomically on every materialization.",
+SYNC_CHECK_SPEC = AssetCheckSpec(
+    SYNC_CHECK,
+    asset=LEDGER_DAILY_USAGE,
+    description="The ledger's License Manager sync succeeded last time (a failed or stale "
+    "sync means ledger figures may lag).",
 )
-def ledger_daily_usage(
-    context: AssetExecutionContext,
-    ledger: LedgerResource,
-    warehouse: WarehouseResource,
+
+
+def ledger_kind(settings: UsageSettings) -> str:
+    """The Dagster kind naming where the ledger is read: its database (``postgres``,
+    ``sqlite``) or, with the HTTP backend, the Usage Reporting API."""
+    if settings.ledger.backend == "sql":
+        return warehouse_kind(settings.ledger.database_url)
+    return "api"
+
+
+def build_ledger_asset(settings: UsageSettings) -> AssetsDefinition:
+    """``ledger_daily_usage``; its kinds name the ledger's system and the warehouse's."""
+
+    @daily_asset(
+        key=LEDGER_DAILY_USAGE,
+        pool="ledger",
+        kinds={ledger_kind(settings), warehouse_kind(settings.warehouse_url)},
+        group="ledger",
+        check_specs=[SYNC_CHECK_SPEC],
+        description="Credit ledger usage_event aggregated per day, entity, resource type and "
+        "unit (SQL GROUP BY in the ledger database, or the Usage Reporting API); a day's rows "
+        "are replaced atomically on every materialization.",
+    )
+    def ledger_daily_usage(
+        context: AssetExecutionContext,
+        ledger: LedgerResource,
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        return _materialize_ledger_days(context, ledger, warehouse)
+
+    return ledger_daily_usage
+
+
+def _materialize_ledger_days(
+    context: AssetExecutionContext, ledger: LedgerResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     days = partition_days(context)
     reader = ledger_reader(ledger)
     context.log.info(f"ledger: reading {day_span(days)} from {ledger.describe()}")
     # one transaction for the whole range
     usage = store_ledger_days(reader, warehouse.get(), days, load_id(context))
-    written = len(usage)
-
-    status: SyncStatus | None
-    try:
-        status = reader.sync_status()
-        problem = sync_problem(status)
-    except (LedgerError, ProviderError) as exc:
-        status, problem = None, f"sync status unavailable: {exc}"
+    status, problem = _sync_health(reader)
     if problem:
         context.log.warning(f"ledger: {problem}")
+    context.log.info(
+        f"ledger: wrote {len(usage)} rows ({sum(u.events for u in usage)} events) "
+        f"for {day_span(days)}"
+    )
+    meta: dict[str, Any] = {
+        **_usage_metadata(usage, len(days)),
+        "backend": MetadataValue.text(ledger.backend),
+        "ledger": MetadataValue.text(ledger.describe()),
+        **_sync_metadata(status, problem),
+    }
+    return MaterializeResult(
+        metadata=meta,
+        check_results=[
+            AssetCheckResult(
+                check_name=SYNC_CHECK,
+                passed=problem is None,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"problem": MetadataValue.text(problem or "")},
+            )
+        ],
+    )
 
+
+def _sync_health(reader: LedgerReader) -> tuple[SyncStatus | None, str | None]:
+    """The License Manager sync status and what is wrong with it (None: healthy)."""
+    try:
+        status = reader.sync_status()
+    except (LedgerError, ProviderError) as exc:
+        return None, f"sync status unavailable: {exc}"
+    return status, sync_problem(status)
+
+
+def _totals_by_resource_type(usage: Sequence[LedgerDailyUsage]) -> list[dict[str, Any]]:
+    """The written rows summed per (resource type, unit): a handful per day, summed here."""
     by_rt: dict[tuple[str, str], dict[str, Any]] = {}
-    for u in usage:  # already aggregated rows: a handful per day
+    for u in usage:
         acc = by_rt.setdefault(
             (u.resource_type, u.unit or ""),
             {
@@ -158,36 +206,24 @@ def ledger_daily_usage(
         acc["credits"] += u.credits
         if u.quantity is not None:
             acc["quantity"] = (acc["quantity"] or 0) + u.quantity
-    totals = sorted(by_rt.values(), key=lambda a: (a["resource_type"], a["unit"]))
-    credits_total = sum((u.credits for u in usage), 0)
-    events = sum(u.events for u in usage)
-    context.log.info(f"ledger: wrote {written} rows ({events} events) for {day_span(days)}")
+    return sorted(by_rt.values(), key=lambda a: (a["resource_type"], a["unit"]))
+
+
+def _usage_metadata(usage: Sequence[LedgerDailyUsage], days: int) -> dict[str, Any]:
+    totals = _totals_by_resource_type(usage)
     meta: dict[str, Any] = {
-        "rows": written,
-        "days": len(days),
-        "events": events,
-        "credits_total": float(credits_total),
+        "rows": len(usage),
+        "days": days,
+        "events": sum(u.events for u in usage),
+        "credits_total": float(sum((u.credits for u in usage), 0)),
         "entities": len({u.entity_id for u in usage}),
         "by_resource_type": table(
             totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]
         ),
-        "backend": MetadataValue.text(ledger.backend),
-        "ledger": MetadataValue.text(ledger.describe()),
-        **_sync_metadata(status, problem),
     }
     for t in totals:
         meta[f"credits_{t['resource_type']}"] = float(t["credits"])
-    return MaterializeResult(
-        metadata=meta,
-        check_results=[
-            AssetCheckResult(
-                check_name=SYNC_CHECK,
-                passed=problem is None,
-                severity=AssetCheckSeverity.WARN,
-                metadata={"problem": MetadataValue.text(problem or "")},
-            )
-        ],
-    )
+    return meta
 
 
 def _secret_or_value(env: str, value: str) -> Any:
@@ -199,7 +235,7 @@ def _secret_or_value(env: str, value: str) -> Any:
 def definitions(settings: UsageSettings) -> Definitions:
     cfg = settings.ledger
     return Definitions(
-        assets=[ledger_daily_usage],
+        assets=[build_ledger_asset(settings)],
         resources={
             "ledger": LedgerResource(
                 backend=cfg.backend,

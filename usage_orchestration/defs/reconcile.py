@@ -20,12 +20,10 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    BackfillPolicy,
     Definitions,
     MaterializeResult,
     MetadataValue,
     ResourceParam,
-    asset,
 )
 
 from usage_orchestration.core.reconcile import (
@@ -35,13 +33,14 @@ from usage_orchestration.core.reconcile import (
     summarize,
 )
 from usage_orchestration.defs.common import (
-    OWNERS,
+    LEDGER_DAILY_USAGE,
+    RECONCILIATION,
+    daily_asset,
     day_span,
     load_id,
     partition_days,
     table,
 )
-from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.registry import (
     enabled_providers,
@@ -55,9 +54,6 @@ from usage_orchestration.warehouse.analysis import (
     reconcile_days,
     write_reconciliation,
 )
-
-RECONCILIATION = AssetKey("usage_reconciliation")
-LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
 
 CHECK_TOLERANCE = "within_tolerance"
 CHECK_BLOCKING = "no_blocking_breaks"
@@ -213,16 +209,12 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
     providers = enabled_providers(settings)
     deps = [AssetDep(LEDGER_DAILY_USAGE)] + [AssetDep(AssetKey(p.asset_key)) for p in providers]
 
-    @asset(
+    # A backfill range is one run: three grouped queries for the whole range.
+    @daily_asset(
         key=RECONCILIATION,
-        partitions_def=daily_partitions,
-        # A backfill range is one run: three grouped queries for the whole range.
-        backfill_policy=BackfillPolicy.single_run(),
         deps=deps,
-        kinds={warehouse_kind(settings.warehouse_url)},
-        owners=OWNERS,
-        tags={"provider": "all"},
-        group_name="analysis",
+        kinds={"python", warehouse_kind(settings.warehouse_url)},
+        group="analysis",
         check_specs=CHECK_SPECS,
         description="Provider usage (converted with the rate card) against the credit ledger per "
         "day, entity and resource type, with a status (matched, ledger_under, ledger_over, "

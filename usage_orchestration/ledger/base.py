@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+from usage_orchestration.core.dates import aware_utc
 
 
 class LedgerDailyUsage(BaseModel):
@@ -56,6 +58,17 @@ class SyncStatus(BaseModel):
     last_sync_failure_code: str | None = None
     staleness_level: str | None = None
 
+    @classmethod
+    def of(cls, record: Any) -> SyncStatus:
+        """From a record with the same four fields (a ``license_sync`` row, the API's ``sync``
+        block), its timestamps in UTC."""
+        return cls(
+            synced_at=aware_utc(record.synced_at),
+            last_sync_failed_at=aware_utc(record.last_sync_failed_at),
+            last_sync_failure_code=record.last_sync_failure_code,
+            staleness_level=record.staleness_level,
+        )
+
 
 class ResourceType(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -65,6 +78,28 @@ class ResourceType(BaseModel):
     category: str
     mode: str  # event | gauge
     unit: str
+
+
+def check_span(start: date, end_inclusive: date, what: str) -> None:
+    if end_inclusive < start:
+        raise ValueError(f"ledger: {what} range {start}..{end_inclusive} is reversed")
+
+
+class LedgerLocation:
+    """How a reader names where it reads (``backend`` and ``location``, no secret in it), for
+    logs, metadata and ``repr``."""
+
+    backend: str
+
+    @property
+    def location(self) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.location}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
 
 
 class LedgerReader(Protocol):

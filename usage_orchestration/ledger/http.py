@@ -33,8 +33,10 @@ from usage_orchestration.ledger.base import (
     CreditPool,
     EntityBudget,
     LedgerDailyUsage,
+    LedgerLocation,
     ResourceType,
     SyncStatus,
+    check_span,
 )
 from usage_orchestration.ledger.sql import check_month, q
 from usage_orchestration.providers.http import ProviderHttp, ProviderResponseError, RetryPolicy
@@ -111,13 +113,7 @@ class ResourceTypeItem(_Api):
 T = TypeVar("T")
 
 
-def _utc(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-class HttpLedger:
+class HttpLedger(LedgerLocation):
     """``LedgerReader`` over the Usage Reporting API at ``base_url`` (bearer ``token``)."""
 
     backend = "http"
@@ -146,11 +142,9 @@ class HttpLedger:
             sleep=sleep,
         )
 
-    def __repr__(self) -> str:
-        return f"HttpLedger({self.base_url!r})"
-
-    def describe(self) -> str:
-        return f"http {self.base_url}"
+    @property
+    def location(self) -> str:
+        return self.base_url
 
     def close(self) -> None:
         self.http.close()
@@ -203,8 +197,7 @@ class HttpLedger:
     def credits_by_day(
         self, start: date, end_inclusive: date
     ) -> list[tuple[date, str, str, str, Decimal]]:
-        if end_inclusive < start:
-            raise ValueError(f"ledger: credits_by_day range {start}..{end_inclusive} is reversed")
+        check_span(start, end_inclusive, "credits_by_day")
         out: list[tuple[date, str, str, str, Decimal]] = []
         day = start
         while day <= end_inclusive:
@@ -235,13 +228,7 @@ class HttpLedger:
 
     def sync_status(self) -> SyncStatus:
         today = datetime.now(UTC).date()
-        s = self.usage(today, today).sync
-        return SyncStatus(
-            synced_at=_utc(s.synced_at),
-            last_sync_failed_at=_utc(s.last_sync_failed_at),
-            last_sync_failure_code=s.last_sync_failure_code,
-            staleness_level=s.staleness_level,
-        )
+        return SyncStatus.of(self.usage(today, today).sync)
 
     def resource_types(self) -> list[ResourceType]:
         items: list[ResourceTypeItem] = self._get(

@@ -21,13 +21,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement, Select
 
-from usage_orchestration.core.dates import aware_utc, day_bounds, month_of
+from usage_orchestration.core.dates import day_bounds, month_of
 from usage_orchestration.ledger.base import (
     CreditPool,
     EntityBudget,
     LedgerDailyUsage,
+    LedgerLocation,
     ResourceType,
     SyncStatus,
+    check_span,
 )
 from usage_orchestration.ledger.schema import (
     credit_pool,
@@ -71,7 +73,7 @@ def _as_date(value: Any) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-class SqlLedger:
+class SqlLedger(LedgerLocation):
     """``LedgerReader`` over the ledger database at ``url`` (read only)."""
 
     backend = "sql"
@@ -81,11 +83,9 @@ class SqlLedger:
         self.engine = engine or make_engine(url)
         self.dialect = self.engine.dialect.name
 
-    def __repr__(self) -> str:
-        return f"SqlLedger({safe_url(self.url)!r})"
-
-    def describe(self) -> str:
-        return f"sql {safe_url(self.url)}"
+    @property
+    def location(self) -> str:
+        return safe_url(self.url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -166,8 +166,7 @@ class SqlLedger:
     def credits_by_day(
         self, start: date, end_inclusive: date
     ) -> list[tuple[date, str, str, str, Decimal]]:
-        if end_inclusive < start:
-            raise ValueError(f"ledger: credits_by_day range {start}..{end_inclusive} is reversed")
+        check_span(start, end_inclusive, "credits_by_day")
         e = usage_event.c
         day = self._day_expr().label("day")
         stmt = (
@@ -247,14 +246,7 @@ class SqlLedger:
         stmt = select(license_sync).order_by(license_sync.c.id.desc()).limit(1)
         with self._connect("license sync status") as conn:
             row = conn.execute(stmt).first()
-        if row is None:
-            return SyncStatus()
-        return SyncStatus(
-            synced_at=aware_utc(row.synced_at),
-            last_sync_failed_at=aware_utc(row.last_sync_failed_at),
-            last_sync_failure_code=row.last_sync_failure_code,
-            staleness_level=row.staleness_level,
-        )
+        return SyncStatus() if row is None else SyncStatus.of(row)
 
     def resource_types(self) -> list[ResourceType]:
         with self._connect("resource types") as conn:

@@ -180,91 +180,19 @@ def build_summary(
     success: bool,
 ) -> dict[str, Any]:
     """What the demo shows, read back from the warehouse (aggregated in SQL)."""
-    from sqlalchemy import func, select
-
-    from usage_orchestration.alerts.outbox import alert_outbox
-    from usage_orchestration.warehouse.analysis_schema import (
-        budget_status,
-        credit_pool_status,
-        usage_reconciliation,
-    )
-    from usage_orchestration.warehouse.schema import provider_usage
     from usage_orchestration.warehouse.store import Warehouse
 
     wh = Warehouse(warehouse_url)
     wh.ensure_schema()
     summary: dict[str, Any] = {"run_id": run_id, "success": success, "days": [days[0], days[-1]]}
-    t = provider_usage
     with wh.engine.connect() as conn:
-        summary["providers"] = [
-            {k: _jsonable(v) for k, v in r._mapping.items()}
-            for r in conn.execute(
-                select(
-                    t.c.provider,
-                    func.count().label("rows"),
-                    func.count(func.distinct(t.c.usage_date)).label("days"),
-                    func.min(t.c.usage_date).label("first_day"),
-                    func.max(t.c.usage_date).label("last_day"),
-                )
-                .where(t.c.usage_date.between(days[0], days[-1]))
-                .group_by(t.c.provider)
-                .order_by(t.c.provider)
-            )
-        ]
-        rec = usage_reconciliation
-        summary["reconciliation_by_status"] = {
-            r.status: {"rows": r.rows, "delta_credits": _jsonable(r.delta)}
-            for r in conn.execute(
-                select(
-                    rec.c.status,
-                    func.count().label("rows"),
-                    func.sum(rec.c.delta_credits).label("delta"),
-                )
-                .where(rec.c.usage_date.between(days[0], days[-1]))
-                .group_by(rec.c.status)
-            )
-        }
-        bs = budget_status
-        last = conn.execute(select(func.max(bs.c.as_of_date))).scalar()
-        summary["budgets_as_of"] = _jsonable(last)
-        summary["budgets"] = [
-            {k: _jsonable(v) for k, v in r._mapping.items()}
-            for r in conn.execute(
-                select(
-                    bs.c.entity_id,
-                    bs.c.entity_name,
-                    bs.c.credits_used,
-                    bs.c.monthly_budget,
-                    bs.c.budget_percent,
-                    bs.c.over_budget,
-                    bs.c.forecast_month_end,
-                    bs.c.forecast_overrun,
-                )
-                .where(bs.c.as_of_date == last)
-                .order_by(bs.c.entity_id)
-            )
-        ]
-        cp = credit_pool_status
-        row = conn.execute(select(cp).order_by(cp.c.as_of_date.desc()).limit(1)).first()
-        if row is not None:
-            summary["credit_pool"] = {
-                k: _jsonable(v) for k, v in row._mapping.items() if k != "load_id"
-            }
-        ob = alert_outbox
-        summary["alerts_by_state"] = [
-            {k: _jsonable(v) for k, v in r._mapping.items()}
-            for r in conn.execute(
-                select(
-                    ob.c.kind,
-                    ob.c.state,
-                    ob.c.channel,
-                    ob.c.suppressed_reason,
-                    func.count().label("alerts"),
-                )
-                .group_by(ob.c.kind, ob.c.state, ob.c.channel, ob.c.suppressed_reason)
-                .order_by(ob.c.kind, ob.c.state, ob.c.channel)
-            )
-        ]
+        summary["providers"] = _provider_days(conn, days)
+        summary["reconciliation_by_status"] = _reconciliation_by_status(conn, days)
+        summary["budgets_as_of"], summary["budgets"] = _latest_budgets(conn)
+        pool = _latest_credit_pool(conn)
+        if pool is not None:
+            summary["credit_pool"] = pool
+        summary["alerts_by_state"] = _alerts_by_state(conn)
     summary["sensor_ticks"] = ticks
     summary["pages"] = [
         {
@@ -275,6 +203,106 @@ def build_summary(
         for p in pages
     ]
     return summary
+
+
+def _records(conn: Any, query: Any) -> list[dict[str, Any]]:
+    """A query's rows as JSON-ready dicts."""
+    return [{k: _jsonable(v) for k, v in r._mapping.items()} for r in conn.execute(query)]
+
+
+def _provider_days(conn: Any, days: list[date]) -> list[dict[str, Any]]:
+    """Per provider: rows and days of usage in the demo window."""
+    from sqlalchemy import func, select
+
+    from usage_orchestration.warehouse.schema import provider_usage as t
+
+    return _records(
+        conn,
+        select(
+            t.c.provider,
+            func.count().label("rows"),
+            func.count(func.distinct(t.c.usage_date)).label("days"),
+            func.min(t.c.usage_date).label("first_day"),
+            func.max(t.c.usage_date).label("last_day"),
+        )
+        .where(t.c.usage_date.between(days[0], days[-1]))
+        .group_by(t.c.provider)
+        .order_by(t.c.provider),
+    )
+
+
+def _reconciliation_by_status(conn: Any, days: list[date]) -> dict[str, dict[str, Any]]:
+    from sqlalchemy import func, select
+
+    from usage_orchestration.warehouse.analysis_schema import usage_reconciliation as rec
+
+    return {
+        r.status: {"rows": r.rows, "delta_credits": _jsonable(r.delta)}
+        for r in conn.execute(
+            select(
+                rec.c.status,
+                func.count().label("rows"),
+                func.sum(rec.c.delta_credits).label("delta"),
+            )
+            .where(rec.c.usage_date.between(days[0], days[-1]))
+            .group_by(rec.c.status)
+        )
+    }
+
+
+def _latest_budgets(conn: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The last day with budget figures and every entity's budget that day."""
+    from sqlalchemy import func, select
+
+    from usage_orchestration.warehouse.analysis_schema import budget_status as bs
+
+    last = conn.execute(select(func.max(bs.c.as_of_date))).scalar()
+    rows = _records(
+        conn,
+        select(
+            bs.c.entity_id,
+            bs.c.entity_name,
+            bs.c.credits_used,
+            bs.c.monthly_budget,
+            bs.c.budget_percent,
+            bs.c.over_budget,
+            bs.c.forecast_month_end,
+            bs.c.forecast_overrun,
+        )
+        .where(bs.c.as_of_date == last)
+        .order_by(bs.c.entity_id),
+    )
+    return _jsonable(last), rows
+
+
+def _latest_credit_pool(conn: Any) -> dict[str, Any] | None:
+    from sqlalchemy import select
+
+    from usage_orchestration.warehouse.analysis_schema import credit_pool_status as cp
+
+    row = conn.execute(select(cp).order_by(cp.c.as_of_date.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return {k: _jsonable(v) for k, v in row._mapping.items() if k != "load_id"}
+
+
+def _alerts_by_state(conn: Any) -> list[dict[str, Any]]:
+    from sqlalchemy import func, select
+
+    from usage_orchestration.alerts.outbox import alert_outbox as ob
+
+    return _records(
+        conn,
+        select(
+            ob.c.kind,
+            ob.c.state,
+            ob.c.channel,
+            ob.c.suppressed_reason,
+            func.count().label("alerts"),
+        )
+        .group_by(ob.c.kind, ob.c.state, ob.c.channel, ob.c.suppressed_reason)
+        .order_by(ob.c.kind, ob.c.state, ob.c.channel),
+    )
 
 
 def format_summary(s: dict[str, Any]) -> str:

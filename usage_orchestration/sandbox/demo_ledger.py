@@ -24,7 +24,7 @@ from __future__ import annotations
 import calendar
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Any
@@ -165,8 +165,46 @@ def seed_demo_ledger(
         raise ValueError("demo ledger: no days to seed")
     sources, skipped = _provider_sources(settings)
     totals, key_providers = _provider_totals(settings, days, seed, sources)
+    entities = _demo_entities(settings)
+    current = _month(days[-1])  # the breaks and the overrun are in the month of the last day
+    ledger, breaks, orphan_key = _plant_breaks(
+        settings, [d for d in days if _month(d) == current], totals, key_providers, entities, seed
+    )
+    events, credits_by_key = _ledger_events(
+        settings, ledger, key_providers, entities, orphan_key, seed
+    )
+    mtd, budgets, pools = _budgets_and_pools(days, entities, credits_by_key, current)
+    sync_row = _sync_row(days[-1], sync_failure)
+    _write_ledger(ledger_url, entities, events, budgets, pools, sync_row)
+    over = [
+        {
+            "entity_id": eid,
+            "month": current,
+            "credits": mtd[(current, eid)],
+            "budget": budgets[current][eid],
+        }
+        for eid in sorted(entities)
+        if mtd.get((current, eid), Decimal(0)) > budgets[current][eid]
+    ]
+    return {
+        "first_day": days[0],
+        "last_day": days[-1],
+        "days": len(days),
+        "events": len(events),
+        "credits_total": sum(credits_by_key.values(), Decimal(0)),
+        "providers": sorted(sources),
+        "skipped_providers": skipped,
+        "entities": sorted(entities),
+        "breaks": breaks,
+        "budgets": budgets,
+        "over_budget": over,
+        "credit_pool": pools,
+        "sync": sync_row,
+    }
 
-    # Entities: the demo four, plus any entity a mapping names (a mapping decides the type).
+
+def _demo_entities(settings: UsageSettings) -> dict[str, dict[str, Any]]:
+    """The demo four, plus any entity a mapping names (a mapping decides the type)."""
     mapped_types = {m.entity_id: m.entity_type for m in settings.mappings}
     entities: dict[str, dict[str, Any]] = {}
     for eid, etype, name, slug, owner in DEMO_ENTITIES:
@@ -181,56 +219,62 @@ def seed_demo_ledger(
         entities.setdefault(
             eid, {"id": eid, "entity_type": etype, "name": eid, "slug": eid, "owner_id": None}
         )
+    return entities
 
-    # The breaks, in the current month (the month of the last day).
-    current = _month(days[-1])
-    month_days = [d for d in days if _month(d) == current]
+
+def _pick(
+    totals: Mapping[Key, Decimal], day: date, prefer: list[str], exclude: set[Key]
+) -> Key | None:
+    """A key of ``day`` with usage, of the first preferred entity that has one."""
+    on_day = sorted(k for k in totals if k[0] == day and k not in exclude)
+    for eid in prefer:
+        for k in on_day:
+            if k[1] == eid:
+                return k
+    return on_day[0] if on_day else None
+
+
+def _break(kind: str, key: Key, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "day": key[0], "entity_id": key[1], "resource_type": key[3], **extra}
+
+
+def _orphan_key(
+    settings: UsageSettings, entities: Mapping[str, dict[str, Any]], day: date
+) -> Key | None:
+    """Ledger-only usage: an (entity, resource type) of the rate card that no mapping produces."""
+    mapped_pairs = {(m.entity_id, m.resource_type) for m in settings.mappings}
+    for eid in (ANALYTICS_WAREHOUSE, JIRA_INSIGHTS, SALES_DASHBOARD, SUPPORT_BOT):
+        for rt in sorted(settings.rate_card):
+            if (eid, rt) not in mapped_pairs:
+                return (day, eid, entities[eid]["entity_type"], rt)
+    return None
+
+
+def _plant_breaks(
+    settings: UsageSettings,
+    month_days: list[date],
+    totals: Mapping[Key, Decimal],
+    key_providers: dict[Key, set[str]],
+    entities: Mapping[str, dict[str, Any]],
+    seed: int,
+) -> tuple[dict[Key, Decimal], list[dict[str, Any]], Key | None]:
+    """The ledger's quantities: the providers' totals with three breaks planted in the current
+    month (a ledger_under, a missing_in_ledger, a missing_at_provider). Returns the quantities,
+    the breaks and the ledger-only key (``key_providers`` gains it as ``manual``)."""
     breaks: list[dict[str, Any]] = []
-
-    def _pick(day: date, prefer: list[str], exclude: set[Key]) -> Key | None:
-        on_day = sorted(k for k in totals if k[0] == day and k not in exclude)
-        for eid in prefer:
-            for k in on_day:
-                if k[1] == eid:
-                    return k
-        return on_day[0] if on_day else None
-
-    under_key = _pick(month_days[len(month_days) // 2], [SALES_DASHBOARD], set())
+    under_key = _pick(totals, month_days[len(month_days) // 2], [SALES_DASHBOARD], set())
     if under_key is not None:
-        breaks.append(
-            {
-                "kind": "ledger_under",
-                "day": under_key[0],
-                "entity_id": under_key[1],
-                "resource_type": under_key[3],
-                "factor": UNDER_FACTOR,
-            }
-        )
+        breaks.append(_break("ledger_under", under_key, factor=UNDER_FACTOR))
     missing_key = _pick(
+        totals,
         month_days[len(month_days) // 3],
         [SUPPORT_BOT, SALES_DASHBOARD],
         {under_key} if under_key else set(),
     )
     if missing_key is not None:
-        breaks.append(
-            {
-                "kind": "missing_in_ledger",
-                "day": missing_key[0],
-                "entity_id": missing_key[1],
-                "resource_type": missing_key[3],
-            }
-        )
-    # Ledger-only usage: an (entity, resource type) of the rate card that no mapping produces.
-    mapped_pairs = {(m.entity_id, m.resource_type) for m in settings.mappings}
-    orphan_key: Key | None = None
+        breaks.append(_break("missing_in_ledger", missing_key))
     orphan_day = month_days[(2 * len(month_days)) // 3]
-    for eid in (ANALYTICS_WAREHOUSE, JIRA_INSIGHTS, SALES_DASHBOARD, SUPPORT_BOT):
-        for rt in sorted(settings.rate_card):
-            if (eid, rt) not in mapped_pairs:
-                orphan_key = (orphan_day, eid, entities[eid]["entity_type"], rt)
-                break
-        if orphan_key:
-            break
+    orphan_key = _orphan_key(settings, entities, orphan_day)
     ledger: dict[Key, Decimal] = {}
     for k, qty in totals.items():
         if k == missing_key:
@@ -240,16 +284,20 @@ def seed_demo_ledger(
         r = rng(seed, "demo-ledger-orphan", orphan_day)
         ledger[orphan_key] = Decimal(r.randint(1800, 7200))
         key_providers[orphan_key] = {"manual"}
-        breaks.append(
-            {
-                "kind": "missing_at_provider",
-                "day": orphan_key[0],
-                "entity_id": orphan_key[1],
-                "resource_type": orphan_key[3],
-            }
-        )
+        breaks.append(_break("missing_at_provider", orphan_key))
+    return ledger, breaks, orphan_key
 
-    # Events: each (day, entity, resource type) split into several events over the day.
+
+def _ledger_events(
+    settings: UsageSettings,
+    ledger: Mapping[Key, Decimal],
+    key_providers: Mapping[Key, set[str]],
+    entities: Mapping[str, dict[str, Any]],
+    orphan_key: Key | None,
+    seed: int,
+) -> tuple[list[dict[str, Any]], dict[Key, Decimal]]:
+    """Each (day, entity, resource type) split into several events over the day; and the
+    credits recorded per key."""
     events: list[dict[str, Any]] = []
     credits_by_key: dict[Key, Decimal] = {}
     for k in sorted(ledger):
@@ -289,9 +337,18 @@ def seed_demo_ledger(
                     "metadata": json.dumps({"source": source, "demo": True}, sort_keys=True),
                 }
             )
+    return events, credits_by_key
 
-    # Budgets and pool per month, from the credits actually recorded.
-    months = sorted({_month(d) for d in days})
+
+def _budgets_and_pools(
+    days: list[date],
+    entities: Mapping[str, dict[str, Any]],
+    credits_by_key: Mapping[Key, Decimal],
+    current: str,
+) -> tuple[dict[tuple[str, str], Decimal], dict[str, dict[str, Decimal]], dict[str, Decimal]]:
+    """Budgets and pool per month, from the credits actually recorded: one entity overruns its
+    current month's budget, everyone else has headroom. Also returns month to date per
+    (month, entity)."""
     mtd: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for (day, eid, _t, _rt), c in credits_by_key.items():
         mtd[(_month(day), eid)] += c
@@ -302,7 +359,7 @@ def seed_demo_ledger(
     )
     budgets: dict[str, dict[str, Decimal]] = {}
     pools: dict[str, Decimal] = {}
-    for month in months:
+    for month in sorted({_month(d) for d in days}):
         y, mo = int(month[:4]), int(month[5:])
         seeded = [d for d in days if _month(d) == month]
         dim = calendar.monthrange(y, mo)[1]
@@ -320,8 +377,11 @@ def seed_demo_ledger(
                 budget = _round_up(projected * HEADROOM, 100)
             budgets[month][eid] = budget
         pools[month] = _round_up(projected_total * POOL_HEADROOM, 1000)
+    return mtd, budgets, pools
 
-    last = days[-1]
+
+def _sync_row(last: date, sync_failure: str | None) -> dict[str, Any]:
+    """The License Manager synced the evening of the last day (and failed after, if asked)."""
     sync_row: dict[str, Any] = {
         "synced_at": datetime.combine(last, time(23, 0), tzinfo=UTC),
         "last_sync_failed_at": None,
@@ -334,7 +394,18 @@ def seed_demo_ledger(
             last_sync_failure_code=sync_failure,
             staleness_level="stale",
         )
+    return sync_row
 
+
+def _write_ledger(
+    ledger_url: str,
+    entities: Mapping[str, dict[str, Any]],
+    events: list[dict[str, Any]],
+    budgets: Mapping[str, Mapping[str, Decimal]],
+    pools: Mapping[str, Decimal],
+    sync_row: dict[str, Any],
+) -> None:
+    """Replace the whole ledger's content in one transaction."""
     engine = make_engine(ledger_url)
     try:
         ledger_metadata.create_all(engine, checkfirst=True)
@@ -366,29 +437,3 @@ def seed_demo_ledger(
             conn.execute(license_sync.insert(), [sync_row])
     finally:
         engine.dispose()
-
-    over = [
-        {
-            "entity_id": eid,
-            "month": current,
-            "credits": mtd[(current, eid)],
-            "budget": budgets[current][eid],
-        }
-        for eid in sorted(entities)
-        if mtd.get((current, eid), Decimal(0)) > budgets[current][eid]
-    ]
-    return {
-        "first_day": days[0],
-        "last_day": last,
-        "days": len(days),
-        "events": len(events),
-        "credits_total": sum(credits_by_key.values(), Decimal(0)),
-        "providers": sorted(sources),
-        "skipped_providers": skipped,
-        "entities": sorted(entities),
-        "breaks": breaks,
-        "budgets": budgets,
-        "over_budget": over,
-        "credit_pool": pools,
-        "sync": sync_row,
-    }

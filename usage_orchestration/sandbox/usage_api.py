@@ -11,6 +11,7 @@ Numbers are JSON numbers as in the spec. Without a ledger database the API answe
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -77,8 +78,12 @@ def _int_param(req: httpx.Request, name: str, default: int, lo: int, hi: int) ->
     return value
 
 
+# A route's work: the request and the ledger → the JSON body (raise _BadRequest for a 400).
+Handler = Callable[["Sandbox", httpx.Request, SqlLedger], Any]
+
+
 def register(sb: Sandbox) -> None:
-    readers: dict[str, SqlLedger] = {}
+    readers: dict[str, SqlLedger] = {}  # one reader per ledger URL the sandbox is pointed at
 
     def reader() -> SqlLedger | None:
         if sb.ledger_url is None:
@@ -87,136 +92,153 @@ def register(sb: Sandbox) -> None:
             readers[sb.ledger_url] = SqlLedger(sb.ledger_url)
         return readers[sb.ledger_url]
 
-    def guarded(fn: Any) -> Any:
-        def handler(req: httpx.Request, p: dict[str, str]) -> httpx.Response:
-            sb.record(
-                API, {"method": req.method, "path": req.url.path, "params": dict(req.url.params)}
-            )
-            if req.headers.get("Authorization") != f"Bearer {sb.API_KEYS['ledger']}":
-                return json_response(401, {"message": "Unauthorized"})
-            led = reader()
-            if led is None:
-                return json_response(503, {"message": "usage ledger not configured"})
-            try:
-                return json_response(200, fn(req, led))
-            except _BadRequest as exc:
-                return json_response(400, {"message": str(exc)})
-            except LedgerError as exc:
-                return json_response(503, {"message": str(exc)})
+    for path, fn in (
+        ("/ledger/api/usage", _usage),
+        ("/ledger/api/usage/monthly", _monthly),
+        ("/ledger/api/usage/top-consumers", _top_consumers),
+        ("/ledger/api/usage/resource-types", _resource_types),
+    ):
+        sb.route(API, "GET", path)(_guarded(sb, reader, fn))
 
-        return handler
 
-    def usage(req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
-        today = sb.now().date()
-        start = _date_param(req, "startDate", today.replace(day=1))
-        end = _date_param(req, "endDate", today)
-        if end < start:
-            raise _BadRequest("endDate must not be before startDate")
-        entities = led.entities()
-        summary = [
+def _guarded(
+    sb: Sandbox, reader: Callable[[], SqlLedger | None], fn: Handler
+) -> Callable[[httpx.Request, dict[str, str]], httpx.Response]:
+    """The API's envelope: the request recorded, the bearer token checked, errors as 400/503."""
+
+    def handler(req: httpx.Request, p: dict[str, str]) -> httpx.Response:
+        sb.record(API, {"method": req.method, "path": req.url.path, "params": dict(req.url.params)})
+        if req.headers.get("Authorization") != f"Bearer {sb.API_KEYS['ledger']}":
+            return json_response(401, {"message": "Unauthorized"})
+        led = reader()
+        if led is None:
+            return json_response(503, {"message": "usage ledger not configured"})
+        try:
+            return json_response(200, fn(sb, req, led))
+        except _BadRequest as exc:
+            return json_response(400, {"message": str(exc)})
+        except LedgerError as exc:
+            return json_response(503, {"message": str(exc)})
+
+    return handler
+
+
+def _usage(sb: Sandbox, req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
+    today = sb.now().date()
+    start = _date_param(req, "startDate", today.replace(day=1))
+    end = _date_param(req, "endDate", today)
+    if end < start:
+        raise _BadRequest("endDate must not be before startDate")
+    summary = [
+        {
+            "entityId": s["entity_id"],
+            "entityType": s["entity_type"],
+            "resourceType": s["resource_type"],
+            "totalCredits": _num(s["credits"]),
+            "totalEvents": s["events"],
+        }
+        for s in led.usage_summary(start, end)
+    ]
+    daily = [
+        {"date": d.isoformat(), "resourceType": rt, "totalCredits": _num(c)}
+        for d, rt, c in led.daily_totals(start, end)
+    ]
+    return {
+        "usageSummary": summary,
+        "dailyTotals": daily,
+        "budgets": _budgets(led, end),
+        "creditPool": _pool(led.credit_pool(end)),
+        "sync": _sync(led.sync_status()),
+    }
+
+
+def _budgets(led: SqlLedger, end: date) -> list[dict[str, Any]]:
+    """Budgets in force in endDate's month, against that month's use through endDate."""
+    entities = led.entities()
+    used: dict[str, Decimal] = defaultdict(Decimal)
+    for s in led.usage_summary(end.replace(day=1), end):
+        used[s["entity_id"]] += s["credits"]
+    budgets = []
+    for b in led.budgets(month_of(end)):
+        u = used.get(b.entity_id, Decimal(0))
+        pct = (u / b.monthly_budget * 100) if b.monthly_budget else Decimal(0)
+        ent = entities.get(b.entity_id, {})
+        budgets.append(
             {
-                "entityId": s["entity_id"],
-                "entityType": s["entity_type"],
-                "resourceType": s["resource_type"],
-                "totalCredits": _num(s["credits"]),
-                "totalEvents": s["events"],
+                "entityId": b.entity_id,
+                "entityType": b.entity_type,
+                "monthlyBudget": _num(b.monthly_budget),
+                "creditsUsed": _num(u),
+                "isOverBudget": u > b.monthly_budget,
+                "budgetPercent": _num(pct.quantize(Decimal("0.1"))),
+                "budgetRemaining": _num(b.monthly_budget - u),
+                "entity": {
+                    "name": ent.get("name"),
+                    "slug": ent.get("slug"),
+                    "ownerId": ent.get("owner_id"),
+                },
             }
-            for s in led.usage_summary(start, end)
-        ]
-        daily = [
-            {"date": d.isoformat(), "resourceType": rt, "totalCredits": _num(c)}
-            for d, rt, c in led.daily_totals(start, end)
-        ]
-        # Budgets in force in endDate's month, against that month's use through endDate.
-        used: dict[str, Decimal] = defaultdict(Decimal)
-        for s in led.usage_summary(end.replace(day=1), end):
-            used[s["entity_id"]] += s["credits"]
-        budgets = []
-        for b in led.budgets(month_of(end)):
-            u = used.get(b.entity_id, Decimal(0))
-            pct = (u / b.monthly_budget * 100) if b.monthly_budget else Decimal(0)
-            ent = entities.get(b.entity_id, {})
-            budgets.append(
-                {
-                    "entityId": b.entity_id,
-                    "entityType": b.entity_type,
-                    "monthlyBudget": _num(b.monthly_budget),
-                    "creditsUsed": _num(u),
-                    "isOverBudget": u > b.monthly_budget,
-                    "budgetPercent": _num(pct.quantize(Decimal("0.1"))),
-                    "budgetRemaining": _num(b.monthly_budget - u),
-                    "entity": {
-                        "name": ent.get("name"),
-                        "slug": ent.get("slug"),
-                        "ownerId": ent.get("owner_id"),
-                    },
-                }
-            )
-        return {
-            "usageSummary": summary,
-            "dailyTotals": daily,
-            "budgets": budgets,
-            "creditPool": _pool(led.credit_pool(end)),
-            "sync": _sync(led.sync_status()),
-        }
-
-    def monthly(req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
-        months = _int_param(req, "months", 12, 1, 24)
-        today = sb.now().date()
-        first = today.replace(day=1)
-        for _ in range(months - 1):
-            first = (first - timedelta(days=1)).replace(day=1)
-        history = [
-            {"month": m, "resourceType": rt, "totalCredits": _num(c), "totalEvents": n}
-            for m, rt, c, n in led.monthly_history(first, today)
-        ]
-        return {"history": history, "creditPool": _pool(led.credit_pool(today))}
-
-    def top_consumers(req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
-        days = _int_param(req, "days", 30, 1, 365)
-        limit = _int_param(req, "limit", 10, 1, 50)
-        end = sb.now().date()
-        start = end - timedelta(days=days - 1)
-        entities = led.entities()
-        per_entity: dict[tuple[str, str], list[Decimal]] = defaultdict(
-            lambda: [Decimal(0), Decimal(0)]
         )
-        for s in led.usage_summary(start, end):  # already aggregated per (entity, resource type)
-            acc = per_entity[(s["entity_id"], s["entity_type"])]
-            acc[0] += s["credits"]
-            acc[1] += s["events"]
-        apps = sorted(per_entity.items(), key=lambda kv: (-kv[1][0], kv[0][0]))[:limit]
-        return {
-            "windowDays": days,
-            "startDate": start.isoformat(),
-            "endDate": end.isoformat(),
-            "topApps": [
-                {
-                    "entityId": eid,
-                    "entityType": etype,
-                    "name": entities.get(eid, {}).get("name"),
-                    "slug": entities.get(eid, {}).get("slug"),
-                    "totalCredits": _num(c),
-                    "totalEvents": int(n),
-                }
-                for (eid, etype), (c, n) in apps
-            ],
-            "topUsers": [
-                {
-                    "actor": a["actor"],
-                    "actorType": a["actor_type"],
-                    "displayName": a["actor"],
-                    "totalCredits": _num(a["credits"]),
-                    "totalEvents": a["events"],
-                }
-                for a in led.top_actors(start, end, limit)
-            ],
+    return budgets
+
+
+def _monthly(sb: Sandbox, req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
+    months = _int_param(req, "months", 12, 1, 24)
+    today = sb.now().date()
+    first = today.replace(day=1)
+    for _ in range(months - 1):
+        first = (first - timedelta(days=1)).replace(day=1)
+    history = [
+        {"month": m, "resourceType": rt, "totalCredits": _num(c), "totalEvents": n}
+        for m, rt, c, n in led.monthly_history(first, today)
+    ]
+    return {"history": history, "creditPool": _pool(led.credit_pool(today))}
+
+
+def _top_consumers(sb: Sandbox, req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
+    days = _int_param(req, "days", 30, 1, 365)
+    limit = _int_param(req, "limit", 10, 1, 50)
+    end = sb.now().date()
+    start = end - timedelta(days=days - 1)
+    return {
+        "windowDays": days,
+        "startDate": start.isoformat(),
+        "endDate": end.isoformat(),
+        "topApps": _top_apps(led, start, end, limit),
+        "topUsers": [
+            {
+                "actor": a["actor"],
+                "actorType": a["actor_type"],
+                "displayName": a["actor"],
+                "totalCredits": _num(a["credits"]),
+                "totalEvents": a["events"],
+            }
+            for a in led.top_actors(start, end, limit)
+        ],
+    }
+
+
+def _top_apps(led: SqlLedger, start: date, end: date, limit: int) -> list[dict[str, Any]]:
+    """The entities that used the most credits in the window, with their names."""
+    entities = led.entities()
+    per_entity: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for s in led.usage_summary(start, end):  # already aggregated per (entity, resource type)
+        acc = per_entity[(s["entity_id"], s["entity_type"])]
+        acc[0] += s["credits"]
+        acc[1] += s["events"]
+    apps = sorted(per_entity.items(), key=lambda kv: (-kv[1][0], kv[0][0]))[:limit]
+    return [
+        {
+            "entityId": eid,
+            "entityType": etype,
+            "name": entities.get(eid, {}).get("name"),
+            "slug": entities.get(eid, {}).get("slug"),
+            "totalCredits": _num(c),
+            "totalEvents": int(n),
         }
+        for (eid, etype), (c, n) in apps
+    ]
 
-    def resource_types(req: httpx.Request, led: SqlLedger) -> list[dict[str, Any]]:
-        return [rt.model_dump() for rt in led.resource_types()]
 
-    sb.route(API, "GET", "/ledger/api/usage")(guarded(usage))
-    sb.route(API, "GET", "/ledger/api/usage/monthly")(guarded(monthly))
-    sb.route(API, "GET", "/ledger/api/usage/top-consumers")(guarded(top_consumers))
-    sb.route(API, "GET", "/ledger/api/usage/resource-types")(guarded(resource_types))
+def _resource_types(sb: Sandbox, req: httpx.Request, led: SqlLedger) -> list[dict[str, Any]]:
+    return [rt.model_dump() for rt in led.resource_types()]

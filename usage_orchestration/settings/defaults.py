@@ -16,23 +16,22 @@ SUPPORT_BOT = "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb"
 PHALA_APP_SALES = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 PHALA_APP_SUPPORT = "0fedcba9876543210fedcba9876543210fedcba9"
 
+
+def _phala_app_compute(app_id: str, entity_id: str) -> UsageMapping:
+    """A Phala app's compute, charged to a ledger app as ``app_compute``."""
+    return UsageMapping(
+        provider="phala",
+        resource_id=app_id,
+        metric="compute",
+        entity_id=entity_id,
+        entity_type="app",
+        resource_type="app_compute",
+    )
+
+
 PHALA_MAPPINGS: list[UsageMapping] = [
-    UsageMapping(
-        provider="phala",
-        resource_id=PHALA_APP_SALES,
-        metric="compute",
-        entity_id=SALES_DASHBOARD,
-        entity_type="app",
-        resource_type="app_compute",
-    ),
-    UsageMapping(
-        provider="phala",
-        resource_id=PHALA_APP_SUPPORT,
-        metric="compute",
-        entity_id=SUPPORT_BOT,
-        entity_type="app",
-        resource_type="app_compute",
-    ),
+    _phala_app_compute(PHALA_APP_SALES, SALES_DASHBOARD),
+    _phala_app_compute(PHALA_APP_SUPPORT, SUPPORT_BOT),
     # Phala "storage" usage is deliberately left unmapped in the demo: it is reported as
     # `unmapped`, never dropped.
 ]

@@ -1,0 +1,87 @@
+"""Snapshot of every asset's spec: what the decorators declare, in one reviewed file.
+
+A change to a key, partitions, pool, kinds, owners, tags, group, backfill policy, dependencies
+or asset checks shows up as a diff of ``snapshots/asset_specs.json``. After an intended change,
+regenerate the file and review the diff:
+
+    UPDATE_SNAPSHOTS=1 .venv/bin/pytest -q usage_orchestration_tests/test_asset_specs.py
+
+The definitions are those of ``usage_orchestration/definitions.py`` (``build_definitions``
+on ``load_settings()``), built under the suite's isolated settings (conftest.py): the defaults,
+so the warehouse is SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetsDefinition, AssetSpec, Definitions
+
+from usage_orchestration.defs.location import build_definitions
+from usage_orchestration.settings import load_settings
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
+UPDATE_ENV = "UPDATE_SNAPSHOTS"
+KIND_TAG_PREFIX = "dagster/kind/"  # mirrors `kinds`, listed there
+
+
+def _partitions(spec: AssetSpec) -> dict[str, Any] | None:
+    p = spec.partitions_def
+    if p is None:
+        return None
+    start = getattr(p, "start", None)
+    return {
+        "type": type(p).__name__,
+        "start": start.isoformat() if start is not None else None,
+        "timezone": getattr(p, "timezone", None),
+    }
+
+
+def _asset_entry(assets_def: AssetsDefinition, spec: AssetSpec) -> dict[str, Any]:
+    policy = assets_def.backfill_policy
+    return {
+        "partitions": _partitions(spec),
+        "pool": assets_def.op.pool,
+        "kinds": sorted(spec.kinds),
+        "owners": sorted(spec.owners),
+        "tags": {k: v for k, v in sorted(spec.tags.items()) if not k.startswith(KIND_TAG_PREFIX)},
+        "group": spec.group_name,
+        "backfill_policy": None
+        if policy is None
+        else {
+            "type": policy.policy_type.value,
+            "max_partitions_per_run": policy.max_partitions_per_run,
+        },
+        "deps": sorted(d.asset_key.to_user_string() for d in spec.deps),
+        "checks": sorted(
+            (
+                {"name": c.name, "blocking": c.blocking}
+                for c in assets_def.check_specs
+                if c.asset_key == spec.key
+            ),
+            key=lambda c: c["name"],
+        ),
+    }
+
+
+def asset_specs(defs: Definitions) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        for spec in assets_def.specs:
+            out[spec.key.to_user_string()] = _asset_entry(assets_def, spec)
+    return dict(sorted(out.items()))
+
+
+def test_asset_specs_match_the_snapshot() -> None:
+    current = asset_specs(build_definitions(load_settings()))
+    text = json.dumps(current, indent=2, sort_keys=True) + "\n"
+    if os.environ.get(UPDATE_ENV) == "1":
+        SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+        SNAPSHOT.write_text(text)
+    assert SNAPSHOT.is_file(), f"no snapshot yet: run with {UPDATE_ENV}=1 and commit {SNAPSHOT}"
+    assert json.loads(SNAPSHOT.read_text()) == current, (
+        f"asset specs changed: if intended, regenerate with {UPDATE_ENV}=1 and review the diff"
+    )
