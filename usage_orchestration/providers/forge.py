@@ -39,7 +39,13 @@ from usage_orchestration.providers.http import (
     RetryPolicy,
     SharedRateBudget,
 )
-from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
+from usage_orchestration.providers.records import (
+    CoverageStatus,
+    DayCoverage,
+    FetchResult,
+    UsageRow,
+    day_coverage,
+)
 from usage_orchestration.settings.forge import ForgeApp, ForgeSettings
 
 PROVIDER = "forge"
@@ -48,7 +54,9 @@ FLAT = "DevConsoleAppResourceUsageFlatResponse"
 GROUPED = "DevConsoleAppResourceUsageGroupedResponse"
 
 # Both fragments, each under its own alias so that their differently shaped ``resourceUsage``
-# never conflict in GraphQL validation.
+# never conflict in GraphQL validation. The pagination and error selections are spelled out in
+# each fragment rather than shared as named fragments: a named fragment needs its type's name,
+# and the Gateway does not publish the names of those types (only the two response types).
 USAGE_QUERY = """
 query ForgeAppResourceUsage(
   $appId: ID!
@@ -637,12 +645,7 @@ class ForgeClient(ProviderClient):
                 ]
                 rows += app_rows
                 coverage += self._coverage(app, resource, wanted, fetchable, series, app_rows)
-        return FetchResult(
-            rows=rows,
-            coverage=coverage,
-            requests=self.http.stats.requests,
-            retries=self.http.stats.retries,
-        )
+        return self.result(rows, coverage)
 
     def _coverage(
         self,
@@ -656,17 +659,8 @@ class ForgeClient(ProviderClient):
         acct = coverage_account(app.app_id, resource)
         counts = Counter(r.usage_date for r in rows)
 
-        def day(
-            d: date, status: Literal["complete", "unavailable"], reason: str | None
-        ) -> DayCoverage:
-            return DayCoverage(
-                provider=PROVIDER,
-                account_id=acct,
-                usage_date=d,
-                status=status,
-                reason=reason,
-                row_count=counts[d],
-            )
+        def day(d: date, status: CoverageStatus, reason: str | None) -> DayCoverage:
+            return day_coverage(PROVIDER, acct, d, status, reason, counts[d])
 
         out: list[DayCoverage] = []
         for d in fetchable:

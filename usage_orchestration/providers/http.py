@@ -23,6 +23,8 @@ from typing import Any, Protocol, Self
 import httpx
 from filelock import FileLock
 
+from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
+
 # httpx logs every request URL at INFO; some URLs (a Slack webhook) are secrets themselves.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -242,6 +244,18 @@ def _error_message(response: httpx.Response) -> str:
     return json.dumps(body)[:300]
 
 
+def offending_item(response: httpx.Response, loc: tuple[Any, ...], list_key: str, key: str) -> Any:
+    """``key`` of the item of the body's ``list_key`` that a validation error's ``loc`` points
+    into (pydantic only gives its index), so the error can name the record; None otherwise."""
+    if len(loc) < 2 or loc[0] != list_key or not isinstance(loc[1], int):
+        return None
+    try:
+        item = json.loads(response.content)[list_key][loc[1]]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return item.get(key) if isinstance(item, dict) else None
+
+
 def _unreadable_body(response: httpx.Response) -> str | None:
     """Why a 2xx body cannot be read as JSON (empty, truncated, garbled), or None if it can."""
     if not response.content.strip():
@@ -401,6 +415,16 @@ class ProviderClient:
     context manager that closes it."""
 
     http: ProviderHttp
+
+    def result(self, rows: list[UsageRow], coverage: list[DayCoverage]) -> FetchResult:
+        """A fetch's rows and coverage with what it cost in requests and retries."""
+        return FetchResult(
+            rows=rows,
+            coverage=coverage,
+            requests=self.http.stats.requests,
+            retries=self.http.stats.retries,
+            budget_wait_s=self.http.stats.budget_wait_s,
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -39,8 +39,9 @@ from usage_orchestration.providers.http import (
     RequestBudget,
     RetryPolicy,
     SharedRateBudget,
+    offending_item,
 )
-from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
+from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow, day_coverage
 from usage_orchestration.settings.neon import NEON_ID, NEON_ID_PATTERN, NeonSettings
 
 PROVIDER = "neon"
@@ -199,13 +200,7 @@ def _window(granularity: str, start: datetime, end: datetime) -> str:
 def _project_of(response: httpx.Response, loc: tuple[Any, ...]) -> str:
     """``project <id>: `` when a validation error lies inside one project (the loc only gives
     its index), else ``""``."""
-    if len(loc) < 2 or loc[0] != "projects" or not isinstance(loc[1], int):
-        return ""
-    try:
-        project = json.loads(response.content)["projects"][loc[1]]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return ""
-    pid = project.get("project_id") if isinstance(project, dict) else None
+    pid = offending_item(response, loc, "projects", "project_id")
     return f"project {pid!r}: " if pid is not None else ""
 
 
@@ -492,16 +487,11 @@ class NeonClient(ProviderClient):
         for d in outside:
             reason = self._reason(d, win, outside_window, monthly_days)
             coverage += [
-                self._coverage(a, d, "unavailable", reason, self._count(counts, a, d))
+                day_coverage(PROVIDER, a, d, "unavailable", reason, self._count(counts, a, d))
                 for a in self.accounts()
             ]
         coverage.sort(key=lambda c: (c.usage_date, c.account_id))
-        return FetchResult(
-            rows=rows,
-            coverage=coverage,
-            requests=self.http.stats.requests,
-            retries=self.http.stats.retries,
-        )
+        return self.result(rows, coverage)
 
     def _fetch_daily(
         self, daily: list[date], fetched_at: datetime
@@ -579,7 +569,9 @@ class NeonClient(ProviderClient):
                 reason = gap or (None if d in org_days else self._no_history(d))
                 status: Literal["complete", "unavailable"] = "unavailable" if reason else "complete"
                 out.append(
-                    self._coverage(account, d, status, reason, self._count(counts, account, d))
+                    day_coverage(
+                        PROVIDER, account, d, status, reason, self._count(counts, account, d)
+                    )
                 )
         return out
 
@@ -615,23 +607,6 @@ class NeonClient(ProviderClient):
         if self.project_ids:
             return counts.get((account, d), 0)
         return sum(n for (_, day), n in counts.items() if day == d)
-
-    def _coverage(
-        self,
-        account: str,
-        d: date,
-        status: Literal["complete", "unavailable"],
-        reason: str | None,
-        n: int,
-    ) -> DayCoverage:
-        return DayCoverage(
-            provider=PROVIDER,
-            account_id=account,
-            usage_date=d,
-            status=status,
-            reason=reason,
-            row_count=n,
-        )
 
     def _reason(
         self, d: date, win: Windows, policy: OutsideWindow, monthly_days: dict[date, date]

@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,8 +28,9 @@ from usage_orchestration.providers.http import (
     ProviderHttp,
     ProviderResponseError,
     RetryPolicy,
+    offending_item,
 )
-from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
+from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow, day_coverage
 
 PROVIDER = "phala"
 USAGE_PATH = "/api/v1/apps/{app_id}/usage"
@@ -112,13 +113,7 @@ def _error(app_id: str, window: str, message: str) -> ProviderResponseError:
 
 def _record_of(response: httpx.Response, loc: tuple[Any, ...]) -> str:
     """``record <billing_key>: `` when a validation error lies inside one record, else ``""``."""
-    if len(loc) < 2 or loc[0] != "usage" or not isinstance(loc[1], int):
-        return ""
-    try:
-        record = json.loads(response.content)["usage"][loc[1]]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return ""
-    key = record.get("billing_key") if isinstance(record, dict) else None
+    key = offending_item(response, loc, "usage", "billing_key")
     return f"record {str(key)[:120]!r}: " if key is not None else ""
 
 
@@ -302,12 +297,7 @@ class PhalaClient(ProviderClient):
             app_rows, app_coverage = app_day_rows(app_id, records, days, fetched_at)
             rows += app_rows
             coverage += app_coverage
-        return FetchResult(
-            rows=rows,
-            coverage=coverage,
-            requests=self.http.stats.requests,
-            retries=self.http.stats.retries,
-        )
+        return self.result(rows, coverage)
 
 
 def app_day_rows(
@@ -323,7 +313,7 @@ def app_day_rows(
             f"provider_unavailable: Phala's answer holds no usage record for app {app_id} in "
             f"{window} (a live app is billed storage every minute, so none is not zero usage)"
         )
-        return [], [_day(app_id, d, "unavailable", reason, 0) for d in wanted]
+        return [], [day_coverage(PROVIDER, app_id, d, "unavailable", reason, 0) for d in wanted]
     per_day: dict[date, int] = dict.fromkeys(wanted, 0)
     rows: list[UsageRow] = []
     for rec in records:
@@ -333,20 +323,9 @@ def app_day_rows(
     # A day without records while the app has records on other days stays complete: the app
     # did not exist yet or was deleted that day (the contract has no per-day "no data" signal,
     # and the answer covered the whole window).
-    return rows, [_day(app_id, d, "complete", None, n) for d, n in sorted(per_day.items())]
-
-
-def _day(
-    app_id: str, d: date, status: Literal["complete", "unavailable"], reason: str | None, n: int
-) -> DayCoverage:
-    return DayCoverage(
-        provider=PROVIDER,
-        account_id=app_id,
-        usage_date=d,
-        status=status,
-        reason=reason,
-        row_count=n,
-    )
+    return rows, [
+        day_coverage(PROVIDER, app_id, d, "complete", None, n) for d, n in sorted(per_day.items())
+    ]
 
 
 def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> UsageRow:

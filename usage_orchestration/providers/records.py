@@ -47,6 +47,28 @@ class DayCoverage(BaseModel):
     row_count: int = 0
 
 
+CoverageStatus = Literal["complete", "unavailable"]
+
+
+def day_coverage(
+    provider: str,
+    account_id: str,
+    usage_date: date,
+    status: CoverageStatus,
+    reason: str | None = None,
+    row_count: int = 0,
+) -> DayCoverage:
+    """One account's coverage of one day (positional, so the clients stay short)."""
+    return DayCoverage(
+        provider=provider,
+        account_id=account_id,
+        usage_date=usage_date,
+        status=status,
+        reason=reason,
+        row_count=row_count,
+    )
+
+
 class FetchResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -100,8 +100,7 @@ def _neon_fetch(
         settings.neon, credentials.get("api_key", ""), settings.state_dir, transport=transport
     )
     with client:
-        result = client.fetch_days(days, outside_window=settings.neon.outside_window)
-        return result.model_copy(update={"budget_wait_s": client.http.stats.budget_wait_s})
+        return client.fetch_days(days, outside_window=settings.neon.outside_window)
 
 
 def _forge_fetch(
@@ -119,8 +118,7 @@ def _forge_fetch(
         transport=transport,
     )
     with client:
-        result = client.fetch_days(settings.forge.apps, days)
-        return result.model_copy(update={"budget_wait_s": client.http.stats.budget_wait_s})
+        return client.fetch_days(settings.forge.apps, days)
 
 
 def _phala_accounts(cfg: Any) -> list[Account]:
