@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The FinOps Foundation's FOCUS validator pins older pandas/pandera (numpy 1.x, hence a pyarrow
+# that still reads Parquet on numpy 1.x): its own venv, used by `make test`.
+FOCUS_VENV := .venv-focus
+FOCUS_STAMP := $(FOCUS_VENV)/.installed
+FOCUS_VALIDATOR := focus-validator==1.0.0
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
 # Sandbox credentials; real ones in the environment win.
@@ -23,6 +28,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+$(FOCUS_STAMP):
+	$(PYTHON) -m venv $(FOCUS_VENV)
+	$(FOCUS_VENV)/bin/python -m pip install --quiet "$(FOCUS_VALIDATOR)" "multimethod<1.12" "pyarrow<23"
+	touch $(FOCUS_STAMP)
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
@@ -31,8 +41,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/usage-orchestration demo
 
+# In `make test` the validator tests of test_focus.py must run (they skip only without the venv).
+test: export USAGE_TEST_FOCUS_VALIDATOR := $(CURDIR)/$(FOCUS_VENV)/bin/focus-validator
+
 ## test: the whole suite (SQLite; PostgreSQL too when USAGE_TEST_POSTGRES_URL is set)
-test: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+test: $(STAMP) $(FOCUS_STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check usage_orchestration usage_orchestration_tests benchmarks
 	$(BIN)/ruff format --check usage_orchestration usage_orchestration_tests benchmarks
 	$(BIN)/lint-imports --no-cache

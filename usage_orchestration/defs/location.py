@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from usage_orchestration.defs import alerts, budgets, jobs, ledger, providers, reconcile
+from usage_orchestration.defs import alerts, budgets, focus, jobs, ledger, providers, reconcile
 from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.settings import UsageSettings
 
-PARTS = (providers, ledger, reconcile, budgets, alerts, jobs)
+PARTS = (providers, ledger, reconcile, budgets, focus, alerts, jobs)
 
 
 def build_definitions(settings: UsageSettings) -> Definitions:

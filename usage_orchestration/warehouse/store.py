@@ -78,7 +78,7 @@ class Warehouse:
             return
         # the modules that add their tables to ``metadata``
         from usage_orchestration.alerts import outbox  # noqa: F401
-        from usage_orchestration.warehouse import analysis_schema  # noqa: F401
+        from usage_orchestration.warehouse import analysis_schema, focus  # noqa: F401
 
         # First runs may create the schema at the same moment: the loser of a race sees "already
         # exists" (or a duplicate pg_type row) for a table another process just created. Each such

@@ -1,0 +1,361 @@
+"""Provider usage as FOCUS 1.0 cost and usage rows. Pure: no Dagster, no SQL, no I/O.
+
+The input is ``provider_usage`` aggregated per charge (provider, account, resource, sub-account,
+metric, charge period, units); the output is one row keyed by FOCUS column names, plus ``x_``
+columns for what FOCUS has no column for (the ledger entity, the platform's credits). Every
+number is the provider's own or derived from the settings; a number nobody knows is ``None``
+(and such a row is marked ``x_CostStatus = "unknown"`` and kept out of the FOCUS export, since
+FOCUS 1.0 allows no null cost). ``docs/focus.md`` maps every column to its source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from usage_orchestration.core.dates import month_start, next_month, utc_midnight
+from usage_orchestration.core.mapping import resolve_mapping, to_ledger_quantity
+from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
+
+FOCUS_VERSION = "1.0"
+CREDITS = "credits"  # the platform's own unit of account (x_ columns), not an ISO currency
+COST_REPORTED = "reported"
+COST_UNKNOWN = "unknown"
+# Storage scale of NUMERIC(38, 12): a derived unit price is rounded once, here.
+_QUANTUM = Decimal(1).scaleb(-12)
+
+ChargeCategory = Literal["Usage", "Purchase", "Tax", "Credit", "Adjustment"]
+USAGE: ChargeCategory = "Usage"  # every row: metered consumption, no purchases or credits
+ServiceCategory = Literal[
+    "AI and Machine Learning", "Analytics", "Business Applications", "Compute", "Databases",
+    "Developer Tools", "Multicloud", "Identity", "Integration", "Internet of Things",
+    "Management and Governance", "Media", "Migration", "Mobile", "Networking", "Security",
+    "Storage", "Web", "Other",
+]  # fmt: skip
+
+
+class ProviderProfile(BaseModel):
+    """What FOCUS names about a provider that its usage rows do not carry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider_name: str
+    publisher_name: str
+    invoice_issuer_name: str
+    service_name: str
+    resource_type: str
+    service_category: ServiceCategory
+    # provider metric → category, where it differs from the provider's default
+    metric_categories: dict[str, ServiceCategory] = Field(default_factory=dict)
+
+    def category(self, metric: str) -> ServiceCategory:
+        return self.metric_categories.get(metric, self.service_category)
+
+
+PROFILES: dict[str, ProviderProfile] = {
+    "phala": ProviderProfile(
+        provider_name="Phala Network",
+        publisher_name="Phala Network",
+        invoice_issuer_name="Phala Network",
+        service_name="Phala Cloud",
+        resource_type="App",
+        service_category="Compute",
+        metric_categories={"storage": "Storage"},
+    ),
+    "neon": ProviderProfile(
+        provider_name="Neon",
+        publisher_name="Neon",
+        invoice_issuer_name="Neon",
+        service_name="Neon Serverless Postgres",
+        resource_type="Project",
+        service_category="Databases",
+    ),
+    "forge": ProviderProfile(
+        provider_name="Atlassian",
+        publisher_name="Atlassian",
+        invoice_issuer_name="Atlassian",
+        service_name="Atlassian Forge",
+        resource_type="App",
+        service_category="Compute",
+    ),
+}
+
+
+def profile(provider: str) -> ProviderProfile:
+    """The provider's profile; a provider added to the registry without one still maps, under
+    its slug and the category "Other", rather than being dropped."""
+    found = PROFILES.get(provider)
+    if found is not None:
+        return found
+    return ProviderProfile(
+        provider_name=provider,
+        publisher_name=provider,
+        invoice_issuer_name=provider,
+        service_name=provider,
+        resource_type="Resource",
+        service_category="Other",
+    )
+
+
+class ChargeUsage(BaseModel):
+    """``provider_usage`` summed per charge (the SQL of ``warehouse/focus.py``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    usage_date: date
+    provider: str
+    billing_account_id: str
+    resource_id: str
+    resource_name: str | None = None
+    sub_account_id: str | None = None
+    metric: str
+    charge_period_start: datetime  # naive UTC (as stored) or aware
+    charge_period_end: datetime
+    consumed_quantity: Decimal  # in consumed_unit: the provider's billing unit
+    consumed_unit: str
+    raw_quantity: Decimal  # as the provider measured it
+    raw_unit: str
+    billed_cost: Decimal | None = None  # sum over the rows that report a cost
+    billing_currency: str | None = None
+    rows: int = Field(ge=1)
+    rows_with_cost: int = Field(ge=0)
+
+    @property
+    def cost_known(self) -> bool:
+        """Every summed row reported a cost, in a currency: otherwise the sum is not the bill."""
+        return (
+            self.rows_with_cost == self.rows
+            and self.billed_cost is not None
+            and bool(self.billing_currency)
+        )
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def billing_period(start: datetime) -> tuple[datetime, datetime]:
+    """The calendar month (UTC) of the charge: the providers here invoice monthly."""
+    day = _utc(start).date()
+    return utc_midnight(month_start(day)), utc_midnight(next_month(day))
+
+
+def _unit_price(cost: Decimal | None, quantity: Decimal) -> Decimal | None:
+    """Cost per pricing unit, derived from the reported cost (no quantity: no price)."""
+    if cost is None or quantity <= 0:
+        return None
+    return (cost / quantity).quantize(_QUANTUM)
+
+
+def _credits(
+    usage: ChargeUsage, mapping: UsageMapping | None, rate_card: Mapping[str, RateCardEntry]
+) -> dict[str, Any]:
+    """The platform's credit price of the usage (rate card), when the usage is mapped."""
+    if mapping is None:
+        return {
+            "x_LedgerResourceType": None,
+            "x_LedgerQuantity": None,
+            "x_LedgerUnit": None,
+            "x_CreditsListUnitPrice": None,
+            "x_CreditsListCost": None,
+        }
+    entry = rate_card[mapping.resource_type]
+    qty = to_ledger_quantity(
+        dict(rate_card), mapping.resource_type, usage.consumed_quantity, usage.consumed_unit
+    )
+    return {
+        "x_LedgerResourceType": mapping.resource_type,
+        "x_LedgerQuantity": qty.quantize(_QUANTUM),
+        "x_LedgerUnit": entry.ledger_unit,
+        "x_CreditsListUnitPrice": entry.credits_per_unit,
+        "x_CreditsListCost": (qty * entry.credits_per_unit).quantize(_QUANTUM),
+    }
+
+
+def _costs(usage: ChargeUsage) -> dict[str, Any]:
+    """FOCUS costs. Known only from the provider's reported cost; it reports what it charged at
+    its pay-as-you-go rate with no commitment or negotiated discount we could know of, so list,
+    contracted, effective and billed cost are that one amount."""
+    if not usage.cost_known:
+        return dict.fromkeys(
+            (
+                "BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ListUnitPrice",
+                "ContractedUnitPrice", "PricingCategory",
+            ),
+            None,
+        ) | {"BillingCurrency": usage.billing_currency, "x_CostStatus": COST_UNKNOWN}  # fmt: skip
+    cost = usage.billed_cost
+    price = _unit_price(cost, usage.consumed_quantity)
+    return {
+        "BilledCost": cost,
+        "EffectiveCost": cost,
+        "ListCost": cost,
+        "ContractedCost": cost,
+        "ListUnitPrice": price,
+        "ContractedUnitPrice": price,
+        "PricingCategory": "Standard",
+        "BillingCurrency": usage.billing_currency,
+        "x_CostStatus": COST_REPORTED,
+    }
+
+
+def _description(usage: ChargeUsage, prof: ProviderProfile) -> str:
+    what = usage.resource_name or usage.resource_id
+    qty = format(usage.consumed_quantity.normalize(), "f")  # 60, not 60.000000000000
+    return f"{prof.service_name} {usage.metric}: {qty} {usage.consumed_unit} ({what})"
+
+
+def focus_row(
+    usage: ChargeUsage,
+    mappings: Sequence[UsageMapping],
+    rate_card: Mapping[str, RateCardEntry],
+) -> dict[str, Any]:
+    """One FOCUS row (FOCUS names, then ``x_`` columns) for one charge. Raises
+    ``MappingError`` when the rate card cannot convert a mapped usage's unit."""
+    prof = profile(usage.provider)
+    mapping = resolve_mapping(
+        mappings, usage.provider, usage.resource_id, usage.metric, usage.sub_account_id
+    )
+    period_start, period_end = billing_period(usage.charge_period_start)
+    return {
+        "usage_date": usage.usage_date,
+        **_costs(usage),
+        "BillingAccountId": usage.billing_account_id,
+        "BillingAccountName": None,
+        "BillingPeriodStart": period_start,
+        "BillingPeriodEnd": period_end,
+        "ChargePeriodStart": _utc(usage.charge_period_start),
+        "ChargePeriodEnd": _utc(usage.charge_period_end),
+        "ChargeCategory": USAGE,
+        "ChargeClass": None,  # not a correction
+        "ChargeDescription": _description(usage, prof),
+        "ChargeFrequency": "Usage-Based",
+        "PricingQuantity": usage.consumed_quantity,
+        "PricingUnit": usage.consumed_unit,
+        "ConsumedQuantity": usage.raw_quantity,
+        "ConsumedUnit": usage.raw_unit,
+        "ProviderName": prof.provider_name,
+        "PublisherName": prof.publisher_name,
+        "InvoiceIssuerName": prof.invoice_issuer_name,
+        "ServiceName": prof.service_name,
+        "ServiceCategory": prof.category(usage.metric),
+        "ResourceId": usage.resource_id,
+        "ResourceName": usage.resource_name,
+        "ResourceType": prof.resource_type,
+        # the provider's own name of what it charges for; the price id adds the unit it prices in
+        "SkuId": f"{usage.provider}:{usage.metric}",
+        "SkuPriceId": f"{usage.provider}:{usage.metric}:{usage.consumed_unit}",
+        "RegionId": None,
+        "RegionName": None,
+        "AvailabilityZone": None,
+        "SubAccountId": usage.sub_account_id,
+        "SubAccountName": None,
+        "Tags": None,
+        **dict.fromkeys(COMMITMENT_COLUMNS),  # no commitment discounts
+        "x_Provider": usage.provider,
+        "x_Metric": usage.metric,
+        "x_EntityId": mapping.entity_id if mapping else None,
+        "x_EntityType": mapping.entity_type if mapping else None,
+        **_credits(usage, mapping, rate_card),
+        "x_SourceRows": usage.rows,
+    }
+
+
+COMMITMENT_COLUMNS = (
+    "CommitmentDiscountCategory",
+    "CommitmentDiscountId",
+    "CommitmentDiscountName",
+    "CommitmentDiscountStatus",
+    "CommitmentDiscountType",
+)
+
+# Column order of the export, with each column's kind (Parquet types; CSV text forms).
+ColumnKind = Literal["decimal", "string", "datetime", "integer"]
+FOCUS_COLUMNS: dict[str, ColumnKind] = {
+    "AvailabilityZone": "string",
+    "BilledCost": "decimal",
+    "BillingAccountId": "string",
+    "BillingAccountName": "string",
+    "BillingCurrency": "string",
+    "BillingPeriodEnd": "datetime",
+    "BillingPeriodStart": "datetime",
+    "ChargeCategory": "string",
+    "ChargeClass": "string",
+    "ChargeDescription": "string",
+    "ChargeFrequency": "string",
+    "ChargePeriodEnd": "datetime",
+    "ChargePeriodStart": "datetime",
+    **dict.fromkeys(COMMITMENT_COLUMNS, "string"),
+    "ConsumedQuantity": "decimal",
+    "ConsumedUnit": "string",
+    "ContractedCost": "decimal",
+    "ContractedUnitPrice": "decimal",
+    "EffectiveCost": "decimal",
+    "InvoiceIssuerName": "string",
+    "ListCost": "decimal",
+    "ListUnitPrice": "decimal",
+    "PricingCategory": "string",
+    "PricingQuantity": "decimal",
+    "PricingUnit": "string",
+    "ProviderName": "string",
+    "PublisherName": "string",
+    "RegionId": "string",
+    "RegionName": "string",
+    "ResourceId": "string",
+    "ResourceName": "string",
+    "ResourceType": "string",
+    "ServiceCategory": "string",
+    "ServiceName": "string",
+    "SkuId": "string",
+    "SkuPriceId": "string",
+    "SubAccountId": "string",
+    "SubAccountName": "string",
+    "Tags": "string",
+}
+CUSTOM_COLUMNS: dict[str, ColumnKind] = {
+    "x_Provider": "string",
+    "x_Metric": "string",
+    "x_EntityId": "string",
+    "x_EntityType": "string",
+    "x_LedgerResourceType": "string",
+    "x_LedgerQuantity": "decimal",
+    "x_LedgerUnit": "string",
+    "x_CreditsListUnitPrice": "decimal",
+    "x_CreditsListCost": "decimal",
+    "x_CostStatus": "string",
+    "x_SourceRows": "integer",
+}
+# focus-validator 1.0.0 checks five columns under their pre-1.0 names (FOCUS 0.5: Provider,
+# Publisher, InvoiceIssuer, ResourceID, ChargeType). The export carries them as copies of the
+# 1.0 columns so that the spec's own tool runs every rule; a FOCUS 1.0 reader ignores them.
+VALIDATOR_ALIASES: dict[str, str] = {
+    "Provider": "ProviderName",
+    "Publisher": "PublisherName",
+    "InvoiceIssuer": "InvoiceIssuerName",
+    "ResourceID": "ResourceId",
+    "ChargeType": "ChargeCategory",
+}
+
+
+def export_columns() -> dict[str, ColumnKind]:
+    """Every column of the export file, in order: FOCUS, the validator's aliases, ``x_``."""
+    aliases = {a: FOCUS_COLUMNS[c] for a, c in VALIDATOR_ALIASES.items()}
+    return {**FOCUS_COLUMNS, **aliases, **CUSTOM_COLUMNS}
+
+
+def export_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored FOCUS row as an export record (aliases filled in, nothing else added)."""
+    out = {c: row.get(c) for c in (*FOCUS_COLUMNS, *CUSTOM_COLUMNS)}
+    for alias, column in VALIDATOR_ALIASES.items():
+        out[alias] = row.get(column)
+    return {c: out[c] for c in export_columns()}
+
+
+def exportable(row: Mapping[str, Any]) -> bool:
+    """FOCUS 1.0 requires BilledCost, EffectiveCost, ListCost and ContractedCost: a row whose
+    provider cost is unknown cannot be written without inventing one."""
+    return row.get("x_CostStatus") == COST_REPORTED

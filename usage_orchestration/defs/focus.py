@@ -1,0 +1,128 @@
+"""``focus_costs``: provider usage as a FOCUS 1.0 dataset, in the warehouse and as monthly files.
+
+Thin: the SQL and the files live in ``warehouse/focus.py``, the column mapping in
+``core/focus.py``. Each run replaces its days of ``focus_cost_row`` in one transaction, then
+rewrites the CSV and Parquet file of every month it touched (``<state_dir>/focus/``).
+"""
+
+from collections import Counter
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Definitions,
+    MaterializeResult,
+    MetadataValue,
+    ResourceParam,
+)
+
+from usage_orchestration.core.dates import month_start
+from usage_orchestration.core.focus import COST_UNKNOWN, FOCUS_VERSION, exportable, focus_row
+from usage_orchestration.defs.common import daily_asset, day_span, load_id, partition_days, table
+from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
+from usage_orchestration.providers.registry import enabled_providers
+from usage_orchestration.settings import UsageSettings
+from usage_orchestration.warehouse.focus import charge_usage, export_month, write_focus_rows
+
+FOCUS_COSTS = AssetKey("focus_costs")
+PREVIEW_COLUMNS = [
+    "ChargePeriodStart",
+    "ProviderName",
+    "ServiceName",
+    "ResourceId",
+    "x_Metric",
+    "PricingQuantity",
+    "PricingUnit",
+    "BilledCost",
+    "BillingCurrency",
+    "x_CreditsListCost",
+    "x_EntityId",
+    "x_CostStatus",
+]
+
+
+def export_dir(settings: UsageSettings) -> Path:
+    """Where the monthly files go: beside the other shared files of the deployment."""
+    return Path(settings.state_dir) / "focus"
+
+
+def _sum(rows: list[dict[str, Any]], column: str) -> float:
+    return float(sum((r[column] for r in rows if r[column] is not None), Decimal(0)))
+
+
+def _metadata(
+    rows: list[dict[str, Any]], days: list[date], files: dict[str, Any]
+) -> dict[str, Any]:
+    unknown = Counter(r["x_Provider"] for r in rows if r["x_CostStatus"] == COST_UNKNOWN)
+    meta: dict[str, Any] = {
+        "focus_version": FOCUS_VERSION,
+        "rows": len(rows),
+        "days": len(days),
+        "rows_exportable": sum(exportable(r) for r in rows),
+        # FOCUS allows no null cost: these rows stay in the table, out of the files
+        "rows_cost_unknown": sum(unknown.values()),
+        "cost_unknown_providers": MetadataValue.text(
+            ", ".join(f"{p} ({n})" for p, n in sorted(unknown.items())) or "none"
+        ),
+        "billed_cost": _sum(rows, "BilledCost"),
+        "credits_list_cost": _sum(rows, "x_CreditsListCost"),
+        "preview": table(rows, PREVIEW_COLUMNS),
+    }
+    for provider, n in sorted(Counter(r["x_Provider"] for r in rows).items()):
+        meta[f"rows_{provider}"] = n
+    return meta | files
+
+
+def _export(wh: Any, settings: UsageSettings, days: list[date]) -> dict[str, Any]:
+    """Rewrite the files of every month the run touched; their paths for the metadata."""
+    files: dict[str, Any] = {}
+    for month in sorted({month_start(d) for d in days}):
+        csv_path, parquet_path, n = export_month(wh, export_dir(settings), month)
+        key = month.strftime("%Y_%m")
+        files[f"export_csv_{key}"] = MetadataValue.path(str(csv_path.resolve()))
+        files[f"export_parquet_{key}"] = MetadataValue.path(str(parquet_path.resolve()))
+        files[f"export_rows_{key}"] = n
+    return files
+
+
+def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
+    deps = [AssetDep(AssetKey(p.asset_key)) for p in enabled_providers(settings)]
+
+    @daily_asset(
+        key=FOCUS_COSTS,
+        deps=deps,
+        kinds={"python", warehouse_kind(settings.warehouse_url), "parquet"},
+        group="finops",
+        description="Provider usage as FOCUS 1.0 cost and usage rows (table focus_cost_row, "
+        "a day's rows replaced atomically) and one CSV and Parquet file per month; rows whose "
+        "provider cost is unknown stay in the table (x_CostStatus=unknown), out of the files. "
+        "Columns and sources: docs/focus.md.",
+    )
+    def focus_costs(
+        context: AssetExecutionContext,
+        settings: ResourceParam[UsageSettings],
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        days = partition_days(context)
+        wh = warehouse.get()
+        providers = [p.name for p in enabled_providers(settings)]
+        rows = [
+            focus_row(u, settings.mappings, settings.rate_card)
+            for u in charge_usage(wh, days, providers)
+        ]
+        written = write_focus_rows(wh, days, rows, load_id(context))
+        files = _export(wh, settings, days)
+        context.log.info(f"focus_costs {day_span(days)}: {written} rows, files {sorted(files)}")
+        return MaterializeResult(metadata=_metadata(rows, days, files))
+
+    return focus_costs
+
+
+def definitions(settings: UsageSettings) -> Definitions:
+    return Definitions(assets=[build_focus_asset(settings)])
