@@ -74,18 +74,8 @@ query ForgeAppResourceUsage(
             tokensConsumed
             tokenUnit
           }
-          pagination {
-            page
-            pageSize
-          }
-          error {
-            message
-            identifier
-            extensions {
-              errorType
-              statusCode
-            }
-          }
+          pagination { page pageSize }
+          error { message identifier extensions { errorType statusCode } }
         }
         ... on DevConsoleAppResourceUsageGroupedResponse {
           groupedUsage: resourceUsage {
@@ -98,18 +88,8 @@ query ForgeAppResourceUsage(
               tokenUnit
             }
           }
-          pagination {
-            page
-            pageSize
-          }
-          error {
-            message
-            identifier
-            extensions {
-              errorType
-              statusCode
-            }
-          }
+          pagination { page pageSize }
+          error { message identifier extensions { errorType statusCode } }
         }
       }
     }
