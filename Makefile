@@ -53,9 +53,13 @@ test: $(STAMP) $(FOCUS_STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/pytest -q -p no:cacheprovider
 
 ## dev: the Dagster UI on 127.0.0.1:3000 over .dagster/, with the sandbox running
+# A sandbox port already taken (another `make dev` or `make demo`) fails here, never shared; so
+# does a sandbox that dies on start.
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/usage-orchestration sandbox --check-port
 	@$(BIN)/usage-orchestration sandbox & SANDBOX=$$!; \
 	trap "kill $$SANDBOX 2>/dev/null" EXIT INT TERM; \
+	sleep 2; kill -0 $$SANDBOX 2>/dev/null || { echo "make dev: the sandbox did not start" >&2; exit 1; }; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 sandbox: $(STAMP)

@@ -7,7 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from usage_orchestration.settings import DEFAULT_SETTINGS_FILE, UsageSettings, load_settings
+from usage_orchestration.settings import (
+    DEFAULT_SETTINGS_FILE,
+    UsageSettings,
+    load_settings,
+    settings_file,
+)
 
 
 def test_isolation_probe() -> None:
@@ -17,4 +22,6 @@ def test_isolation_probe() -> None:
     assert Path(DEFAULT_SETTINGS_FILE).is_file()
     # ...and neither it nor the stray variable reaches the settings.
     assert "USAGE_PHALA__PAGE_SIZE" not in os.environ
-    assert load_settings() == UsageSettings()
+    # (relative paths resolve against the directory of the file the fixture names)
+    base = settings_file().resolve().parent
+    assert load_settings() == UsageSettings.model_validate({}, context={"base_dir": base})

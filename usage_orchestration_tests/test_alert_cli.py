@@ -24,6 +24,7 @@ def test_silence_add_list_remove(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
     monkeypatch.setenv("USAGE_WAREHOUSE_URL", url)
+    Warehouse(url).ensure_schema()  # the pipeline's warehouse (a missing one is refused)
     assert (
         main(
             [

@@ -1,7 +1,7 @@
 """Snapshot of every asset's spec: what the decorators declare, in one reviewed file.
 
 A change to a key, partitions, pool, kinds, owners, tags, group, backfill policy, dependencies
-or asset checks shows up as a diff of ``snapshots/asset_specs.json``. After an intended change,
+(with their partition mappings), materializability (external assets) or asset checks shows up as a diff of ``snapshots/asset_specs.json``. After an intended change,
 regenerate the file and review the diff:
 
     UPDATE_SNAPSHOTS=1 .venv/bin/pytest -q usage_orchestration_tests/test_asset_specs.py
@@ -18,7 +18,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetsDefinition, AssetSpec, Definitions
+from dagster import (
+    AssetDep,
+    AssetsDefinition,
+    AssetSpec,
+    Definitions,
+    TimeWindowPartitionMapping,
+)
 
 from usage_orchestration.defs.location import build_definitions
 from usage_orchestration.settings import load_settings
@@ -40,11 +46,23 @@ def _partitions(spec: AssetSpec) -> dict[str, Any] | None:
     }
 
 
+def _dep(dep: AssetDep) -> str:
+    """The upstream key, with its partition mapping when one is declared."""
+    key = dep.asset_key.to_user_string()
+    m = dep.partition_mapping
+    if m is None:
+        return key
+    if isinstance(m, TimeWindowPartitionMapping):
+        return f"{key} [days {m.start_offset:+d}..{m.end_offset:+d}]"
+    return f"{key} [{type(m).__name__}]"
+
+
 def _asset_entry(assets_def: AssetsDefinition, spec: AssetSpec) -> dict[str, Any]:
     policy = assets_def.backfill_policy
     return {
+        "materializable": assets_def.is_materializable,
         "partitions": _partitions(spec),
-        "pool": assets_def.op.pool,
+        "pool": assets_def.op.pool if assets_def.is_executable else None,
         "kinds": sorted(spec.kinds),
         "owners": sorted(spec.owners),
         "tags": {k: v for k, v in sorted(spec.tags.items()) if not k.startswith(KIND_TAG_PREFIX)},
@@ -55,7 +73,7 @@ def _asset_entry(assets_def: AssetsDefinition, spec: AssetSpec) -> dict[str, Any
             "type": policy.policy_type.value,
             "max_partitions_per_run": policy.max_partitions_per_run,
         },
-        "deps": sorted(d.asset_key.to_user_string() for d in spec.deps),
+        "deps": sorted(_dep(d) for d in spec.deps),
         "checks": sorted(
             (
                 {"name": c.name, "blocking": c.blocking}

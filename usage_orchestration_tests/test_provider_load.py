@@ -293,3 +293,28 @@ def test_an_unanswered_day_without_a_previous_load_is_recorded_unavailable(
         cov = conn.execute(select(provider_coverage.c.status, provider_coverage.c.reason)).all()
     assert [tuple(c) for c in cov] == [("unavailable", "outside the provider's window")]
     assert snapshot(wh)[0] == []
+
+
+def test_rows_a_dead_load_left_staged_are_cleared_but_a_live_loads_are_kept(
+    wh: Warehouse, settings
+) -> None:
+    from usage_orchestration.warehouse.store import insert_rows
+
+    staged = [_staged_record(settings, sid) for sid in ("dead-run", "live-run")]
+    with wh.engine.begin() as conn:
+        insert_rows(conn, provider_usage_staging, staged)
+    report = store_fetch(
+        wh, "phala", [D1], fetch([row(D1)], [D1]), settings, "l1", live_loads={"live-run"}
+    )
+    assert report.abandoned_rows_cleared == 1
+    with wh.engine.connect() as conn:
+        left = conn.execute(select(provider_usage_staging.c.stage_id)).scalars().all()
+    assert left == ["live-run"]
+    assert snapshot(wh)[0] == [(D1, "k1", D("10"), "l1")]
+
+
+def _staged_record(settings: UsageSettings, stage_id: str) -> dict[str, Any]:
+    from usage_orchestration.warehouse.provider_load import usage_record
+
+    rec = usage_record(row(D2, key=f"k-{stage_id}"), settings, stage_id, datetime.now(UTC))
+    return {**rec, "stage_id": stage_id}

@@ -1,4 +1,4 @@
-"""The warehouse: schema creation under concurrency, atomic day replacement."""
+"""The warehouse: schema migration under concurrency, atomic day replacement."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import multiprocessing
 from datetime import date
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, table
 
 from usage_orchestration.warehouse.schema import provider_coverage
 from usage_orchestration.warehouse.store import Warehouse, normalize_url, safe_url
@@ -24,6 +24,14 @@ def test_concurrent_first_runs_both_create_the_schema(db_url: str) -> None:
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    # the migrations ran once, under the lock: one version row, at head
+    from usage_orchestration.warehouse.migrate import VERSION_TABLE, current_revision, head_revision
+
+    wh = Warehouse(db_url)
+    assert current_revision(wh.engine) == head_revision()
+    with wh.engine.connect() as conn:
+        versions = select(func.count()).select_from(table(VERSION_TABLE))
+        assert conn.execute(versions).scalar() == 1
 
 
 def _cov(day: date, account: str) -> dict:

@@ -7,6 +7,7 @@ import argparse
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from usage_orchestration.alerts.outbox import Outbox
@@ -66,11 +67,40 @@ def register(subparsers: Any) -> None:
     ad.set_defaults(func=alerts_deliver)
 
 
+class OperatorError(RuntimeError):
+    """An operator command cannot do what was asked; the CLI prints it as one line."""
+
+
+def require_warehouse(url: str) -> None:
+    """Refuse a warehouse that does not exist or holds none of the pipeline's tables (a wrong
+    settings file or working directory): a command must not answer "nothing" from an empty
+    database it has just created."""
+    from sqlalchemy import inspect, make_url
+
+    from usage_orchestration.warehouse.schema import metadata
+    from usage_orchestration.warehouse.store import make_engine, safe_url
+
+    parsed = make_url(url)
+    where = safe_url(url)
+    hint = "check USAGE_SETTINGS_FILE / usage_orchestration.yaml and USAGE_WAREHOUSE_URL"
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(str(parsed.database)).is_file():
+            raise OperatorError(f"the warehouse {where} does not exist ({hint})")
+    engine = make_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if not tables & set(metadata.tables):
+        raise OperatorError(f"the warehouse {where} holds none of the pipeline's tables ({hint})")
+
+
 def _outbox() -> Outbox:
     from usage_orchestration.settings import load_settings
     from usage_orchestration.warehouse.store import Warehouse
 
     settings = load_settings()
+    require_warehouse(settings.warehouse_url)
     wh = Warehouse(settings.warehouse_url)
     wh.ensure_schema()
     return Outbox(wh.engine, settings.alerts)

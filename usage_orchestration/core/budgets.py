@@ -23,9 +23,10 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from usage_orchestration.core.dates import days_in_month, month_end, month_of, month_start
+from usage_orchestration.core.money import CREDITS_QUANTUM, quantize
 from usage_orchestration.ledger.base import CreditPool, EntityBudget
 
-_M = Decimal("0.000001")  # stored money/quantities: 6 decimals
+_M = CREDITS_QUANTUM  # stored money/quantities: the storage scale (core/money.py)
 _PCT = Decimal("0.01")
 
 DailyCredits = tuple[
@@ -34,7 +35,7 @@ DailyCredits = tuple[
 
 
 def _m(x: Decimal | None) -> Decimal | None:
-    return None if x is None else x.quantize(_M)
+    return quantize(x, _M)
 
 
 def _pct(part: Decimal, whole: Decimal) -> Decimal | None:

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any, Literal, get_args
 
 from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
+from usage_orchestration.core.money import QUANTITY_QUANTUM, quantize
 from usage_orchestration.ledger.base import LedgerDailyUsage
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 
@@ -38,7 +39,7 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 LEAK_STATUSES = frozenset({"ledger_under", "missing_in_ledger"})
 OVERCHARGE_STATUSES = frozenset({"ledger_over", "missing_at_provider"})
 
-_Q = Decimal("0.000000001")  # stored quantities/credits: 9 decimals (NUMERIC(38, 12))
+_Q = QUANTITY_QUANTUM  # stored quantities/credits: the storage scale (core/money.py)
 _PCT = Decimal("0.0001")
 
 
@@ -141,7 +142,7 @@ class _Recorded:
 
 
 def _q(x: Decimal | None) -> Decimal | None:
-    return None if x is None else x.quantize(_Q)
+    return quantize(x, _Q)
 
 
 def _fmt(x: Decimal) -> str:

@@ -18,25 +18,33 @@ from dagster import (
     asset,
 )
 
-from usage_orchestration.defs.partitions import daily_partitions
+from usage_orchestration.defs.partitions import current_partitions, daily_partitions_of
+from usage_orchestration.settings import UsageSettings
 
 # Who answers for the assets in the catalog (Dagster owners: an email or "team:<name>").
 OWNERS = ["team:finops"]
 # The `provider` tag of an asset fed by every enabled provider, or by none (the ledger side).
 ALL_PROVIDERS = "all"
 
+CREDIT_LEDGER = AssetKey("credit_ledger")  # external: the platform's ledger, read only
 LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
 RECONCILIATION = AssetKey("usage_reconciliation")
 
 
 def daily_asset(
-    *, kinds: set[str], group: str, provider: str = ALL_PROVIDERS, **asset_args: Any
+    *,
+    kinds: set[str],
+    group: str,
+    provider: str = ALL_PROVIDERS,
+    settings: UsageSettings | None = None,
+    **asset_args: Any,
 ) -> Callable[[Callable[..., Any]], Any]:
-    """``@asset`` with what every asset of the pipeline shares: the one daily partitioning, a
-    backfill range as one run (each asset handles every day of the range and replaces them in
-    one transaction), the owners and the ``provider`` tag."""
+    """``@asset`` with what every asset of the pipeline shares: the one daily partitioning
+    (from ``settings``, else from those of the definitions being built), a backfill range as
+    one run (each asset handles every day of the range and replaces them in one transaction),
+    the owners and the ``provider`` tag."""
     return asset(
-        partitions_def=daily_partitions,
+        partitions_def=daily_partitions_of(settings) if settings else current_partitions(),
         backfill_policy=BackfillPolicy.single_run(),
         kinds=kinds,
         owners=OWNERS,

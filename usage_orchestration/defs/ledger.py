@@ -1,5 +1,8 @@
 """``ledger_daily_usage``: the credit ledger aggregated per day, entity, resource type and unit.
 
+The ledger itself is the external asset ``credit_ledger`` (declared, never materialized here:
+the platform writes it, this project only reads it), upstream of every asset that reads it.
+
 Thin: the aggregation is ``LedgerReader.daily_usage`` (a SQL GROUP BY in the ledger database, or
 the Usage Reporting API's own aggregation); this asset writes it into the warehouse table
 ``ledger_daily_usage`` and reports the License Manager sync status.
@@ -8,7 +11,6 @@ Other parts read the ledger through the same resource: declare ``ledger: LedgerR
 call ``ledger_reader(ledger)`` (see docs/ledger.md).
 """
 
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,8 +19,10 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetDep,
     AssetExecutionContext,
     AssetsDefinition,
+    AssetSpec,
     ConfigurableResource,
     Definitions,
     EnvVar,
@@ -26,25 +30,33 @@ from dagster import (
     MetadataValue,
 )
 
+from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs.common import (
+    CREDIT_LEDGER,
     LEDGER_DAILY_USAGE,
+    OWNERS,
     daily_asset,
     day_span,
     load_id,
     partition_days,
     table,
 )
-from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
+from usage_orchestration.defs.resources import (
+    WarehouseResource,
+    database_url_config,
+    warehouse_kind,
+)
 from usage_orchestration.ledger.base import LedgerDailyUsage, LedgerReader, SyncStatus
 from usage_orchestration.ledger.factory import make_ledger_reader, sql_ledger, sync_problem
 from usage_orchestration.ledger.sql import LedgerError
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.settings import LedgerSettings, UsageSettings
+from usage_orchestration.settings.secrets import LEDGER_API_TOKEN, LEDGER_DATABASE_URL_ENV
 from usage_orchestration.warehouse.ledger_load import store_ledger_days
 from usage_orchestration.warehouse.store import safe_url
 
-TOKEN_ENV = "LEDGER_API_TOKEN"
-DATABASE_URL_ENV = "USAGE_LEDGER__DATABASE_URL"
+TOKEN_ENV = LEDGER_API_TOKEN
+DATABASE_URL_ENV = LEDGER_DATABASE_URL_ENV
 SYNC_CHECK = "ledger_license_sync"
 
 
@@ -120,14 +132,37 @@ def ledger_kind(settings: UsageSettings) -> str:
     return "api"
 
 
+def ledger_location(settings: UsageSettings) -> str:
+    """Where the ledger is read, without any password."""
+    if settings.ledger.backend == "sql":
+        return f"sql {safe_url(settings.ledger.database_url)}"
+    return f"http {settings.ledger.api_base_url}"
+
+
+def credit_ledger_spec(settings: UsageSettings) -> AssetSpec:
+    """The credit ledger as an external asset: in the lineage, never materialized here."""
+    return AssetSpec(
+        CREDIT_LEDGER,
+        description="The platform's append-only credit ledger (usage events, budgets, credit "
+        "pool, License Manager sync), written by the platform and only read here, through a "
+        "read-only connection or the Usage Reporting API.",
+        kinds={ledger_kind(settings)},
+        owners=OWNERS,
+        group_name="ledger",
+        metadata={"location": MetadataValue.text(ledger_location(settings))},
+    )
+
+
 def build_ledger_asset(settings: UsageSettings) -> AssetsDefinition:
     """``ledger_daily_usage``; its kinds name the ledger's system and the warehouse's."""
 
     @daily_asset(
         key=LEDGER_DAILY_USAGE,
+        deps=[AssetDep(CREDIT_LEDGER)],
         pool="ledger",
         kinds={ledger_kind(settings), warehouse_kind(settings.warehouse_url)},
         group="ledger",
+        settings=settings,
         check_specs=[SYNC_CHECK_SPEC],
         description="Credit ledger usage_event aggregated per day, entity, resource type and "
         "unit (SQL GROUP BY in the ledger database, or the Usage Reporting API); a day's rows "
@@ -215,31 +250,28 @@ def _usage_metadata(usage: Sequence[LedgerDailyUsage], days: int) -> dict[str, A
         "rows": len(usage),
         "days": days,
         "events": sum(u.events for u in usage),
-        "credits_total": float(sum((u.credits for u in usage), 0)),
+        "credits_total": credits_metadata(sum((u.credits for u in usage), 0)),
         "entities": len({u.entity_id for u in usage}),
         "by_resource_type": table(
             totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]
         ),
     }
     for t in totals:
-        meta[f"credits_{t['resource_type']}"] = float(t["credits"])
+        meta[f"credits_{t['resource_type']}"] = credits_metadata(t["credits"])
     return meta
-
-
-def _secret_or_value(env: str, value: str) -> Any:
-    """EnvVar when the value came from the environment (the UI then shows the variable's name,
-    not a URL that may hold a password)."""
-    return EnvVar(env) if os.environ.get(env) == value else value
 
 
 def definitions(settings: UsageSettings) -> Definitions:
     cfg = settings.ledger
     return Definitions(
-        assets=[build_ledger_asset(settings)],
+        assets=[credit_ledger_spec(settings), build_ledger_asset(settings)],
         resources={
             "ledger": LedgerResource(
                 backend=cfg.backend,
-                database_url=_secret_or_value(DATABASE_URL_ENV, cfg.database_url),
+                # a password-holding URL as EnvVar: never stored by Dagster
+                database_url=database_url_config(
+                    "ledger.database_url", DATABASE_URL_ENV, cfg.database_url
+                ),
                 api_base_url=cfg.api_base_url,
                 timeout_s=cfg.timeout_s,
                 max_attempts=cfg.max_attempts,

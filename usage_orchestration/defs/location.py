@@ -10,19 +10,25 @@ from __future__ import annotations
 from dagster import Definitions, in_process_executor
 
 from usage_orchestration.defs import alerts, budgets, focus, jobs, ledger, providers, reconcile
-from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.defs.partitions import building
+from usage_orchestration.defs.resources import WarehouseResource, database_url_config
 from usage_orchestration.settings import UsageSettings
+from usage_orchestration.settings.secrets import WAREHOUSE_URL_ENV
 
 PARTS = (providers, ledger, reconcile, budgets, focus, alerts, jobs)
 
 
 def build_definitions(settings: UsageSettings) -> Definitions:
-    shared = Definitions(
-        # Steps are small I/O-bound loads: spawning a process per step costs ~3 s on 2 cores.
-        executor=in_process_executor,
-        resources={
-            "settings": settings,
-            "warehouse": WarehouseResource(url=settings.warehouse_url),
-        },
-    )
-    return Definitions.merge(shared, *(part.definitions(settings) for part in PARTS))
+    """Every part built from ``settings`` (their partitions start at ``partitions_start``)."""
+    url = database_url_config("warehouse_url", WAREHOUSE_URL_ENV, settings.warehouse_url)
+    with building(settings):
+        shared = Definitions(
+            # Steps are small I/O-bound loads: spawning a process per step costs ~3 s on 2 cores.
+            executor=in_process_executor,
+            resources={
+                # A plain object: Dagster keeps it in memory and stores none of it.
+                "settings": settings,
+                "warehouse": WarehouseResource(url=url),
+            },
+        )
+        return Definitions.merge(shared, *(part.definitions(settings) for part in PARTS))

@@ -1,13 +1,55 @@
-"""The one daily partitioning (UTC) shared by every partitioned asset."""
+"""The one daily partitioning (UTC) shared by every partitioned asset, from the settings.
+
+The start day is ``partitions_start`` of the same settings as everything else (the settings
+file and ``USAGE_*``, through ``load_settings()``): assets are built by functions that receive
+the settings, and take their partitions from ``daily_partitions_of(settings)``. Builders that
+are not handed the settings (``daily_asset`` without ``settings=``) get those of the
+definitions being built (``building``).
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import date
+from functools import lru_cache
 
 from dagster import DailyPartitionsDefinition
 
-# Read from the environment rather than the whole settings so that importing the partitions never
-# depends on unrelated settings; definitions.py validates the full settings at load.
-PARTITIONS_START = os.environ.get("USAGE_PARTITIONS_START", "2026-01-01")
+from usage_orchestration.settings import UsageSettings
 
-daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
+DEFAULT_START: date = UsageSettings.model_fields["partitions_start"].default
+
+_building: ContextVar[UsageSettings | None] = ContextVar("usage_building", default=None)
+
+
+@lru_cache(maxsize=16)
+def partitions_from(start: date) -> DailyPartitionsDefinition:
+    # one object per start day: every asset of a location shares it (jobs need one partitioning)
+    return DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC")
+
+
+def daily_partitions_of(settings: UsageSettings) -> DailyPartitionsDefinition:
+    return partitions_from(settings.partitions_start)
+
+
+@contextmanager
+def building(settings: UsageSettings) -> Iterator[None]:
+    """While definitions are built from ``settings``, ``current_partitions()`` are theirs."""
+    token = _building.set(settings)
+    try:
+        yield
+    finally:
+        _building.reset(token)
+
+
+def current_partitions() -> DailyPartitionsDefinition:
+    """The partitions of the settings being built (the default start outside ``building``)."""
+    settings = _building.get()
+    return partitions_from(settings.partitions_start if settings else DEFAULT_START)
+
+
+# The default settings' partitioning, for tests that declare an asset of their own beside the
+# built ones (built assets take theirs from the settings).
+daily_partitions = partitions_from(DEFAULT_START)

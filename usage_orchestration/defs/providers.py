@@ -18,17 +18,20 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     ConfigurableResource,
+    DagsterRunStatus,
     Definitions,
     EnvVar,
     Failure,
     MaterializeResult,
     MetadataValue,
     RetryRequested,
+    RunsFilter,
     asset,
 )
 
+from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, slug, table
-from usage_orchestration.defs.partitions import daily_partitions
+from usage_orchestration.defs.partitions import daily_partitions_of
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.providers.records import FetchResult
@@ -45,6 +48,8 @@ from usage_orchestration.warehouse.provider_load import (
 )
 
 AUDIT_CHECK = "no_unexplained_drop"
+# A run in these states may have rows staged that it has yet to publish.
+_RUNNING = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 
 
 class ProviderApiResource(ConfigurableResource):
@@ -82,6 +87,7 @@ def _audit_metadata(report: LoadReport) -> dict[str, Any]:
         "audit_drops_accepted": len(report.drops),
         # unanswered now, complete before: kept as the previous load left them
         "days_kept_from_previous_load": len(report.days_kept),
+        "abandoned_staged_rows_cleared": report.abandoned_rows_cleared,
     }
 
 
@@ -106,7 +112,7 @@ def _metadata(
         "retries": result.retries,
         "budget_wait_s": round(result.budget_wait_s, 3),
         "billed_cost_usd": float(sum((t["billed_cost"] or 0) for t in totals)),
-        "list_cost_credits": float(sum((t["list_cost"] or 0) for t in totals)),
+        "list_cost_credits": credits_metadata(sum((t["list_cost"] or 0) for t in totals)),
         "unmapped_rows": int(sum(t["rows"] - t["mapped_rows"] for t in totals)),
         "totals_by_metric": table(
             totals, ["metric", "consumed_unit", "rows", "quantity", "billed_cost", "list_cost"]
@@ -169,6 +175,8 @@ def _store(
     """Write, audit, publish; a failed audit fails the step with what it found (nothing is
     written), a refused drop names the run tag that accepts it."""
     allow_drop = context.run.tags.get(ALLOW_DROP_TAG, "").lower() == "true"
+    # runs still in progress keep their staged rows; a killed run's are cleared by this load
+    live = {r.run_id for r in context.instance.get_runs(RunsFilter(statuses=_RUNNING))}
     try:
         return store_fetch(
             warehouse.get(),
@@ -178,6 +186,7 @@ def _store(
             settings,
             load_id(context),
             allow_drop=allow_drop,
+            live_loads=live,
         )
     except DropAuditError as exc:
         raise Failure(
@@ -193,7 +202,7 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
 
     @asset(
         name=spec.asset_key,
-        partitions_def=daily_partitions,
+        partitions_def=daily_partitions_of(settings),
         # A backfill range is one run: one request series per account for the whole range.
         backfill_policy=BackfillPolicy.single_run(),
         # One step of this provider at a time across runs (dagster.yaml pools); the clients'

@@ -26,6 +26,7 @@ from dagster import (
     ResourceParam,
 )
 
+from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.core.reconcile import (
     STATUSES,
     ReconciliationRow,
@@ -121,8 +122,8 @@ def _tolerance_check(summary: ReconciliationSummary, breaks: int, limit: int) ->
         else f"{breaks} break(s) on {len(summary.days_with_breaks)} day(s)",
         metadata={
             "breaks": breaks,
-            "leak_credits": float(summary.leak_credits),
-            "overcharge_credits": float(summary.overcharge_credits),
+            "leak_credits": credits_metadata(summary.leak_credits),
+            "overcharge_credits": credits_metadata(summary.overcharge_credits),
             "days_with_breaks": MetadataValue.text(
                 ", ".join(d.isoformat() for d in summary.days_with_breaks) or "none"
             ),
@@ -190,8 +191,8 @@ def _metadata(
         "days": days,
         "breaks": summary.breaks,
         "blocking_breaks": summary.blocking_breaks,
-        "leak_credits": float(summary.leak_credits),
-        "overcharge_credits": float(summary.overcharge_credits),
+        "leak_credits": credits_metadata(summary.leak_credits),
+        "overcharge_credits": credits_metadata(summary.overcharge_credits),
         "unmapped_rows": summary.unmapped_rows,
         "worst_breaks": _rows_table(
             summary.worst, WORST_COLUMNS, settings.budgets.worst_rows_shown
@@ -215,6 +216,7 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         deps=deps,
         kinds={"python", warehouse_kind(settings.warehouse_url)},
         group="analysis",
+        settings=settings,
         check_specs=CHECK_SPECS,
         description="Provider usage (converted with the rate card) against the credit ledger per "
         "day, entity and resource type, with a status (matched, ledger_under, ledger_over, "

@@ -4,19 +4,22 @@ Days are half-open UTC ranges on ``occurred_at`` (``>= D 00:00`` and ``< D+1 00:
 ``ix_usage_event_day`` index is used; raw ``usage_event`` rows never reach Python. Results are
 rounded to 6 decimal places (``SCALE``) so that SQLite (which sums NUMERIC as binary floating
 point, exact to about 15 significant digits) and PostgreSQL (exact NUMERIC) give identical
-Decimals. On PostgreSQL every connection is opened read only.
+Decimals. The ledger is opened read only: SQLite through a ``mode=ro`` URI (a wrong path fails,
+it never creates a file), PostgreSQL in read-only transactions (``postgresql_readonly``).
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Date, Engine, and_, cast, func, select
+from sqlalchemy import Date, Engine, and_, cast, create_engine, func, make_url, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement, Select
@@ -65,6 +68,22 @@ def check_month(month: str) -> str:
     return month
 
 
+def readonly_engine(url: str) -> Engine:
+    """An engine that cannot write the ledger. SQLite files open with ``mode=ro`` (missing
+    file: an error, not a new empty ledger); other databases get read-only transactions in
+    ``SqlLedger._connect``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return make_engine(url)
+    uri = Path(str(parsed.database)).resolve().as_uri() + "?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        # timeout: wait for the platform's writer instead of failing on a locked database
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=60)
+
+    return create_engine("sqlite://", creator=connect)
+
+
 def _as_date(value: Any) -> date:
     if isinstance(value, datetime):
         return value.date()
@@ -80,7 +99,7 @@ class SqlLedger(LedgerLocation):
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
         self.url = url
-        self.engine = engine or make_engine(url)
+        self.engine = engine or readonly_engine(url)
         self.dialect = self.engine.dialect.name
 
     @property

@@ -19,6 +19,7 @@ only when the answer had a period entry for it.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -326,6 +327,11 @@ def _top_level_errors(errors: Any) -> tuple[bool, str]:
     return retry, "GraphQL errors: " + "; ".join(msgs)
 
 
+def _basic_credentials(email: str, api_token: str) -> str:
+    """The base64 ``email:token`` of the basic-auth header (masked like the token itself)."""
+    return base64.b64encode(f"{email}:{api_token}".encode()).decode() if email and api_token else ""
+
+
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -466,7 +472,8 @@ class ForgeClient(ProviderClient):
             budget=budget,
             retry_statuses={429, 500, 502, 503, 504},
             transport=transport,
-            secrets=[api_token],
+            # the email is a secret too (README), and both travel base64-encoded in the header
+            secrets=[api_token, email, _basic_credentials(email, api_token)],
             **kwargs,
         )
 

@@ -24,6 +24,7 @@ import httpx
 from filelock import FileLock
 
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
+from usage_orchestration.settings.secrets import secret_values
 
 # httpx logs every request URL at INFO; some URLs (a Slack webhook) are secrets themselves.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -220,18 +221,21 @@ class PageGuard:
         return len(self._seen)
 
 
-def _error_message(response: httpx.Response) -> str:
-    """A short human message from an error body, whatever its shape."""
+def _error_message(
+    response: httpx.Response, clean: Callable[[str], str] = lambda text: text
+) -> str:
+    """A short human message from an error body, whatever its shape; ``clean`` (the secrets'
+    masking) runs before the cut, so that no secret survives half cut."""
     try:
         body = response.json()
     except ValueError:
-        text = response.text.strip()
+        text = clean(response.text.strip())
         return text[:300] if text else response.reason_phrase
     if isinstance(body, dict):
         for key in ("message", "error", "detail", "msg"):
             value = body.get(key)
             if isinstance(value, str) and value:
-                return value[:300]
+                return clean(value)[:300]
             if isinstance(value, list) and value:  # FastAPI-style 422 detail list
                 parts = []
                 for item in value[:5]:
@@ -240,8 +244,8 @@ def _error_message(response: httpx.Response) -> str:
                         parts.append(f"{loc}: {item.get('msg', '')}".strip(": "))
                     else:
                         parts.append(str(item))
-                return "; ".join(parts)[:300]
-    return json.dumps(body)[:300]
+                return clean("; ".join(parts))[:300]
+    return clean(json.dumps(body))[:300]
 
 
 def offending_item(response: httpx.Response, loc: tuple[Any, ...], list_key: str, key: str) -> Any:
@@ -293,7 +297,10 @@ class ProviderHttp:
         self.budget = budget or UnlimitedBudget()
         self.retry_statuses = frozenset(retry_statuses)
         self.stats = HttpStats()
-        self._secrets = [s for s in secrets if s]
+        # its own secrets and every other one the environment holds (an API may echo anything)
+        self._secrets = sorted(
+            {*(s for s in secrets if s), *secret_values()}, key=len, reverse=True
+        )
         self._sleep = sleep
         self._client = httpx.Client(
             base_url=base_url,
@@ -350,7 +357,7 @@ class ProviderHttp:
                 status = response.status_code
                 self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
                 if status in self.retry_statuses:
-                    last, last_status = self.redact(_error_message(response)), status
+                    last, last_status = self.redact(_error_message(response, self.redact)), status
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     if retry_after is not None and retry_after > self.retry.retry_after_cap_s:
                         # longer than a step should sleep: the caller retries the step later
@@ -367,7 +374,7 @@ class ProviderHttp:
                         )
                 elif status >= 400:
                     hint = error_status(status) if error_status else None
-                    message = self.redact(_error_message(response))
+                    message = self.redact(_error_message(response, self.redact))
                     raise ProviderError(
                         self.provider,
                         f"{message}{' (' + hint + ')' if hint else ''}",

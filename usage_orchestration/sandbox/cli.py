@@ -1,7 +1,8 @@
 """``usage-orchestration sandbox``: serve every simulated API on loopback until interrupted.
 
 ``--port 0`` picks a free port; the first line printed is ``sandbox listening on <url>`` so a
-parent process (the end-to-end test, the demo) can read the address.
+parent process (the end-to-end test, the demo) can read the address. A port already taken (by
+another sandbox or anything else) is refused with exit status 1, never shared.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from typing import Any
 
 from usage_orchestration.sandbox.core import Sandbox
-from usage_orchestration.sandbox.server import SandboxServer
+from usage_orchestration.sandbox.server import PortTakenError, SandboxServer
 
 
 def register(subparsers: Any) -> None:
@@ -38,6 +39,11 @@ def register(subparsers: Any) -> None:
         default=None,
         help="SQLAlchemy URL of the ledger the Usage Reporting API serves",
     )
+    p.add_argument(
+        "--check-port",
+        action="store_true",
+        help="only check that the port is free (exit 1 naming who holds it), then exit",
+    )
     p.set_defaults(func=run)
 
 
@@ -49,7 +55,15 @@ def run(args: argparse.Namespace) -> int:
     port = settings.sandbox.port if args.port is None else args.port
     seed = settings.sandbox.seed if args.seed is None else args.seed
     ledger_url = args.ledger_url or settings.ledger.database_url
-    server = SandboxServer(Sandbox(seed=seed, ledger_url=ledger_url), host=host, port=port)
+    try:
+        server = SandboxServer(Sandbox(seed=seed, ledger_url=ledger_url), host=host, port=port)
+    except PortTakenError as exc:
+        print(f"error: sandbox: {exc.strerror}", file=sys.stderr, flush=True)
+        return 1
+    if args.check_port:
+        server.httpd.server_close()
+        print(f"sandbox: {server.url} is free", flush=True)
+        return 0
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: object) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
 from usage_orchestration.sandbox.core import Sandbox
+from usage_orchestration.settings.urls import loopback_host, url_host
 
 
 def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
@@ -43,17 +45,54 @@ def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class PortTakenError(OSError):
+    """The sandbox's port is already taken (by another sandbox or anything else): the sandbox
+    refuses to start rather than let the caller talk to someone else's data, clock and faults."""
+
+
+def sandbox_answers(url: str) -> bool:
+    """True when a sandbox answers its health check at ``url``."""
+    try:
+        return httpx.get(f"{url}/_sandbox/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _bind(host: str, port: int, sandbox: Sandbox) -> ThreadingHTTPServer:
+    server_class = _IPv6Server if ":" in host else _Server
+    try:
+        return server_class((host, port), _handler_for(sandbox))
+    except OSError as exc:
+        url = f"http://{url_host(host, port)}"
+        who = "another sandbox" if sandbox_answers(url) else "another process"
+        raise PortTakenError(
+            exc.errno,
+            f"{url} is taken by {who}; stop it, or choose another port "
+            "(USAGE_SANDBOX__PORT, or --port 0 for any free one)",
+        ) from None
+
+
+class _Server(ThreadingHTTPServer):
+    # SO_REUSEADDR (the default) only lets a port in TIME_WAIT be bound again; on Linux a port
+    # another server listens on still fails the bind. No SO_REUSEPORT: that would share it.
+    allow_reuse_port = False
+    daemon_threads = True
+
+
+class _IPv6Server(_Server):
+    address_family = socket.AF_INET6
+
+
 class SandboxServer:
-    """A running loopback server; ``url`` is its base URL."""
+    """A running loopback server; ``url`` is its base URL. A taken port raises
+    ``PortTakenError`` (never shares another sandbox)."""
 
     def __init__(self, sandbox: Sandbox, host: str = "127.0.0.1", port: int = 0) -> None:
-        if not (host.startswith("127.") or host in ("localhost", "::1")):
-            raise ValueError(f"the sandbox only binds loopback addresses, not {host!r}")
+        host = loopback_host(host)  # ValueError for anything but a loopback address
         self.sandbox = sandbox
-        self.httpd = ThreadingHTTPServer((host, port), _handler_for(sandbox))
-        self.httpd.daemon_threads = True
-        self.host, self.port = self.httpd.server_address[:2]
-        self.url = f"http://{self.host}:{self.port}"
+        self.httpd = _bind(host, port, sandbox)
+        self.host, self.port = host, int(self.httpd.server_address[1])
+        self.url = f"http://{url_host(self.host, self.port)}"
         self._thread: threading.Thread | None = None
 
     def start(self) -> SandboxServer:

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from usage_orchestration.settings.urls import HttpUrl
+
 Severity = Literal["critical", "error", "warning", "info"]
 Channel = Literal["pagerduty", "slack", "none"]
 
@@ -23,7 +25,7 @@ class SilenceRule(BaseModel):
     """A time-bounded silence: alerts matching ``kind`` and/or ``subject`` (``*`` suffix matches
     a prefix) are recorded but not sent while ``starts_at <= now < ends_at``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: str | None = None
     subject: str | None = None
@@ -50,13 +52,13 @@ class SilenceRule(BaseModel):
 
 
 class AlertSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    pagerduty_events_url: str = Field(
+    pagerduty_events_url: HttpUrl = Field(
         "http://127.0.0.1:8765/pagerduty/v2/enqueue",
         description="real: https://events.pagerduty.com/v2/enqueue",
     )
-    dagster_ui_url: str = Field("http://127.0.0.1:3000", description="base of links in alerts")
+    dagster_ui_url: HttpUrl = Field("http://127.0.0.1:3000", description="base of links in alerts")
     page_recent_days: int = Field(
         3,
         ge=0,
@@ -94,6 +96,25 @@ class AlertSettings(BaseModel):
     sensor_interval_s: int = Field(60, ge=5, description="minimum interval of the alert sensors")
     freshness_interval_s: int = Field(
         300, ge=30, description="minimum interval of the stale-data sensor"
+    )
+    connect_timeout_s: float = Field(
+        3.0, gt=0, description="connect timeout of a delivery (the read timeout is timeout_s)"
+    )
+    delivery_budget_s: float = Field(
+        20.0,
+        gt=0,
+        le=45,
+        description="time a delivery pass may spend sending; what is left stays pending for the "
+        "next pass (keeps every pass well inside Dagster's 60 s limits)",
+    )
+    delivery_interval_s: int = Field(
+        15, ge=5, description="minimum interval of the alert_delivery sensor"
+    )
+    detect_dead_local_runs: bool = Field(
+        True,
+        description="stuck_run_detector marks a STARTED run failed when its run worker's pid is "
+        "gone from this host; turn off where run workers live on other hosts (Celery, "
+        "Kubernetes), which run monitoring's max_runtime covers instead",
     )
 
     @field_validator("routing")

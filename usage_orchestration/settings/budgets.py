@@ -11,7 +11,7 @@ class ProviderCap(BaseModel):
     """A provider-side monthly allowance (e.g. Forge's free 100,000 GB-seconds of function
     compute), tracked with a forecast like a budget."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     provider: str = Field(min_length=1)
     metric: str = Field(min_length=1)
@@ -21,7 +21,7 @@ class ProviderCap(BaseModel):
 
 
 class BudgetSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     thresholds_pct: list[Decimal] = Field(
         default_factory=lambda: [Decimal(50), Decimal(80), Decimal(100)],

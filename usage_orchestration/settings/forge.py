@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+from usage_orchestration.settings.urls import HttpUrl
 
 GroupBy = Literal["CONTEXT_ARI", "ENVIRONMENT_ID"]
 
@@ -24,7 +25,7 @@ JIRA_INSIGHTS = "dddddddd-dddd-dddd-dddd-dddddddddddd"
 class ForgeApp(BaseModel):
     """One Forge app and what to export for it (one request series per app and resource)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     app_id: str = Field(min_length=1, description="the app id (ARI) from the developer console")
     name: str | None = Field(None, description="shown as resource_name")
@@ -54,10 +55,10 @@ class ForgeApp(BaseModel):
 
 
 class ForgeSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
-    base_url: str = Field(
+    base_url: HttpUrl = Field(
         "http://127.0.0.1:8765/forge/graphql", description="real: https://api.atlassian.com/graphql"
     )
     experimental_api: str = Field(

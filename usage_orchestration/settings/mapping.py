@@ -17,7 +17,7 @@ class UsageMapping(BaseModel):
     matching rule wins. Usage matched by no rule is reported as ``unmapped``, never dropped.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     provider: Provider
     resource_id: str | None = None
@@ -46,7 +46,7 @@ class UnitConversion(BaseModel):
     """ledger quantity = provider quantity × multiply ÷ divide (kept as two factors so that
     e.g. byte-hours → average bytes per day is exactly ÷ 24)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     multiply: Decimal = Field(Decimal(1), gt=0)
     divide: Decimal = Field(Decimal(1), gt=0)
@@ -56,7 +56,7 @@ class UnitConversion(BaseModel):
 
 
 class RateCardEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     ledger_unit: str = Field(min_length=1, description="unit of the ledger's raw quantity")
     conversions: dict[str, UnitConversion] = Field(

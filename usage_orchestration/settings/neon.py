@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+from usage_orchestration.settings.urls import HttpUrl
 
 NEON_METRICS: tuple[str, ...] = (
     "compute_unit_seconds",
@@ -41,10 +42,10 @@ NEON_ID = re.compile(NEON_ID_PATTERN)
 
 
 class NeonSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
-    base_url: str = Field(
+    base_url: HttpUrl = Field(
         "http://127.0.0.1:8765/neon", description="real: https://console.neon.tech"
     )
     org_id: str = Field("org-sandbox-1", pattern=NEON_ID_PATTERN)

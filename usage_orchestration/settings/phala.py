@@ -6,14 +6,16 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from usage_orchestration.settings.urls import HttpUrl
+
 _APP_ID = re.compile(r"^[0-9a-f]{40}$")
 
 
 class PhalaSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
-    base_url: str = Field(
+    base_url: HttpUrl = Field(
         "http://127.0.0.1:8765/phala", description="real: https://cloud-api.phala.com"
     )
     api_version: str = Field("2026-01-21", description="X-Phala-Version, pinned")

@@ -33,6 +33,7 @@ from usage_orchestration.warehouse.schema import (
     provider_usage,
 )
 from usage_orchestration.warehouse.store import Warehouse
+from usage_orchestration.warehouse.types import exact_sum
 
 _IN_CHUNK = 500
 
@@ -72,7 +73,7 @@ def provider_aggregates(
     with warehouse.engine.connect() as conn:
         for chunk in _chunks(days):
             stmt = (
-                select(*cols, func.sum(t.c.consumed_quantity), func.count())
+                select(*cols, exact_sum(t.c.consumed_quantity), func.count())
                 .where(t.c.usage_date.in_(chunk), t.c.provider.in_(list(providers)))
                 .group_by(*cols)
             )
@@ -162,7 +163,7 @@ def provider_daily_quantity(
     span = and_(t.c.usage_date >= start, t.c.usage_date <= end_inclusive)
     with warehouse.engine.connect() as conn:
         q = conn.execute(
-            select(t.c.usage_date, t.c.consumed_unit, func.sum(t.c.consumed_quantity))
+            select(t.c.usage_date, t.c.consumed_unit, exact_sum(t.c.consumed_quantity))
             .where(span, t.c.provider == provider, t.c.metric == metric)
             .group_by(t.c.usage_date, t.c.consumed_unit)
         ).all()

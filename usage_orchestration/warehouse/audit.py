@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, date
 from decimal import Decimal
 
+# The warehouse's NUMERIC(38, 12) (26 digits before the point, 12 after) and its one rounding
+# (``quantize``, re-exported for the writers) are defined in core/money.py.
+from usage_orchestration.core.money import INTEGER_DIGITS, QUANTUM, SCALE
+from usage_orchestration.core.money import quantize as quantize
 from usage_orchestration.providers.records import UsageRow
-
-# The warehouse's NUMERIC(38, 12): 26 digits before the point, 12 after.
-SCALE = 12
-INTEGER_DIGITS = 26
-QUANTUM = Decimal(1).scaleb(-SCALE)
 
 
 class AuditError(ValueError):
@@ -99,11 +98,6 @@ def audit_rows(rows: Iterable[UsageRow], days: Sequence[date]) -> int:
         audit_row(row, wanted)
         n += 1
     return n
-
-
-def quantize(value: Decimal | None) -> Decimal | None:
-    """A derived amount at the storage scale (the one rounding of quantities and credits)."""
-    return None if value is None else value.quantize(QUANTUM)
 
 
 def drops_beyond(

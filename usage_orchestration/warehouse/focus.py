@@ -34,6 +34,7 @@ from usage_orchestration.core.focus import (
 )
 from usage_orchestration.warehouse.schema import MONEY, QUANTITY, metadata, provider_usage
 from usage_orchestration.warehouse.store import Warehouse
+from usage_orchestration.warehouse.types import exact_sum
 
 _IN_CHUNK = 500
 _TEXT_COLUMNS = {"ChargeDescription", "Tags", "SubAccountId", "ResourceId", "ResourceName"}
@@ -83,9 +84,9 @@ def charge_usage(
         t.c.billing_currency,
     )
     sums = (
-        func.sum(t.c.consumed_quantity).label("consumed_quantity"),
-        func.sum(t.c.raw_quantity).label("raw_quantity"),
-        func.sum(t.c.billed_cost).label("billed_cost"),
+        exact_sum(t.c.consumed_quantity).label("consumed_quantity"),
+        exact_sum(t.c.raw_quantity).label("raw_quantity"),
+        exact_sum(t.c.billed_cost).label("billed_cost"),
         func.count().label("rows"),
         func.count(t.c.billed_cost).label("rows_with_cost"),
     )

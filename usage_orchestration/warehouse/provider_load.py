@@ -3,7 +3,7 @@ coverage, all days of a load in one transaction)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -29,6 +29,7 @@ from usage_orchestration.warehouse.schema import (
     provider_usage_staging,
 )
 from usage_orchestration.warehouse.store import Warehouse, insert_rows, lock_replace
+from usage_orchestration.warehouse.types import exact_sum
 
 # A run tag an operator sets to accept usage that vanished or fell since the last load.
 ALLOW_DROP_TAG = "usage/allow_drop"
@@ -80,6 +81,7 @@ class LoadReport:
     # days the provider could not answer for now (every account unavailable) that a previous
     # load holds complete: kept as they were instead of being replaced by nothing
     days_kept: list[date] = field(default_factory=list)
+    abandoned_rows_cleared: int = 0  # staged by loads that died before cleaning up
 
 
 class DropAuditError(AuditError):
@@ -99,12 +101,15 @@ def store_fetch(
     load_id: str,
     *,
     allow_drop: bool = False,
+    live_loads: Collection[str] | None = None,
 ) -> LoadReport:
     """Write, audit, publish: audit every fetched row, stage the rows, audit them in SQL
     (conflicting duplicates; days whose usage vanished or fell by more than
     ``settings.audit.max_drop_share`` since the last load, unless ``allow_drop``), then replace
     ``provider``'s rows and coverage for ``days`` in one transaction. A failed audit raises
-    ``AuditError`` and leaves every table as it was."""
+    ``AuditError`` and leaves every table as it was. With ``live_loads`` (the load ids of the
+    runs still in progress), rows that loads no longer running left staged (a killed run) are
+    cleared first."""
     report = LoadReport(rows_audited=audit_rows(result.rows, days))
     fetched_at = datetime.now(UTC)
     stage_id = load_id[:64]
@@ -120,6 +125,10 @@ def store_fetch(
         )
     warehouse.ensure_schema()
     _discard_stage(warehouse, provider, stage_id)
+    if live_loads is not None:
+        report.abandoned_rows_cleared = _discard_abandoned(
+            warehouse, provider, {stage_id, *(x[:64] for x in live_loads)}
+        )
     try:
         _stage(warehouse, provider, stage_id, result, settings, load_id, fetched_at)
         with warehouse.engine.begin() as conn:
@@ -205,6 +214,17 @@ def _stage_chunk(warehouse: Warehouse, rows: list[dict[str, Any]]) -> None:
         insert_rows(conn, provider_usage_staging, rows)
 
 
+def _discard_abandoned(warehouse: Warehouse, provider: str, live: set[str]) -> int:
+    """Delete ``provider``'s staged rows of loads that are no longer running (a run killed
+    between staging and its cleanup); a concurrent load's stage (in ``live``) is kept."""
+    s = provider_usage_staging
+    with warehouse.engine.begin() as conn:
+        gone = conn.execute(
+            s.delete().where(s.c.provider == provider, s.c.stage_id.not_in(sorted(live)))
+        )
+        return int(gone.rowcount or 0)
+
+
 def _discard_stage(warehouse: Warehouse, provider: str, stage_id: str) -> None:
     s = provider_usage_staging
     with warehouse.engine.begin() as conn:
@@ -282,7 +302,7 @@ def _day_totals(
                 table.c.usage_date,
                 table.c.metric,
                 table.c.consumed_unit,
-                func.sum(table.c.consumed_quantity),
+                exact_sum(table.c.consumed_quantity),
             )
             .where(where, table.c.usage_date.in_(ordered[i : i + _IN_CHUNK]))
             .group_by(table.c.usage_date, table.c.metric, table.c.consumed_unit)
@@ -307,9 +327,9 @@ def usage_totals(warehouse: Warehouse, provider: str, days: Sequence[date]) -> l
             t.c.metric,
             t.c.consumed_unit,
             func.count().label("rows"),
-            func.sum(t.c.consumed_quantity).label("quantity"),
-            func.sum(t.c.billed_cost).label("billed_cost"),
-            func.sum(func.coalesce(t.c.list_cost, 0)).label("list_cost"),
+            exact_sum(t.c.consumed_quantity).label("quantity"),
+            exact_sum(t.c.billed_cost).label("billed_cost"),
+            func.coalesce(exact_sum(t.c.list_cost), 0).label("list_cost"),
             func.count(t.c.entity_id).label("mapped_rows"),
         )
         .where(t.c.provider == provider, t.c.usage_date.in_(list(days)))

@@ -1,7 +1,9 @@
 """Tables of the warehouse: provider usage and coverage, and the ledger's daily aggregate.
 
-Money and quantities are NUMERIC (on SQLite, NUMERIC affinity: exact for integers, 15
-significant digits otherwise; on PostgreSQL exact). Other modules add their tables to the same
+Money and quantities are ``ExactDecimal`` (``warehouse/types.py``): NUMERIC(38, 12) on
+PostgreSQL, canonical decimal text on SQLite, a Decimal on both; sum them with ``exact_sum``.
+The schema itself is owned by the Alembic revisions in ``warehouse/migrations/``: a change here
+needs a revision (docs/operations.md). Other modules add their tables to the same
 ``metadata`` (reconciliation and budgets in ``warehouse/analysis_schema.py``, alert outbox in
 ``alerts/outbox.py``).
 """
@@ -15,17 +17,18 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Numeric,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
 )
 
+from usage_orchestration.warehouse.types import ExactDecimal
+
 metadata = MetaData()
 
-QUANTITY = Numeric(38, 12, asdecimal=True)
-MONEY = Numeric(38, 12, asdecimal=True)
+QUANTITY = ExactDecimal()
+MONEY = ExactDecimal()
 
 provider_usage = Table(
     "provider_usage",

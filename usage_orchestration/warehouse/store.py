@@ -1,4 +1,5 @@
-"""The warehouse: an engine, its schema, and atomic replacement of a set of days."""
+"""The warehouse: an engine, its schema (migrated to head on first use), and atomic
+replacement of a set of days."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
-from usage_orchestration.warehouse.schema import metadata
+from usage_orchestration.core.money import check_storable, fits
+from usage_orchestration.warehouse.types import ExactDecimal, install_sqlite_functions
 
 _IN_CHUNK = 500
 
@@ -40,7 +41,8 @@ def normalize_url(url: str) -> str:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get their directory, WAL and a busy timeout so that
-    concurrent runs wait for each other instead of failing with 'database is locked'."""
+    concurrent runs wait for each other instead of failing with 'database is locked', and the
+    exact ``decimal_sum`` aggregate (``warehouse/types.py``) on every connection."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -54,6 +56,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
+            install_sqlite_functions(dbapi_conn)
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -74,25 +77,13 @@ class Warehouse:
         return f"Warehouse({safe_url(self.url)!r})"
 
     def ensure_schema(self) -> None:
+        """Upgrade the schema to the newest revision on first use (``warehouse/migrate.py``:
+        serialized across processes, a no-op when already current)."""
         if self._schema_ready:
             return
-        # the modules that add their tables to ``metadata``
-        from usage_orchestration.alerts import outbox  # noqa: F401
-        from usage_orchestration.warehouse import analysis_schema, focus  # noqa: F401
+        from usage_orchestration.warehouse.migrate import ensure_current
 
-        # First runs may create the schema at the same moment: the loser of a race sees "already
-        # exists" (or a duplicate pg_type row) for a table another process just created. Each such
-        # failure means one more table is in place, so one attempt per table always suffices.
-        attempts = len(metadata.tables) + 1
-        for attempt in range(attempts):
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                break
-            except DBAPIError as exc:
-                text = str(exc.orig).lower()
-                raced = "already exists" in text or "duplicate key" in text
-                if attempt == attempts - 1 or not raced:
-                    raise
+        ensure_current(self.engine)
         self._schema_ready = True
 
     def replace_days(
@@ -169,6 +160,35 @@ def insert_rows(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -
         _insert(conn, table, rows)
 
 
+def check_rows(table: Table, rows: list[Mapping[str, Any]]) -> None:
+    """Every money and quantity value fits NUMERIC(38, 12), checked before anything is written
+    (COPY would fail mid-stream, SQLite would store anything): the error names the table, the
+    row's key (provider, account or entity, day) and the field."""
+    exact = [c.name for c in table.columns if isinstance(c.type, ExactDecimal)]
+    if not exact:
+        return
+    keys = _row_keys(table)
+    for r in rows:
+        for name in exact:
+            value = r.get(name)
+            if value is not None and not fits(value):
+                where = f"{table.name} " + " ".join(f"{k} {r.get(k)}" for k in keys)
+                check_storable(value, where, name)
+
+
+# What names a row to an operator besides its key: the account, the FOCUS row's provider.
+_NAMING_COLUMNS = ("billing_account_id", "resource_id", "x_Provider", "BillingAccountId")
+
+
+def _row_keys(table: Table) -> list[str]:
+    """The columns that name a row in an error: its primary key (not the long source key), then
+    the account columns it has."""
+    keys = [c.name for c in table.primary_key.columns if c.name != "source_key"]
+    if "usage_date" in table.c and "usage_date" not in keys:
+        keys.append("usage_date")
+    return keys + [c for c in _NAMING_COLUMNS if c in table.c and c not in keys]
+
+
 # Below this many rows a multi-row INSERT is as quick as COPY.
 _COPY_MIN_ROWS = 200
 
@@ -177,6 +197,7 @@ def _insert(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -> No
     """Insert ``rows`` inside ``conn``'s transaction. On PostgreSQL with psycopg 3, large sets go
     through COPY: the server parses a multi-row INSERT's literals ~7x slower than a COPY stream
     (720 rows: ~20 ms against ~3 ms), which a year's backfill of a provider pays per day."""
+    check_rows(table, rows)
     if (
         len(rows) < _COPY_MIN_ROWS
         or conn.dialect.name != "postgresql"

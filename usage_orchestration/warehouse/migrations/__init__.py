@@ -1,0 +1,1 @@
+"""Alembic environment of the warehouse (see ``warehouse/migrate.py``)."""
