@@ -364,7 +364,9 @@ def test_missing_routing_key_is_recorded(db_url: str, sandbox: Sandbox) -> None:
     assert sandbox.request_count("pagerduty") == 0
 
 
-def test_escalated_severity_keeps_the_channel_it_was_sent_to(db_url: str, sandbox: Sandbox) -> None:
+def test_escalated_severity_pages_on_the_new_channel_and_resolves_there(
+    db_url: str, sandbox: Sandbox
+) -> None:
     outbox, channels = make(db_url, sandbox)
     warn = alert(
         "phala/e1/compute",
@@ -377,10 +379,8 @@ def test_escalated_severity_keeps_the_channel_it_was_sent_to(db_url: str, sandbo
     outbox.deliver_pending(channels, now=NOW)
     worse = warn.model_copy(update={"severity": "error"})
     outbox.sync([worse], kinds=["reconciliation_break"], now=NOW)
+    outbox.deliver_pending(channels, now=NOW)  # the warning grew into an error: it pages
     outbox.sync([], kinds=["reconciliation_break"], now=NOW)
     outbox.deliver_pending(channels, now=NOW)
-    assert [
-        m["message"]["text"].startswith(":white_check_mark: Resolved")
-        for m in sandbox.received("slack")
-    ] == [False, True]
-    assert sandbox.received("pagerduty") == []
+    assert len(sandbox.received("slack")) == 1  # the warning; the resolve goes to the page
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger", "resolve"]

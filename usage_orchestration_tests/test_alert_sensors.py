@@ -1,4 +1,7 @@
-"""The Dagster alert sensors, evaluated with real contexts against the loopback PagerDuty sandbox."""
+"""The Dagster alert sensors, evaluated with real contexts against the loopback PagerDuty sandbox.
+
+Sensors only record alerts; ``_deliver`` runs the ``deliver_alerts`` job (what a committed
+``alert_delivery`` tick requests) in-process."""
 
 # No `from __future__ import annotations`: Dagster reads the op's real `context` annotation.
 
@@ -15,6 +18,7 @@ from dagster import (
     DagsterRunStatus,
     OpExecutionContext,
     SensorResult,
+    SkipReason,
     build_run_status_sensor_context,
     build_sensor_context,
     job,
@@ -90,6 +94,15 @@ def _tick(
     return result
 
 
+def _deliver(resources: dict[str, Any], must_succeed: bool = True) -> None:
+    from usage_orchestration.defs.alerts import deliver_alerts_job
+
+    result = deliver_alerts_job.execute_in_process(
+        resources=resources, instance=DagsterInstance.ephemeral(), raise_on_error=must_succeed
+    )
+    assert result.success or not must_succeed
+
+
 def _pd(server: SandboxServer, action: str) -> list[dict[str, Any]]:
     return [e for e in server.sandbox.received("pagerduty") if e["event_action"] == action]
 
@@ -105,10 +118,13 @@ def test_budget_overrun_pages_once_and_resolves_once(
     instance.report_runless_asset_event(AssetMaterialization("budget_status"))
 
     first = _tick(sensor, instance, None, resources)
+    assert _pd(sandbox_server, "trigger") == []  # the sensor records; the delivery run sends
+    _deliver(resources)
     assert len(_pd(sandbox_server, "trigger")) == 1
     # the same tick evaluated twice (same input cursor), then a later tick with nothing new
     _tick(sensor, instance, None, resources)
     second = _tick(sensor, instance, first.cursor, resources)
+    _deliver(resources)
     assert "no new materializations" in second.skip_reason.skip_message  # type: ignore[union-attr]
     [page] = _pd(sandbox_server, "trigger")
     assert page["dedup_key"].startswith("usage-orchestration/budget_threshold/entity/bbbb/")
@@ -121,6 +137,8 @@ def test_budget_overrun_pages_once_and_resolves_once(
     instance.report_runless_asset_event(AssetMaterialization("budget_status"))
     third = _tick(sensor, instance, second.cursor, resources)
     _tick(sensor, instance, third.cursor, resources)
+    _deliver(resources)
+    _deliver(resources)
     [resolve] = _pd(sandbox_server, "resolve")
     assert resolve["dedup_key"] == page["dedup_key"] and resolve["collapsed"] is False
     assert len(_pd(sandbox_server, "trigger")) == 1
@@ -138,14 +156,19 @@ def test_broken_sensor_sends_sensor_failure_and_recovers(
         conn.execute(text("CREATE TABLE budget_status (wrong INTEGER)"))
     with pytest.raises(Exception, match="month|column"):
         sensor(build_sensor_context(instance=instance, resources=resources))
+    # recorded and delivered by the run, or — when the broken schema makes the outbox itself
+    # unreachable — sent directly by the sensor: one page either way
+    _deliver(resources, must_succeed=False)
     [page] = _pd(sandbox_server, "trigger")
     assert page["dedup_key"] == "usage-orchestration/sensor_failure/sensor/budget_alerts/"
-    assert Outbox(wh.engine, settings.alerts).get(page["dedup_key"])["state"] == "open"  # type: ignore[index]
+    row = Outbox(wh.engine, settings.alerts).get(page["dedup_key"])
+    assert row is None or row["state"] == "open"  # None: the outbox was unreachable
 
     with wh.engine.begin() as conn:
         conn.execute(text("DROP TABLE budget_status"))
     budget_status.create(wh.engine)
     _tick(sensor, instance, None, resources)
+    _deliver(resources)
     [resolve] = _pd(sandbox_server, "resolve")
     assert resolve["dedup_key"] == page["dedup_key"]
 
@@ -196,6 +219,8 @@ def test_run_failure_pages_but_not_runs_about_to_be_retried(
     final = _failure_context(instance, {"dagster/partition": "2026-05-19"}, resources)
     sensors["run_failure_alerts"](final)
     sensors["run_failure_alerts"](final)  # evaluated twice
+    _deliver(resources)
+    _deliver(resources)
     [page] = _pd(sandbox_server, "trigger")
     assert page["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
     assert "provider exploded" in page["event"]["payload"]["summary"]
@@ -229,16 +254,19 @@ def test_pagerduty_down_three_ticks_then_each_alert_once(
     )
     sandbox_server.sandbox.add_fault("pagerduty", Fault(status=503, count=3))
 
-    cursor = _tick(sensors["budget_alerts"], instance, None, resources).cursor  # tick 1: 503
-    delivery_cursor = None
-    for _ in range(2):  # ticks 2 and 3: 503
-        delivery_cursor = _tick(
-            sensors["alert_delivery"], instance, delivery_cursor, resources
-        ).cursor
+    cursor = _tick(sensors["budget_alerts"], instance, None, resources).cursor
+    for _ in range(3):  # three delivery runs: 503 (the first failure blocks the channel)
+        request = _tick(sensors["alert_delivery"], instance, None, resources)
+        assert len(request.run_requests) == 1  # something is due: a delivery run is requested
+        _deliver(resources)
     assert _pd(sandbox_server, "trigger") == []
-    _tick(sensors["alert_delivery"], instance, delivery_cursor, resources)  # recovered
+    _deliver(resources)  # recovered
     _tick(sensors["budget_alerts"], instance, cursor, resources)
-    _tick(sensors["alert_delivery"], instance, delivery_cursor, resources)
+    _deliver(resources)
+    idle = sensors["alert_delivery"](
+        build_sensor_context(instance=instance, cursor=None, resources=resources)
+    )
+    assert isinstance(idle, SkipReason)  # nothing due: no run
     keys = [e["dedup_key"] for e in _pd(sandbox_server, "trigger")]
     assert sorted(keys) == sorted(
         f"usage-orchestration/budget_threshold/entity/e{i}/{rows[0]['month']}/100pct"
@@ -271,6 +299,7 @@ def test_stale_data_sensor_pages_missing_day_and_ledger_sync_failure(
     instance = DagsterInstance.ephemeral()
 
     first = _tick(sensor, instance, None, resources)
+    _deliver(resources)
     keys = {e["dedup_key"] for e in _pd(sandbox_server, "trigger")}
     sync_key = "usage-orchestration/ledger_sync/license-manager//lm_unreachable"
     assert sync_key in keys
@@ -278,6 +307,7 @@ def test_stale_data_sensor_pages_missing_day_and_ledger_sync_failure(
 
     seed_demo_ledger(ledger_url, settings, days, 7)  # a later sync succeeded
     _tick(sensor, instance, first.cursor, resources)
+    _deliver(resources)
     assert [e["dedup_key"] for e in _pd(sandbox_server, "resolve")] == [sync_key]
 
 
@@ -289,6 +319,7 @@ def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: Sand
     sensors["run_failure_alerts"](
         _failure_context(instance, {"dagster/partition": "2026-05-19"}, resources)
     )
+    _deliver(resources)
 
     ok = failing_job.execute_in_process(
         instance=instance, tags={"dagster/partition": "2026-05-19", "test/succeed": "true"}
@@ -305,6 +336,8 @@ def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: Sand
     )
     sensors["run_success_resolves"](ctx)
     sensors["run_success_resolves"](ctx)  # twice: one resolve
+    _deliver(resources)
+    _deliver(resources)
     [resolve] = _pd(sandbox_server, "resolve")
     assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
 
@@ -320,6 +353,7 @@ def test_successful_range_run_resolves_failures_of_days_inside_it(
         sensors["run_failure_alerts"](
             _failure_context(instance, {"dagster/partition": day}, resources)
         )
+    _deliver(resources)
     assert len(_pd(sandbox_server, "trigger")) == 2
 
     # a backfill of 2026-05-10...2026-05-20 as one run redoes the 19th, not the 25th
@@ -342,6 +376,7 @@ def test_successful_range_run_resolves_failures_of_days_inside_it(
         resources=resources,
     )
     sensors["run_success_resolves"](ctx)
+    _deliver(resources)
     [resolve] = _pd(sandbox_server, "resolve")
     assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
 

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal as D
 from typing import Any
 
-from dagster import DagsterInstance, materialize
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from sqlalchemy import select
 
 from usage_orchestration.defs.budgets import (
@@ -169,6 +169,26 @@ def test_budget_status_and_pool_as_of_a_day(db_url: str, ledger_url: str) -> Non
     assert meta["pool_remaining"].value == 4300.0 and "Bot" in [
         r.data["entity_name"] for r in meta["budgets"].records
     ]
+    # b over budget: the within_budget check is red (ERROR) and names both entities at risk
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "within_budget" and not check.passed
+    assert check.severity == AssetCheckSeverity.ERROR
+    assert check.metadata["over_budget"].value == 1
+    assert check.metadata["forecast_overruns"].value == 1  # a: forecast only
+    assert {r.data["entity_id"] for r in check.metadata["entities"].records} == {"ent-a", "ent-b"}
+
+
+def test_within_budget_is_green_when_every_entity_is_within_and_on_track(
+    db_url: str, ledger_url: str
+) -> None:
+    settings = make_settings(db_url, ledger_url)
+    seed_ledger(ledger_url)
+    # 2026-04: ent-a's budget is 2000 and it spends far less; ent-b has no April budget
+    result = run(settings, [build_budget_status_asset(settings)], partition_key="2026-04-02")
+    rows = rows_of(db_url, budget_status, "as_of_date", date(2026, 4, 2))
+    assert any(r["entity_id"] == "ent-a" and r["monthly_budget"] == D(2000) for r in rows)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed, check.description
 
 
 def test_history_is_stable_and_uses_the_budgets_of_its_month(db_url: str, ledger_url: str) -> None:

@@ -21,10 +21,14 @@ class AlertKind(StrEnum):
     RECONCILIATION_BREAK = "reconciliation_break"
     ANOMALY = "anomaly"
     RUN_FAILURE = "run_failure"
+    STUCK_RUN = "stuck_run"
     STALE_DATA = "stale_data"
     LEDGER_SYNC = "ledger_sync"
     SENSOR_FAILURE = "sensor_failure"
 
+
+# Escalation compares severities: a report of an open alert at a higher rank sends it again.
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
 DEDUP_PREFIX = "usage-orchestration"
 _MAX_KEY = 255  # PagerDuty's dedup_key limit
@@ -43,8 +47,11 @@ def dedup_key(kind: str, subject: str, period: str, threshold: str = "") -> str:
 
 
 def period_end(period: str) -> date | None:
-    """The last day of a period string: ``YYYY-MM-DD`` (a day), ``YYYY-MM`` (a month); None when
-    the period is not a date (e.g. a run id), meaning 'current'."""
+    """The last day of a period string: ``YYYY-MM-DD`` (a day), ``YYYY-MM`` (a month),
+    ``YYYY-MM-DD...YYYY-MM-DD`` (a range of days); None when the period is not a date, meaning
+    'current'."""
+    if "..." in period:
+        period = period.rpartition("...")[2]
     try:
         if len(period) == 10:
             return date.fromisoformat(period)

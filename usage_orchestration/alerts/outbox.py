@@ -21,6 +21,7 @@ bookkeeping re-sends on the next tick, and the receiver collapses it on ``dedup_
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from usage_orchestration.alerts.channels import Channel, Notification
-from usage_orchestration.alerts.model import Alert, is_recent
+from usage_orchestration.alerts.model import SEVERITY_RANK, Alert, is_recent
 from usage_orchestration.settings.alerts import AlertSettings, SilenceRule
 from usage_orchestration.warehouse.schema import metadata
 
@@ -136,6 +137,7 @@ class SyncReport:
     resolved: list[str] = field(default_factory=list)
     unchanged: int = 0
     recorded_only: list[str] = field(default_factory=list)  # history / silenced / routing
+    escalated: list[str] = field(default_factory=list)  # severity rose: sent again, new channel
 
 
 @dataclass
@@ -144,6 +146,7 @@ class DeliveryReport:
     rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (key, action, reason)
     retrying: list[tuple[str, str, str]] = field(default_factory=list)
     blocked_channels: list[str] = field(default_factory=list)
+    deferred: int = 0  # due but left for the next pass (the pass's time budget ran out)
 
 
 class Outbox:
@@ -227,13 +230,14 @@ class Outbox:
                 self._upsert(conn, alert, now, silences, report)
             conds = [alert_outbox.c.kind.in_(list(kinds)), alert_outbox.c.state.in_(OPEN_STATES)]
             conds += [alert_outbox.c[k] == v for k, v in (scope or {}).items()]
-            open_rows = (
-                conn.execute(select(alert_outbox.c.dedup_key).where(and_(*conds))).scalars().all()
-            )
-            for key in open_rows:
-                if key not in desired:
-                    self._resolve(conn, key, now)
-                    report.resolved.append(key)
+            cols = [alert_outbox.c[c] for c in ("dedup_key", "kind", "subject", "period")]
+            open_rows = conn.execute(
+                select(*cols, alert_outbox.c.severity).where(and_(*conds))
+            ).all()
+            for row in open_rows:
+                if row.dedup_key not in desired:
+                    self._resolve(conn, row.dedup_key, now, _superseded(row, desired.values()))
+                    report.resolved.append(row.dedup_key)
         return report
 
     def open(self, alerts: Iterable[Alert], *, now: datetime) -> SyncReport:
@@ -285,7 +289,10 @@ class Outbox:
             self._open(conn, alert, row, content, silenced, suppressed, now)
             (report.recorded_only if suppressed else report.opened).append(alert.dedup_key)
             return
-        if self._refresh(conn, row, content, silenced, suppressed, now):
+        change = self._refresh(conn, row, content, silenced, suppressed, now)
+        if change == "escalated":
+            report.escalated.append(alert.dedup_key)
+        elif change == "reopened":
             report.opened.append(alert.dedup_key)
         report.unchanged += 1
 
@@ -349,16 +356,31 @@ class Outbox:
         silenced: bool,
         suppressed: str | None,
         now: datetime,
-    ) -> bool:
-        """Still reported while open or silenced: refresh the content, follow silences.
-        True when a silence ended and the trigger is pending again."""
+    ) -> str | None:
+        """Still reported while open or silenced: refresh the content, follow silences and
+        escalations. ``"reopened"`` when a silence ended and the trigger is pending again,
+        ``"escalated"`` when the severity rose and a new trigger goes to its channel."""
         values = dict(content)
-        # Once a trigger went out, its channel and severity stay, so the resolve reaches the
-        # same place.
-        if row["trigger_status"] not in ("pending", "skipped") or row["attempts"] > 0:
+        went_out = row["trigger_status"] not in ("pending", "skipped") or row["attempts"] > 0
+        rose = SEVERITY_RANK[content["severity"]] > SEVERITY_RANK.get(row["severity"], 0)
+        if rose and (went_out or row["trigger_status"] == "skipped"):
+            # warning → error: the new severity's channel gets a trigger (and later the resolve).
+            values.update(
+                trigger_status="skipped" if suppressed else "pending",
+                suppressed_reason=suppressed,
+                attempts=0,
+                next_attempt_at=_naive(now),
+                lease_until=None,
+                last_error=None,
+            )
+            _update_alert(conn, row["dedup_key"], values)
+            return None if suppressed else "escalated"
+        if went_out:
+            # Once a trigger went out, its channel and severity stay (unless it escalates), so
+            # the resolve reaches the same place.
             values.pop("channel")
             values.pop("severity")
-        reopened = False
+        reopened: str | None = None
         if silenced and row["state"] == "open":
             values["state"] = "silenced"
             if row["trigger_status"] == "pending" and row["attempts"] == 0:
@@ -375,7 +397,7 @@ class Outbox:
                 values["trigger_status"] = "pending"
                 values["suppressed_reason"] = None
                 values["next_attempt_at"] = _naive(now)
-                reopened = True
+                reopened = "reopened"
         _update_alert(conn, row["dedup_key"], values)
         return reopened
 
@@ -402,7 +424,7 @@ class Outbox:
             self._resolve(conn, key, now)
             report.resolved.append(key)
 
-    def _resolve(self, conn: Connection, key: str, now: datetime) -> None:
+    def _resolve(self, conn: Connection, key: str, now: datetime, superseded: bool = False) -> None:
         row = _outbox_row(conn, key)
         assert row is not None  # callers saw it open in this transaction
         values: dict[str, Any] = {
@@ -415,7 +437,11 @@ class Outbox:
         )
         if row["trigger_status"] == "pending":
             values["trigger_status"] = "cancelled"
-        if sent_or_maybe:
+        if superseded and row["channel"] == "slack":
+            # Replaced by a higher severity of the same condition (80 → 100 %): a "Resolved"
+            # message in Slack would read as good news while it got worse.
+            values.update(resolve_status="skipped", suppressed_reason="superseded")
+        elif sent_or_maybe:
             values.update(
                 resolve_status="pending", attempts=0, next_attempt_at=_naive(now), last_error=None
             )
@@ -425,13 +451,26 @@ class Outbox:
 
     # -- delivery -----------------------------------------------------------------------------
     def deliver_pending(
-        self, channels: Mapping[str, Channel], *, now: datetime, limit: int = 200
+        self,
+        channels: Mapping[str, Channel],
+        *,
+        now: datetime,
+        limit: int = 200,
+        budget_s: float | None = None,
     ) -> DeliveryReport:
-        """One delivery pass: every due action, oldest first."""
+        """One delivery pass: due actions, oldest first, for at most ``budget_s`` seconds
+        (``alerts.delivery_budget_s``); what is left stays due for the next pass."""
         report = DeliveryReport()
         due = _due(now)
         blocked: set[str] = set()
-        for row in self._due_rows(due, limit):
+        budget = self.settings.delivery_budget_s if budget_s is None else budget_s
+        started = time.monotonic()
+        rows = self._due_rows(due, limit)
+        for i, row in enumerate(rows):
+            left = budget - (time.monotonic() - started)
+            if left <= 0:
+                report.deferred = len(rows) - i
+                break
             key = row["dedup_key"]
             action = "resolve" if row["resolve_status"] == "pending" else "trigger"
             channel_name = row["channel"]
@@ -440,7 +479,7 @@ class Outbox:
             if not self._claim(key, now, due):
                 continue  # another tick has it
             outcome, status, reason, after = _attempt(
-                channels.get(channel_name), channel_name, _notification(row, action)
+                channels.get(channel_name), channel_name, _notification(row, action), left
             )
             self._record(
                 key, action, channel_name, now, outcome, status, reason, after, row["attempts"]
@@ -547,6 +586,17 @@ class Outbox:
             q = q.where(alert_delivery.c.dedup_key == key)
         return self._rows(q)
 
+    def open_alerts(self, kinds: Sequence[str]) -> list[dict[str, Any]]:
+        """Open (or silenced) alerts of ``kinds``, their details parsed."""
+        q = select(alert_outbox).where(
+            and_(alert_outbox.c.kind.in_(list(kinds)), alert_outbox.c.state.in_(OPEN_STATES))
+        )
+        return [{**r, "details": json.loads(r["details"] or "{}")} for r in self._rows(q)]
+
+    def due_count(self, now: datetime) -> int:
+        """Actions a delivery pass would attempt now."""
+        return len(self._scalars(select(alert_outbox.c.dedup_key).where(_due(now))))
+
     def pending_count(self) -> int:
         q = select(alert_outbox.c.dedup_key).where(
             or_(
@@ -620,14 +670,28 @@ def _notification(row: Mapping[str, Any], action: str) -> Notification:
 
 
 def _attempt(
-    channel: Channel | None, channel_name: str, notification: Notification
+    channel: Channel | None, channel_name: str, notification: Notification, left_s: float
 ) -> tuple[str, int | None, str, float | None]:
-    """One send: (outcome, HTTP status, reason, Retry-After seconds)."""
+    """One send: (outcome, HTTP status, reason, Retry-After seconds); its timeout is cut to
+    what is left of the pass's budget."""
     if channel is None:
         return "rejected", None, f"channel {channel_name!r} is not configured", None
-    result = channel.send(notification)
+    result = channel.send(notification, timeout_s=left_s)
     return result.outcome, result.status, result.reason, result.retry_after_s
 
 
 def silence_matches_time(rule: SilenceRule, now: datetime) -> bool:
     return (rule.starts_at is None or rule.starts_at <= now) and now < rule.ends_at
+
+
+def _superseded(row: Any, desired: Iterable[Alert]) -> bool:
+    """An open alert no longer reported because the same condition (kind, subject, period) is
+    now reported at a higher severity (another threshold)."""
+    rank = SEVERITY_RANK.get(row.severity, 0)
+    return any(
+        a.kind.value == row.kind
+        and a.subject == row.subject
+        and a.period == row.period
+        and SEVERITY_RANK[a.severity] > rank
+        for a in desired
+    )

@@ -16,7 +16,9 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, Table, and_, func, select
 
+from usage_orchestration.alerts.channels import PD_SUMMARY_LIMIT, cut
 from usage_orchestration.alerts.model import Alert, AlertKind
+from usage_orchestration.core.money import format_credits
 from usage_orchestration.providers.registry import enabled_names, provider
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.settings.alerts import Severity
@@ -57,9 +59,7 @@ def fmt(value: Any) -> str:
 
 
 def money(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{Decimal(value):,.2f}"
+    return format_credits(value)  # the one display of credits (core/money.py)
 
 
 def _ui_link(ui_url: str, asset: str, partition: str = "") -> dict[str, str]:
@@ -99,8 +99,11 @@ def alerts_from_budget_rows(rows: Iterable[Row], settings: UsageSettings) -> lis
         link = [
             _ui_link(settings.alerts.dagster_ui_url, "budget_status", r["as_of_date"].isoformat())
         ]
-        for t in crossed_thresholds(r, settings.budgets.thresholds_pct):
-            out.append(_budget_threshold_alert(r, t, link, active))
+        crossed = crossed_thresholds(r, settings.budgets.thresholds_pct)
+        if crossed:
+            # Only the highest: crossing 50, 80 and 100 % at once is one notification, and
+            # 80 → 100 % replaces the warning by the page (the 80 % alert is superseded).
+            out.append(_budget_threshold_alert(r, max(crossed), link, active))
         overrun = r.get("forecast_overrun")
         if overrun is not None and Decimal(overrun) > 0:
             out.append(_forecast_overrun_alert(r, overrun, link, active))
@@ -505,55 +508,100 @@ def ledger_sync_error_alert(message: str) -> Alert:
 
 
 # -------------------------------------------------------------- run failures, sensor failures
-def _run_period(partition: str | None) -> str:
+_SUBJECT_ASSETS = 200  # characters of asset names in a subject; longer lists end in a digest
+
+
+def partition_days(partition: str | None) -> list[str]:
+    """The days a run's partition covers: one day, every day of ``A...B``, or [] (none)."""
     if not partition:
-        return ""
-    last = partition.split("...")[-1]
+        return []
+    first, sep, last = partition.partition("...")
     try:
-        return date.fromisoformat(last).isoformat()
+        start = date.fromisoformat(first)
+        end = date.fromisoformat(last) if sep else start
     except ValueError:
-        return ""
+        return [partition]
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def _assets_part(assets: Sequence[str]) -> str:
+    import hashlib
+
+    joined = "+".join(sorted(set(assets)))
+    if len(joined) <= _SUBJECT_ASSETS:
+        return joined
+    digest = hashlib.sha256(joined.encode()).hexdigest()[:16]
+    return f"{joined[: _SUBJECT_ASSETS - 40]}…+{len(set(assets))}-assets#{digest}"
 
 
 def run_failure_alert(
-    *, job_name: str, run_id: str, partition: str | None, message: str, settings: UsageSettings
+    *,
+    job_name: str,
+    run_id: str,
+    partition: str | None,
+    message: str,
+    settings: UsageSettings,
+    assets: Sequence[str] = (),
+    failed_at: datetime | None = None,
+    stuck: bool = False,
 ) -> Alert:
-    """A failed run (not one about to be retried). Keyed by job and partition so repeated
-    failures of the same work collapse into one incident."""
+    """A failed run (not one about to be retried), keyed by job, failed assets and days (the
+    partition or range): repeated failures of the same work collapse into one incident,
+    different assets or days are different incidents. ``stuck``: the run died without
+    reporting (killed, out of memory) and run monitoring marked it failed."""
     ui = settings.alerts.dagster_ui_url.rstrip("/")
-    return Alert(
-        kind=AlertKind.RUN_FAILURE,
-        severity="error",
-        subject=f"job/{job_name}",
-        period=_run_period(partition),
-        summary=f"Dagster run of {job_name}"
+    subject = f"job/{job_name}" + (f"/{_assets_part(assets)}" if assets else "")
+    what = "died without reporting (its run worker is gone; marked failed)" if stuck else "failed"
+    head = (
+        f"Dagster run of {job_name}"
+        + (f" ({cut(', '.join(sorted(set(assets))), 200)})" if assets else "")
         + (f" for {partition}" if partition else "")
-        + f" failed: {message[:400]}",
-        details={"run_id": run_id, "job": job_name, "partition": partition or ""},
+        + f" {what}"
+    )
+    return Alert(
+        kind=AlertKind.STUCK_RUN if stuck else AlertKind.RUN_FAILURE,
+        severity="error",
+        subject=subject,
+        period=partition or "",
+        # The cause comes first in ``message``: cut at the end, it survives.
+        summary=f"{head}: {cut(message, max(PD_SUMMARY_LIMIT - len(head) - 2, 100))}",
+        details={
+            "run_id": run_id,
+            "job": job_name,
+            "assets": sorted(set(assets)),
+            "partition": partition or "",
+            "failed_at": (failed_at or datetime.now(UTC)).isoformat(),
+            "error": cut(message, 2000),
+        },
         links=[{"href": f"{ui}/runs/{run_id}", "text": "the failed run"}],
     )
 
 
-def run_failure_key(job_name: str, partition: str | None) -> str:
-    from usage_orchestration.alerts.model import dedup_key
-
-    return dedup_key(AlertKind.RUN_FAILURE.value, f"job/{job_name}", _run_period(partition), "")
-
-
-def run_success_resolve_keys(job_name: str, partition: str | None) -> list[str]:
-    """The run_failure keys a successful run of ``job_name`` clears: its own partition, or every
-    day of its range (a range backfill that redoes a failed day clears that day's alert)."""
-    if partition and "..." in partition:
-        first, _, last = partition.partition("...")
-        try:
-            start, end = date.fromisoformat(first), date.fromisoformat(last)
-        except ValueError:
-            return [run_failure_key(job_name, partition)]
-        days = (end - start).days + 1
-        return [
-            run_failure_key(job_name, (start + timedelta(days=i)).isoformat()) for i in range(days)
-        ]
-    return [run_failure_key(job_name, partition)]
+def failure_resolved_by(
+    details: Mapping[str, Any],
+    *,
+    job_name: str,
+    partition: str | None,
+    materialized: set[tuple[str, str | None]],
+    succeeded_at: datetime,
+) -> bool:
+    """Whether a successful run clears a run_failure/stuck_run alert (its ``details``): it ended
+    after the failure and materialized every failed asset for every failed day (any job); for
+    a failure without assets (an op job), the same job succeeded for a span covering its days."""
+    failed_at = details.get("failed_at")
+    if failed_at and succeeded_at <= datetime.fromisoformat(str(failed_at)):
+        return False
+    days = partition_days(details.get("partition") or None)
+    assets = list(details.get("assets") or [])
+    if assets:
+        if not days:
+            done = {a for a, _ in materialized}
+            return all(a in done for a in assets)
+        return all((a, d) in materialized for a in assets for d in days)
+    if job_name != details.get("job"):
+        return False
+    covered = partition_days(partition)
+    return set(days) <= set(covered) if days else not covered
 
 
 def sensor_failure_alert(sensor_name: str, error: str, settings: UsageSettings) -> Alert:

@@ -1,5 +1,6 @@
-"""One alerting pass — evaluate rules, sync the outbox, deliver — as plain functions the Dagster
-sensors (and tests, and the CLI) call."""
+"""Alerting as plain functions the Dagster shell (and tests, and the CLI) calls: evaluate the rules
+and record the result in the outbox (sensors: no sending, so a previewed tick has no effect
+outside the outbox), and deliver what is due within a time budget (the ``deliver_alerts`` run)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,24 @@ def build_channels(
             source=settings.source,
             client_url=settings.dagster_ui_url,
             timeout_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
             transport=transport,
         ),
-        "slack": SlackChannel(slack_webhook_url, timeout_s=settings.timeout_s, transport=transport),
+        "slack": SlackChannel(
+            slack_webhook_url,
+            timeout_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            transport=transport,
+        ),
     }
+
+
+def close_channels(channels: dict[str, Channel]) -> None:
+    """Close the channels' HTTP clients (a long-lived code server must not leak sockets)."""
+    for channel in channels.values():
+        close = getattr(channel, "close", None)
+        if callable(close):
+            close()
 
 
 @dataclass
@@ -66,26 +81,33 @@ class TickReport:
     def summary(self) -> str:
         d = self.delivery
         return (
-            f"opened {len(self.sync.opened)}, recorded only {len(self.sync.recorded_only)}, "
-            f"resolved {len(self.sync.resolved)}, unchanged {self.sync.unchanged}; delivered "
-            f"{len(d.delivered)}, rejected {len(d.rejected)}, retrying {len(d.retrying)}"
+            f"opened {len(self.sync.opened)}, escalated {len(self.sync.escalated)}, recorded "
+            f"only {len(self.sync.recorded_only)}, resolved {len(self.sync.resolved)}, unchanged "
+            f"{self.sync.unchanged}; delivered {len(d.delivered)}, rejected {len(d.rejected)}, "
+            f"retrying {len(d.retrying)}"
+            + (f", left for the next pass {d.deferred}" if d.deferred else "")
             + (f" (backing off: {', '.join(d.blocked_channels)})" if d.blocked_channels else "")
         )
 
 
-def evaluate_and_deliver(
+def evaluate_and_record(
     evaluation: Evaluation,
     engine: Engine,
     settings: UsageSettings,
-    channels: dict[str, Channel],
     now: datetime,
     extra: Sequence[Alert] = (),
     extra_kinds: Sequence[AlertKind] = (),
 ) -> TickReport:
-    """Full evaluation of ``evaluation``'s kinds, outbox sync, then a delivery pass."""
+    """Full evaluation of ``evaluation``'s kinds and the outbox sync; nothing is sent."""
     outbox = Outbox(engine, settings.alerts)
     alerts = evaluation.evaluate(engine, settings, now) + list(extra)
     kinds = [k.value for k in (*evaluation.kinds, *extra_kinds)]
-    report = TickReport(sync=outbox.sync(alerts, kinds=kinds, now=now))
-    report.delivery = outbox.deliver_pending(channels, now=now)
-    return report
+    return TickReport(sync=outbox.sync(alerts, kinds=kinds, now=now))
+
+
+def deliver(
+    engine: Engine, settings: AlertSettings, channels: dict[str, Channel], now: datetime
+) -> TickReport:
+    """One delivery pass within ``settings.delivery_budget_s``."""
+    outbox = Outbox(engine, settings)
+    return TickReport(delivery=outbox.deliver_pending(channels, now=now))

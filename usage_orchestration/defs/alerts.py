@@ -3,14 +3,19 @@
 * ``budget_alerts``: budget thresholds, forecast overruns, credit pool depletion, provider caps;
 * ``reconciliation_alerts``: reconciliation breaks over tolerance, spend anomalies;
 * ``stale_data_alerts``: yesterday's partition missing by the deadline, ledger sync failures;
-* ``run_failure_alerts`` / ``run_success_resolves``: failed runs (not those about to be retried),
-  resolved when the same job succeeds for that partition (alone or within a range);
-* ``alert_delivery``: retries of pending deliveries (429/5xx) with backoff.
+* ``run_failure_alerts`` / ``run_success_resolves``: failed (or stuck) runs of every code
+  location, keyed by job, failed assets and days; resolved by a later success that
+  materialized those assets for those days;
+* ``stuck_run_detector``: a STARTED run whose run worker process is gone is marked failed (its
+  concurrency slots are then freed by run monitoring) and so pages as ``stuck_run``;
+* ``alert_delivery``: requests a ``deliver_alerts`` run when something is due.
 
-Each evaluation sensor keeps a JSON cursor of the latest materialization it has seen of the
-assets it watches, and re-evaluates when one changes (or every ``REEVALUATE_S`` for time-driven
-conditions); a tick that changes nothing sends nothing. A sensor that fails records and sends a
-``sensor_failure`` alert, then fails its tick so the UI shows it; its next good tick resolves it.
+Sensors only **record** alerts in the outbox; sending happens in the ``deliver_alerts`` run that
+a committed ``alert_delivery`` tick requests. "Preview tick result" in the UI therefore sends
+nothing (a preview never launches runs). Each evaluation sensor keeps a JSON cursor of the
+latest materialization it has seen and re-evaluates when one changes (or every
+``REEVALUATE_S``). A sensor that fails records a ``sensor_failure`` alert (sent directly only
+when the outbox itself is unreachable), then fails its tick; its next good tick resolves it.
 """
 
 import json
@@ -23,18 +28,26 @@ from typing import Any
 from dagster import (
     AssetKey,
     ConfigurableResource,
+    DagsterEventType,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     Definitions,
     EnvVar,
+    OpExecutionContext,
     ResourceParam,
     RunFailureSensorContext,
+    RunRequest,
+    RunsFilter,
     RunStatusSensorContext,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    in_process_executor,
+    job,
+    op,
     run_failure_sensor,
     run_status_sensor,
     sensor,
@@ -51,16 +64,26 @@ from usage_orchestration.alerts.service import (
     Evaluation,
     TickReport,
     build_channels,
-    evaluate_and_deliver,
+    close_channels,
+    deliver,
+    evaluate_and_record,
 )
 from usage_orchestration.defs.resources import WarehouseResource
 from usage_orchestration.settings import UsageSettings
+from usage_orchestration.settings.secrets import redact, secret_values
 
 REEVALUATE_S = 600
-SECRET_ENV = ("PAGERDUTY_ROUTING_KEY", "SLACK_WEBHOOK_URL", "LEDGER_API_TOKEN")
 WILL_RETRY_TAG = "dagster/will_retry"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+DELIVERY_JOB = "deliver_alerts"
+RUN_KINDS = (AlertKind.RUN_FAILURE.value, AlertKind.STUCK_RUN.value)
+IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
 
 
 class AlertChannelsResource(ConfigurableResource):
@@ -108,8 +131,9 @@ def _sensor_failure_key(name: str) -> str:
 
 
 class SensorKit:
-    """What every alert sensor is handed: the settings, the warehouse, the delivery channels
-    (built on first use) and the ledger's API token."""
+    """What every alert sensor is handed: the settings, the warehouse (its engine is cached per
+    URL), the delivery channels (built on first use, closed after the tick) and the ledger's
+    API token."""
 
     def __init__(
         self,
@@ -128,57 +152,47 @@ class SensorKit:
     def outbox(self) -> Outbox:
         return Outbox(self.warehouse.get().engine, self.settings.alerts)
 
+    def close(self) -> None:
+        if "channels" in self.__dict__:
+            close_channels(self.__dict__.pop("channels"))
+
 
 def _report_sensor_failure(name: str, exc: Exception, kit: SensorKit) -> None:
-    """Record and send a sensor_failure alert; if even the outbox is unreachable, send it
-    directly (the receiver collapses repeats on the dedup key)."""
+    """Record a sensor_failure alert (the delivery run sends it); if even the outbox is
+    unreachable, send it directly — the one send outside a delivery run, because nothing else
+    could (the receiver collapses repeats on the dedup key)."""
     alert = rules.sensor_failure_alert(
         name, _redacted(f"{type(exc).__name__}: {exc}", kit.settings), kit.settings
     )
     try:
-        _open_and_deliver(alert, kit)
+        kit.outbox().open([alert], now=_now())
     except Exception:
         channel = kit.channels.get(kit.settings.alerts.routing[alert.severity])
         if channel is not None:
-            channel.send(Notification.trigger_of(alert))
-
-
-def _open_and_deliver(alert: Alert, kit: SensorKit) -> TickReport:
-    """Record an event's alert (without resolving others) and send what is due."""
-    now = _now()
-    outbox = kit.outbox()
-    outbox.open([alert], now=now)
-    return TickReport(delivery=outbox.deliver_pending(kit.channels, now=now))
+            channel.send(Notification.trigger_of(alert), timeout_s=kit.settings.alerts.timeout_s)
 
 
 def _redacted(text: str, settings: UsageSettings) -> str:
-    """Database passwords (in the warehouse and ledger URLs) and any secret from the environment
-    masked out of an error message before it becomes an alert."""
+    """Every secret the README lists (in the forms it travels in) and the database passwords of
+    the settings' URLs masked out of an error message before it becomes an alert."""
     from sqlalchemy.engine import make_url
 
-    secrets = [os.environ.get(n, "") for n in SECRET_ENV]
+    passwords: list[str] = []
     for url in (settings.warehouse_url, settings.ledger.database_url):
         try:
-            secrets.append(make_url(url).password or "")
+            passwords.append(make_url(url).password or "")
         except Exception:  # an unparsable URL: nothing to mask from it
             continue
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return redact(text, [*secret_values(), *(p for p in passwords if p)])
 
 
-def _guarded(
-    name: str, kit: SensorKit, body: Callable[[], SensorResult | SkipReason]
-) -> SensorResult | SkipReason:
+def _guarded(name: str, kit: SensorKit, body: Callable[[], Any]) -> Any:
     try:
         result = body()
     except Exception as exc:
         _report_sensor_failure(name, exc, kit)
         raise
-    outbox = kit.outbox()
-    if outbox.resolve([_sensor_failure_key(name)], now=_now()):
-        outbox.deliver_pending(kit.channels, now=_now())
+    kit.outbox().resolve([_sensor_failure_key(name)], now=_now())
     return result
 
 
@@ -190,6 +204,7 @@ def _evaluation_tick(
     extra: Callable[[], tuple[list, list[AlertKind]]] | None = None,
     always: bool = False,
 ) -> SensorResult:
+    """Record a full evaluation when a watched asset changed (or it is due); send nothing."""
     now = _now()
     cursor = _load_cursor(context.cursor)
     seen = _latest_ids(context.instance, watched)
@@ -199,23 +214,14 @@ def _evaluation_tick(
     )
     if always or seen != cursor.get("seen") or stale:
         alerts, kinds = extra() if extra else ([], [])
-        report = evaluate_and_deliver(
-            evaluation,
-            kit.warehouse.get().engine,
-            kit.settings,
-            kit.channels,
-            now,
-            alerts,
-            kinds,
+        report = evaluate_and_record(
+            evaluation, kit.warehouse.get().engine, kit.settings, now, alerts, kinds
         )
         new_cursor = {"seen": seen, "evaluated_at": now.isoformat()}
-        what = f"evaluated {evaluation.name}: "
+        message = f"evaluated {evaluation.name}: " + report.summary()
     else:
-        report = TickReport()
-        report.delivery = kit.outbox().deliver_pending(kit.channels, now=now)
         new_cursor = {**cursor, "seen": seen}
-        what = "no new materializations; "
-    message = what + report.summary()
+        message = "no new materializations"
     context.log.info(message)
     return SensorResult(
         skip_reason=SkipReason(message), cursor=json.dumps(new_cursor, sort_keys=True)
@@ -232,7 +238,7 @@ def _alert_sensor(
     decorator: Callable[[Callable[..., Any]], Any], tick: Callable[[Any, SensorKit], Any]
 ) -> Any:
     """``tick`` as a sensor of ``decorator`` (sensor, run_failure_sensor, run_status_sensor),
-    with the resources every alert sensor needs."""
+    with the resources every alert sensor needs; the tick's HTTP clients are closed after it."""
 
     def alert_sensor(
         context: Any,
@@ -240,7 +246,11 @@ def _alert_sensor(
         warehouse: WarehouseResource,
         alert_channels: AlertChannelsResource,
     ) -> Any:
-        return tick(context, SensorKit(settings, warehouse, alert_channels))
+        kit = SensorKit(settings, warehouse, alert_channels)
+        try:
+            return tick(context, kit)
+        finally:
+            kit.close()
 
     return decorator(alert_sensor)
 
@@ -307,49 +317,191 @@ def _stale_data_tick(context: SensorEvaluationContext, kit: SensorKit) -> Sensor
     )
 
 
+# -- delivery: a run, so that only committed ticks send ------------------------------------------
+@op(description="One delivery pass of the alert outbox within alerts.delivery_budget_s.")
+def deliver_alerts_op(
+    context: OpExecutionContext,
+    settings: ResourceParam[UsageSettings],
+    warehouse: WarehouseResource,
+    alert_channels: AlertChannelsResource,
+) -> None:
+    channels = alert_channels.channels(settings)
+    try:
+        report = deliver(warehouse.get().engine, settings.alerts, channels, _now())
+    finally:
+        close_channels(channels)
+    context.log.info(report.summary())
+
+
+@job(
+    name=DELIVERY_JOB,
+    executor_def=in_process_executor,
+    description="Sends what the alert outbox has due (PagerDuty / Slack); requested by the "
+    "alert_delivery sensor.",
+    tags={"dagster/priority": "10", "usage/role": "alert-delivery"},
+)
+def deliver_alerts_job() -> None:
+    deliver_alerts_op()
+
+
+def _delivery_in_flight(instance: DagsterInstance) -> bool:
+    runs = instance.get_run_records(
+        filters=RunsFilter(job_name=DELIVERY_JOB, statuses=IN_FLIGHT), limit=1
+    )
+    return bool(runs)
+
+
 def _delivery_tick(context: SensorEvaluationContext, kit: SensorKit) -> SensorResult | SkipReason:
-    def body() -> SensorResult:
+    def body() -> SensorResult | SkipReason:
         now = _now()
-        report = TickReport()
-        report.delivery = kit.outbox().deliver_pending(kit.channels, now=now)
-        cursor = json.dumps(
-            {"last_pass": now.isoformat(), "delivered": len(report.delivery.delivered)}
+        due = kit.outbox().due_count(now)
+        if not due:
+            return SkipReason("nothing due")
+        if _delivery_in_flight(context.instance):
+            return SkipReason(f"{due} due; a {DELIVERY_JOB} run is already queued or running")
+        return SensorResult(
+            run_requests=[RunRequest(run_key=f"deliver-{now.isoformat()}")],
+            cursor=json.dumps({"requested_at": now.isoformat(), "due": due}),
         )
-        return SensorResult(skip_reason=SkipReason(report.summary()), cursor=cursor)
 
     return _guarded("alert_delivery", kit, body)
+
+
+# -- run failures and successes, of every code location -----------------------------------------
+def _events(instance: DagsterInstance, run_id: str, kind: DagsterEventType) -> list[Any]:
+    records = instance.get_records_for_run(run_id, of_type=kind).records
+    return [r.event_log_entry.dagster_event for r in records if r.event_log_entry.dagster_event]
+
+
+def _failed_steps(instance: DagsterInstance, run_id: str) -> tuple[set[str], bool]:
+    """The steps that failed, or — when none reported failing — those that started and never
+    finished (the run worker died: stuck); and whether it is the latter."""
+    failed = {e.step_key for e in _events(instance, run_id, DagsterEventType.STEP_FAILURE)}
+    if failed:
+        return failed, False
+    started = {e.step_key for e in _events(instance, run_id, DagsterEventType.STEP_START)}
+    finished = {e.step_key for e in _events(instance, run_id, DagsterEventType.STEP_SUCCESS)}
+    return started - finished, bool(started - finished)
+
+
+def _failed_assets(instance: DagsterInstance, run_id: str) -> tuple[list[str], bool]:
+    """Asset keys of the failed (or interrupted) steps; empty for an op job."""
+    steps, stuck = _failed_steps(instance, run_id)
+    planned = _events(instance, run_id, DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    assets = {e.asset_key.to_user_string() for e in planned if e.step_key in steps and e.asset_key}
+    return sorted(assets), stuck
 
 
 def _run_failure_tick(context: RunFailureSensorContext, kit: SensorKit) -> SkipReason | None:
     run = context.dagster_run
     if run.tags.get(WILL_RETRY_TAG) == "true":
         return SkipReason(f"run {run.run_id} will be retried: no alert")
-    message = _failure_message(context)
 
     def body() -> SkipReason:
+        assets, stuck = _failed_assets(context.instance, run.run_id)
         alert = rules.run_failure_alert(
             job_name=run.job_name,
             run_id=run.run_id,
             partition=_partition_of(run.tags),
-            message=message,
+            message=_redacted(_failure_message(context), kit.settings),
             settings=kit.settings,
+            assets=assets,
+            failed_at=_ended_at(context.instance, run.run_id),
+            stuck=stuck,
         )
-        report = _open_and_deliver(alert, kit)
-        return SkipReason(f"{alert.dedup_key}: {report.summary()}")
+        report = kit.outbox().open([alert], now=_now())
+        return SkipReason(f"{alert.dedup_key}: {TickReport(sync=report).summary()}")
 
-    return _guarded("run_failure_alerts", kit, body)  # type: ignore[return-value]
+    return _guarded("run_failure_alerts", kit, body)
+
+
+def _ended_at(instance: DagsterInstance, run_id: str) -> datetime:
+    """When the run ended (failure or success): what "a later success" is measured by."""
+    record = instance.get_run_record_by_id(run_id)
+    ended = record.end_time if record is not None else None
+    return datetime.fromtimestamp(ended, UTC) if ended else _now()
+
+
+def _materialized(instance: DagsterInstance, run_id: str) -> set[tuple[str, str | None]]:
+    events = _events(instance, run_id, DagsterEventType.ASSET_MATERIALIZATION)
+    return {(e.asset_key.to_user_string(), e.partition) for e in events if e.asset_key}
 
 
 def _run_success_tick(context: RunStatusSensorContext, kit: SensorKit) -> SkipReason | None:
     run = context.dagster_run
-    keys = rules.run_success_resolve_keys(run.job_name, _partition_of(run.tags))
+    succeeded_at = _ended_at(context.instance, run.run_id)
+    materialized = _materialized(context.instance, run.run_id)
     outbox = kit.outbox()
-    now = _now()
-    resolved = outbox.resolve(keys, now=now)
+    keys = [
+        a["dedup_key"]
+        for a in outbox.open_alerts(RUN_KINDS)
+        if rules.failure_resolved_by(
+            a["details"],
+            job_name=run.job_name,
+            partition=_partition_of(run.tags),
+            materialized=materialized,
+            succeeded_at=succeeded_at,
+        )
+    ]
+    resolved = outbox.resolve(keys, now=_now())
     if not resolved:
-        return SkipReason(f"no open failure alert for {run.job_name} {_partition_of(run.tags)}")
-    report = TickReport(delivery=outbox.deliver_pending(kit.channels, now=now))
-    return SkipReason(f"resolved {', '.join(resolved)}: {report.summary()}")
+        return SkipReason(f"run {run.run_id} clears no open failure alert")
+    return SkipReason(f"resolved {', '.join(resolved)}")
+
+
+# -- runs whose worker died without reporting ---------------------------------------------------
+def _worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
+    """The run worker's pid, from the engine event "Started process for run (pid: N)"."""
+    for event in reversed(_events(instance, run_id, DagsterEventType.ENGINE_EVENT)):
+        data = getattr(event, "engine_event_data", None)
+        pid = (data.metadata or {}).get("pid") if data is not None else None
+        if pid is not None and "Started process for run" in (event.message or ""):
+            return int(getattr(pid, "value", pid))
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _dead_runs(instance: DagsterInstance, grace_s: float) -> list[DagsterRun]:
+    """STARTED runs older than ``grace_s`` whose local run worker process is gone (killed by
+    the OS, out of memory). Runs on other hosts (no local pid) are left to max_runtime."""
+    cutoff = _now() - timedelta(seconds=grace_s)
+    out = []
+    for record in instance.get_run_records(
+        filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]), limit=200
+    ):
+        if record.start_time and datetime.fromtimestamp(record.start_time, UTC) > cutoff:
+            continue
+        pid = _worker_pid(instance, record.dagster_run.run_id)
+        if pid is not None and not _pid_alive(pid):
+            out.append(record.dagster_run)
+    return out
+
+
+def _stuck_run_tick(context: SensorEvaluationContext, kit: SensorKit) -> SkipReason:
+    def body() -> SkipReason:
+        if not kit.settings.alerts.detect_dead_local_runs:
+            return SkipReason("alerts.detect_dead_local_runs is off (run workers on other hosts)")
+        dead = _dead_runs(context.instance, grace_s=30)
+        for run in dead:
+            # Marking it failed ends it: run_failure_alerts pages (stuck_run) and run monitoring
+            # frees its concurrency slots after free_slots_after_run_end_seconds.
+            context.instance.report_run_failed(
+                run, "run worker process is gone (killed or out of memory); marked failed"
+            )
+        return SkipReason(
+            f"marked failed: {', '.join(r.run_id for r in dead)}" if dead else "no dead runs"
+        )
+
+    return _guarded("stuck_run_detector", kit, body)
 
 
 def _evaluation_sensors(interval: int) -> list[SensorDefinition]:
@@ -358,17 +510,55 @@ def _evaluation_sensors(interval: int) -> list[SensorDefinition]:
         _evaluation_sensor(
             "budget_alerts",
             "Budget thresholds crossed, forecast overruns, credit pool depletion and "
-            "provider caps → PagerDuty / Slack (see docs/runbook.md).",
+            "provider caps → the alert outbox (see docs/runbook.md).",
             BUDGETS,
             BUDGET_ASSETS,
             interval,
         ),
         _evaluation_sensor(
             "reconciliation_alerts",
-            "Reconciliation breaks over tolerance and spend anomalies → PagerDuty / Slack.",
+            "Reconciliation breaks over tolerance and spend anomalies → the alert outbox.",
             BREAKS,
             BREAK_ASSETS,
             interval,
+        ),
+    ]
+
+
+def _run_sensors() -> list[SensorDefinition]:
+    """Run failures and successes of every run of the deployment, however launched."""
+    return [
+        _alert_sensor(
+            _running_sensor(
+                "run_failure_alerts",
+                30,
+                "Pages for failed or stuck runs of every code location, except runs about "
+                "to be retried (dagster/will_retry).",
+                run_failure_sensor,
+                monitor_all_code_locations=True,
+            ),
+            _run_failure_tick,
+        ),
+        _alert_sensor(
+            _running_sensor(
+                "run_success_resolves",
+                30,
+                "Resolves run_failure / stuck_run alerts once a later run materialized the "
+                "failed assets for the failed days (any job, any code location).",
+                run_status_sensor,
+                run_status=DagsterRunStatus.SUCCESS,
+                monitor_all_code_locations=True,
+            ),
+            _run_success_tick,
+        ),
+        _alert_sensor(
+            _running_sensor(
+                "stuck_run_detector",
+                60,
+                "Marks STARTED runs whose run worker process is gone as failed (they then "
+                "page as stuck_run and their pool slots are freed).",
+            ),
+            _stuck_run_tick,
         ),
     ]
 
@@ -386,43 +576,25 @@ def make_sensors(settings: UsageSettings) -> list:
     alert_delivery = _alert_sensor(
         _running_sensor(
             "alert_delivery",
-            30,
-            "Retries pending alert deliveries (PagerDuty / Slack 429 and 5xx) with backoff.",
+            settings.alerts.delivery_interval_s,
+            "Requests a deliver_alerts run when alerts are due (new, resolved, or retries of "
+            "429/5xx after their backoff).",
+            job=deliver_alerts_job,
         ),
         _delivery_tick,
-    )
-    run_failure_alerts = _alert_sensor(
-        _running_sensor(
-            "run_failure_alerts",
-            30,
-            "Pages for failed runs, except runs about to be retried (dagster/will_retry).",
-            run_failure_sensor,
-        ),
-        _run_failure_tick,
-    )
-    run_success_resolves = _alert_sensor(
-        _running_sensor(
-            "run_success_resolves",
-            30,
-            "Resolves the run_failure alert of a job and partition once a run of the same job "
-            "succeeds for that partition or for a range that contains it.",
-            run_status_sensor,
-            run_status=DagsterRunStatus.SUCCESS,
-        ),
-        _run_success_tick,
     )
     return [
         *_evaluation_sensors(settings.alerts.sensor_interval_s),
         stale_data_alerts,
         alert_delivery,
-        run_failure_alerts,
-        run_success_resolves,
+        *_run_sensors(),
     ]
 
 
 def _failure_message(context: RunFailureSensorContext) -> str:
-    """The run's failure plus the root cause of each failed step (what on-call needs first)."""
-    parts = [context.failure_event.message or "run failed"]
+    """The root cause of each failed step first (what on-call needs, and what survives a cut),
+    then the run's own failure message."""
+    parts: list[str] = []
     try:
         step_events = context.get_step_failure_events()
     except Exception:  # the summary still pages without step details
@@ -433,6 +605,7 @@ def _failure_message(context: RunFailureSensorContext) -> str:
             error = error.cause
         if error is not None:
             parts.append(f"{event.step_key}: {error.message.strip()}")
+    parts.append((context.failure_event.message or "run failed").strip())
     return " | ".join(parts)
 
 
@@ -451,6 +624,7 @@ def _secret(name: str) -> str | EnvVar:
 
 def definitions(settings: UsageSettings) -> Definitions:
     return Definitions(
+        jobs=[deliver_alerts_job],
         sensors=make_sensors(settings),
         resources={
             "alert_channels": AlertChannelsResource(

@@ -16,6 +16,9 @@ from decimal import Decimal
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
@@ -24,6 +27,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     ResourceParam,
+    TimeWindowPartitionMapping,
 )
 
 from usage_orchestration.core.budgets import (
@@ -37,8 +41,10 @@ from usage_orchestration.core.budgets import (
     provider_cap_status,
 )
 from usage_orchestration.core.dates import month_of, month_start
+from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs.common import (
     ALL_PROVIDERS,
+    CREDIT_LEDGER,
     LEDGER_DAILY_USAGE,
     RECONCILIATION,
     daily_asset,
@@ -200,6 +206,18 @@ CAP_COLUMNS = [
 ]
 
 
+# A month to date reaches at most 30 days before its last day (the 31st back to the 1st).
+MONTH_TO_DATE_DAYS = 30
+
+
+def trailing_days(days: int) -> TimeWindowPartitionMapping:
+    """Day D reads days D-``days``..D upstream; before the partitions' start there is nothing
+    to read (not an error)."""
+    return TimeWindowPartitionMapping(
+        start_offset=-days, end_offset=0, allow_nonexistent_upstream_partitions=True
+    )
+
+
 # What a ledger-derived asset computes: context, settings, ledger reader, warehouse → result.
 LedgerStep = Callable[[AssetExecutionContext, UsageSettings, LedgerReader, Warehouse], Any]
 
@@ -210,6 +228,7 @@ def _ledger_derived_asset(
     deps: list[AssetDep],
     description: str,
     step: LedgerStep,
+    check_specs: Sequence[AssetCheckSpec] = (),
 ) -> AssetsDefinition:
     """A daily asset computed in Python from the ledger into the warehouse."""
 
@@ -219,6 +238,8 @@ def _ledger_derived_asset(
         kinds={"python", ledger_kind(settings), warehouse_kind(settings.warehouse_url)},
         group="analysis",
         description=description,
+        settings=settings,
+        check_specs=list(check_specs),
     )
     def ledger_derived(
         context: AssetExecutionContext,
@@ -235,11 +256,52 @@ def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
     return _ledger_derived_asset(
         settings,
         "budget_status",
-        [AssetDep(RECONCILIATION), AssetDep(LEDGER_DAILY_USAGE)],
+        [
+            AssetDep(RECONCILIATION),
+            AssetDep(LEDGER_DAILY_USAGE, partition_mapping=trailing_days(MONTH_TO_DATE_DAYS)),
+            AssetDep(CREDIT_LEDGER),  # read directly (credits month to date, budgets, pool)
+        ],
         "Per entity, as of each day: credits used month to date, monthly budget, percent, "
         "remaining, thresholds crossed, run-rate month-end forecast and overrun; plus the shared "
         "credit pool (used, remaining, projected depletion date) in credit_pool_status.",
         _materialize_budgets,
+        check_specs=[
+            AssetCheckSpec(
+                WITHIN_BUDGET_CHECK,
+                asset=AssetKey("budget_status"),
+                description="As of the run's last day no entity is over its monthly budget "
+                "(ERROR) or forecast to overrun it by month end (WARN); the metadata lists them.",
+            )
+        ],
+    )
+
+
+WITHIN_BUDGET_CHECK = "within_budget"
+
+
+def _within_budget(budgets: Sequence[BudgetRow]) -> AssetCheckResult:
+    """Red in the UI when an entity is over budget on the last day, yellow when one is only
+    forecast to overrun: the budget state at a glance, beside the pages the sensors send."""
+    last = max((b.as_of_date for b in budgets), default=None)
+    latest = [b for b in budgets if b.as_of_date == last]
+    over = [b for b in latest if b.over_budget]
+    overrun = [b for b in latest if b.forecast_overrun is not None and not b.over_budget]
+    rows = [b.record("") for b in over + overrun]
+    return AssetCheckResult(
+        check_name=WITHIN_BUDGET_CHECK,
+        passed=not over and not overrun,
+        severity=AssetCheckSeverity.ERROR if over else AssetCheckSeverity.WARN,
+        description=(
+            f"{len(over)} entit{'y' if len(over) == 1 else 'ies'} over budget, {len(overrun)} "
+            f"forecast to overrun, as of {last}"
+            if over or overrun
+            else f"every entity within budget as of {last}"
+        ),
+        metadata={
+            "over_budget": len(over),
+            "forecast_overruns": len(overrun),
+            "entities": table(rows, BUDGET_COLUMNS),
+        },
     )
 
 
@@ -257,7 +319,10 @@ def _materialize_budgets(
         },
     )
     meta = _budget_metadata(context, days, budgets, pools, settings)
-    return MaterializeResult(metadata={"rows": written[budget_status_table.name], **meta})
+    return MaterializeResult(
+        metadata={"rows": written[budget_status_table.name], **meta},
+        check_results=[_within_budget(budgets)],
+    )
 
 
 def _budget_metadata(
@@ -284,13 +349,13 @@ def _budget_metadata(
         "entities": len(latest),
         "over_budget": len(over),
         "forecast_overruns": len(overrun),
-        "credits_used_mtd": float(sum((b.credits_used for b in latest), Decimal(0))),
-        "forecast_overrun_credits": float(
+        "credits_used_mtd": credits_metadata(sum((b.credits_used for b in latest), Decimal(0))),
+        "forecast_overrun_credits": credits_metadata(
             sum((b.forecast_overrun or Decimal(0) for b in latest), Decimal(0))
         ),
-        "pool_included": float(pool.included),
-        "pool_used": float(pool.used),
-        "pool_remaining": float(pool.remaining),
+        "pool_included": credits_metadata(pool.included),
+        "pool_used": credits_metadata(pool.used),
+        "pool_remaining": credits_metadata(pool.remaining),
         "pool_percent_used": _f(pool.percent_used),
         "pool_projected_depletion": MetadataValue.text(
             pool.projected_depletion_date.isoformat()
@@ -308,7 +373,13 @@ def build_usage_anomalies_asset(settings: UsageSettings) -> AssetsDefinition:
     return _ledger_derived_asset(
         settings,
         "usage_anomalies",
-        [AssetDep(LEDGER_DAILY_USAGE)],
+        [
+            AssetDep(
+                LEDGER_DAILY_USAGE,
+                partition_mapping=trailing_days(settings.budgets.anomaly_baseline_days),
+            ),
+            AssetDep(CREDIT_LEDGER),  # read directly (the baseline's credits)
+        ],
         "Each day's credits per entity and resource type against the trailing baseline (mean of "
         "the prior 14 days with ledger data), with impact in credits and percent (table "
         "usage_anomaly; is_anomaly marks the rows past the thresholds in settings).",
@@ -334,7 +405,9 @@ def _materialize_anomalies(
             "anomalies": len(flagged),
             "spikes": sum(1 for r in flagged if r.direction == "spike"),
             "drops": sum(1 for r in flagged if r.direction == "drop"),
-            "impact_credits": float(sum((r.impact_credits for r in flagged), Decimal(0))),
+            "impact_credits": credits_metadata(
+                sum((r.impact_credits for r in flagged), Decimal(0))
+            ),
             "days_judged": len({r.usage_date for r in rows}),
             "worst": table(
                 _with_entity_names(reader, flagged[:shown]), ANOMALY_COLUMNS, limit=shown
@@ -365,12 +438,19 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
 
     @daily_asset(
         key=AssetKey("provider_cap_status"),
-        deps=[AssetDep(AssetKey(provider(p).asset_key)) for p in providers],
+        deps=[
+            AssetDep(
+                AssetKey(provider(p).asset_key),
+                partition_mapping=trailing_days(MONTH_TO_DATE_DAYS),
+            )
+            for p in providers
+        ],
         kinds={"python", warehouse_kind(settings.warehouse_url), *([single] if single else [])},
         provider=single or ALL_PROVIDERS,
         group="analysis",
         description="Provider-side monthly allowances (e.g. the Forge free 100,000 GB-seconds of "
         "function compute) against month-to-date provider usage, with a run-rate forecast.",
+        settings=settings,
     )
     def provider_cap_status(
         context: AssetExecutionContext,

@@ -1,6 +1,6 @@
 """``usage-orchestration demo``: the whole loop on the embedded default.
 
-Starts the sandbox (unless one already answers on the configured port), seeds the demo ledger,
+Starts the sandbox (refusing a port another sandbox or process holds), seeds the demo ledger,
 materializes the last 30 complete UTC days of every asset through Dagster as one run into the
 persistent instance at ``$DAGSTER_HOME`` (``.dagster/`` by default), evaluates the alert sensors
 as the daemon would, and prints a summary (also written to ``.data/demo_summary.json``).
@@ -57,13 +57,6 @@ def _ensure_dagster_home() -> Path:
     return home
 
 
-def _sandbox_up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/_sandbox/health", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def run_demo(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
@@ -81,14 +74,15 @@ def run_demo(args: argparse.Namespace) -> int:
     days = [today - timedelta(days=i) for i in range(args.days, 0, -1)]
     print(f"demo: {days[0]} .. {days[-1]} ({len(days)} complete UTC days), DAGSTER_HOME={home}")
 
-    server: SandboxServer | None = None
-    if _sandbox_up(settings.sandbox.url):
-        print(f"demo: using the sandbox already running at {settings.sandbox.url}")
-        in_process: Sandbox | None = None
-    else:
-        in_process = Sandbox(seed=settings.sandbox.seed, ledger_url=settings.ledger.database_url)
-        server = SandboxServer(in_process, settings.sandbox.host, settings.sandbox.port).start()
-        print(f"demo: sandbox serving on {server.url}")
+    # Never another sandbox's (its data, clock and faults are not this run's): a taken port
+    # fails here with PortTakenError naming it.
+    in_process: Sandbox | None = Sandbox(
+        seed=settings.sandbox.seed, ledger_url=settings.ledger.database_url
+    )
+    server: SandboxServer | None = SandboxServer(
+        in_process, settings.sandbox.host, settings.sandbox.port
+    ).start()
+    print(f"demo: sandbox serving on {server.url}")
     try:
         seeded = _seed_ledger(settings, days)
         print(f"demo: seeded the demo ledger: {json.dumps(seeded, default=str)}")
@@ -109,6 +103,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         print(f"demo: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
         ticks = _evaluate_sensors(defs, instance)
+        _deliver_alerts(defs, instance)
         pages = _pages(settings.sandbox.url, in_process)
         summary = build_summary(
             settings.warehouse_url, days, ticks, pages, result.run_id, result.success
@@ -152,6 +147,15 @@ def _evaluate_sensors(defs: Any, instance: Any) -> list[dict[str, Any]]:
             }
         )
     return ticks
+
+
+def _deliver_alerts(defs: Any, instance: Any) -> None:
+    """The run the ``alert_delivery`` sensor requests once alerts are due: sensors only record,
+    this run sends (so a previewed tick pages nobody)."""
+    from usage_orchestration.defs.alerts import DELIVERY_JOB
+
+    job = defs.resolve_job_def(DELIVERY_JOB)
+    job.execute_in_process(instance=instance, tags={"usage/origin": "demo"})
 
 
 def _pages(url: str, sandbox: Any) -> list[dict[str, Any]]:
@@ -235,6 +239,7 @@ def _reconciliation_by_status(conn: Any, days: list[date]) -> dict[str, dict[str
     from sqlalchemy import func, select
 
     from usage_orchestration.warehouse.analysis_schema import usage_reconciliation as rec
+    from usage_orchestration.warehouse.types import exact_sum
 
     return {
         r.status: {"rows": r.rows, "delta_credits": _jsonable(r.delta)}
@@ -242,7 +247,7 @@ def _reconciliation_by_status(conn: Any, days: list[date]) -> dict[str, dict[str
             select(
                 rec.c.status,
                 func.count().label("rows"),
-                func.sum(rec.c.delta_credits).label("delta"),
+                exact_sum(rec.c.delta_credits).label("delta"),
             )
             .where(rec.c.usage_date.between(days[0], days[-1]))
             .group_by(rec.c.status)
