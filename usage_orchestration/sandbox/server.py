@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -77,6 +78,12 @@ class _Server(ThreadingHTTPServer):
     # another server listens on still fails the bind. No SO_REUSEPORT: that would share it.
     allow_reuse_port = False
     daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # a client that hung up (a killed run, a timeout) is not the sandbox's error
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class _IPv6Server(_Server):

@@ -1,0 +1,249 @@
+"""A fault-injecting HTTP proxy for chaos tests: loopback only, seeded, deterministic per seed.
+
+``FaultProxy`` sits between the provider clients and a running ``SandboxServer`` and, per
+request, either forwards it (with httpx) or injects one fault: a 5xx (500/502/503/504), a 429
+with or without ``Retry-After``, an answer slower than the clients' timeout, a truncated 200
+(with the Content-Length of the cut body, so it reaches the parser, or with the full length, so
+the connection breaks), or a garbled 200 (non-JSON bytes). Which fault request number ``n``
+gets depends only on (seed, n), so a sequential client meets the same faults every run.
+Production code never imports this module (import-linter).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+STATUS_5XX = (500, 502, 503, 504)
+BAD_BODY_KINDS = ("truncated", "truncated_conn", "garbled")
+# Every kind the proxy can record; "http_5xx" and "bad_body" are the groups of FaultRates.
+FAULT_KINDS = (
+    *(f"http_{s}" for s in STATUS_5XX),
+    "http_429_retry_after",
+    "http_429",
+    "timeout",
+    *BAD_BODY_KINDS,
+)
+_HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """Per-request probabilities of each fault group (their sum is at most 1)."""
+
+    http_5xx: float = 0.0
+    http_429: float = 0.0
+    timeout: float = 0.0
+    bad_body: float = 0.0
+    retry_after_s: tuple[int, ...] = (0, 1)  # Retry-After values a 429 may carry
+
+    def __post_init__(self) -> None:
+        rates = (self.http_5xx, self.http_429, self.timeout, self.bad_body)
+        if any(r < 0 for r in rates) or sum(rates) > 1:
+            raise ValueError(f"fault rates must be >= 0 and sum to at most 1, got {rates}")
+
+
+@dataclass
+class FaultEvent:
+    number: int  # the request's arrival number at the proxy (0-based)
+    method: str
+    path: str
+    kind: str  # a FAULT_KINDS entry, or "forwarded"
+
+
+def choose_fault(rates: FaultRates, seed: int, number: int) -> str | None:
+    """The fault of request ``number`` under ``seed`` (None: forward it untouched)."""
+    rng = random.Random(f"{seed}/{number}")  # str seeds hash deterministically (sha512)
+    x = rng.random()
+    for group, rate in (
+        ("http_5xx", rates.http_5xx),
+        ("http_429", rates.http_429),
+        ("timeout", rates.timeout),
+        ("bad_body", rates.bad_body),
+    ):
+        if x < rate:
+            if group == "http_5xx":
+                return f"http_{rng.choice(STATUS_5XX)}"
+            if group == "http_429":
+                return rng.choice(("http_429_retry_after", "http_429"))
+            if group == "bad_body":
+                return rng.choice(BAD_BODY_KINDS)
+            return group
+        x -= rate
+    return None
+
+
+@dataclass
+class _State:
+    upstream: str
+    rates: FaultRates
+    seed: int
+    timeout_sleep_s: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    next_number: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    events: list[FaultEvent] = field(default_factory=list)
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60.0))
+
+    def take(self, method: str, path: str) -> tuple[int, str | None]:
+        with self.lock:
+            number = self.next_number
+            self.next_number += 1
+        kind = None if path.startswith("/_sandbox") else choose_fault(self.rates, self.seed, number)
+        with self.lock:
+            self.counts[kind or "forwarded"] += 1
+            self.events.append(FaultEvent(number, method, path, kind or "forwarded"))
+        return number, kind
+
+
+def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            number, kind = state.take(self.command, self.path)
+            rng = random.Random(f"{state.seed}/{number}/body")
+            try:
+                if kind is not None and kind.startswith("http_"):
+                    self._inject_status(kind, rng)
+                    return
+                if kind == "timeout":
+                    time.sleep(state.timeout_sleep_s)  # the client has given up by now
+                upstream = self._forward(body)
+                if upstream is None:
+                    return
+                if kind in BAD_BODY_KINDS:
+                    self._inject_body(kind, upstream, rng)
+                else:
+                    self._send(upstream.status_code, upstream.headers, upstream.content)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client left (a timeout): nothing to answer
+
+        def _forward(self, body: bytes) -> httpx.Response | None:
+            """The sandbox's answer; None (connection closed) once the proxy is stopping."""
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+            headers.pop("Host", None)
+            try:
+                return state.client.request(
+                    self.command, state.upstream + self.path, headers=headers, content=body
+                )
+            except RuntimeError:  # the client was closed by stop() while this request slept
+                self.close_connection = True
+                return None
+
+        def _inject_status(self, kind: str, rng: random.Random) -> None:
+            status = 429 if kind.startswith("http_429") else int(kind.removeprefix("http_"))
+            headers = {"Content-Type": "application/json"}
+            if kind == "http_429_retry_after":
+                headers["Retry-After"] = str(rng.choice(state.rates.retry_after_s))
+            payload = f'{{"message": "chaos proxy: injected {status}"}}'.encode()
+            self._send(status, headers, payload)
+
+        def _inject_body(self, kind: str, upstream: httpx.Response, rng: random.Random) -> None:
+            full = upstream.content
+            headers = {"Content-Type": "application/json"}
+            if kind == "garbled" or len(full) < 2:
+                # an HTML gateway page or gzip bytes served without Content-Encoding
+                junk = rng.choice((b"<html><body>Bad Gateway</body></html>", b"\x1f\x8b\x08\x00"))
+                self._send(200, headers, junk + rng.randbytes(16))
+                return
+            cut = full[: rng.randrange(1, len(full))]  # a proper prefix of JSON never parses
+            if kind == "truncated":
+                self._send(200, headers, cut)
+                return
+            # promise the whole body, send part of it, hang up: the client's read breaks
+            self._send(200, headers, cut, length=len(full))
+            self.close_connection = True
+
+        def _send(
+            self,
+            status: int,
+            headers: httpx.Headers | dict[str, str],
+            payload: bytes,
+            *,
+            length: int | None = None,
+        ) -> None:
+            self.send_response(status)
+            for k, v in headers.items():
+                if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding":
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload) if length is None else length))
+            self.end_headers()
+            self.wfile.write(payload)
+            self.wfile.flush()
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # quiet: the proxy's own events record what matters
+
+    return Handler
+
+
+class FaultProxy:
+    """A running loopback proxy to ``upstream``; ``url`` is its base URL. ``counts`` holds how
+    many requests met each fault kind (and ``forwarded``: passed through untouched)."""
+
+    def __init__(
+        self,
+        upstream: str,
+        rates: FaultRates,
+        seed: int,
+        *,
+        timeout_sleep_s: float = 1.0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if not host.startswith("127."):
+            raise ValueError(f"the fault proxy only binds loopback addresses, not {host!r}")
+        self._state = _State(upstream.rstrip("/"), rates, seed, timeout_sleep_s)
+        self.httpd = ThreadingHTTPServer((host, 0), _handler_for(self._state))
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self._thread: threading.Thread | None = None
+
+    @property
+    def counts(self) -> Counter[str]:
+        with self._state.lock:
+            return Counter(self._state.counts)
+
+    @property
+    def events(self) -> list[FaultEvent]:
+        with self._state.lock:
+            return list(self._state.events)
+
+    def faults(self) -> dict[str, int]:
+        """Injected faults by kind (every kind, zeros included)."""
+        counts = self.counts
+        return {k: counts.get(k, 0) for k in FAULT_KINDS}
+
+    def describe(self) -> str:
+        """One line per injected fault: request number, method, path and kind."""
+        return "\n".join(
+            f"#{e.number} {e.method} {e.path[:120]} -> {e.kind}"
+            for e in self.events
+            if e.kind != "forwarded"
+        )
+
+    def start(self) -> FaultProxy:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._state.client.close()
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
