@@ -8,10 +8,13 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from usage_orchestration_tests.conftest import PG_ENV, PG_URL, _make_db
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,11 +25,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def demo_run(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
-    tmp = tmp_path_factory.mktemp("demo")
+def _run_demo(tmp: Path, warehouse_url: str) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
     home = tmp / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
@@ -40,7 +39,7 @@ def demo_run(
     env.update(
         {
             "DAGSTER_HOME": str(home),
-            "USAGE_WAREHOUSE_URL": f"sqlite:///{tmp / 'warehouse.sqlite'}",
+            "USAGE_WAREHOUSE_URL": warehouse_url,
             "USAGE_LEDGER__DATABASE_URL": f"sqlite:///{tmp / 'ledger.sqlite'}",
             "USAGE_STATE_DIR": str(tmp / "state"),
             "USAGE_SANDBOX__PORT": str(port),
@@ -70,6 +69,14 @@ def demo_run(
     )
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     return proc, summary, home
+
+
+@pytest.fixture(scope="module")
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
+    tmp = tmp_path_factory.mktemp("demo")
+    return _run_demo(tmp, f"sqlite:///{tmp / 'warehouse.sqlite'}")
 
 
 def test_demo_exits_zero_and_prints_the_summary(demo_run: tuple) -> None:
@@ -119,3 +126,34 @@ def test_instance_holds_30_materialized_partitions(demo_run: tuple) -> None:
         timeout=120,
     )
     assert out.stdout.strip().splitlines()[-1] == "30", out.stderr[-2000:]
+
+
+def _budget_figures(url: str) -> list[tuple]:
+    """Every budget and pool figure the demo wrote (load ids aside), exactly as stored."""
+    from sqlalchemy import select
+
+    from usage_orchestration.warehouse.analysis_schema import budget_status, credit_pool_status
+    from usage_orchestration.warehouse.store import Warehouse
+
+    out: list[tuple] = []
+    with Warehouse(url).engine.connect() as conn:
+        for table in (budget_status, credit_pool_status):
+            cols = [c for c in table.c if c.name != "load_id"]
+            out += sorted((table.name, *r) for r in conn.execute(select(*cols)))
+    return out
+
+
+@pytest.mark.skipif(not PG_URL, reason=f"set {PG_ENV} to run the demo on PostgreSQL too")
+def test_the_demo_budget_figures_are_identical_on_sqlite_and_postgresql(
+    demo_run: tuple, tmp_path: Path
+) -> None:
+    proc, _, home = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sqlite_url = f"sqlite:///{home.parent / 'warehouse.sqlite'}"
+    with contextmanager(_make_db)("postgresql", tmp_path, "demo") as pg_url:
+        pg_proc, _, _ = _run_demo(tmp_path, pg_url)
+        assert pg_proc.returncode == 0, pg_proc.stderr[-3000:] + pg_proc.stdout[-3000:]
+        on_pg = _budget_figures(pg_url)
+    on_sqlite = _budget_figures(sqlite_url)
+    assert on_sqlite, "the demo wrote no budget figures"
+    assert on_pg == on_sqlite  # Decimal for Decimal: to the last digit
