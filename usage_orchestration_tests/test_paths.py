@@ -85,6 +85,18 @@ def test_the_ledger_cannot_be_written(tmp_path: Path) -> None:
         conn.execute(text("INSERT INTO t VALUES (1)"))
 
 
+def test_the_ledger_cannot_be_written_on_either_backend(ledger_url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with Warehouse(ledger_url).engine.begin() as conn:  # the platform's writer
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    reader = SqlLedger(ledger_url)
+    with pytest.raises(DBAPIError, match="(?i)read.?only"), reader.engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    reader.close()
+
+
 @pytest.mark.parametrize("argv", [["alerts", "list"], ["silence", "list"]])
 def test_operator_commands_refuse_a_missing_warehouse(
     argv: list[str],

@@ -70,9 +70,11 @@ def check_month(month: str) -> str:
 
 def readonly_engine(url: str) -> Engine:
     """An engine that cannot write the ledger. SQLite files open with ``mode=ro`` (missing
-    file: an error, not a new empty ledger); other databases get read-only transactions in
-    ``SqlLedger._connect``."""
+    file: an error, not a new empty ledger); on PostgreSQL every transaction of the engine is
+    ``READ ONLY``."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return make_engine(url).execution_options(postgresql_readonly=True)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return make_engine(url)
     uri = Path(str(parsed.database)).resolve().as_uri() + "?mode=ro"
