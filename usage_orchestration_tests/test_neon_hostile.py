@@ -339,7 +339,14 @@ def identical_project(b: Body) -> None:
     b["projects"].append(copy.deepcopy(b["projects"][0]))
 
 
+def bucket_at_the_end(b: Body) -> None:
+    # a server reading `to` as inclusive also answers the day that starts at `to`
+    for p in b["projects"]:
+        p["periods"][0]["consumption"].append(frame(3, cu=999))
+
+
 TOLERATED = [
+    Hostile("timeframe-starting-at-to-is-dropped", bucket_at_the_end),
     Hostile(
         "unknown-metric-is-kept",
         unknown_metric,

@@ -306,7 +306,15 @@ def hour_bucket_stamp(b: Body) -> None:
     r["billing_start"] = r["billing_day"] + "T00:37:00Z"
 
 
+def day_at_end_date(b: Body) -> None:
+    # a server reading end_date as inclusive also answers the day that starts at it
+    extra = copy.deepcopy(b["usage"][0])
+    b["usage"].append(extra)
+    moved_to("2026-11-03")({"usage": [extra]})
+
+
 TOLERATED = [
+    Hostile("record-on-the-day-starting-at-end-date-is-dropped", day_at_end_date),
     Hostile("timestamp-is-the-hour-bucket-before-billing-start", hour_bucket_stamp),
     Hostile("unknown-usage-type-is-kept", extra_record),
     Hostile("unknown-event-type-is-kept", on_record("event_type", "cvm_usage_v2")),

@@ -433,6 +433,10 @@ class NeonClient(ProviderClient):
                     f"project {project.project_id} period {period.period_id} timeframe "
                     f"{_iso(t0)}..{_iso(t1)}"
                 )
+                if t0 == end:
+                    # the other reading of `to` (inclusive): the bucket it starts was not asked
+                    # for, and its rows are dropped with the other days not asked for
+                    continue
                 if not start <= t0 < end:
                     raise self._error(f"{where} lies outside the requested window", window)
                 if granularity == "daily":

@@ -203,9 +203,10 @@ class PhalaClient(ProviderClient):
     ) -> list[PhalaUsageRecord]:
         """Every record of ``app_id`` billed from ``start`` through ``end_inclusive``, once each."""
         window = f"{start.isoformat()}..{end_inclusive.isoformat()}"
+        after = end_inclusive + timedelta(days=1)  # end_date: the midnight ending the window
         params_base = {
             "start_date": _iso(_utc(start)),
-            "end_date": _iso(_utc(end_inclusive + timedelta(days=1))),
+            "end_date": _iso(_utc(after)),
             "limit": self.page_size,
         }
         guard = PageGuard(PROVIDER, self.max_pages, account=f"app {app_id}", window=window)
@@ -223,7 +224,8 @@ class PhalaClient(ProviderClient):
             page = self._parse_page(response, app_id, window, offset)
             new = self._merge(page, by_key, app_id, window, offset)
             for rec in page.usage:
-                check_record(rec, app_id, start, end_inclusive)
+                if rec.billing_day != after:
+                    check_record(rec, app_id, start, end_inclusive)
             if len(page.usage) < self.page_size:
                 break
             if not new:  # a full page of records already seen: offset is ignored, not paging
@@ -234,7 +236,9 @@ class PhalaClient(ProviderClient):
                     "refusing to loop",
                 )
             offset += self.page_size
-        return list(by_key.values())
+        # the other reading of end_date (inclusive): records of the day that starts at it were
+        # not asked for and are dropped, as any day outside the request would be by the caller
+        return [r for r in by_key.values() if r.billing_day != after]
 
     def _merge(
         self,
