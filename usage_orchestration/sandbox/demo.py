@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from usage_orchestration.core.money import format_credits
 from usage_orchestration.sandbox.core import Sandbox
 from usage_orchestration.sandbox.demo_ledger import seed_demo_ledger
 
@@ -155,7 +156,11 @@ def _deliver_alerts(defs: Any, instance: Any) -> None:
     from usage_orchestration.defs.alerts import DELIVERY_JOB
 
     job = defs.resolve_job_def(DELIVERY_JOB)
-    job.execute_in_process(instance=instance, tags={"usage/origin": "demo"})
+    job.execute_in_process(
+        instance=instance,
+        tags={"usage/origin": "demo"},
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
 
 
 def _pages(url: str, sandbox: Any) -> list[dict[str, Any]]:
@@ -345,7 +350,14 @@ def format_summary(s: dict[str, Any]) -> str:
                 + (f"; forecast {fc:,.2f}" if fc is not None else "")
             )
     if "credit_pool" in s:
-        lines.append("credit pool: " + ", ".join(f"{k}={v}" for k, v in s["credit_pool"].items()))
+        p = s["credit_pool"]
+        depletion = p.get("projected_depletion_date") or "not this month"
+        lines.append(
+            f"credit pool {p.get('month')} as of {p.get('as_of_date')}: used "
+            f"{format_credits(p.get('used'))} of {format_credits(p.get('included'))} "
+            f"({p.get('percent_used')} %), {format_credits(p.get('remaining'))} left; "
+            f"{format_credits(p.get('daily_run_rate'))} a day, projected depletion {depletion}"
+        )
     lines.append(f"sensor ticks: {len(s.get('sensor_ticks', []))}")
     if s.get("alerts_by_state"):
         lines.append("alert outbox (kind, state, channel, not sent because: alerts):")
