@@ -24,7 +24,7 @@ import httpx
 from filelock import FileLock
 
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
-from usage_orchestration.settings.secrets import secret_values
+from usage_orchestration.settings.secrets import redact, secret_values
 
 # httpx logs every request URL at INFO; some URLs (a Slack webhook) are secrets themselves.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -321,9 +321,7 @@ class ProviderHttp:
         self.close()
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)
 
     def request(
         self,
@@ -357,7 +355,7 @@ class ProviderHttp:
                 status = response.status_code
                 self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
                 if status in self.retry_statuses:
-                    last, last_status = self.redact(_error_message(response, self.redact)), status
+                    last, last_status = _error_message(response, self.redact), status
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     if retry_after is not None and retry_after > self.retry.retry_after_cap_s:
                         # longer than a step should sleep: the caller retries the step later
@@ -374,7 +372,7 @@ class ProviderHttp:
                         )
                 elif status >= 400:
                     hint = error_status(status) if error_status else None
-                    message = self.redact(_error_message(response, self.redact))
+                    message = _error_message(response, self.redact)
                     raise ProviderError(
                         self.provider,
                         f"{message}{' (' + hint + ')' if hint else ''}",
