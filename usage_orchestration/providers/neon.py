@@ -522,13 +522,15 @@ class NeonClient(ProviderClient):
             and _next_month(d) <= win.daily_earliest
             and _month_start(d) >= win.monthly_earliest
         }
-        return {m: m for m in months if m in set(outside)}
+        wanted = set(outside)
+        return {m: m for m in months if m in wanted}
 
     def _fetch_monthly(self, months: list[date], fetched_at: datetime) -> list[UsageRow]:
         start, end = _midnight(months[0]), _midnight(_next_month(months[-1]))
         projects = self.fetch_projects("monthly", start, end)
         rows = self._unique_rows(projects, "monthly", fetched_at, _window("monthly", start, end))
-        return [r for r in rows if r.usage_date in set(months)]
+        wanted = set(months)
+        return [r for r in rows if r.usage_date in wanted]
 
     def _unique_rows(
         self,

@@ -117,7 +117,8 @@ def store_fetch(
         {**c.model_dump(), "load_id": load_id, "fetched_at": naive_utc(fetched_at)}
         for c in result.coverage
     ]
-    bad = [c for c in coverage if c["usage_date"] not in set(days)]
+    wanted = set(days)
+    bad = [c for c in coverage if c["usage_date"] not in wanted]
     if bad:
         raise AuditError(
             f"{provider} account {bad[0]['account_id']} day {bad[0]['usage_date']} field "
@@ -159,11 +160,12 @@ def _days_to_keep(conn: Connection, provider: str, result: FetchResult) -> list[
     would trade figures the provider gave for nothing; they stay as they were, and the coverage
     of the previous load still says where they came from."""
     answered = {c.usage_date for c in result.coverage if c.status == "complete"}
-    unanswered = sorted({c.usage_date for c in result.coverage} - answered)
-    if not unanswered:
+    unanswered_days = {c.usage_date for c in result.coverage} - answered
+    if not unanswered_days:
         return []
-    if any(r.usage_date in set(unanswered) for r in result.rows):
+    if any(r.usage_date in unanswered_days for r in result.rows):
         return []  # rows on a day without coverage: leave it to the audits, keep nothing
+    unanswered = sorted(unanswered_days)
     c = provider_coverage
     held: set[date] = set()
     for i in range(0, len(unanswered), _IN_CHUNK):
