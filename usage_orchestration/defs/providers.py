@@ -16,7 +16,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    BackfillPolicy,
     ConfigurableResource,
     DagsterRunStatus,
     Definitions,
@@ -26,12 +25,17 @@ from dagster import (
     MetadataValue,
     RetryRequested,
     RunsFilter,
-    asset,
 )
 
 from usage_orchestration.core.money import credits_metadata
-from usage_orchestration.defs.common import OWNERS, day_span, load_id, partition_days, slug, table
-from usage_orchestration.defs.partitions import daily_partitions_of
+from usage_orchestration.defs.common import (
+    daily_asset,
+    day_span,
+    load_id,
+    partition_days,
+    slug,
+    table,
+)
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.providers.records import FetchResult
@@ -200,18 +204,16 @@ def _store(
 def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinition:
     """The daily usage asset of one provider."""
 
-    @asset(
+    # A backfill range is one run (daily_asset): one request series per account for the range.
+    @daily_asset(
         name=spec.asset_key,
-        partitions_def=daily_partitions_of(settings),
-        # A backfill range is one run: one request series per account for the whole range.
-        backfill_policy=BackfillPolicy.single_run(),
+        settings=settings,
         # One step of this provider at a time across runs (dagster.yaml pools); the clients'
         # request budget, shared through settings.state_dir, keeps every process under the limit.
         pool=spec.pool,
         kinds={spec.name, warehouse_kind(settings.warehouse_url)},
-        owners=OWNERS,
-        tags={"provider": spec.name},
-        group_name="providers",
+        provider=spec.name,
+        group="providers",
         description=spec.description,
         required_resource_keys={"settings", "warehouse", spec.resource_key},
         check_specs=[
