@@ -23,6 +23,35 @@ branch_labels = None
 depends_on = None
 
 
+def _usage_columns() -> list[sa.Column]:
+    """The columns provider_usage and its staging table share (staging adds stage_id first)."""
+    return [
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("usage_date", sa.Date(), nullable=False),
+        sa.Column("source_key", sa.String(length=512), nullable=False),
+        sa.Column("billing_account_id", sa.String(length=128), nullable=False),
+        sa.Column("resource_id", sa.String(length=256), nullable=False),
+        sa.Column("resource_name", sa.String(length=256), nullable=True),
+        sa.Column("sub_account_id", sa.String(length=512), nullable=True),
+        sa.Column("metric", sa.String(length=128), nullable=False),
+        sa.Column("charge_period_start", sa.DateTime(), nullable=False),
+        sa.Column("charge_period_end", sa.DateTime(), nullable=False),
+        sa.Column("consumed_quantity", sa.Numeric(precision=38, scale=12), nullable=False),
+        sa.Column("consumed_unit", sa.String(length=64), nullable=False),
+        sa.Column("raw_quantity", sa.Numeric(precision=38, scale=12), nullable=False),
+        sa.Column("raw_unit", sa.String(length=64), nullable=False),
+        sa.Column("billed_cost", sa.Numeric(precision=38, scale=12), nullable=True),
+        sa.Column("billing_currency", sa.String(length=8), nullable=True),
+        sa.Column("list_cost", sa.Numeric(precision=38, scale=12), nullable=True),
+        sa.Column("details", sa.Text(), nullable=True),
+        sa.Column("entity_id", sa.String(length=128), nullable=True),
+        sa.Column("entity_type", sa.String(length=64), nullable=True),
+        sa.Column("resource_type", sa.String(length=64), nullable=True),
+        sa.Column("load_id", sa.String(length=64), nullable=False),
+        sa.Column("fetched_at", sa.DateTime(), nullable=False),
+    ]
+
+
 def upgrade() -> None:
     op.create_table(
         "alert_delivery",
@@ -247,58 +276,14 @@ def upgrade() -> None:
     )
     op.create_table(
         "provider_usage",
-        sa.Column("provider", sa.String(length=32), nullable=False),
-        sa.Column("usage_date", sa.Date(), nullable=False),
-        sa.Column("source_key", sa.String(length=512), nullable=False),
-        sa.Column("billing_account_id", sa.String(length=128), nullable=False),
-        sa.Column("resource_id", sa.String(length=256), nullable=False),
-        sa.Column("resource_name", sa.String(length=256), nullable=True),
-        sa.Column("sub_account_id", sa.String(length=512), nullable=True),
-        sa.Column("metric", sa.String(length=128), nullable=False),
-        sa.Column("charge_period_start", sa.DateTime(), nullable=False),
-        sa.Column("charge_period_end", sa.DateTime(), nullable=False),
-        sa.Column("consumed_quantity", sa.Numeric(precision=38, scale=12), nullable=False),
-        sa.Column("consumed_unit", sa.String(length=64), nullable=False),
-        sa.Column("raw_quantity", sa.Numeric(precision=38, scale=12), nullable=False),
-        sa.Column("raw_unit", sa.String(length=64), nullable=False),
-        sa.Column("billed_cost", sa.Numeric(precision=38, scale=12), nullable=True),
-        sa.Column("billing_currency", sa.String(length=8), nullable=True),
-        sa.Column("list_cost", sa.Numeric(precision=38, scale=12), nullable=True),
-        sa.Column("details", sa.Text(), nullable=True),
-        sa.Column("entity_id", sa.String(length=128), nullable=True),
-        sa.Column("entity_type", sa.String(length=64), nullable=True),
-        sa.Column("resource_type", sa.String(length=64), nullable=True),
-        sa.Column("load_id", sa.String(length=64), nullable=False),
-        sa.Column("fetched_at", sa.DateTime(), nullable=False),
+        *_usage_columns(),
         sa.PrimaryKeyConstraint("provider", "usage_date", "source_key", name="pk_provider_usage"),
         if_not_exists=True,
     )
     op.create_table(
         "provider_usage_staging",
         sa.Column("stage_id", sa.String(length=64), nullable=False),
-        sa.Column("provider", sa.String(length=32), nullable=False),
-        sa.Column("usage_date", sa.Date(), nullable=False),
-        sa.Column("source_key", sa.String(length=512), nullable=False),
-        sa.Column("billing_account_id", sa.String(length=128), nullable=False),
-        sa.Column("resource_id", sa.String(length=256), nullable=False),
-        sa.Column("resource_name", sa.String(length=256), nullable=True),
-        sa.Column("sub_account_id", sa.String(length=512), nullable=True),
-        sa.Column("metric", sa.String(length=128), nullable=False),
-        sa.Column("charge_period_start", sa.DateTime(), nullable=False),
-        sa.Column("charge_period_end", sa.DateTime(), nullable=False),
-        sa.Column("consumed_quantity", sa.Numeric(precision=38, scale=12), nullable=False),
-        sa.Column("consumed_unit", sa.String(length=64), nullable=False),
-        sa.Column("raw_quantity", sa.Numeric(precision=38, scale=12), nullable=False),
-        sa.Column("raw_unit", sa.String(length=64), nullable=False),
-        sa.Column("billed_cost", sa.Numeric(precision=38, scale=12), nullable=True),
-        sa.Column("billing_currency", sa.String(length=8), nullable=True),
-        sa.Column("list_cost", sa.Numeric(precision=38, scale=12), nullable=True),
-        sa.Column("details", sa.Text(), nullable=True),
-        sa.Column("entity_id", sa.String(length=128), nullable=True),
-        sa.Column("entity_type", sa.String(length=64), nullable=True),
-        sa.Column("resource_type", sa.String(length=64), nullable=True),
-        sa.Column("load_id", sa.String(length=64), nullable=False),
-        sa.Column("fetched_at", sa.DateTime(), nullable=False),
+        *_usage_columns(),
         if_not_exists=True,
     )
     with op.batch_alter_table("provider_usage_staging", schema=None) as batch_op:
