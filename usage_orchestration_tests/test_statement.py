@@ -38,6 +38,7 @@ from usage_orchestration.warehouse.analysis_schema import (
     budget_status,
     monthly_statement,
     monthly_statement_break,
+    provider_cap_status,
     usage_reconciliation,
 )
 from usage_orchestration.warehouse.store import Warehouse
@@ -87,6 +88,29 @@ def test_a_month_closes_exactly_when_its_late_window_ends() -> None:
     # no window: closed at month end; December rolls into the next year
     assert is_closed(MARCH, datetime(2026, 4, 1, tzinfo=UTC), 0)
     assert closes_at(date(2026, 12, 1), 3) == datetime(2027, 1, 4, tzinfo=UTC)
+
+
+def test_the_schedule_requests_the_month_partitions() -> None:
+    from dagster import Definitions, build_schedule_context
+
+    from usage_orchestration.defs.statement import definitions
+
+    settings = load_settings()
+    defs = Definitions.merge(
+        definitions(settings),
+        Definitions(
+            resources={"settings": settings, "warehouse": WarehouseResource(url="sqlite://")}
+        ),
+    )
+    sched = defs.resolve_schedule_def("monthly_statement_schedule")
+    ctx = build_schedule_context(
+        scheduled_execution_time=datetime(2026, 4, 2, 14, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    requests = list(sched.evaluate_tick(ctx).run_requests or [])
+    # April 2: April so far (provisional) and March, still inside its window
+    assert [r.partition_key for r in requests] == ["2026-03-01", "2026-04-01"]
+    assert requests[0].run_key == "statement-2026-03-01-2026-04-02"
 
 
 def test_the_schedule_refreshes_yesterdays_month_and_the_month_closing() -> None:
@@ -303,9 +327,28 @@ def test_the_asset_writes_table_csv_and_html_and_replaces_the_month(
         _rec(date(2026, 3, 2), "a", "app_compute", "ledger_under", "12.5", "10.12"),
         _rec(date(2026, 4, 1), "a", "app_compute", "ledger_under", "99", "1"),  # April: not here
     ]
+    cap = {
+        "as_of_date": date(2026, 3, 2),
+        "month": "2026-03",
+        "provider": "forge",
+        "metric": "FUNCTION_COMPUTE",
+        "unit": "GB-seconds",
+        "cap_quantity": D(100000),
+        "used_quantity": D("104000.5"),
+        "percent_used": D("104.00"),
+        "remaining_quantity": D("-4000.5"),
+        "over_cap": True,
+        "days_of_data": 2,
+        "forecast_month_end": None,
+        "forecast_overage": None,
+        "projected_exhaustion_date": None,
+        "reason": None,
+        "load_id": "seed",
+    }
     write_rows(
         wh,
         {
+            provider_cap_status: ([date(2026, 3, 2)], [cap], "as_of_date"),
             budget_status: (days, budgets, "as_of_date"),
             usage_reconciliation: ([*days, date(2026, 4, 1)], recs, "usage_date"),
         },
@@ -339,8 +382,12 @@ def test_the_asset_writes_table_csv_and_html_and_replaces_the_month(
         ("ledger_under", 1, D("-2.38"))
     ]
 
-    page = parse(html_path.read_text(encoding="utf-8"))
+    text = html_path.read_text(encoding="utf-8")
+    page = parse(text)
     assert page.rows["a"]["credits_used"] == "20.13"  # 20.125 half up, as finance rounds
+    assert 'data-field="percent_used">104.00 %' in text  # the Forge cap, over
+    assert "104,000.5 GB-seconds" in text
+    assert html_path.stat().st_mode & 0o777 == 0o644
     with Path(meta["csv"].value).open(newline="", encoding="utf-8") as f:
         lines = list(csv.DictReader(f))
     assert [(r["provider"], r["credits_used"]) for r in lines] == [
@@ -439,3 +486,25 @@ def test_the_demo_statement_shows_each_entitys_budget_status_figures(
         assert page.plots[b.entity_id] >= {"actual", "forecast"}
     assert any(b.over_budget for b in expected)  # the demo's overrun is in the statement
     assert set(page.rows) - {""} == {b.entity_id for b in expected}
+
+
+def test_a_range_of_months_as_one_run_writes_each_month(tmp_path: Path) -> None:
+    settings = load_settings(
+        warehouse_url=f"sqlite:///{tmp_path / 'wh.sqlite'}", state_dir=str(tmp_path / "state")
+    )
+    result = materialize(
+        [build_statement_asset(settings)],
+        resources={
+            "settings": settings,
+            "warehouse": WarehouseResource(url=settings.warehouse_url),
+        },
+        instance=DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": "2026-02-01",
+            "dagster/asset_partition_range_end": "2026-03-01",
+        },
+    )
+    assert result.success
+    meta = result.asset_materializations_for_node("monthly_statement")[0].metadata
+    for key in ("html_2026_02", "html_2026_03"):
+        assert Path(meta[key].value).is_file(), key

@@ -164,6 +164,7 @@ def build_statement_asset(settings: UsageSettings) -> AssetsDefinition:
     ) -> MaterializeResult:
         wh = warehouse.get()
         meta: dict[str, Any] = {}
+        files: dict[str, Any] = {}
         # a single-run backfill of several months handles each of them
         for key in context.partition_keys:
             month = month_start(datetime.fromisoformat(key).date())
@@ -174,7 +175,12 @@ def build_statement_asset(settings: UsageSettings) -> AssetsDefinition:
                 f"statement {s.month_key} ({s.state}, as of {s.as_of}): {len(s.entities)} "
                 f"entities, {rows} rows; {html_path}"
             )
-            meta = _metadata(s, csv_path, html_path, rows)
+            meta = _metadata(s, csv_path, html_path, rows)  # the last month's figures
+            files[f"html_{s.month_key.replace('-', '_')}"] = MetadataValue.path(
+                str(html_path.resolve())
+            )
+        if len(files) > 1:
+            meta |= files  # every month's page when a range ran as one run
         return MaterializeResult(metadata=meta)
 
     return monthly_statement

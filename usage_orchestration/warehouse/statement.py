@@ -205,6 +205,7 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # a page for people to open (mkstemp makes it owner-only)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
