@@ -157,3 +157,45 @@ def test_the_demo_budget_figures_are_identical_on_sqlite_and_postgresql(
     on_sqlite = _budget_figures(sqlite_url)
     assert on_sqlite, "the demo wrote no budget figures"
     assert on_pg == on_sqlite  # Decimal for Decimal: to the last digit
+
+
+def test_demo_writes_the_months_statement_with_budget_status_figures(demo_run: tuple) -> None:
+    """The must-show of issue 13: the demo writes each month's statement (table, CSV, HTML with
+    the plot) and the HTML shows every entity's budget_status figures of the month's last day."""
+    from sqlalchemy import func, select
+
+    from usage_orchestration.core.money import format_credits
+    from usage_orchestration.warehouse.analysis_schema import budget_status, monthly_statement
+    from usage_orchestration.warehouse.store import Warehouse
+    from usage_orchestration_tests.test_statement import parse
+
+    proc, summary, home = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statements = summary["statements"]
+    assert statements and all(s["success"] for s in statements), statements
+    assert f"statement {statements[-1]['month']} (" in proc.stdout
+    wh = Warehouse(f"sqlite:///{home.parent / 'warehouse.sqlite'}")
+    for st in statements:
+        html, csv_path = Path(st["html"]), Path(st["csv"])
+        assert csv_path.is_file() and html.is_file()
+        page = parse(html.read_text(encoding="utf-8"))
+        with wh.engine.connect() as conn:
+            last = conn.execute(
+                select(func.max(budget_status.c.as_of_date)).where(
+                    budget_status.c.month == st["month"]
+                )
+            ).scalar()
+            expected = conn.execute(select(budget_status).where(budget_status.c.as_of_date == last))
+            expected = expected.all()
+            stored = conn.execute(
+                select(func.count()).where(monthly_statement.c.month == st["month"])
+            ).scalar()
+        assert expected and stored
+        for b in expected:
+            shown = page.rows[b.entity_id]
+            assert shown["monthly_budget"] == format_credits(b.monthly_budget)
+            assert shown["credits_used"] == format_credits(b.credits_used)
+            assert shown["forecast_month_end"] == format_credits(b.forecast_month_end)
+            pct = "-" if b.budget_percent is None else f"{b.budget_percent:,.2f} %"
+            assert shown["budget_percent"] == pct
+            assert "actual" in page.plots[b.entity_id]

@@ -18,9 +18,10 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 # Every daily-partitioned asset, upstream first: providers, ledger, reconciliation, budgets.
+# Not the monthly statement: a job has one partitioning (it has its own job, defs/statement.py).
 daily_usage_job = define_asset_job(
     "daily_usage_job",
-    selection=AssetSelection.all(),
+    selection=AssetSelection.all() - AssetSelection.assets("monthly_statement"),
     description="Providers → ledger → reconciliation → budgets for one day (or a range as one run).",
 )
 

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from usage_orchestration.defs import alerts, budgets, focus, jobs, ledger, providers, reconcile
+from usage_orchestration.defs import (
+    alerts,
+    budgets,
+    focus,
+    jobs,
+    ledger,
+    providers,
+    reconcile,
+    statement,
+)
 from usage_orchestration.defs.partitions import building
 from usage_orchestration.defs.resources import WarehouseResource, database_url_config
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.settings.secrets import WAREHOUSE_URL_ENV
 
-PARTS = (providers, ledger, reconcile, budgets, focus, alerts, jobs)
+PARTS = (providers, ledger, reconcile, budgets, focus, statement, alerts, jobs)
 
 
 def build_definitions(settings: UsageSettings) -> Definitions:

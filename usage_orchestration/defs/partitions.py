@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from datetime import date
 from functools import lru_cache
 
-from dagster import DailyPartitionsDefinition
+from dagster import DailyPartitionsDefinition, MonthlyPartitionsDefinition
 
 from usage_orchestration.settings import UsageSettings
 
@@ -53,3 +53,16 @@ def current_partitions() -> DailyPartitionsDefinition:
 # The default settings' partitioning, for tests that declare an asset of their own beside the
 # built ones (built assets take theirs from the settings).
 daily_partitions = partitions_from(DEFAULT_START)
+
+
+@lru_cache(maxsize=16)
+def monthly_partitions_from(start: date) -> MonthlyPartitionsDefinition:
+    """The months of the daily partitions (UTC), from the month of the first day. ``end_offset=1``
+    lists the month in progress too, so its statement can be materialized as provisional."""
+    return MonthlyPartitionsDefinition(
+        start_date=start.replace(day=1).isoformat(), timezone="UTC", end_offset=1
+    )
+
+
+def monthly_partitions_of(settings: UsageSettings) -> MonthlyPartitionsDefinition:
+    return monthly_partitions_from(settings.partitions_start)

@@ -2,7 +2,8 @@
 
 Starts the sandbox (refusing a port another sandbox or process holds), seeds the demo ledger,
 materializes the last 30 complete UTC days of every asset through Dagster as one run into the
-persistent instance at ``$DAGSTER_HOME`` (``.dagster/`` by default), evaluates the alert sensors
+persistent instance at ``$DAGSTER_HOME`` (``.dagster/`` by default), then the monthly statement
+of each month those days touch (table, CSV, HTML), evaluates the alert sensors
 as the daemon would, and prints a summary (also written to ``.data/demo_summary.json``).
 """
 
@@ -103,12 +104,14 @@ def run_demo(args: argparse.Namespace) -> int:
             raise_on_error=False,
         )
         print(f"demo: run {result.run_id} {'succeeded' if result.success else 'FAILED'}")
+        statements = _statements(defs, instance, days, result.success)
         ticks = _evaluate_sensors(defs, instance)
         _deliver_alerts(defs, instance)
         pages = _pages(settings.sandbox.url, in_process)
         summary = build_summary(
             settings.warehouse_url, days, ticks, pages, result.run_id, result.success
         )
+        summary["statements"] = statements
     finally:
         if server is not None:
             server.stop()
@@ -116,11 +119,42 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.summary_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=str))
-    return 0 if result.success else 1
+    return 0 if result.success and all(st["success"] for st in statements) else 1
 
 
 def _seed_ledger(settings: Any, days: list[date]) -> dict[str, Any]:
     return seed_demo_ledger(settings.ledger.database_url, settings, days, settings.sandbox.seed)
+
+
+def _statements(defs: Any, instance: Any, days: list[date], ok: bool) -> list[dict[str, Any]]:
+    """The monthly statement of every month the demo's days touch (after the daily assets);
+    each month's files and whether it is closed, from the materialization's metadata."""
+    from usage_orchestration.defs.statement import MONTHLY_STATEMENT, STATEMENT_JOB
+
+    if not ok:
+        return []
+    job = defs.resolve_job_def(STATEMENT_JOB)
+    out: list[dict[str, Any]] = []
+    for month in sorted({d.replace(day=1) for d in days}):
+        run = job.execute_in_process(
+            instance=instance,
+            partition_key=month.isoformat(),
+            tags={"usage/origin": "demo"},
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            raise_on_error=False,
+        )
+        found = run.asset_materializations_for_node(MONTHLY_STATEMENT.path[-1])
+        meta = found[0].metadata if run.success and found else {}
+        out.append(
+            {
+                "month": month.strftime("%Y-%m"),
+                "success": run.success,
+                "closed": meta["closed"].value if "closed" in meta else None,
+                "html": meta["html"].value if "html" in meta else None,
+                "csv": meta["csv"].value if "csv" in meta else None,
+            }
+        )
+    return out
 
 
 def _evaluate_sensors(defs: Any, instance: Any) -> list[dict[str, Any]]:
@@ -358,6 +392,9 @@ def format_summary(s: dict[str, Any]) -> str:
             f"({p.get('percent_used')} %), {format_credits(p.get('remaining'))} left; "
             f"{format_credits(p.get('daily_run_rate'))} a day, projected depletion {depletion}"
         )
+    for st in s.get("statements", []):
+        state = "FAILED" if not st["success"] else ("closed" if st["closed"] else "provisional")
+        lines.append(f"statement {st['month']} ({state}): {st.get('html')}")
     lines.append(f"sensor ticks: {len(s.get('sensor_ticks', []))}")
     if s.get("alerts_by_state"):
         lines.append("alert outbox (kind, state, channel, not sent because: alerts):")

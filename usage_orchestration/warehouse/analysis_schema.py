@@ -123,3 +123,61 @@ usage_anomaly = Table(
     Column("load_id", String(64), nullable=False),
     PrimaryKeyConstraint("usage_date", "entity_id", "resource_type", name="pk_usage_anomaly"),
 )
+
+# The monthly statement (issue 13): replaced per month in one transaction. One row per entity
+# with provider "all" (its budget figures as of as_of_date, totals across providers), then one
+# per provider and resource type (usage and credits; budget columns null). docs/statement.md.
+monthly_statement = Table(
+    "monthly_statement",
+    metadata,
+    Column("month", String(7), nullable=False),  # YYYY-MM
+    Column("entity_id", String(128), nullable=False),  # "" for unmapped usage
+    Column("provider", String(32), nullable=False),  # "all": the entity's own line
+    Column("resource_type", String(64), nullable=False),  # "" on the entity's line
+    Column("entity_name", String(256)),
+    Column("entity_type", String(64)),
+    Column("ledger_unit", String(64)),
+    Column("usage_quantity", QUANTITY),  # provider usage in the ledger unit (expected)
+    Column("expected_credits", MONEY),
+    Column("credits_charged", MONEY),  # recorded by the ledger
+    Column("delta_credits", MONEY),  # charged - expected; < 0 is a leak
+    Column("break_rows", Integer, nullable=False),  # reconciliation rows not matched
+    Column("break_delta_credits", MONEY),
+    Column("breaks", Text, nullable=False),  # per status: "ledger_under 3 (-12.50); ..."
+    Column("credits_used", MONEY),  # budget_status of as_of_date, on the entity line only
+    Column("monthly_budget", MONEY),
+    Column("budget_percent", QUANTITY),
+    Column("budget_remaining", MONEY),
+    Column("over_budget", Boolean),
+    Column("forecast_month_end", MONEY),
+    Column("forecast_percent", QUANTITY),
+    Column("forecast_overrun", MONEY),
+    Column("days_of_data", Integer),
+    Column("as_of_date", Date),  # the month's last materialized budget day
+    Column("closed", Boolean, nullable=False),  # false: provisional (late-data window open)
+    Column("load_id", String(64), nullable=False),
+    PrimaryKeyConstraint(
+        "month", "entity_id", "provider", "resource_type", name="pk_monthly_statement"
+    ),
+)
+
+monthly_statement_break = Table(
+    "monthly_statement_break",
+    metadata,
+    Column("month", String(7), nullable=False),
+    Column("entity_id", String(128), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("delta_credits", MONEY),
+    Column("load_id", String(64), nullable=False),
+    PrimaryKeyConstraint(
+        "month",
+        "entity_id",
+        "provider",
+        "resource_type",
+        "status",
+        name="pk_monthly_statement_break",
+    ),  # fmt: skip
+)
