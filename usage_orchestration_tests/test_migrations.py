@@ -191,11 +191,17 @@ def test_head_builds_exactly_the_tables_the_code_defines(db_url: str) -> None:
     assert names == set(migrate.all_tables_metadata().tables)
 
 
+# Tables later revisions add (0003: the request budget shared across hosts).
+AFTER_BASELINE = {"request_budget", "request_budget_slot"}
+
+
 def test_baseline_is_the_schema_create_all_made_before_exact_types(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate.upgrade(engine, migrate.BASELINE)
     before = MetaData()
     for owned in migrate.all_tables_metadata().sorted_tables:
+        if owned.name in AFTER_BASELINE:
+            continue
         copy = owned.to_metadata(before)
         for c in copy.columns:
             if isinstance(c.type, ExactDecimal):
