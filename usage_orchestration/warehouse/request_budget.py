@@ -138,16 +138,18 @@ class WarehouseRequestBudget:
         with self.warehouse.engine.connect() as conn:
             try:
                 if self._postgres:
-                    conn.execute(
-                        pg_insert(request_budget)
-                        .values(budget_key=self.key)
-                        .on_conflict_do_nothing(index_elements=["budget_key"])
-                    )
-                    conn.execute(
+                    lock = (
                         select(request_budget.c.budget_key)
                         .where(request_budget.c.budget_key == self.key)
                         .with_for_update()
                     )
+                    if conn.execute(lock).first() is None:  # the budget's first use
+                        conn.execute(
+                            pg_insert(request_budget)
+                            .values(budget_key=self.key)
+                            .on_conflict_do_nothing(index_elements=["budget_key"])
+                        )
+                        conn.execute(lock)
                 else:
                     # pysqlite would begin a deferred transaction at the first write, after the
                     # read: two processes could read the same free slot. IMMEDIATE takes the
