@@ -35,7 +35,7 @@ def _acquire_ms(warehouse_url: str, n: int = 200) -> list[float]:
     from usage_orchestration.warehouse.request_budget import WarehouseRequestBudget
     from usage_orchestration.warehouse.store import Warehouse
 
-    budget = WarehouseRequestBudget(Warehouse(warehouse_url), "bench:latency", n + 1, 3600.0)
+    budget = WarehouseRequestBudget(Warehouse(warehouse_url), "bench", "latency", n + 1, 3600.0)
     budget.acquire()  # schema and connection pool warm
     out = []
     for _ in range(n):

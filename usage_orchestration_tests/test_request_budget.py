@@ -18,6 +18,7 @@ from sqlalchemy import func, inspect, select
 
 from usage_orchestration.defs.providers import ProviderApiResource, provider_asset
 from usage_orchestration.defs.resources import WarehouseResource
+from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.providers.registry import FORGE
 from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.server import SandboxServer
@@ -31,7 +32,7 @@ from usage_orchestration.warehouse.request_budget import (
 )
 from usage_orchestration.warehouse.store import Warehouse
 from usage_orchestration_tests.test_profiles import README_SECRETS, readme_example
-from usage_orchestration_tests.two_hosts_support import Load, run_two_hosts
+from usage_orchestration_tests.two_hosts_support import Load, run_takers, run_two_hosts
 
 LOAD = Load()  # 2 hosts x 6 apps, one request each, against 4 requests per 0.5 s
 
@@ -53,7 +54,7 @@ class FakeTime:
 
 def _budget(url: str, t: FakeTime, max_requests: int = 3, per_seconds: float = 10.0) -> Any:
     return WarehouseRequestBudget(
-        Warehouse(url), "forge:acct-1", max_requests, per_seconds, clock=t.clock, sleep=t.sleep
+        Warehouse(url), "forge", "acct-1", max_requests, per_seconds, clock=t.clock, sleep=t.sleep
     )
 
 
@@ -113,9 +114,30 @@ def test_a_lowered_limit_counts_every_send_still_in_the_window(db_url: str) -> N
     assert t.now == pytest.approx(start + 11.0)
 
 
+def test_processes_racing_for_one_window_never_overdraw_it(db_url: str) -> None:
+    """Two processes try 8 takes each, at once, from a window of 10: exactly 10 are granted
+    (the lock serializes them: no slot is read free by two and taken twice)."""
+    granted = run_takers(db_url, processes=2, attempts=8, max_requests=10)
+    assert sum(granted) == 10
+    assert len(_slots(db_url, "forge:race")) == 10
+
+
+def test_an_unreachable_warehouse_fails_retryably_naming_the_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "postgresql://usage:budget-pw-123@127.0.0.1:1/usage"  # nothing listens on port 1
+    monkeypatch.setenv("USAGE_WAREHOUSE_URL", url)  # how a real password arrives: masked
+    budget = WarehouseRequestBudget(Warehouse(url), "forge", "acct-1", 5, 60.0)
+    with pytest.raises(ProviderError) as err:
+        budget.acquire()
+    assert err.value.retryable and err.value.account == "acct-1"
+    assert str(err.value).startswith("forge, account acct-1: request budget forge:acct-1 in the")
+    assert "budget-pw-123" not in str(err.value)
+
+
 def test_the_tables_exist_on_first_use(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
-    assert WarehouseRequestBudget(Warehouse(url), "forge:a", 1, 1.0).acquire() == 0.0
+    assert WarehouseRequestBudget(Warehouse(url), "forge", "a", 1, 1.0).acquire() == 0.0
     assert migrate.current_revision(Warehouse(url).engine) == migrate.head_revision()
     assert {"request_budget", "request_budget_slot"} <= set(
         inspect(Warehouse(url).engine).get_table_names()
@@ -125,15 +147,15 @@ def test_the_tables_exist_on_first_use(tmp_path: Path) -> None:
 def test_a_budget_needs_a_positive_limit_and_window(tmp_path: Path) -> None:
     wh = Warehouse(f"sqlite:///{tmp_path / 'w.sqlite'}")
     with pytest.raises(ValueError, match="request budget forge:a: needs max_requests >= 1"):
-        WarehouseRequestBudget(wh, "forge:a", 0, 1.0)
+        WarehouseRequestBudget(wh, "forge", "a", 0, 1.0)
     with pytest.raises(ValueError, match="per_seconds > 0"):
-        WarehouseRequestBudget(wh, "forge:a", 1, 0.0)
+        WarehouseRequestBudget(wh, "forge", "a", 1, 0.0)
 
 
 def test_the_database_clock_is_the_default_on_postgresql(db_url: str, db_backend: str) -> None:
     """Without an injected clock the sends are stamped with the database's time (PostgreSQL)
     or the process's (SQLite): within a second of this process's clock here."""
-    budget = WarehouseRequestBudget(Warehouse(db_url), "forge:acct-1", 5, 60.0)
+    budget = WarehouseRequestBudget(Warehouse(db_url), "forge", "acct-1", 5, 60.0)
     before = time.time()
     assert budget.acquire() == 0.0
     (stamp,) = _slots(db_url)

@@ -83,7 +83,7 @@ def host_main(
 
 
 def _get(q: Any, procs: list[Any], timeout_s: float) -> Any:
-    """The next item of ``q``; fail fast when a host process died instead."""
+    """The next item of ``q``; fail fast when a worker process died instead."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -91,7 +91,7 @@ def _get(q: Any, procs: list[Any], timeout_s: float) -> Any:
         except queue.Empty:
             dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
             if dead:
-                raise RuntimeError(f"a host process failed (exit codes {dead})") from None
+                raise RuntimeError(f"a worker process failed (exit codes {dead})") from None
     raise TimeoutError("timed out waiting for the host processes")
 
 
@@ -137,3 +137,47 @@ def run_two_hosts(
     if any(p.exitcode != 0 for p in procs):
         raise RuntimeError(f"a host process failed (exit codes {[p.exitcode for p in procs]})")
     return sorted(results, key=lambda r: r.host), elapsed
+
+
+def taker_main(
+    warehouse_url: str, attempts: int, max_requests: int, ready: Any, start: Any, out: Any
+) -> None:
+    """Try to take a slot ``attempts`` times without waiting; put how many were granted."""
+    from usage_orchestration.warehouse.request_budget import WarehouseRequestBudget
+    from usage_orchestration.warehouse.store import Warehouse
+
+    budget = WarehouseRequestBudget(Warehouse(warehouse_url), "forge", "race", max_requests, 3600)
+    ready.put(1)
+    start.wait(120)
+    out.put(sum(budget.try_acquire() is None for _ in range(attempts)))
+
+
+def run_takers(warehouse_url: str, processes: int, attempts: int, max_requests: int) -> list[int]:
+    """Slots granted to each of ``processes`` processes racing for one window (an hour long,
+    so nothing leaves it while they race)."""
+    from usage_orchestration.warehouse.store import Warehouse
+
+    Warehouse(warehouse_url).ensure_schema()
+    ctx = mp.get_context("spawn")
+    start, ready, out = ctx.Event(), ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=taker_main, args=(warehouse_url, attempts, max_requests, ready, start, out)
+        )
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            _get(ready, procs, 120)
+        start.set()
+        granted = [_get(out, procs, 120) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(15)
+            if p.is_alive():
+                p.kill()
+    if any(p.exitcode != 0 for p in procs):
+        raise RuntimeError(f"a taker process failed (exit codes {[p.exitcode for p in procs]})")
+    return granted

@@ -22,9 +22,11 @@ from sqlalchemy import Column, Double, Integer, String, Table, func, insert, sel
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
-from usage_orchestration.providers.http import RequestBudget, RequestBudgets
+from usage_orchestration.providers.http import ProviderError, RequestBudget, RequestBudgets
 from usage_orchestration.settings import UsageSettings
+from usage_orchestration.settings.secrets import redact
 from usage_orchestration.warehouse.schema import metadata
 from usage_orchestration.warehouse.store import Warehouse
 
@@ -51,27 +53,31 @@ def budget_key(provider: str, account: str) -> str:
 
 
 class WarehouseRequestBudget:
-    """``max_requests`` per ``per_seconds`` (sliding window) for ``key``, kept in the warehouse
-    (``RequestBudget`` protocol). ``clock`` defaults to the database's clock on PostgreSQL and
-    ``time.time`` on SQLite."""
+    """``max_requests`` per ``per_seconds`` (sliding window) of one provider account, kept in the
+    warehouse (``RequestBudget`` protocol). ``clock`` defaults to the database's clock on
+    PostgreSQL and ``time.time`` on SQLite. A warehouse that cannot be reached fails as a
+    retryable ``ProviderError`` naming provider and account."""
 
     def __init__(
         self,
         warehouse: Warehouse,
-        key: str,
+        provider: str,
+        account: str,
         max_requests: int,
         per_seconds: float,
         *,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.provider = provider
+        self.account = account
+        self.key = budget_key(provider, account)
         if max_requests < 1 or per_seconds <= 0:
             raise ValueError(
-                f"request budget {key}: needs max_requests >= 1 and per_seconds > 0 "
+                f"request budget {self.key}: needs max_requests >= 1 and per_seconds > 0 "
                 f"(got {max_requests} per {per_seconds} s)"
             )
         self.warehouse = warehouse
-        self.key = key
         self.max_requests = max_requests
         self.per_seconds = per_seconds
         self._clock = clock
@@ -87,10 +93,21 @@ class WarehouseRequestBudget:
     def acquire(self) -> float:
         """Take one slot, waiting (outside any transaction) while the window is full; return
         the seconds waited."""
-        self.warehouse.ensure_schema()  # the tables exist on first use, like every other table
         waited = 0.0
         while True:
-            wait = self.try_acquire()
+            try:
+                self.warehouse.ensure_schema()  # the tables exist on first use, like all others
+                wait = self.try_acquire()
+            except OperationalError as exc:
+                # the warehouse is down or locked beyond its timeout: a transient failure of the
+                # step (retried the Dagster way), named by provider and account, no secret in it
+                raise ProviderError(
+                    self.provider,
+                    f"request budget {self.key} in the warehouse unavailable: "
+                    f"{redact(str(exc.orig))[:300]}",
+                    account=self.account,
+                    retryable=True,
+                ) from None
             if wait is None:
                 return waited
             wait = max(wait, 0.001)
@@ -151,9 +168,9 @@ class WarehouseRequestBudget:
                         )
                         conn.execute(lock)
                 else:
-                    # pysqlite would begin a deferred transaction at the first write, after the
-                    # read: two processes could read the same free slot. IMMEDIATE takes the
-                    # write lock first (waiting up to the engine's busy timeout).
+                    # pysqlite begins a deferred transaction, whose reads take no write lock: two
+                    # processes could read the same free slot. IMMEDIATE takes the database's
+                    # write lock before anything is read (waiting up to the busy timeout).
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                     conn.execute(
                         sqlite_insert(request_budget)
@@ -197,7 +214,8 @@ class WarehouseBudgets:
     ) -> RequestBudget:
         return WarehouseRequestBudget(
             self.warehouse,
-            budget_key(provider, account),
+            provider,
+            account,
             max_requests,
             per_seconds,
             clock=self._clock,
