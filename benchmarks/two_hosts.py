@@ -9,7 +9,8 @@ The sandbox (on loopback, in this process) enforces ``max_requests`` per ``per_s
 account both hosts use and answers 429 above it. ``--backend file`` is the negative control:
 each host keeps the file budget of its own state dir and together they exceed the limit.
 ``wall_s`` runs from the moment both processes are ready until both have their rows. The last
-line printed is a JSON object.
+line printed is a JSON object; the exit status is 0 only when ``requests == minimum_requests``
+and no request was refused (so the control exits 1).
 
 Figures:
 - ``requests``: requests the sandbox received (every status); ``http_429``: how many it refused.
