@@ -50,6 +50,7 @@ from usage_orchestration.warehouse.provider_load import (
     store_fetch,
     usage_totals,
 )
+from usage_orchestration.warehouse.request_budget import request_budgets
 
 AUDIT_CHECK = "no_unexplained_drop"
 # A run in these states may have rows staged that it has yet to publish.
@@ -150,12 +151,14 @@ def _fetch(
     settings: UsageSettings,
     credentials: ProviderApiResource,
     days: Sequence[Any],
+    warehouse: WarehouseResource,
 ) -> FetchResult:
     """The provider's answer for ``days``; a transient failure (after the client's own retries,
     or a Retry-After beyond their cap) retries the step the Dagster way, waiting what the provider
     asked for. The run is not failed (so nothing pages) until the retries are spent."""
     try:
-        return spec.fetch(settings, credentials.values, days)
+        budgets = request_budgets(settings, warehouse.get())
+        return spec.fetch(settings, credentials.values, days, budgets=budgets)
     except ProviderError as exc:
         retries = settings.step_retries
         if not exc.retryable or context.retry_number >= retries.max_retries:
@@ -209,7 +212,8 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
         name=spec.asset_key,
         settings=settings,
         # One step of this provider at a time across runs (dagster.yaml pools); the clients'
-        # request budget, shared through settings.state_dir, keeps every process under the limit.
+        # request budget (settings.request_budget: a file under state_dir or the warehouse) keeps
+        # every process under the limit.
         pool=spec.pool,
         kinds={spec.name, warehouse_kind(settings.warehouse_url)},
         provider=spec.name,
@@ -236,7 +240,7 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             f"{spec.name}: fetching {len(spec.configured_accounts(settings))} account(s) "
             f"for {day_span(days)}"
         )
-        result = _fetch(context, spec, settings, credentials, days)
+        result = _fetch(context, spec, settings, credentials, days, warehouse)
         report = _store(context, spec, settings, warehouse, days, result)
         unavailable = sum(1 for c in result.coverage if c.status == "unavailable")
         context.log.info(

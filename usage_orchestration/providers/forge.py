@@ -37,6 +37,7 @@ from usage_orchestration.providers.http import (
     ProviderHttp,
     ProviderResponseError,
     RequestBudget,
+    RequestBudgets,
     RetryPolicy,
     SharedRateBudget,
 )
@@ -720,13 +721,19 @@ def client_from_settings(
     *,
     transport: httpx.BaseTransport | None = None,
     today: Callable[[], date] | None = None,
+    budgets: RequestBudgets | None = None,
 ) -> ForgeClient:
     """A client with the settings' policy and the cross-process request budget of the account
-    (``rate_limit_max_requests`` per ``rate_limit_per_seconds`` plus the safety margin)."""
-    budget = SharedRateBudget(
-        budget_path(state_dir, settings.account_id),
-        settings.rate_limit_max_requests,
-        settings.rate_limit_per_seconds + settings.rate_limit_margin_s,
+    (``rate_limit_max_requests`` per ``rate_limit_per_seconds`` plus the safety margin): drawn
+    from ``budgets`` when given (e.g. the warehouse's), else the file under ``state_dir``."""
+    max_requests = settings.rate_limit_max_requests
+    per_seconds = settings.rate_limit_per_seconds + settings.rate_limit_margin_s
+    budget: RequestBudget = (
+        budgets.budget("forge", settings.account_id, max_requests, per_seconds)
+        if budgets is not None
+        else SharedRateBudget(
+            budget_path(state_dir, settings.account_id), max_requests, per_seconds
+        )
     )
     return ForgeClient(
         settings.base_url,

@@ -3,7 +3,7 @@
 Timeouts on every request; retries only for what is retryable (429, 5xx, connection errors,
 timeouts, and in-band errors a client marks retryable) with ``Retry-After`` honoured (seconds or
 HTTP date) under a cap and no sleep after the last attempt; a proactive request budget shared
-across processes; pagination guards; and errors that name provider, account, window and status
+across processes (a file under ``state_dir``, or any ``RequestBudgets`` the caller passes); pagination guards; and errors that name provider, account, window and status
 while never carrying a secret.
 """
 
@@ -122,6 +122,18 @@ class RequestBudget(Protocol):
 
     def acquire(self) -> float:
         """Take one request slot; return the seconds spent waiting for it."""
+        ...
+
+
+class RequestBudgets(Protocol):
+    """Where a deployment keeps its request budgets: one per (provider, account). The file
+    budgets under ``state_dir`` (``SharedRateBudget``) are the embedded default; the warehouse
+    keeps one that every host sharing it draws from (``warehouse/request_budget.py``)."""
+
+    def budget(
+        self, provider: str, account: str, max_requests: int, per_seconds: float
+    ) -> RequestBudget:
+        """The budget of ``max_requests`` per ``per_seconds`` of one provider account."""
         ...
 
 

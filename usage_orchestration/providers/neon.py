@@ -37,6 +37,7 @@ from usage_orchestration.providers.http import (
     ProviderHttp,
     ProviderResponseError,
     RequestBudget,
+    RequestBudgets,
     RetryPolicy,
     SharedRateBudget,
     offending_item,
@@ -746,8 +747,17 @@ def client_from_settings(
     now: Callable[[], datetime] | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] | None = None,
+    budgets: RequestBudgets | None = None,
 ) -> NeonClient:
-    """A client with the settings' policy and the cross-process request budget of the org."""
+    """A client with the settings' policy and the cross-process request budget of the org:
+    drawn from ``budgets`` when given (e.g. the warehouse's), else the file under ``state_dir``."""
+    budget: RequestBudget = (
+        budgets.budget("neon", cfg.org_id, cfg.rate_limit_requests, cfg.rate_limit_window_s)
+        if budgets is not None
+        else SharedRateBudget(
+            budget_path(state_dir, cfg.org_id), cfg.rate_limit_requests, cfg.rate_limit_window_s
+        )
+    )
     return NeonClient(
         cfg.base_url,
         api_key,
@@ -762,9 +772,7 @@ def client_from_settings(
             base_delay_s=cfg.backoff_base_s,
             retry_after_cap_s=cfg.retry_after_cap_s,
         ),
-        budget=SharedRateBudget(
-            budget_path(state_dir, cfg.org_id), cfg.rate_limit_requests, cfg.rate_limit_window_s
-        ),
+        budget=budget,
         daily_lookback_days=cfg.daily_lookback_days,
         monthly_lookback_days=cfg.monthly_lookback_days,
         window_margin_s=cfg.window_margin_s,

@@ -22,7 +22,7 @@ import httpx
 
 from usage_orchestration.core.reconcile import CoverageAccount, ReconcileConfig
 from usage_orchestration.providers import forge, neon, phala
-from usage_orchestration.providers.http import RetryPolicy
+from usage_orchestration.providers.http import RequestBudgets, RetryPolicy
 from usage_orchestration.providers.records import FetchResult
 from usage_orchestration.settings import UsageSettings
 
@@ -37,7 +37,8 @@ class ProviderSpec:
     name: str  # the `provider` column, pool, tag and asset key prefix
     title: str  # for people: "Phala Cloud"
     secrets: Mapping[str, str]  # credential name → environment variable
-    # fetch(settings, credentials, days, transport=None) → rows and coverage for every day
+    # fetch(settings, credentials, days, transport=None, budgets=None) → rows and coverage for
+    # every day; budgets: where the request budgets live (None: the files under state_dir)
     fetch: Fetch
     # the configured accounts of the provider's settings
     accounts: Callable[[Any], list[Account]]
@@ -73,6 +74,7 @@ def _phala_fetch(
     days: Sequence[date],
     *,
     transport: httpx.BaseTransport | None = None,
+    budgets: RequestBudgets | None = None,  # unused: Phala documents no rate limit
 ) -> FetchResult:
     cfg = settings.phala
     client = phala.PhalaClient(
@@ -95,9 +97,14 @@ def _neon_fetch(
     days: Sequence[date],
     *,
     transport: httpx.BaseTransport | None = None,
+    budgets: RequestBudgets | None = None,
 ) -> FetchResult:
     client = neon.client_from_settings(
-        settings.neon, credentials.get("api_key", ""), settings.state_dir, transport=transport
+        settings.neon,
+        credentials.get("api_key", ""),
+        settings.state_dir,
+        transport=transport,
+        budgets=budgets,
     )
     with client:
         return client.fetch_days(days, outside_window=settings.neon.outside_window)
@@ -109,6 +116,7 @@ def _forge_fetch(
     days: Sequence[date],
     *,
     transport: httpx.BaseTransport | None = None,
+    budgets: RequestBudgets | None = None,
 ) -> FetchResult:
     client = forge.client_from_settings(
         settings.forge,
@@ -116,6 +124,7 @@ def _forge_fetch(
         credentials.get("api_token", ""),
         settings.state_dir,
         transport=transport,
+        budgets=budgets,
     )
     with client:
         return client.fetch_days(settings.forge.apps, days)

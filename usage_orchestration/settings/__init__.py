@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -52,6 +52,7 @@ from usage_orchestration.settings.urls import (
     resolve_sqlite_url,
     url_host,
 )
+from usage_orchestration.settings.urls import database_url as parse_database_url
 
 SETTINGS_FILE_ENV = "USAGE_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = "usage_orchestration.yaml"
@@ -126,6 +127,23 @@ class StepRetrySettings(BaseModel):
     )
 
 
+RequestBudgetBackend = Literal["file", "warehouse"]
+
+
+class RequestBudgetSettings(BaseModel):
+    """Where the per-provider request budgets live (providers/http.py ``RequestBudget``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    backend: Literal["auto", "file", "warehouse"] = Field(
+        "auto",
+        description="file: a small file per provider account under state_dir (shared by the "
+        "processes of one host); warehouse: a table in the warehouse database, shared by every "
+        "process on every host using that warehouse; auto: warehouse in profile production "
+        "with a PostgreSQL warehouse, file otherwise",
+    )
+
+
 class UsageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
@@ -163,6 +181,18 @@ class UsageSettings(BaseModel):
     alerts: AlertSettings = AlertSettings()
     audit: AuditSettings = AuditSettings()
     step_retries: StepRetrySettings = StepRetrySettings()
+    request_budget: RequestBudgetSettings = RequestBudgetSettings()
+
+    @property
+    def request_budget_backend(self) -> RequestBudgetBackend:
+        """The backend ``request_budget.backend`` resolves to. auto: a production PostgreSQL
+        warehouse is what several hosts share, so the budget lives there; everything else (the
+        demo, SQLite warehouses) keeps the embedded file under state_dir."""
+        chosen = self.request_budget.backend
+        if chosen != "auto":
+            return chosen
+        on_postgres = parse_database_url(self.warehouse_url).get_backend_name() == "postgresql"
+        return "warehouse" if self.profile == "production" and on_postgres else "file"
 
     @model_validator(mode="after")
     def _mappings_have_rates(self) -> UsageSettings:
@@ -346,6 +376,7 @@ __all__ = [
     "NeonSettings",
     "PhalaSettings",
     "RateCardEntry",
+    "RequestBudgetSettings",
     "SandboxSettings",
     "SettingsError",
     "UsageMapping",

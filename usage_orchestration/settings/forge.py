@@ -1,7 +1,8 @@
 """Atlassian Forge settings (no secrets: FORGE_EMAIL and FORGE_API_TOKEN come from the environment).
 
 The app resource usage API (GraphQL Gateway) allows 5 requests a minute per account; every
-process that uses the same ``account_id`` shares one request budget under ``state_dir``.
+process that uses the same ``account_id`` shares one request budget (under ``state_dir``, or in
+the warehouse: ``request_budget.backend``).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ _LOCK_TIMEOUT_S = 600
 def all_tables_metadata() -> MetaData:
     """``metadata`` with every module's tables added (what the revisions must match)."""
     from usage_orchestration.alerts import outbox  # noqa: F401
-    from usage_orchestration.warehouse import analysis_schema, focus  # noqa: F401
+    from usage_orchestration.warehouse import analysis_schema, focus, request_budget  # noqa: F401
 
     return metadata
 
