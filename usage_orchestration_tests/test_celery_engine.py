@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("USAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKERS = ("w1", "w2")
-POOLS = ("phala", "neon", "forge")
+POOLS = ("phala", "neon", "forge", "ledger")  # dagster.yaml: default_limit 1 each
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -222,6 +222,8 @@ def test_two_celery_workers_build_the_single_process_warehouse(
         (record,) = instance.get_runs()
         assert record.status == DagsterRunStatus.SUCCESS
         assert record.tags[RANGE_START_TAG] == days[0].isoformat()
+        # the executor was configured in the loading process: no broker URL in the stored run
+        assert "6379" not in json.dumps([record.run_config, record.tags])
         events = instance.all_logs(record.run_id)
         executed_on: dict[str, str] = {}
         for e in events:
@@ -236,8 +238,8 @@ def test_two_celery_workers_build_the_single_process_warehouse(
             if e.dagster_event is not None
             and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
         }
-        # the pools of the provider steps were claimed through the instance (limit 1 each) and
-        # every slot is free again
+        # the run claimed the pools' slots through the instance, as with the in-process executor
+        # (a pool never claimed has no slot), and freed every one
         pools = {p: instance.event_log_storage.get_concurrency_info(p) for p in POOLS}
 
     steps = {e.step_key for e in events if e.step_key}
