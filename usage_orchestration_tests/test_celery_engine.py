@@ -20,9 +20,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -46,20 +46,71 @@ from usage_orchestration_tests.chaos_support import (
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("USAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("USAGE_TEST_RABBITMQ_URL", "pyamqp://guest@127.0.0.1:5672//")
 WORKERS = ("w1", "w2")
 POOLS = ("phala", "neon", "forge", "ledger")  # dagster.yaml: default_limit 1 each
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
-def _redis() -> Any:
+@dataclass
+class Broker:
+    """One broker of the test: the ``execution:`` settings for it and how to remove what the
+    test left there (keys under the prefix, the queue)."""
+
+    name: str
+    execution: dict[str, str]
+    cleanup: Callable[[], None]
+
+
+def _redis_broker(tag: str) -> Broker:
     redis = pytest.importorskip("redis", reason="dagster-celery's Redis client is not installed")
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.ping()
     except redis.exceptions.RedisError as exc:
         pytest.skip(f"Redis is unreachable at {REDIS_URL} ({type(exc).__name__}): no broker")
-    return client
+    prefix = f"usage-test-{tag}:"
+
+    def cleanup() -> None:
+        leftovers = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if leftovers:
+            client.delete(*leftovers)
+        client.close()
+
+    execution = {"broker_url": REDIS_URL, "backend_url": REDIS_URL, "key_prefix": prefix}
+    return Broker("redis", execution, cleanup)
+
+
+def _rabbitmq_broker(tag: str) -> Broker:
+    from kombu import Connection
+
+    conn = Connection(AMQP_URL, connect_timeout=2)
+    try:
+        conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu raises the transport's own errors
+        pytest.skip(f"RabbitMQ is unreachable at {AMQP_URL} ({type(exc).__name__}): no broker")
+
+    def cleanup() -> None:
+        # the test's queue and its exchange (results went over rpc:// reply queues, auto-deleted)
+        channel = conn.default_channel
+        channel.queue_delete(f"usage-test-{tag}")
+        channel.exchange_delete(f"usage-test-{tag}")
+        conn.release()
+
+    return Broker("rabbitmq", {"broker_url": AMQP_URL, "backend_url": "rpc://"}, cleanup)
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    tag = uuid.uuid4().hex[:10]
+    make = _redis_broker if request.param == "redis" else _rabbitmq_broker
+    b = make(tag)
+    b.execution = {"engine": "celery", "queue": f"usage-test-{tag}", **b.execution}
+    try:
+        yield b
+    finally:
+        b.cleanup()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -104,13 +155,6 @@ class Processes:
             _stop(proc)
 
 
-@pytest.fixture
-def redis_client() -> Iterator[Any]:
-    client = _redis()
-    yield client
-    client.close()
-
-
 def _await_ready(procs: Processes, name: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -123,15 +167,15 @@ def _await_ready(procs: Processes, name: str, proc: subprocess.Popen[bytes]) -> 
 
 
 def test_two_celery_workers_build_the_single_process_warehouse(
-    tmp_path: Path, redis_client: Any
+    tmp_path: Path, broker: Broker
 ) -> None:
     from dagster import DagsterInstance, DagsterRunStatus
 
     from usage_orchestration.sandbox.server import SandboxServer
 
     days = backfill_days()
-    tag = uuid.uuid4().hex[:10]
-    prefix, queue = f"usage-test-{tag}:", f"usage-test-{tag}"
+    queue = broker.execution["queue"]
+    tag = queue.removeprefix("usage-test-")
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # pools of 1, run queue of 4
@@ -155,13 +199,7 @@ def test_two_celery_workers_build_the_single_process_warehouse(
         # the settings the run and every worker read: the chaos client profile (no client-side
         # budget worth waiting for, no step retries: a step that needs one fails the test)
         data = settings.model_dump(mode="json", exclude_unset=True)
-        data["execution"] = {
-            "engine": "celery",
-            "broker_url": REDIS_URL,
-            "backend_url": REDIS_URL,
-            "queue": queue,
-            "key_prefix": prefix,
-        }
+        data["execution"] = broker.execution
         settings_file = tmp_path / "usage_orchestration.yaml"
         settings_file.write_text(yaml.safe_dump(data))
 
@@ -214,16 +252,14 @@ def test_two_celery_workers_build_the_single_process_warehouse(
         if procs is not None:
             procs.stop()
         server.stop()
-        leftovers = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
-        if leftovers:
-            redis_client.delete(*leftovers)
 
     with DagsterInstance.from_config(str(home)) as instance:
         (record,) = instance.get_runs()
         assert record.status == DagsterRunStatus.SUCCESS
         assert record.tags[RANGE_START_TAG] == days[0].isoformat()
         # the executor was configured in the loading process: no broker URL in the stored run
-        assert "6379" not in json.dumps([record.run_config, record.tags])
+        stored = json.dumps([record.run_config, record.tags])
+        assert broker.execution["broker_url"] not in stored
         events = instance.all_logs(record.run_id)
         executed_on: dict[str, str] = {}
         for e in events:
@@ -269,5 +305,5 @@ def test_two_celery_workers_build_the_single_process_warehouse(
     assert sum(len(rows) for rows in expected.values()) > 0
     assert actual == expected, snapshot_diff(expected, actual)
     print(
-        f"celery run of {len(days)} days on 2 workers: {celery_wall_s:.1f} s; steps {executed_on}"
+        f"{broker.name}: celery run of {len(days)} days on 2 workers: {celery_wall_s:.1f} s; steps {executed_on}"
     )
