@@ -147,3 +147,16 @@ def test_a_broker_password_reaches_no_job_snapshot(monkeypatch: pytest.MonkeyPat
     assert "daily_usage_job" in snapshot
     assert "hunter2-broker" not in snapshot
     assert "127.0.0.1:6379" not in snapshot
+
+
+def test_the_deployment_docs_settings_example_loads(tmp_path: Path) -> None:
+    """docs/deployment.md's ``execution:`` block is a valid settings file as written."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    block = text.split("### 1. Settings", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    path = tmp_path / "usage_orchestration.yaml"
+    path.write_text(block)
+    s = load_settings(path)
+    assert s.execution.engine == "celery"
+    assert s.execution.queue == "usage_orchestration"
+    assert s.execution.key_prefix == "usage-prod:"
+    assert _executor_name(**yaml.safe_load(block)["execution"]) == "celery"
