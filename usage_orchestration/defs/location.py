@@ -7,7 +7,7 @@ assets, checks, sensors and the resources only it uses; the resources every part
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor
+from dagster import Definitions
 
 from usage_orchestration.defs import (
     alerts,
@@ -19,6 +19,7 @@ from usage_orchestration.defs import (
     reconcile,
     statement,
 )
+from usage_orchestration.defs.executor import build_executor
 from usage_orchestration.defs.partitions import building
 from usage_orchestration.defs.resources import WarehouseResource, database_url_config
 from usage_orchestration.settings import UsageSettings
@@ -32,8 +33,9 @@ def build_definitions(settings: UsageSettings) -> Definitions:
     url = database_url_config("warehouse_url", WAREHOUSE_URL_ENV, settings.warehouse_url)
     with building(settings):
         shared = Definitions(
-            # Steps are small I/O-bound loads: spawning a process per step costs ~3 s on 2 cores.
-            executor=in_process_executor,
+            # in_process by default: steps are small I/O-bound loads and spawning a process per
+            # step costs ~3 s on 2 cores; celery for workers (settings/execution.py)
+            executor=build_executor(settings.execution),
             resources={
                 # A plain object: Dagster keeps it in memory and stores none of it.
                 "settings": settings,

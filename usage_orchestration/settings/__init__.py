@@ -33,6 +33,7 @@ from pydantic import (
 
 from usage_orchestration.settings.alerts import AlertSettings
 from usage_orchestration.settings.budgets import BudgetSettings
+from usage_orchestration.settings.execution import BROKER_URL_ENVS, ExecutionSettings, url_password
 from usage_orchestration.settings.forge import ForgeSettings
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 from usage_orchestration.settings.neon import NeonSettings
@@ -181,6 +182,7 @@ class UsageSettings(BaseModel):
     alerts: AlertSettings = AlertSettings()
     audit: AuditSettings = AuditSettings()
     step_retries: StepRetrySettings = StepRetrySettings()
+    execution: ExecutionSettings = ExecutionSettings()
     request_budget: RequestBudgetSettings = RequestBudgetSettings()
 
     @property
@@ -295,6 +297,12 @@ def _passwords_in_file(data: dict[str, Any], p: Path) -> None:
         )
         if isinstance(value, str) and has_password(value)
     ]
+    execution = data.get("execution") if isinstance(data.get("execution"), dict) else {}
+    found += [
+        f"execution.{key}: holds a password; put the whole URL in {env} instead"
+        for key, env in zip(("broker_url", "backend_url"), BROKER_URL_ENVS, strict=True)
+        if isinstance(execution.get(key), str) and url_password(execution[key])
+    ]
     if found:
         raise SettingsError(f"invalid settings (file {str(p)!r}):\n  " + "\n  ".join(found))
 
@@ -371,6 +379,7 @@ __all__ = [
     "AlertSettings",
     "AuditSettings",
     "BudgetSettings",
+    "ExecutionSettings",
     "ForgeSettings",
     "LedgerSettings",
     "NeonSettings",

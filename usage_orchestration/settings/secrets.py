@@ -15,6 +15,7 @@ from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict
 
+from usage_orchestration.settings.execution import BROKER_URL_ENVS, url_password
 from usage_orchestration.settings.urls import check_http_url, database_url, is_local_url
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
             raw.append(database_url(env.get(name, "")).password or "")
         except Exception:  # not a URL: nothing to mask in it
             continue
+    raw += [url_password(env.get(name, "")) or "" for name in BROKER_URL_ENVS]
     email, token = env.get(FORGE_EMAIL, ""), env.get(FORGE_API_TOKEN, "")
     if email and token:
         raw.append(base64.b64encode(f"{email}:{token}".encode()).decode())

@@ -1,0 +1,162 @@
+"""The execution settings: which executor the code location gets, what the Celery workers'
+app is built from, and that a broker password is refused in the file and masked everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from usage_orchestration.defs.executor import build_executor, celery_app_args
+from usage_orchestration.defs.location import build_definitions
+from usage_orchestration.settings import SettingsError, load_settings
+from usage_orchestration.settings.execution import (
+    BROKER_URL_ENV,
+    ExecutionSettings,
+    masked_url,
+)
+from usage_orchestration.settings.secrets import redact
+
+
+def _executor_name(**execution: object) -> str:
+    defs = build_definitions(load_settings(execution=execution))
+    return defs.resolve_job_def("daily_usage_job").executor_def.name
+
+
+def test_steps_run_in_process_unless_the_settings_choose_another_engine() -> None:
+    assert load_settings().execution.engine == "in_process"
+    assert _executor_name() == "in_process"
+    assert _executor_name(engine="multiprocess") == "multiprocess"
+    assert _executor_name(engine="celery") == "celery"
+
+
+def test_multiprocess_limit_reaches_the_executor() -> None:
+    executor = build_executor(ExecutionSettings(engine="multiprocess", max_concurrent=2))
+    assert executor.name == "multiprocess"
+    assert executor is not build_executor(ExecutionSettings(engine="multiprocess"))
+
+
+def test_the_run_and_the_workers_share_broker_backend_queue_and_prefix() -> None:
+    execution = ExecutionSettings(
+        engine="celery",
+        broker_url="redis://127.0.0.1:6379/3",
+        backend_url="redis://127.0.0.1:6379/4",
+        queue="finops",
+        key_prefix="finops:",
+    )
+    args = celery_app_args(execution)
+    assert args["broker"] == "redis://127.0.0.1:6379/3"
+    assert args["backend"] == "redis://127.0.0.1:6379/4"
+    source = args["config_source"]
+    assert source["task_default_queue"] == "finops"
+    assert source["worker_prefetch_multiplier"] == 1
+    assert source["broker_transport_options"]["global_keyprefix"] == "finops:"
+    assert source["result_backend_transport_options"] == {"global_keyprefix": "finops:"}
+    # the executor accepts exactly this config (dagster-celery's schema)
+    from dagster_celery.executor import CeleryExecutor
+
+    app_args = CeleryExecutor.for_cli(**args).app_args()
+    assert app_args["config_source"].task_default_queue == "finops"
+
+
+def test_rabbitmq_broker_with_rpc_results() -> None:
+    s = load_settings(
+        execution={"engine": "celery", "broker_url": "pyamqp://guest@127.0.0.1:5672//"}
+        | {"backend_url": "rpc://"}
+    )
+    assert s.execution.broker_url.startswith("pyamqp://")
+    assert "result_backend_transport_options" not in s.execution.celery_config_source()
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ({"engine": "dask"}, "execution.engine"),
+        ({"broker_url": "http://127.0.0.1:6379"}, "scheme must be one of"),
+        ({"broker_url": "redis://"}, "has no host"),
+        ({"broker_url": "redis://127.0.0.1:99999/0"}, "not a valid URL"),
+        ({"backend_url": "db+sqlite:///results.sqlite"}, "execution.backend_url"),
+        ({"queue": "two words"}, "execution.queue"),
+        ({"max_concurrent": 0}, "execution.max_concurrent"),
+        (
+            {"broker_url": "amqp://guest@127.0.0.1:5672//", "key_prefix": "p:"},
+            "key_prefix: needs a redis:// broker_url",
+        ),
+    ],
+)
+def test_bad_execution_settings_fail_at_load_naming_their_key(
+    override: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(SettingsError, match="execution") as err:
+        load_settings(execution=override)
+    assert problem in str(err.value)
+
+
+def test_a_broker_password_in_an_error_is_never_shown() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(execution={"broker_url": "http://:hunter2-broker@127.0.0.1:6379/0"})
+    assert "hunter2-broker" not in str(err.value)
+
+
+def test_a_broker_password_in_the_settings_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "usage_orchestration.yaml"
+    path.write_text(
+        yaml.safe_dump({"execution": {"broker_url": "redis://:hunter2-broker@127.0.0.1:6379/0"}})
+    )
+    with pytest.raises(SettingsError) as err:
+        load_settings(path)
+    assert f"execution.broker_url: holds a password; put the whole URL in {BROKER_URL_ENV}" in str(
+        err.value
+    )
+    assert "hunter2-broker" not in str(err.value)
+
+
+def test_a_broker_password_from_the_environment_is_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "redis://:hunter2-broker@127.0.0.1:6379/0"
+    monkeypatch.setenv(BROKER_URL_ENV, url)
+    s = load_settings(execution={"engine": "celery"})
+    assert s.execution.broker_url == url  # the executor and the workers need it whole
+    assert "hunter2-broker" not in s.execution.describe()
+    assert "redis://:***@127.0.0.1:6379/0" in s.execution.describe()
+    # masked in errors, logs and alerts like every other secret
+    assert redact(f"cannot connect to {url}") == "cannot connect to redis://:***@127.0.0.1:6379/0"
+
+
+def test_masked_url_keeps_the_user_and_drops_only_the_password() -> None:
+    assert (
+        masked_url("amqp://finops:s3cr3t@mq.internal:5672//")
+        == "amqp://finops:***@mq.internal:5672//"
+    )
+    assert masked_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_a_broker_password_reaches_no_job_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The executor is configured in the loading process: the job's snapshot (what the instance
+    stores with every run and the UI shows) holds no broker URL."""
+    from dagster._serdes import serialize_value
+
+    monkeypatch.setenv(BROKER_URL_ENV, "redis://:hunter2-broker@127.0.0.1:6379/0")
+    job = build_definitions(load_settings(execution={"engine": "celery"})).resolve_job_def(
+        "daily_usage_job"
+    )
+    assert job.executor_def.name == "celery"
+    snapshot = serialize_value(job.get_job_snapshot())
+    assert "daily_usage_job" in snapshot
+    assert "hunter2-broker" not in snapshot
+    assert "127.0.0.1:6379" not in snapshot
+
+
+def test_the_deployment_docs_settings_example_loads(tmp_path: Path) -> None:
+    """docs/deployment.md's ``execution:`` block is a valid settings file as written."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    block = text.split("### 1. Settings", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    path = tmp_path / "usage_orchestration.yaml"
+    path.write_text(block)
+    s = load_settings(path)
+    assert s.execution.engine == "celery"
+    assert s.execution.queue == "usage_orchestration"
+    assert s.execution.key_prefix == "usage-prod:"
+    assert _executor_name(**yaml.safe_load(block)["execution"]) == "celery"
