@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from usage_orchestration.defs import alerts, budgets, focus, jobs, ledger, providers, reconcile
+from usage_orchestration.defs import (
+    alerts,
+    budgets,
+    focus,
+    freshness,
+    jobs,
+    ledger,
+    providers,
+    reconcile,
+)
 from usage_orchestration.defs.partitions import building
 from usage_orchestration.defs.resources import WarehouseResource, database_url_config
 from usage_orchestration.settings import UsageSettings
@@ -31,4 +40,6 @@ def build_definitions(settings: UsageSettings) -> Definitions:
                 "warehouse": WarehouseResource(url=url),
             },
         )
-        return Definitions.merge(shared, *(part.definitions(settings) for part in PARTS))
+        parts = [part.definitions(settings) for part in PARTS]
+        # freshness checks on every daily asset the parts define
+        return Definitions.merge(shared, *parts, freshness.definitions(settings, parts))
