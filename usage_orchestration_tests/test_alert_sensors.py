@@ -342,6 +342,43 @@ def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: Sand
     assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
 
 
+def test_success_before_delivery_leaves_no_page_open(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
+    """The failure is recorded, and a re-run succeeds before any deliver_alerts run: the queued
+    trigger is cancelled, so nobody is paged for a failure that is already fixed."""
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensors = _sensors(settings)
+    instance = DagsterInstance.ephemeral()
+    sensors["run_failure_alerts"](
+        _failure_context(instance, {"dagster/partition": "2026-05-19"}, resources)
+    )
+    ok = failing_job.execute_in_process(
+        instance=instance, tags={"dagster/partition": "2026-05-19", "test/succeed": "true"}
+    )
+    run = instance.get_run_by_id(ok.run_id)
+    assert run is not None
+    event = instance.get_records_for_run(ok.run_id, of_type=DagsterEventType.RUN_SUCCESS).records[0]
+    sensors["run_success_resolves"](
+        build_run_status_sensor_context(
+            sensor_name="run_success_resolves",
+            dagster_event=event.event_log_entry.dagster_event,  # type: ignore[arg-type]
+            dagster_instance=instance,
+            dagster_run=run,
+            resources=resources,
+        )
+    )
+    _deliver(resources)
+    assert sandbox_server.sandbox.request_count("pagerduty") == 0
+    [row] = Outbox(Warehouse(db_url).engine, settings.alerts).alerts(kind="run_failure")
+    assert (row["state"], row["trigger_status"], row["resolve_status"]) == (
+        "resolved",
+        "cancelled",
+        "skipped",
+    )
+
+
 def test_successful_range_run_resolves_failures_of_days_inside_it(
     db_url: str, sandbox_server: SandboxServer
 ) -> None:

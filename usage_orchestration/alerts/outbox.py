@@ -8,7 +8,14 @@ State machine of one alert (``alert_outbox``, keyed by its deterministic ``dedup
 * the rule reports it again → nothing new (the same tick evaluated twice sends once);
 * the rule stops reporting it → ``resolved``; a resolve is ``pending`` when a trigger went out
   (or may have: an attempt was made), otherwise nothing is sent;
-* reported again after a resolve → re-opened with a new pending trigger.
+* reported again after a resolve → re-opened with a new pending trigger;
+* reported at a higher severity → escalated: a new trigger to the new severity's channel. Its
+  resolve goes to **every** channel a trigger of it went out to (read from ``alert_delivery``):
+  the page is resolved on PagerDuty, and the Slack channel that saw the warning is told too.
+
+A resolve that comes before its trigger was sent (a success right after a failure, within one
+delivery interval) cancels the trigger: nothing is sent. If the trigger is being sent at that
+moment (its lease is live), the resolve is queued and the same pass sends it right after.
 
 Delivery (``deliver_pending``) claims a due row with a lease (so concurrent ticks do not send it
 twice), makes one attempt, records it in ``alert_delivery``, and on 429/5xx/connection errors
@@ -38,6 +45,7 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -432,8 +440,13 @@ class Outbox:
             "resolved_at": _naive(now),
             "updated_at": _naive(now),
         }
-        sent_or_maybe = row["trigger_status"] == "delivered" or (
-            row["trigger_status"] == "pending" and row["attempts"] > 0
+        in_flight = row["lease_until"] is not None and _naive(now) < row["lease_until"]
+        sent_or_maybe = (
+            _sent_or_maybe(row)
+            # being sent right now (leased): it may land, so its resolve must follow it
+            or (row["trigger_status"] == "pending" and in_flight)
+            # an earlier trigger (before an escalation) went out on another channel
+            or bool(_owed_channels(conn, row))
         )
         if row["trigger_status"] == "pending":
             values["trigger_status"] = "cancelled"
@@ -467,32 +480,72 @@ class Outbox:
         started = time.monotonic()
         rows = self._due_rows(due, limit)
         for i, row in enumerate(rows):
-            left = budget - (time.monotonic() - started)
-            if left <= 0:
+            if budget - (time.monotonic() - started) <= 0:
                 report.deferred = len(rows) - i
                 break
-            key = row["dedup_key"]
-            action = "resolve" if row["resolve_status"] == "pending" else "trigger"
-            channel_name = row["channel"]
-            if channel_name in blocked:
-                continue
-            if not self._claim(key, now, due):
-                continue  # another tick has it
-            outcome, status, reason, after = _attempt(
-                channels.get(channel_name), channel_name, _notification(row, action), left
-            )
-            self._record(
-                key, action, channel_name, now, outcome, status, reason, after, row["attempts"]
-            )
-            if outcome == "delivered":
-                report.delivered.append((key, action))
-            elif outcome == "rejected":
-                report.rejected.append((key, action, reason))
-            else:
-                report.retrying.append((key, action, reason))
-                blocked.add(channel_name)
+            # An alert's actions in order (a resolve on each channel it went out to; a resolve
+            # queued while its trigger was being sent), each claimed and recorded on its own.
+            for _ in range(_MAX_ACTIONS_PER_ALERT):
+                fresh = self.get(row["dedup_key"])
+                left = budget - (time.monotonic() - started)
+                if fresh is None or left <= 0:
+                    break
+                step = self._next_action(fresh)
+                if (
+                    step is None
+                    or step[1] in blocked
+                    or not self._claim(fresh["dedup_key"], now, due)
+                ):
+                    break  # nothing (more) to do, the channel backs off, or another tick has it
+                if not self._deliver_one(fresh, *step, channels, now, left, report):
+                    blocked.add(step[1])
+                    break
         report.blocked_channels = sorted(blocked)
         return report
+
+    def _next_action(self, row: Mapping[str, Any]) -> tuple[str, str, bool] | None:
+        """(action, channel, last): what a due row sends next; a resolve with nowhere to go
+        (its trigger never went out after all) is marked skipped."""
+        if row["resolve_status"] == "pending":
+            with self.engine.connect() as conn:
+                owed = _owed_channels(conn, row)
+            if not owed:
+                with self.engine.begin() as conn:
+                    _update_alert(conn, row["dedup_key"], {"resolve_status": "skipped"})
+                return None
+            return "resolve", owed[0], len(owed) == 1
+        if row["trigger_status"] == "pending" and row["state"] in OPEN_STATES:
+            return "trigger", row["channel"], True
+        return None
+
+    def _deliver_one(
+        self,
+        row: Mapping[str, Any],
+        action: str,
+        channel_name: str,
+        last: bool,
+        channels: Mapping[str, Channel],
+        now: datetime,
+        left: float,
+        report: DeliveryReport,
+    ) -> bool:
+        """One attempt, recorded; False when the channel answered "retry later"."""
+        key = row["dedup_key"]
+        outcome, status, reason, after = _attempt(
+            channels.get(channel_name), channel_name, _notification(row, action), left
+        )
+        self._record(
+            key, action, channel_name, now, outcome, status, reason, after, row["attempts"],
+            final=last,
+        )  # fmt: skip
+        if outcome == "delivered":
+            report.delivered.append((key, action))
+        elif outcome == "rejected":
+            report.rejected.append((key, action, reason))
+        else:
+            report.retrying.append((key, action, reason))
+            return False
+        return True
 
     def _due_rows(self, due: Any, limit: int) -> list[dict[str, Any]]:
         return self._rows(
@@ -535,10 +588,15 @@ class Outbox:
         reason: str,
         retry_after_s: float | None,
         attempts_before: int,
+        final: bool = True,
     ) -> None:
+        """An attempt's outcome. ``final``: the alert's last channel for this action; a resolve
+        owed to more channels stays pending (the delivery log says which got it)."""
         status_col = "resolve_status" if action == "resolve" else "trigger_status"
         values: dict[str, Any] = {"lease_until": None, "updated_at": _naive(now)}
-        if outcome == "delivered":
+        if not final and outcome != "retry":
+            values.update(attempts=0, last_error=reason if outcome == "rejected" else None)
+        elif outcome == "delivered":
             values.update({status_col: "delivered", "attempts": 0, "last_error": None})
         elif outcome == "rejected":
             values.update(
@@ -638,6 +696,45 @@ def _insert_alert(conn: Connection, alert: Alert, now: datetime, values: Mapping
 
 def _update_alert(conn: Connection, key: str, values: Mapping[str, Any]) -> None:
     conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+
+
+_MAX_ACTIONS_PER_ALERT = 4  # a trigger and resolves on its channels, in one pass
+
+
+def _sent_or_maybe(row: Mapping[str, Any]) -> bool:
+    """The trigger went out, or may have (an attempt was made and is being retried)."""
+    return row["trigger_status"] == "delivered" or (
+        row["trigger_status"] == "pending" and row["attempts"] > 0
+    )
+
+
+def _owed_channels(conn: Connection, row: Mapping[str, Any]) -> list[str]:
+    """The channels still owed a resolve: each whose latest trigger attempt that went out (or
+    may have) is later than its latest resolve that ended (delivered or rejected); the alert's
+    own channel first (the page closes first), then where it was posted before an
+    escalation."""
+    d = alert_delivery
+    latest = (
+        select(d.c.channel, d.c.action, func.max(d.c.id).label("last"))
+        .where(
+            and_(
+                d.c.dedup_key == row["dedup_key"],
+                or_(
+                    and_(d.c.action == "trigger", d.c.outcome.in_(("delivered", "retry"))),
+                    and_(d.c.action == "resolve", d.c.outcome.in_(("delivered", "rejected"))),
+                ),
+            )
+        )
+        .group_by(d.c.channel, d.c.action)
+    )
+    triggered: dict[str, int] = {}
+    resolved: dict[str, int] = {}
+    for channel, action, last in conn.execute(latest):
+        (triggered if action == "trigger" else resolved)[channel] = last
+    owed = {c for c, t in triggered.items() if t > resolved.get(c, 0)}
+    if row["trigger_status"] == "delivered" and row["channel"] not in resolved:
+        owed.add(row["channel"])  # delivered before the log existed
+    return sorted(owed, key=lambda c: (c != row["channel"], c))
 
 
 def _due(now: datetime) -> Any:
