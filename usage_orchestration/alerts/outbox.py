@@ -96,7 +96,7 @@ alert_delivery = Table(
     Column("action", String(16), nullable=False),  # trigger | resolve
     Column("channel", String(16), nullable=False),
     Column("attempted_at", DateTime, nullable=False),
-    Column("outcome", String(16), nullable=False),  # delivered | rejected | retry
+    Column("outcome", String(16), nullable=False),  # delivered | rejected | retry | requeued
     Column("http_status", Integer),
     Column("reason", Text),
 )
@@ -625,6 +625,45 @@ class Outbox:
                 )
             )
 
+    # -- operator -----------------------------------------------------------------------------
+    def requeue(self, key: str, *, now: datetime) -> list[str]:
+        """Make a rejected delivery of ``key`` pending again (after its cause was fixed): the
+        trigger of an open alert, the resolve of a resolved one; the next delivery pass sends
+        it. Returns the actions re-queued (none when nothing of it was rejected); KeyError for
+        an unknown key."""
+        with self.engine.begin() as conn:
+            row = _outbox_row(conn, key)
+            if row is None:
+                raise KeyError(key)
+            values: dict[str, Any] = {
+                "attempts": 0,
+                "next_attempt_at": _naive(now),
+                "lease_until": None,
+                "last_error": None,
+                "updated_at": _naive(now),
+            }
+            if row["state"] in OPEN_STATES and row["trigger_status"] == "rejected":
+                action, channels = "trigger", [row["channel"]]
+                values["trigger_status"] = "pending"
+            elif row["state"] == "resolved" and row["resolve_status"] == "rejected":
+                action, channels = "resolve", _rejected_resolves(conn, key)
+                values["resolve_status"] = "pending"
+            else:
+                return []
+            _update_alert(conn, key, values)
+            for channel in channels:  # the log says who re-queued what (and owes the resolve)
+                conn.execute(
+                    insert(alert_delivery).values(
+                        dedup_key=key,
+                        action=action,
+                        channel=channel,
+                        attempted_at=_naive(now),
+                        outcome="requeued",
+                        reason="re-queued by an operator (alerts resend)",
+                    )
+                )
+            return [action]
+
     # -- reading ------------------------------------------------------------------------------
     def alerts(self, *, state: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         q = select(alert_outbox).order_by(alert_outbox.c.first_seen_at, alert_outbox.c.dedup_key)
@@ -708,31 +747,41 @@ def _sent_or_maybe(row: Mapping[str, Any]) -> bool:
     )
 
 
+def _rejected_resolves(conn: Connection, key: str) -> list[str]:
+    """The channels whose latest resolve of ``key`` was rejected."""
+    d = alert_delivery
+    q = (
+        select(d.c.channel, d.c.outcome)
+        .where(and_(d.c.dedup_key == key, d.c.action == "resolve"))
+        .order_by(d.c.id)
+    )
+    last = {channel: outcome for channel, outcome in conn.execute(q)}
+    return sorted(c for c, outcome in last.items() if outcome == "rejected")
+
+
+_OWES_A_RESOLVE = {("trigger", "delivered"), ("trigger", "retry"), ("resolve", "requeued")}
+
+
 def _owed_channels(conn: Connection, row: Mapping[str, Any]) -> list[str]:
-    """The channels still owed a resolve: each whose latest trigger attempt that went out (or
-    may have) is later than its latest resolve that ended (delivered or rejected); the alert's
-    own channel first (the page closes first), then where it was posted before an
-    escalation."""
+    """The channels still owed a resolve: each whose latest trigger that went out (or may
+    have) is later than its latest resolve that ended (delivered or rejected); the alert's own
+    channel first (the page closes first), then where it was posted before an escalation. An
+    operator's re-queue of a rejected resolve (``alerts resend``) owes it again."""
     d = alert_delivery
     latest = (
-        select(d.c.channel, d.c.action, func.max(d.c.id).label("last"))
-        .where(
-            and_(
-                d.c.dedup_key == row["dedup_key"],
-                or_(
-                    and_(d.c.action == "trigger", d.c.outcome.in_(("delivered", "retry"))),
-                    and_(d.c.action == "resolve", d.c.outcome.in_(("delivered", "rejected"))),
-                ),
-            )
-        )
-        .group_by(d.c.channel, d.c.action)
+        select(d.c.channel, d.c.action, d.c.outcome, func.max(d.c.id))
+        .where(d.c.dedup_key == row["dedup_key"])
+        .group_by(d.c.channel, d.c.action, d.c.outcome)
     )
-    triggered: dict[str, int] = {}
-    resolved: dict[str, int] = {}
-    for channel, action, last in conn.execute(latest):
-        (triggered if action == "trigger" else resolved)[channel] = last
-    owed = {c for c, t in triggered.items() if t > resolved.get(c, 0)}
-    if row["trigger_status"] == "delivered" and row["channel"] not in resolved:
+    owes: dict[str, int] = {}
+    ended: dict[str, int] = {}
+    for channel, action, outcome, last in conn.execute(latest):
+        if (action, outcome) in _OWES_A_RESOLVE:
+            owes[channel] = max(owes.get(channel, 0), last)
+        elif action == "resolve" and outcome in ("delivered", "rejected"):
+            ended[channel] = max(ended.get(channel, 0), last)
+    owed = {c for c, t in owes.items() if t > ended.get(c, 0)}
+    if row["trigger_status"] == "delivered" and row["channel"] not in ended:
         owed.add(row["channel"])  # delivered before the log existed
     return sorted(owed, key=lambda c: (c != row["channel"], c))
 
