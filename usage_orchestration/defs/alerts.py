@@ -286,8 +286,17 @@ def _ledger_sync_alerts(
     from usage_orchestration.ledger.factory import make_ledger_reader
 
     reader = None
+    # a probe: one short attempt (the assets' reader retries and waits; a tick cannot)
+    ledger = settings.ledger
+    if ledger.backend == "http":
+        ledger = ledger.model_copy(
+            update={
+                "timeout_s": min(ledger.timeout_s, settings.alerts.ledger_probe_timeout_s),
+                "max_attempts": 1,
+            }
+        )
     try:
-        reader = make_ledger_reader(settings, ledger_api_token)
+        reader = make_ledger_reader(ledger, ledger_api_token)
         status = reader.sync_status()
     except Exception as exc:  # the ledger itself is unreachable: that is the alert
         return [rules.ledger_sync_error_alert(f"{type(exc).__name__}: {exc}")], [

@@ -144,6 +144,14 @@ class AlertSettings(BaseModel):
         description="time a delivery pass may spend sending; what is left stays pending for the "
         "next pass (keeps every pass well inside Dagster's 60 s limits)",
     )
+    ledger_probe_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=20,
+        description="the stale-data sensor's License Manager sync probe over the ledger's HTTP "
+        "API: one attempt with this timeout (a slow ledger is reported, not waited for, so the "
+        "tick stays well inside Dagster's 60 s)",
+    )
     delivery_interval_s: int = Field(
         15, ge=5, description="minimum interval of the alert_delivery sensor"
     )
