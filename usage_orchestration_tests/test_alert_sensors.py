@@ -226,6 +226,61 @@ def test_run_failure_pages_but_not_runs_about_to_be_retried(
     assert "provider exploded" in page["event"]["payload"]["summary"]
 
 
+def test_a_failed_run_of_another_code_location_or_the_cli_pages(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
+    """The sensor is evaluated as the daemon does (cursor first, then the new run-status
+    events): a failure of a run from another code location, and of a run with no origin at all
+    (launched with `dagster asset materialize`), both page — in one tick (a tick that stopped
+    after the first run would leave a burst of failures 30 s apart each)."""
+    import uuid
+
+    from dagster import DagsterRun
+    from dagster._core.remote_origin import (
+        RegisteredCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensor = _sensors(settings)["run_failure_alerts"]
+    instance = DagsterInstance.ephemeral()
+
+    def tick(cursor: str | None) -> str | None:
+        ctx = build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources, repository_name="usage"
+        )
+        return sensor.evaluate_tick(ctx).cursor  # the daemon's evaluation, not the user fn
+
+    cursor = tick(None)  # the first tick only sets the cursor
+    other = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=RegisteredCodeLocationOrigin("another_location"),
+            repository_name="__repository__",
+        ),
+        job_name="other_job",
+    )
+    for job_name, origin in (("other_job", other), ("cli_job", None)):
+        run = instance.add_run(
+            DagsterRun(
+                job_name=job_name,
+                run_id=str(uuid.uuid4()),
+                status=DagsterRunStatus.STARTED,
+                remote_job_origin=origin,
+                tags={"dagster/partition": "2026-05-19"},
+            )
+        )
+        instance.report_run_failed(run, "boom")
+    tick(cursor)
+    _deliver(resources)
+    keys = sorted(e["dedup_key"] for e in _pd(sandbox_server, "trigger"))
+    assert keys == [
+        "usage-orchestration/run_failure/job/cli_job/2026-05-19",
+        "usage-orchestration/run_failure/job/other_job/2026-05-19",
+    ]
+
+
 def test_pagerduty_down_three_ticks_then_each_alert_once(
     db_url: str, sandbox_server: SandboxServer
 ) -> None:
