@@ -473,3 +473,28 @@ def test_success_while_the_failure_is_being_sent_resolves_after_it(
     row = outbox.get(failure.dedup_key)
     assert row is not None and row["state"] == "resolved"
     assert (row["trigger_status"], row["resolve_status"]) == ("delivered", "delivered")
+
+
+def test_superseded_warning_is_resolved_in_slack_when_the_page_resolves(
+    db_url: str, sandbox: Sandbox
+) -> None:
+    """80 % (Slack) → 100 % (page) → back under budget: no "Resolved" in Slack while it got
+    worse, but once the page resolves, Slack's 80 % warning is closed too."""
+    outbox, channels = make(db_url, sandbox)
+    kinds = ["budget_threshold"]
+    warn = alert(severity="warning", threshold="80pct")
+    page = alert(severity="critical", threshold="100pct")
+    outbox.sync([warn], kinds=kinds, now=NOW)
+    outbox.deliver_pending(channels, now=NOW)
+    outbox.sync([page], kinds=kinds, now=NOW)  # only the highest is reported
+    outbox.deliver_pending(channels, now=NOW)
+    assert len(sandbox.received("slack")) == 1  # the warning; nothing "resolved" yet
+    assert outbox.get(warn.dedup_key)["resolve_status"] == "held"  # type: ignore[index]
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger"]
+
+    outbox.sync([], kinds=kinds, now=NOW + timedelta(hours=1))  # budget raised: all clear
+    outbox.deliver_pending(channels, now=NOW + timedelta(hours=1))
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger", "resolve"]
+    slack = [m["message"]["text"] for m in sandbox.received("slack")]
+    assert len(slack) == 2 and slack[1].startswith(":white_check_mark: Resolved [budget_threshold]")
+    assert outbox.get(warn.dedup_key)["resolve_status"] == "delivered"  # type: ignore[index]

@@ -75,7 +75,9 @@ alert_outbox = Table(
     Column(
         "trigger_status", String(16), nullable=False
     ),  # pending|delivered|rejected|skipped|cancelled
-    Column("resolve_status", String(16)),  # null | pending | delivered | rejected | skipped
+    # null | pending | delivered | rejected | skipped | held (superseded: sent when the
+    # higher alert that replaced it resolves)
+    Column("resolve_status", String(16)),
     Column("suppressed_reason", String(32)),  # history | silenced | routing
     Column("attempts", Integer, nullable=False),  # attempts of the pending action
     Column("next_attempt_at", DateTime),
@@ -452,8 +454,12 @@ class Outbox:
             values["trigger_status"] = "cancelled"
         if superseded and row["channel"] == "slack":
             # Replaced by a higher severity of the same condition (80 → 100 %): a "Resolved"
-            # message in Slack would read as good news while it got worse.
-            values.update(resolve_status="skipped", suppressed_reason="superseded")
+            # message in Slack now would read as good news while it got worse. Held, it is sent
+            # when the higher alert resolves (the condition is over), if the warning went out.
+            values.update(
+                resolve_status="held" if sent_or_maybe else "skipped",
+                suppressed_reason="superseded",
+            )
         elif sent_or_maybe:
             values.update(
                 resolve_status="pending", attempts=0, next_attempt_at=_naive(now), last_error=None
@@ -461,6 +467,8 @@ class Outbox:
         else:
             values["resolve_status"] = "skipped"
         _update_alert(conn, key, values)
+        if not superseded:
+            _release_held(conn, row, now)
 
     # -- delivery -----------------------------------------------------------------------------
     def deliver_pending(
@@ -744,6 +752,31 @@ def _sent_or_maybe(row: Mapping[str, Any]) -> bool:
     """The trigger went out, or may have (an attempt was made and is being retried)."""
     return row["trigger_status"] == "delivered" or (
         row["trigger_status"] == "pending" and row["attempts"] > 0
+    )
+
+
+def _release_held(conn: Connection, row: Mapping[str, Any], now: datetime) -> None:
+    """The condition (kind, subject, period) is over: the lower alerts it superseded (80 %
+    under 100 %) get their held resolve sent now."""
+    t = alert_outbox.c
+    conn.execute(
+        update(alert_outbox)
+        .where(
+            and_(
+                t.kind == row["kind"],
+                t.subject == row["subject"],
+                t.period == row["period"],
+                t.dedup_key != row["dedup_key"],
+                t.resolve_status == "held",
+            )
+        )
+        .values(
+            resolve_status="pending",
+            suppressed_reason=None,
+            attempts=0,
+            next_attempt_at=_naive(now),
+            updated_at=_naive(now),
+        )
     )
 
 
