@@ -105,3 +105,32 @@ def test_breaks_and_anomalies_name_the_entity_beside_its_id() -> None:
         names,
     )
     assert "Support Bot (bbbb)" in anomaly.summary
+
+
+def test_pagerduty_fields_are_bounded_for_hostile_data() -> None:
+    """Data decides the sizes (entity names, error texts, details): the event stays within
+    PagerDuty's limits whatever it holds, and the cause at the start of the summary survives."""
+    import json
+
+    from usage_orchestration.alerts.model import Alert
+
+    alert = Alert(
+        kind=AlertKind.RECONCILIATION_BREAK,
+        severity="error",
+        subject="phala/" + "x" * 600,
+        period="2026-05-19",
+        summary="ledger_under for Evil <!channel> " + "word " * 600,
+        details={f"k{i}": "v" * 5000 for i in range(100)},
+        links=[{"href": f"http://ui/{i}", "text": "t" * 900} for i in range(9)],
+    )
+    channel = PagerDutyChannel("http://pd.invalid/v2/enqueue", "rk", oncall=OnCall(owner="o"))
+    event = channel.event(Notification.trigger_of(alert))
+    payload = event["payload"]
+    assert len(payload["summary"]) <= 1024 and payload["summary"].startswith("ledger_under")
+    assert len(payload["group"]) <= 255 and len(payload["component"]) <= 255
+    assert len(event["dedup_key"]) <= 255
+    details = payload["custom_details"]
+    assert len(json.dumps(details)) <= 16_000 and len(details) <= 41
+    assert "_truncated" in details and details["owner"] == "o"
+    assert len(event["links"]) <= 5 and all(len(link["text"]) <= 255 for link in event["links"])
+    channel.close()
