@@ -493,18 +493,16 @@ class Outbox:
                 break
             # An alert's actions in order (a resolve on each channel it went out to; a resolve
             # queued while its trigger was being sent), each claimed and recorded on its own.
+            key = row["dedup_key"]
             for _ in range(_MAX_ACTIONS_PER_ALERT):
-                fresh = self.get(row["dedup_key"])
                 left = budget - (time.monotonic() - started)
-                if fresh is None or left <= 0:
+                if left <= 0 or not self._claim(key, now, due):
+                    break  # out of time, nothing due any more, or another pass has it
+                fresh = self.get(key)  # read under the lease
+                step = self._next_action(fresh) if fresh is not None else None
+                if fresh is None or step is None or step[1] in blocked:
+                    self._release(key)  # nothing (more) to send, or its channel backs off
                     break
-                step = self._next_action(fresh)
-                if (
-                    step is None
-                    or step[1] in blocked
-                    or not self._claim(fresh["dedup_key"], now, due)
-                ):
-                    break  # nothing (more) to do, the channel backs off, or another tick has it
                 if not self._deliver_one(fresh, *step, channels, now, left, report):
                     blocked.add(step[1])
                     break
@@ -512,8 +510,8 @@ class Outbox:
         return report
 
     def _next_action(self, row: Mapping[str, Any]) -> tuple[str, str, bool] | None:
-        """(action, channel, last): what a due row sends next; a resolve with nowhere to go
-        (its trigger never went out after all) is marked skipped."""
+        """(action, channel, last): what a claimed row sends next; a resolve with nowhere to
+        go (its trigger never went out after all) is marked skipped."""
         if row["resolve_status"] == "pending":
             with self.engine.connect() as conn:
                 owed = _owed_channels(conn, row)
@@ -566,6 +564,10 @@ class Outbox:
             )
             .limit(limit)
         )
+
+    def _release(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            _update_alert(conn, key, {"lease_until": None})
 
     def _claim(self, key: str, now: datetime, due: Any) -> bool:
         lease = _naive(now + timedelta(seconds=self.settings.delivery_lease_s))
