@@ -382,5 +382,119 @@ def test_escalated_severity_pages_on_the_new_channel_and_resolves_there(
     outbox.deliver_pending(channels, now=NOW)  # the warning grew into an error: it pages
     outbox.sync([], kinds=["reconciliation_break"], now=NOW)
     outbox.deliver_pending(channels, now=NOW)
-    assert len(sandbox.received("slack")) == 1  # the warning; the resolve goes to the page
+    # the page is resolved where it was raised, and the Slack channel that saw the warning
+    # is told it is over (not left with a warning nobody closes)
     assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger", "resolve"]
+    slack = [m["message"]["text"] for m in sandbox.received("slack")]
+    assert len(slack) == 2 and slack[0].startswith(":warning: [warning]")
+    assert slack[1].startswith(":white_check_mark: Resolved [reconciliation_break]")
+    row = outbox.get(warn.dedup_key)
+    assert row is not None and row["resolve_status"] == "delivered"
+    # the page closes first, then the notice; in one delivery pass
+    actions = [(d["action"], d["channel"]) for d in outbox.deliveries(warn.dedup_key)]
+    assert actions[-2:] == [("resolve", "pagerduty"), ("resolve", "slack")]
+    outbox.deliver_pending(channels, now=NOW)
+    assert len(sandbox.received("slack")) == 2 and sandbox.request_count("pagerduty") == 2
+
+
+def test_escalation_resolve_retries_the_slack_notice_without_resending_the_page(
+    db_url: str, sandbox: Sandbox
+) -> None:
+    outbox, channels = make(db_url, sandbox)
+    warn = alert(
+        "phala/e1/compute",
+        kind=AlertKind.RECONCILIATION_BREAK,
+        severity="warning",
+        period="2026-05-19",
+        threshold="",
+    )
+    kinds = ["reconciliation_break"]
+    outbox.sync([warn], kinds=kinds, now=NOW)
+    outbox.deliver_pending(channels, now=NOW)
+    outbox.sync([warn.model_copy(update={"severity": "error"})], kinds=kinds, now=NOW)
+    outbox.deliver_pending(channels, now=NOW)
+    outbox.sync([], kinds=kinds, now=NOW)
+    sandbox.add_fault("slack", Fault(status=503, count=1))
+    outbox.deliver_pending(channels, now=NOW)
+    row = outbox.get(warn.dedup_key)
+    assert row is not None and row["resolve_status"] == "pending"  # Slack still owed
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger", "resolve"]
+    outbox.deliver_pending(channels, now=NOW + timedelta(hours=1))  # after the backoff
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger", "resolve"]
+    slack = [m["message"]["text"] for m in sandbox.received("slack")]
+    assert len(slack) == 2 and slack[1].startswith(":white_check_mark: Resolved")
+    assert outbox.get(warn.dedup_key)["resolve_status"] == "delivered"  # type: ignore[index]
+
+
+def test_success_before_the_failure_was_sent_pages_nobody(db_url: str, sandbox: Sandbox) -> None:
+    outbox, channels = make(db_url, sandbox)
+    failure = alert(
+        "job/daily_usage_job/phala_usage",
+        kind=AlertKind.RUN_FAILURE,
+        severity="error",
+        period="2026-05-19",
+        threshold="",
+    )
+    outbox.open([failure], now=NOW)
+    assert outbox.resolve([failure.dedup_key], now=NOW) == [failure.dedup_key]
+    report = outbox.deliver_pending(channels, now=NOW)
+    assert report.delivered == [] and sandbox.request_count("pagerduty") == 0
+    row = outbox.get(failure.dedup_key)
+    assert row is not None
+    assert (row["trigger_status"], row["resolve_status"]) == ("cancelled", "skipped")
+    assert outbox.due_count(NOW) == 0
+
+
+def test_success_while_the_failure_is_being_sent_resolves_after_it(
+    db_url: str, sandbox: Sandbox
+) -> None:
+    """The trigger is claimed (in flight) when the success resolves it: the trigger lands, and
+    the resolve is queued behind it, so the page does not stay open."""
+    outbox, channels = make(db_url, sandbox)
+    failure = alert(
+        "job/daily_usage_job/phala_usage",
+        kind=AlertKind.RUN_FAILURE,
+        severity="error",
+        period="2026-05-19",
+        threshold="",
+    )
+    outbox.open([failure], now=NOW)
+    real_send = channels["pagerduty"].send
+
+    def send_then_success_lands(n, timeout_s=None):  # type: ignore[no-untyped-def]
+        result = real_send(n, timeout_s)
+        if n.action == "trigger":  # the success sensor runs while this send is in flight
+            assert outbox.resolve([failure.dedup_key], now=NOW) == [failure.dedup_key]
+        return result
+
+    channels["pagerduty"].send = send_then_success_lands  # type: ignore[method-assign]
+    outbox.deliver_pending(channels, now=NOW)  # one pass: the trigger, then its resolve
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger", "resolve"]
+    row = outbox.get(failure.dedup_key)
+    assert row is not None and row["state"] == "resolved"
+    assert (row["trigger_status"], row["resolve_status"]) == ("delivered", "delivered")
+
+
+def test_superseded_warning_is_resolved_in_slack_when_the_page_resolves(
+    db_url: str, sandbox: Sandbox
+) -> None:
+    """80 % (Slack) → 100 % (page) → back under budget: no "Resolved" in Slack while it got
+    worse, but once the page resolves, Slack's 80 % warning is closed too."""
+    outbox, channels = make(db_url, sandbox)
+    kinds = ["budget_threshold"]
+    warn = alert(severity="warning", threshold="80pct")
+    page = alert(severity="critical", threshold="100pct")
+    outbox.sync([warn], kinds=kinds, now=NOW)
+    outbox.deliver_pending(channels, now=NOW)
+    outbox.sync([page], kinds=kinds, now=NOW)  # only the highest is reported
+    outbox.deliver_pending(channels, now=NOW)
+    assert len(sandbox.received("slack")) == 1  # the warning; nothing "resolved" yet
+    assert outbox.get(warn.dedup_key)["resolve_status"] == "held"  # type: ignore[index]
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger"]
+
+    outbox.sync([], kinds=kinds, now=NOW + timedelta(hours=1))  # budget raised: all clear
+    outbox.deliver_pending(channels, now=NOW + timedelta(hours=1))
+    assert [e["event_action"] for e in sandbox.received("pagerduty")] == ["trigger", "resolve"]
+    slack = [m["message"]["text"] for m in sandbox.received("slack")]
+    assert len(slack) == 2 and slack[1].startswith(":white_check_mark: Resolved [budget_threshold]")
+    assert outbox.get(warn.dedup_key)["resolve_status"] == "delivered"  # type: ignore[index]

@@ -226,6 +226,61 @@ def test_run_failure_pages_but_not_runs_about_to_be_retried(
     assert "provider exploded" in page["event"]["payload"]["summary"]
 
 
+def test_a_failed_run_of_another_code_location_or_the_cli_pages(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
+    """The sensor is evaluated as the daemon does (cursor first, then the new run-status
+    events): a failure of a run from another code location, and of a run with no origin at all
+    (launched with `dagster asset materialize`), both page — in one tick (a tick that stopped
+    after the first run would leave a burst of failures 30 s apart each)."""
+    import uuid
+
+    from dagster import DagsterRun
+    from dagster._core.remote_origin import (
+        RegisteredCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensor = _sensors(settings)["run_failure_alerts"]
+    instance = DagsterInstance.ephemeral()
+
+    def tick(cursor: str | None) -> str | None:
+        ctx = build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources, repository_name="usage"
+        )
+        return sensor.evaluate_tick(ctx).cursor  # the daemon's evaluation, not the user fn
+
+    cursor = tick(None)  # the first tick only sets the cursor
+    other = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=RegisteredCodeLocationOrigin("another_location"),
+            repository_name="__repository__",
+        ),
+        job_name="other_job",
+    )
+    for job_name, origin in (("other_job", other), ("cli_job", None)):
+        run = instance.add_run(
+            DagsterRun(
+                job_name=job_name,
+                run_id=str(uuid.uuid4()),
+                status=DagsterRunStatus.STARTED,
+                remote_job_origin=origin,
+                tags={"dagster/partition": "2026-05-19"},
+            )
+        )
+        instance.report_run_failed(run, "boom")
+    tick(cursor)
+    _deliver(resources)
+    keys = sorted(e["dedup_key"] for e in _pd(sandbox_server, "trigger"))
+    assert keys == [
+        "usage-orchestration/run_failure/job/cli_job/2026-05-19",
+        "usage-orchestration/run_failure/job/other_job/2026-05-19",
+    ]
+
+
 def test_pagerduty_down_three_ticks_then_each_alert_once(
     db_url: str, sandbox_server: SandboxServer
 ) -> None:
@@ -340,6 +395,43 @@ def test_successful_rerun_resolves_the_failure(db_url: str, sandbox_server: Sand
     _deliver(resources)
     [resolve] = _pd(sandbox_server, "resolve")
     assert resolve["dedup_key"] == "usage-orchestration/run_failure/job/failing_job/2026-05-19"
+
+
+def test_success_before_delivery_leaves_no_page_open(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
+    """The failure is recorded, and a re-run succeeds before any deliver_alerts run: the queued
+    trigger is cancelled, so nobody is paged for a failure that is already fixed."""
+    settings = _settings(sandbox_server)
+    resources = _resources(settings, db_url)
+    sensors = _sensors(settings)
+    instance = DagsterInstance.ephemeral()
+    sensors["run_failure_alerts"](
+        _failure_context(instance, {"dagster/partition": "2026-05-19"}, resources)
+    )
+    ok = failing_job.execute_in_process(
+        instance=instance, tags={"dagster/partition": "2026-05-19", "test/succeed": "true"}
+    )
+    run = instance.get_run_by_id(ok.run_id)
+    assert run is not None
+    event = instance.get_records_for_run(ok.run_id, of_type=DagsterEventType.RUN_SUCCESS).records[0]
+    sensors["run_success_resolves"](
+        build_run_status_sensor_context(
+            sensor_name="run_success_resolves",
+            dagster_event=event.event_log_entry.dagster_event,  # type: ignore[arg-type]
+            dagster_instance=instance,
+            dagster_run=run,
+            resources=resources,
+        )
+    )
+    _deliver(resources)
+    assert sandbox_server.sandbox.request_count("pagerduty") == 0
+    [row] = Outbox(Warehouse(db_url).engine, settings.alerts).alerts(kind="run_failure")
+    assert (row["state"], row["trigger_status"], row["resolve_status"]) == (
+        "resolved",
+        "cancelled",
+        "skipped",
+    )
 
 
 def test_successful_range_run_resolves_failures_of_days_inside_it(

@@ -239,3 +239,36 @@ def test_previewing_sensors_sends_nothing(db_url: str, sandbox_server: SandboxSe
         result = sensors[name](build_sensor_context(instance=instance, resources=resources))
     assert sandbox_server.sandbox.received("pagerduty") == []
     assert [r.job_name for r in result.run_requests] in ([None], ["deliver_alerts"])  # type: ignore[union-attr]
+
+
+def test_slow_ledger_keeps_the_stale_data_tick_short(
+    db_url: str, sandbox_server: SandboxServer
+) -> None:
+    """The ledger's API answers after 8 s: the tick's sync probe gives up after its short timeout
+    (one attempt), records the ledger as unreadable, and the tick ends in a few seconds."""
+    settings = load_settings(
+        alerts={
+            "pagerduty_events_url": f"{sandbox_server.url}/pagerduty/v2/enqueue",
+            "ledger_probe_timeout_s": 1.0,
+        },
+        ledger={"backend": "http", "api_base_url": sandbox_server.url + "/ledger"},
+        neon={"enabled": False},
+        forge={"enabled": False},
+    )
+    resources = {
+        "settings": settings,
+        "warehouse": WarehouseResource(url=db_url),
+        "alert_channels": AlertChannelsResource(
+            pagerduty_routing_key=ROUTING_KEY, ledger_api_token="sandbox-ledger-token"
+        ),
+    }
+    Warehouse(db_url).ensure_schema()  # the first use migrates: not what is measured
+    sandbox_server.sandbox.latency_s["ledger"] = 8.0
+    sensor = {s.name: s for s in make_sensors(settings)}["stale_data_alerts"]
+    started = time.monotonic()
+    sensor(build_sensor_context(instance=DagsterInstance.ephemeral(), resources=resources))
+    took = time.monotonic() - started
+    sandbox_server.sandbox.latency_s["ledger"] = 0.0
+    assert took < 3.0, took  # the assets' reader would wait up to 30 s x 5 attempts
+    [unreadable] = Outbox(Warehouse(db_url).engine, settings.alerts).alerts(kind="ledger_sync")
+    assert unreadable["threshold"] == "status_unreadable" and "timed out" in unreadable["summary"]

@@ -57,7 +57,9 @@ def _dep(dep: AssetDep) -> str:
     return f"{key} [{type(m).__name__}]"
 
 
-def _asset_entry(assets_def: AssetsDefinition, spec: AssetSpec) -> dict[str, Any]:
+def _asset_entry(
+    assets_def: AssetsDefinition, spec: AssetSpec, checks: list[Any]
+) -> dict[str, Any]:
     policy = assets_def.backfill_policy
     return {
         "materializable": assets_def.is_materializable,
@@ -75,11 +77,7 @@ def _asset_entry(assets_def: AssetsDefinition, spec: AssetSpec) -> dict[str, Any
         },
         "deps": sorted(_dep(d) for d in spec.deps),
         "checks": sorted(
-            (
-                {"name": c.name, "blocking": c.blocking}
-                for c in assets_def.check_specs
-                if c.asset_key == spec.key
-            ),
+            ({"name": c.name, "blocking": c.blocking} for c in checks if c.asset_key == spec.key),
             key=lambda c: c["name"],
         ),
     }
@@ -87,9 +85,12 @@ def _asset_entry(assets_def: AssetsDefinition, spec: AssetSpec) -> dict[str, Any
 
 def asset_specs(defs: Definitions) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for assets_def in defs.resolve_asset_graph().assets_defs:
+    graph = defs.resolve_asset_graph()
+    # checks defined beside the assets (the freshness checks) as well as those in the assets
+    checks = [c for assets_def in graph.assets_defs for c in assets_def.check_specs]
+    for assets_def in graph.assets_defs:
         for spec in assets_def.specs:
-            out[spec.key.to_user_string()] = _asset_entry(assets_def, spec)
+            out[spec.key.to_user_string()] = _asset_entry(assets_def, spec, checks)
     return dict(sorted(out.items()))
 
 

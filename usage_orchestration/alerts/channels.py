@@ -72,6 +72,33 @@ class Notification:
         )
 
 
+RUNBOOK_FILE = "docs/runbook.md"
+
+
+@dataclass(frozen=True)
+class OnCall:
+    """What every page carries beside the alert: who owns it, and the runbook section of its
+    kind (a link when the runbook is published at ``runbook_url``)."""
+
+    owner: str = ""
+    runbook_url: str | None = None
+
+    def runbook(self, kind: str) -> str:
+        base = self.runbook_url or RUNBOOK_FILE
+        return f"{base}#{kind}"
+
+    def links(self, kind: str) -> list[dict[str, str]]:
+        if not self.runbook_url:
+            return []
+        return [{"href": self.runbook(kind), "text": f"runbook: {kind}"}]
+
+    def details(self, kind: str) -> dict[str, str]:
+        out = {"runbook": self.runbook(kind)}
+        if self.owner:
+            out["owner"] = self.owner
+        return out
+
+
 class Channel(Protocol):
     name: str
 
@@ -161,7 +188,9 @@ class _HttpChannel:
         connect_timeout_s: float = 3.0,
         transport: httpx.BaseTransport | None = None,
         secrets: list[str] | None = None,
+        oncall: OnCall | None = None,
     ) -> None:
+        self.oncall = oncall or OnCall()
         self._timeout_s = timeout_s
         self._connect_timeout_s = min(connect_timeout_s, timeout_s)
         self._client = httpx.Client(
@@ -215,12 +244,14 @@ class PagerDutyChannel(_HttpChannel):
         timeout_s: float = 10.0,
         connect_timeout_s: float = 3.0,
         transport: httpx.BaseTransport | None = None,
+        oncall: OnCall | None = None,
     ) -> None:
         super().__init__(
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             transport=transport,
             secrets=[routing_key],
+            oncall=oncall,
         )
         self.events_url = events_url
         self._routing_key = routing_key
@@ -245,15 +276,19 @@ class PagerDutyChannel(_HttpChannel):
                 "component": cut(n.kind, PD_FIELD_LIMIT),
                 "group": cut(n.subject, PD_FIELD_LIMIT),
                 "class": cut(n.kind, PD_FIELD_LIMIT),
-                "custom_details": bounded_details({"period": n.period, **n.details}),
+                "custom_details": bounded_details(
+                    {"period": n.period, **self.oncall.details(n.kind), **n.details}
+                ),
             }
             body["client"] = "usage_orchestration (Dagster)"
             if self.client_url:
                 body["client_url"] = self.client_url
-            if n.links:
+            extra = self.oncall.links(n.kind)
+            links = [*n.links[: PD_LINKS - len(extra)], *extra]
+            if links:
                 body["links"] = [
                     {"href": link["href"], "text": cut(link.get("text", ""), PD_FIELD_LIMIT)}
-                    for link in n.links[:PD_LINKS]
+                    for link in links
                 ]
         return body
 
@@ -283,12 +318,14 @@ class SlackChannel(_HttpChannel):
         timeout_s: float = 10.0,
         connect_timeout_s: float = 3.0,
         transport: httpx.BaseTransport | None = None,
+        oncall: OnCall | None = None,
     ) -> None:
         super().__init__(
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             transport=transport,
             secrets=[webhook_url],
+            oncall=oncall,
         )
         self._webhook_url = webhook_url
 
@@ -309,18 +346,24 @@ class SlackChannel(_HttpChannel):
         """The webhook body. Every data-derived string is escaped; only the links are markup,
         built here from the alert's links."""
         kind, summary = slack_escape(n.kind), slack_escape(n.summary)
+        extra = self.oncall.links(n.kind)
         if n.action == "resolve":
             head = f":white_check_mark: Resolved [{kind}] {summary}"
         else:
             icon = self._ICON.get(n.severity, "")
             head = f"{icon} [{slack_escape(n.severity)}] [{kind}] {summary}".strip()
         detail_lines = [f"*period:* {slack_escape(n.period)}"] if n.period else []
+        if self.oncall.owner:
+            detail_lines.append(f"*owner:* {slack_escape(self.oncall.owner)}")
+        if not self.oncall.runbook_url:  # else it is one of the links below
+            detail_lines.append(f"*runbook:* {slack_escape(self.oncall.runbook(n.kind))}")
         detail_lines += [
             f"*{slack_escape(cut(str(k), 100))}:* {slack_escape(cut(str(v), SLACK_VALUE_LIMIT))}"
             for k, v in list(n.details.items())[:SLACK_DETAIL_LINES]
         ]
         detail_lines += [
-            slack_link(link["href"], cut(link.get("text") or "", 200)) for link in n.links[:5]
+            slack_link(link["href"], cut(link.get("text") or "", 200))
+            for link in [*n.links[: 5 - len(extra)], *extra]
         ]
         blocks: list[dict[str, Any]] = [_section(cut(head, SLACK_SECTION_LIMIT))]
         if n.action == "trigger" and detail_lines:

@@ -1,5 +1,5 @@
 """Operator commands: ``usage-orchestration silence add|list|remove`` and
-``usage-orchestration alerts list|deliver``."""
+``usage-orchestration alerts list|deliver|resend``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from usage_orchestration.alerts.outbox import Outbox
+from usage_orchestration.settings.alerts import ALERT_KINDS
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")
 
@@ -42,7 +43,7 @@ def register(subparsers: Any) -> None:
     add = ssub.add_parser(
         "add", help="silence a kind and/or a subject (a trailing * matches a prefix)"
     )
-    add.add_argument("--kind", help="alert kind, e.g. budget_threshold")
+    add.add_argument("--kind", help=f"alert kind: {', '.join(ALERT_KINDS)}")
     add.add_argument("--subject", help="alert subject, e.g. entity/<id> or provider/neon*")
     until = add.add_mutually_exclusive_group(required=True)
     until.add_argument("--for", dest="duration", type=parse_duration, help="duration: 90m, 4h, 2d")
@@ -65,6 +66,12 @@ def register(subparsers: Any) -> None:
         "deliver", help="one delivery pass now (what the alert_delivery sensor does)"
     )
     ad.set_defaults(func=alerts_deliver)
+    ar = asub.add_parser(
+        "resend",
+        help="re-queue a rejected delivery (after fixing its cause); the next pass sends it",
+    )
+    ar.add_argument("key", help="the alert's dedup_key (from `alerts list`)")
+    ar.set_defaults(func=alerts_resend)
 
 
 class OperatorError(RuntimeError):
@@ -109,6 +116,9 @@ def _outbox() -> Outbox:
 def silence_add(args: argparse.Namespace) -> int:
     if not args.kind and not args.subject:
         print("error: give --kind and/or --subject (silencing everything is not allowed)")
+        return 2
+    if args.kind and args.kind not in ALERT_KINDS:
+        print(f"error: unknown alert kind {args.kind!r}; known kinds: {', '.join(ALERT_KINDS)}")
         return 2
     now = datetime.now(UTC)
     ends = args.until if args.until else now + args.duration
@@ -164,6 +174,25 @@ def alerts_list(args: argparse.Namespace) -> int:
             f"{a['state']:<9} {a['severity']:<8} {a['channel']:<9} {status}{why}  {a['dedup_key']}\n"
             f"          {a['summary']}"
         )
+    return 0
+
+
+def alerts_resend(args: argparse.Namespace) -> int:
+    outbox = _outbox()
+    try:
+        done = outbox.requeue(args.key, now=datetime.now(UTC))
+    except KeyError:
+        print(f"error: no alert {args.key!r} (see `usage-orchestration alerts list`)")
+        return 1
+    if not done:
+        row = outbox.get(args.key) or {}
+        print(
+            f"nothing to re-send: {args.key} is {row.get('state')}, trigger "
+            f"{row.get('trigger_status')}, resolve {row.get('resolve_status')} (only a rejected "
+            "delivery is re-queued)"
+        )
+        return 1
+    print(f"re-queued the {done[0]} of {args.key}; the next delivery pass sends it")
     return 0
 
 

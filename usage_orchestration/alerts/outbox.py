@@ -8,7 +8,14 @@ State machine of one alert (``alert_outbox``, keyed by its deterministic ``dedup
 * the rule reports it again → nothing new (the same tick evaluated twice sends once);
 * the rule stops reporting it → ``resolved``; a resolve is ``pending`` when a trigger went out
   (or may have: an attempt was made), otherwise nothing is sent;
-* reported again after a resolve → re-opened with a new pending trigger.
+* reported again after a resolve → re-opened with a new pending trigger;
+* reported at a higher severity → escalated: a new trigger to the new severity's channel. Its
+  resolve goes to **every** channel a trigger of it went out to (read from ``alert_delivery``):
+  the page is resolved on PagerDuty, and the Slack channel that saw the warning is told too.
+
+A resolve that comes before its trigger was sent (a success right after a failure, within one
+delivery interval) cancels the trigger: nothing is sent. If the trigger is being sent at that
+moment (its lease is live), the resolve is queued and the same pass sends it right after.
 
 Delivery (``deliver_pending``) claims a due row with a lease (so concurrent ticks do not send it
 twice), makes one attempt, records it in ``alert_delivery``, and on 429/5xx/connection errors
@@ -38,6 +45,7 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -67,7 +75,9 @@ alert_outbox = Table(
     Column(
         "trigger_status", String(16), nullable=False
     ),  # pending|delivered|rejected|skipped|cancelled
-    Column("resolve_status", String(16)),  # null | pending | delivered | rejected | skipped
+    # null | pending | delivered | rejected | skipped | held (superseded: sent when the
+    # higher alert that replaced it resolves)
+    Column("resolve_status", String(16)),
     Column("suppressed_reason", String(32)),  # history | silenced | routing
     Column("attempts", Integer, nullable=False),  # attempts of the pending action
     Column("next_attempt_at", DateTime),
@@ -88,7 +98,7 @@ alert_delivery = Table(
     Column("action", String(16), nullable=False),  # trigger | resolve
     Column("channel", String(16), nullable=False),
     Column("attempted_at", DateTime, nullable=False),
-    Column("outcome", String(16), nullable=False),  # delivered | rejected | retry
+    Column("outcome", String(16), nullable=False),  # delivered | rejected | retry | requeued
     Column("http_status", Integer),
     Column("reason", Text),
 )
@@ -432,15 +442,24 @@ class Outbox:
             "resolved_at": _naive(now),
             "updated_at": _naive(now),
         }
-        sent_or_maybe = row["trigger_status"] == "delivered" or (
-            row["trigger_status"] == "pending" and row["attempts"] > 0
+        in_flight = row["lease_until"] is not None and _naive(now) < row["lease_until"]
+        sent_or_maybe = (
+            _sent_or_maybe(row)
+            # being sent right now (leased): it may land, so its resolve must follow it
+            or (row["trigger_status"] == "pending" and in_flight)
+            # an earlier trigger (before an escalation) went out on another channel
+            or bool(_owed_channels(conn, row))
         )
         if row["trigger_status"] == "pending":
             values["trigger_status"] = "cancelled"
         if superseded and row["channel"] == "slack":
             # Replaced by a higher severity of the same condition (80 → 100 %): a "Resolved"
-            # message in Slack would read as good news while it got worse.
-            values.update(resolve_status="skipped", suppressed_reason="superseded")
+            # message in Slack now would read as good news while it got worse. Held, it is sent
+            # when the higher alert resolves (the condition is over), if the warning went out.
+            values.update(
+                resolve_status="held" if sent_or_maybe else "skipped",
+                suppressed_reason="superseded",
+            )
         elif sent_or_maybe:
             values.update(
                 resolve_status="pending", attempts=0, next_attempt_at=_naive(now), last_error=None
@@ -448,6 +467,8 @@ class Outbox:
         else:
             values["resolve_status"] = "skipped"
         _update_alert(conn, key, values)
+        if not superseded:
+            _release_held(conn, row, now)
 
     # -- delivery -----------------------------------------------------------------------------
     def deliver_pending(
@@ -467,32 +488,70 @@ class Outbox:
         started = time.monotonic()
         rows = self._due_rows(due, limit)
         for i, row in enumerate(rows):
-            left = budget - (time.monotonic() - started)
-            if left <= 0:
+            if budget - (time.monotonic() - started) <= 0:
                 report.deferred = len(rows) - i
                 break
+            # An alert's actions in order (a resolve on each channel it went out to; a resolve
+            # queued while its trigger was being sent), each claimed and recorded on its own.
             key = row["dedup_key"]
-            action = "resolve" if row["resolve_status"] == "pending" else "trigger"
-            channel_name = row["channel"]
-            if channel_name in blocked:
-                continue
-            if not self._claim(key, now, due):
-                continue  # another tick has it
-            outcome, status, reason, after = _attempt(
-                channels.get(channel_name), channel_name, _notification(row, action), left
-            )
-            self._record(
-                key, action, channel_name, now, outcome, status, reason, after, row["attempts"]
-            )
-            if outcome == "delivered":
-                report.delivered.append((key, action))
-            elif outcome == "rejected":
-                report.rejected.append((key, action, reason))
-            else:
-                report.retrying.append((key, action, reason))
-                blocked.add(channel_name)
+            for _ in range(_MAX_ACTIONS_PER_ALERT):
+                left = budget - (time.monotonic() - started)
+                if left <= 0 or not self._claim(key, now, due):
+                    break  # out of time, nothing due any more, or another pass has it
+                fresh = self.get(key)  # read under the lease
+                step = self._next_action(fresh) if fresh is not None else None
+                if fresh is None or step is None or step[1] in blocked:
+                    self._release(key)  # nothing (more) to send, or its channel backs off
+                    break
+                if not self._deliver_one(fresh, *step, channels, now, left, report):
+                    blocked.add(step[1])
+                    break
         report.blocked_channels = sorted(blocked)
         return report
+
+    def _next_action(self, row: Mapping[str, Any]) -> tuple[str, str, bool] | None:
+        """(action, channel, last): what a claimed row sends next; a resolve with nowhere to
+        go (its trigger never went out after all) is marked skipped."""
+        if row["resolve_status"] == "pending":
+            with self.engine.connect() as conn:
+                owed = _owed_channels(conn, row)
+            if not owed:
+                with self.engine.begin() as conn:
+                    _update_alert(conn, row["dedup_key"], {"resolve_status": "skipped"})
+                return None
+            return "resolve", owed[0], len(owed) == 1
+        if row["trigger_status"] == "pending" and row["state"] in OPEN_STATES:
+            return "trigger", row["channel"], True
+        return None
+
+    def _deliver_one(
+        self,
+        row: Mapping[str, Any],
+        action: str,
+        channel_name: str,
+        last: bool,
+        channels: Mapping[str, Channel],
+        now: datetime,
+        left: float,
+        report: DeliveryReport,
+    ) -> bool:
+        """One attempt, recorded; False when the channel answered "retry later"."""
+        key = row["dedup_key"]
+        outcome, status, reason, after = _attempt(
+            channels.get(channel_name), channel_name, _notification(row, action), left
+        )
+        self._record(
+            key, action, channel_name, now, outcome, status, reason, after, row["attempts"],
+            final=last,
+        )  # fmt: skip
+        if outcome == "delivered":
+            report.delivered.append((key, action))
+        elif outcome == "rejected":
+            report.rejected.append((key, action, reason))
+        else:
+            report.retrying.append((key, action, reason))
+            return False
+        return True
 
     def _due_rows(self, due: Any, limit: int) -> list[dict[str, Any]]:
         return self._rows(
@@ -505,6 +564,10 @@ class Outbox:
             )
             .limit(limit)
         )
+
+    def _release(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            _update_alert(conn, key, {"lease_until": None})
 
     def _claim(self, key: str, now: datetime, due: Any) -> bool:
         lease = _naive(now + timedelta(seconds=self.settings.delivery_lease_s))
@@ -535,10 +598,15 @@ class Outbox:
         reason: str,
         retry_after_s: float | None,
         attempts_before: int,
+        final: bool = True,
     ) -> None:
+        """An attempt's outcome. ``final``: the alert's last channel for this action; a resolve
+        owed to more channels stays pending (the delivery log says which got it)."""
         status_col = "resolve_status" if action == "resolve" else "trigger_status"
         values: dict[str, Any] = {"lease_until": None, "updated_at": _naive(now)}
-        if outcome == "delivered":
+        if not final and outcome != "retry":
+            values.update(attempts=0, last_error=reason if outcome == "rejected" else None)
+        elif outcome == "delivered":
             values.update({status_col: "delivered", "attempts": 0, "last_error": None})
         elif outcome == "rejected":
             values.update(
@@ -566,6 +634,45 @@ class Outbox:
                     reason=reason,
                 )
             )
+
+    # -- operator -----------------------------------------------------------------------------
+    def requeue(self, key: str, *, now: datetime) -> list[str]:
+        """Make a rejected delivery of ``key`` pending again (after its cause was fixed): the
+        trigger of an open alert, the resolve of a resolved one; the next delivery pass sends
+        it. Returns the actions re-queued (none when nothing of it was rejected); KeyError for
+        an unknown key."""
+        with self.engine.begin() as conn:
+            row = _outbox_row(conn, key)
+            if row is None:
+                raise KeyError(key)
+            values: dict[str, Any] = {
+                "attempts": 0,
+                "next_attempt_at": _naive(now),
+                "lease_until": None,
+                "last_error": None,
+                "updated_at": _naive(now),
+            }
+            if row["state"] in OPEN_STATES and row["trigger_status"] == "rejected":
+                action, channels = "trigger", [row["channel"]]
+                values["trigger_status"] = "pending"
+            elif row["state"] == "resolved" and row["resolve_status"] == "rejected":
+                action, channels = "resolve", _rejected_resolves(conn, key)
+                values["resolve_status"] = "pending"
+            else:
+                return []
+            _update_alert(conn, key, values)
+            for channel in channels:  # the log says who re-queued what (and owes the resolve)
+                conn.execute(
+                    insert(alert_delivery).values(
+                        dedup_key=key,
+                        action=action,
+                        channel=channel,
+                        attempted_at=_naive(now),
+                        outcome="requeued",
+                        reason="re-queued by an operator (alerts resend)",
+                    )
+                )
+            return [action]
 
     # -- reading ------------------------------------------------------------------------------
     def alerts(self, *, state: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
@@ -638,6 +745,80 @@ def _insert_alert(conn: Connection, alert: Alert, now: datetime, values: Mapping
 
 def _update_alert(conn: Connection, key: str, values: Mapping[str, Any]) -> None:
     conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+
+
+_MAX_ACTIONS_PER_ALERT = 4  # a trigger and resolves on its channels, in one pass
+
+
+def _sent_or_maybe(row: Mapping[str, Any]) -> bool:
+    """The trigger went out, or may have (an attempt was made and is being retried)."""
+    return row["trigger_status"] == "delivered" or (
+        row["trigger_status"] == "pending" and row["attempts"] > 0
+    )
+
+
+def _release_held(conn: Connection, row: Mapping[str, Any], now: datetime) -> None:
+    """The condition (kind, subject, period) is over: the lower alerts it superseded (80 %
+    under 100 %) get their held resolve sent now."""
+    t = alert_outbox.c
+    conn.execute(
+        update(alert_outbox)
+        .where(
+            and_(
+                t.kind == row["kind"],
+                t.subject == row["subject"],
+                t.period == row["period"],
+                t.dedup_key != row["dedup_key"],
+                t.resolve_status == "held",
+            )
+        )
+        .values(
+            resolve_status="pending",
+            suppressed_reason=None,
+            attempts=0,
+            next_attempt_at=_naive(now),
+            updated_at=_naive(now),
+        )
+    )
+
+
+def _rejected_resolves(conn: Connection, key: str) -> list[str]:
+    """The channels whose latest resolve of ``key`` was rejected."""
+    d = alert_delivery
+    q = (
+        select(d.c.channel, d.c.outcome)
+        .where(and_(d.c.dedup_key == key, d.c.action == "resolve"))
+        .order_by(d.c.id)
+    )
+    last = {channel: outcome for channel, outcome in conn.execute(q)}
+    return sorted(c for c, outcome in last.items() if outcome == "rejected")
+
+
+_OWES_A_RESOLVE = {("trigger", "delivered"), ("trigger", "retry"), ("resolve", "requeued")}
+
+
+def _owed_channels(conn: Connection, row: Mapping[str, Any]) -> list[str]:
+    """The channels still owed a resolve: each whose latest trigger that went out (or may
+    have) is later than its latest resolve that ended (delivered or rejected); the alert's own
+    channel first (the page closes first), then where it was posted before an escalation. An
+    operator's re-queue of a rejected resolve (``alerts resend``) owes it again."""
+    d = alert_delivery
+    latest = (
+        select(d.c.channel, d.c.action, d.c.outcome, func.max(d.c.id))
+        .where(d.c.dedup_key == row["dedup_key"])
+        .group_by(d.c.channel, d.c.action, d.c.outcome)
+    )
+    owes: dict[str, int] = {}
+    ended: dict[str, int] = {}
+    for channel, action, outcome, last in conn.execute(latest):
+        if (action, outcome) in _OWES_A_RESOLVE:
+            owes[channel] = max(owes.get(channel, 0), last)
+        elif action == "resolve" and outcome in ("delivered", "rejected"):
+            ended[channel] = max(ended.get(channel, 0), last)
+    owed = {c for c, t in owes.items() if t > ended.get(c, 0)}
+    if row["trigger_status"] == "delivered" and row["channel"] not in ended:
+        owed.add(row["channel"])  # delivered before the log existed
+    return sorted(owed, key=lambda c: (c != row["channel"], c))
 
 
 def _due(now: datetime) -> Any:

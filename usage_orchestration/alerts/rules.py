@@ -315,8 +315,17 @@ def pool_and_cap_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
 
 
 # ------------------------------------------------------------ reconciliation breaks, anomalies
-def alerts_from_reconciliation_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
+def _named(entity_id: str, names: Mapping[str, str]) -> str:
+    """``Support Bot (bbbb…)``: the name a person knows, beside the id the data uses."""
+    name = names.get(entity_id)
+    return f"{name} ({entity_id})" if name and name != entity_id else entity_id
+
+
+def alerts_from_reconciliation_rows(
+    rows: Iterable[Row], settings: UsageSettings, names: Mapping[str, str] | None = None
+) -> list[Alert]:
     """One alert per (day, provider, entity, resource type) outside tolerance."""
+    names = names or {}
     page_at = settings.alerts.reconciliation_page_credits
     out: list[Alert] = []
     for r in rows:
@@ -334,11 +343,13 @@ def alerts_from_reconciliation_rows(rows: Iterable[Row], settings: UsageSettings
                 period=day.isoformat(),
                 summary=(
                     f"Reconciliation break {r['status']} on {day.isoformat()}: {r['provider']} "
-                    f"{entity} {r['resource_type']} expected {fmt(r.get('expected_credits'))} credits, "
+                    f"{_named(entity, names)} {r['resource_type']} expected {fmt(r.get('expected_credits'))} credits, "
                     f"ledger recorded {fmt(r.get('recorded_credits'))} (delta {fmt(delta)})"
                 ),
                 details={
                     "status": r["status"],
+                    "entity_id": entity,
+                    "entity_name": names.get(entity, ""),
                     "expected_quantity": fmt(r.get("expected_quantity")),
                     "recorded_quantity": fmt(r.get("recorded_quantity")),
                     "expected_credits": fmt(r.get("expected_credits")),
@@ -357,7 +368,10 @@ def alerts_from_reconciliation_rows(rows: Iterable[Row], settings: UsageSettings
     return out
 
 
-def alerts_from_anomaly_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
+def alerts_from_anomaly_rows(
+    rows: Iterable[Row], settings: UsageSettings, names: Mapping[str, str] | None = None
+) -> list[Alert]:
+    names = names or {}
     out: list[Alert] = []
     for r in rows:
         day: date = r["usage_date"]
@@ -372,11 +386,11 @@ def alerts_from_anomaly_rows(rows: Iterable[Row], settings: UsageSettings) -> li
                 subject=f"entity/{entity}/{rtype}",
                 period=day.isoformat(),
                 summary=(
-                    f"Spend {direction} on {day.isoformat()}: {entity} {rtype} "
+                    f"Spend {direction} on {day.isoformat()}: {_named(entity, names)} {rtype} "
                     f"{fmt(r['credits'])} credits against a baseline of "
                     f"{fmt(r['baseline_credits'])} (impact {fmt(impact)}, driven by {rtype})"
                 ),
-                details=row_details(r),
+                details={**row_details(r), "entity_name": names.get(entity, "")},
                 links=[
                     _ui_link(settings.alerts.dagster_ui_url, "usage_anomalies", day.isoformat())
                 ],
@@ -391,11 +405,25 @@ def break_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
     q = select(t).where(and_(t.c.within_tolerance.is_(False), t.c.status.in_(BREAK_STATUSES)))
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(q).mappings()]
-    out = alerts_from_reconciliation_rows(rows, settings)
+    names = entity_names(engine)
+    out = alerts_from_reconciliation_rows(rows, settings, names)
     q = select(usage_anomaly).where(usage_anomaly.c.is_anomaly.is_(True))
     with engine.connect() as conn:
-        out += alerts_from_anomaly_rows([dict(r) for r in conn.execute(q).mappings()], settings)
-    return out
+        anomalies = [dict(r) for r in conn.execute(q).mappings()]
+    return out + alerts_from_anomaly_rows(anomalies, settings, names)
+
+
+def entity_names(engine: Engine) -> dict[str, str]:
+    """Each entity's name as the ledger gave it to budget_status (one per id, in SQL)."""
+    from usage_orchestration.warehouse.analysis_schema import budget_status as b
+
+    q = (
+        select(b.c.entity_id, func.max(b.c.entity_name))
+        .where(b.c.entity_name.is_not(None))
+        .group_by(b.c.entity_id)
+    )
+    with engine.connect() as conn:
+        return {str(i): str(n) for i, n in conn.execute(q)}
 
 
 # ------------------------------------------------------------------ stale data, ledger sync
@@ -433,7 +461,7 @@ def alerts_from_coverage(
             summary = (
                 f"Stale data: {p} usage for {d.isoformat()} is missing (due by {deadline} UTC the next day)"
                 if not why
-                else f"Stale data: {p} usage for {d.isoformat()} could not be fetched ({'; '.join(why)[:300]})"
+                else f"Stale data: {p} usage for {d.isoformat()} could not be fetched ({cut('; '.join(why), 300)})"
             )
             out.append(
                 Alert(
@@ -503,7 +531,7 @@ def ledger_sync_error_alert(message: str) -> Alert:
         severity="error",
         subject="license-manager",
         threshold="status_unreadable",
-        summary=f"Ledger sync status could not be read: {message[:300]}",
+        summary=f"Ledger sync status could not be read: {cut(message, 300)}",
     )
 
 
@@ -573,7 +601,14 @@ def run_failure_alert(
             "failed_at": (failed_at or datetime.now(UTC)).isoformat(),
             "error": cut(message, 2000),
         },
-        links=[{"href": f"{ui}/runs/{run_id}", "text": "the failed run"}],
+        links=[
+            {"href": f"{ui}/runs/{run_id}", "text": "the failed run"},
+            # each failed asset at the failing day (the first of a range)
+            *(
+                _ui_link(ui, a, (partition_days(partition) or [""])[0])
+                for a in sorted(set(assets))[:3]
+            ),
+        ],
     )
 
 
@@ -610,7 +645,7 @@ def sensor_failure_alert(sensor_name: str, error: str, settings: UsageSettings) 
         kind=AlertKind.SENSOR_FAILURE,
         severity="error",
         subject=f"sensor/{sensor_name}",
-        summary=f"Alert sensor {sensor_name} failed: {error[:400]}; alerts it evaluates are not being checked",
+        summary=f"Alert sensor {sensor_name} failed: {cut(error, 400)}; alerts it evaluates are not being checked",
         details={"sensor": sensor_name},
         links=[{"href": f"{ui}/automation", "text": "sensors in Dagster"}],
     )

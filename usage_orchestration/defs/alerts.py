@@ -286,8 +286,17 @@ def _ledger_sync_alerts(
     from usage_orchestration.ledger.factory import make_ledger_reader
 
     reader = None
+    # a probe: one short attempt (the assets' reader retries and waits; a tick cannot)
+    ledger = settings.ledger
+    if ledger.backend == "http":
+        ledger = ledger.model_copy(
+            update={
+                "timeout_s": min(ledger.timeout_s, settings.alerts.ledger_probe_timeout_s),
+                "max_attempts": 1,
+            }
+        )
     try:
-        reader = make_ledger_reader(settings, ledger_api_token)
+        reader = make_ledger_reader(ledger, ledger_api_token)
         status = reader.sync_status()
     except Exception as exc:  # the ledger itself is unreachable: that is the alert
         return [rules.ledger_sync_error_alert(f"{type(exc).__name__}: {exc}")], [
@@ -392,12 +401,16 @@ def _failed_assets(instance: DagsterInstance, run_id: str) -> tuple[list[str], b
     return sorted(assets), stuck
 
 
-def _run_failure_tick(context: RunFailureSensorContext, kit: SensorKit) -> SkipReason | None:
+# Run-status ticks log and return None: a returned SkipReason ends Dagster's run-status tick
+# after the first run, so a burst of failures would take one tick (30 s) per run; None lets a
+# tick handle up to DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT (5) runs.
+def _run_failure_tick(context: RunFailureSensorContext, kit: SensorKit) -> None:
     run = context.dagster_run
     if run.tags.get(WILL_RETRY_TAG) == "true":
-        return SkipReason(f"run {run.run_id} will be retried: no alert")
+        context.log.info(f"run {run.run_id} will be retried: no alert")
+        return
 
-    def body() -> SkipReason:
+    def body() -> None:
         assets, stuck = _failed_assets(context.instance, run.run_id)
         alert = rules.run_failure_alert(
             job_name=run.job_name,
@@ -410,9 +423,9 @@ def _run_failure_tick(context: RunFailureSensorContext, kit: SensorKit) -> SkipR
             stuck=stuck,
         )
         report = kit.outbox().open([alert], now=_now())
-        return SkipReason(f"{alert.dedup_key}: {TickReport(sync=report).summary()}")
+        context.log.info(f"{alert.dedup_key}: {TickReport(sync=report).summary()}")
 
-    return _guarded("run_failure_alerts", kit, body)
+    _guarded("run_failure_alerts", kit, body)
 
 
 def _ended_at(instance: DagsterInstance, run_id: str) -> datetime:
@@ -427,7 +440,7 @@ def _materialized(instance: DagsterInstance, run_id: str) -> set[tuple[str, str 
     return {(e.asset_key.to_user_string(), e.partition) for e in events if e.asset_key}
 
 
-def _run_success_tick(context: RunStatusSensorContext, kit: SensorKit) -> SkipReason | None:
+def _run_success_tick(context: RunStatusSensorContext, kit: SensorKit) -> None:
     run = context.dagster_run
     succeeded_at = _ended_at(context.instance, run.run_id)
     materialized = _materialized(context.instance, run.run_id)
@@ -444,9 +457,11 @@ def _run_success_tick(context: RunStatusSensorContext, kit: SensorKit) -> SkipRe
         )
     ]
     resolved = outbox.resolve(keys, now=_now())
-    if not resolved:
-        return SkipReason(f"run {run.run_id} clears no open failure alert")
-    return SkipReason(f"resolved {', '.join(resolved)}")
+    context.log.info(
+        f"resolved {', '.join(resolved)}"
+        if resolved
+        else f"run {run.run_id} clears no open failure alert"
+    )
 
 
 # -- runs whose worker died without reporting ---------------------------------------------------

@@ -451,6 +451,14 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
         description="Provider-side monthly allowances (e.g. the Forge free 100,000 GB-seconds of "
         "function compute) against month-to-date provider usage, with a run-rate forecast.",
         settings=settings,
+        check_specs=[
+            AssetCheckSpec(
+                WITHIN_CAP_CHECK,
+                asset=AssetKey("provider_cap_status"),
+                description="As of the run's last day no provider allowance is used up (ERROR) "
+                "or forecast to be by month end (WARN); the metadata lists them.",
+            )
+        ],
     )
     def provider_cap_status(
         context: AssetExecutionContext,
@@ -476,9 +484,30 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
         }
         for r in latest:
             meta[f"percent_used_{r.provider}_{r.metric}"] = float(r.percent_used)
-        return MaterializeResult(metadata=meta)
+        return MaterializeResult(metadata=meta, check_results=[_within_cap(latest, last)])
 
     return provider_cap_status
+
+
+WITHIN_CAP_CHECK = "within_cap"
+
+
+def _within_cap(latest: Sequence[ProviderCapRow], last: date) -> AssetCheckResult:
+    """Red when an allowance is used up (the provider bills overage), yellow when forecast to
+    be: the caps at a glance in the catalog, beside the provider_cap alerts."""
+    over = [r for r in latest if r.over_cap]
+    forecast = [r for r in latest if not r.over_cap and r.forecast_overage is not None]
+    return AssetCheckResult(
+        check_name=WITHIN_CAP_CHECK,
+        passed=not over and not forecast,
+        severity=AssetCheckSeverity.ERROR if over else AssetCheckSeverity.WARN,
+        description=(
+            f"{len(over)} allowance(s) used up, {len(forecast)} forecast to be, as of {last}"
+            if over or forecast
+            else f"every provider allowance within its cap as of {last}"
+        ),
+        metadata={"caps": table([r.record("") for r in over + forecast], CAP_COLUMNS)},
+    )
 
 
 def definitions(settings: UsageSettings) -> Definitions:

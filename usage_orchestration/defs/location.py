@@ -13,6 +13,7 @@ from usage_orchestration.defs import (
     alerts,
     budgets,
     focus,
+    freshness,
     jobs,
     ledger,
     providers,
@@ -42,4 +43,6 @@ def build_definitions(settings: UsageSettings) -> Definitions:
                 "warehouse": WarehouseResource(url=url),
             },
         )
-        return Definitions.merge(shared, *(part.definitions(settings) for part in PARTS))
+        parts = [part.definitions(settings) for part in PARTS]
+        # freshness checks on every daily asset the parts define
+        return Definitions.merge(shared, *parts, freshness.definitions(settings, parts))

@@ -20,6 +20,28 @@ Channel = Literal["pagerduty", "slack", "none"]
 
 SEVERITIES: tuple[Severity, ...] = ("critical", "error", "warning", "info")
 
+# Every alert kind (``alerts.model.AlertKind`` holds the same names; a test keeps them equal):
+# a silence or a command naming anything else is refused, not silently matching nothing.
+ALERT_KINDS: tuple[str, ...] = (
+    "budget_threshold",
+    "forecast_overrun",
+    "credit_pool_depletion",
+    "provider_cap",
+    "reconciliation_break",
+    "anomaly",
+    "run_failure",
+    "stuck_run",
+    "stale_data",
+    "ledger_sync",
+    "sensor_failure",
+)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in ALERT_KINDS:
+        raise ValueError(f"unknown alert kind {kind!r}; known kinds: {', '.join(ALERT_KINDS)}")
+    return kind
+
 
 class SilenceRule(BaseModel):
     """A time-bounded silence: alerts matching ``kind`` and/or ``subject`` (``*`` suffix matches
@@ -32,6 +54,11 @@ class SilenceRule(BaseModel):
     starts_at: datetime | None = None
     ends_at: datetime
     reason: str = ""
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str | None) -> str | None:
+        return check_kind(v) if v else v
 
     @field_validator("starts_at", "ends_at")
     @classmethod
@@ -59,6 +86,16 @@ class AlertSettings(BaseModel):
         description="real: https://events.pagerduty.com/v2/enqueue",
     )
     dagster_ui_url: HttpUrl = Field("http://127.0.0.1:3000", description="base of links in alerts")
+    runbook_url: HttpUrl | None = Field(
+        None,
+        description="where docs/runbook.md is published (e.g. its page in the repository's web "
+        "UI); every page links <runbook_url>#<kind>. Unset: pages name the file and anchor",
+    )
+    owner: str = Field(
+        "team:finops",
+        min_length=1,
+        description="who answers for these alerts (named in every page; the assets' owner)",
+    )
     page_recent_days: int = Field(
         3,
         ge=0,
@@ -106,6 +143,14 @@ class AlertSettings(BaseModel):
         le=45,
         description="time a delivery pass may spend sending; what is left stays pending for the "
         "next pass (keeps every pass well inside Dagster's 60 s limits)",
+    )
+    ledger_probe_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=20,
+        description="the stale-data sensor's License Manager sync probe over the ledger's HTTP "
+        "API: one attempt with this timeout (a slow ledger is reported, not waited for, so the "
+        "tick stays well inside Dagster's 60 s)",
     )
     delivery_interval_s: int = Field(
         15, ge=5, description="minimum interval of the alert_delivery sensor"
