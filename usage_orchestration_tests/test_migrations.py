@@ -191,12 +191,18 @@ def test_head_builds_exactly_the_tables_the_code_defines(db_url: str) -> None:
     assert names == set(migrate.all_tables_metadata().tables)
 
 
+# Columns a revision after the baseline adds (the baseline must not have them).
+ADDED_AFTER_BASELINE: dict[str, tuple[str, ...]] = {"budget_status": ("budget_state",)}
+
+
 def test_baseline_is_the_schema_create_all_made_before_exact_types(db_url: str) -> None:
     engine = make_engine(db_url)
     migrate.upgrade(engine, migrate.BASELINE)
     before = MetaData()
     for owned in migrate.all_tables_metadata().sorted_tables:
         copy = owned.to_metadata(before)
+        for name in ADDED_AFTER_BASELINE.get(copy.name, ()):
+            copy._columns.remove(copy.c[name])  # later revisions add these
         for c in copy.columns:
             if isinstance(c.type, ExactDecimal):
                 c.type = Numeric(38, 12)

@@ -10,7 +10,7 @@ the figures as of that day, with the budgets in force that month.
 
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -29,8 +29,10 @@ from dagster import (
     ResourceParam,
     TimeWindowPartitionMapping,
 )
+from sqlalchemy import Table
 
 from usage_orchestration.core.budgets import (
+    NOT_CONFIGURED,
     AnomalyRow,
     BudgetRow,
     CreditPoolRow,
@@ -41,7 +43,7 @@ from usage_orchestration.core.budgets import (
     provider_cap_status,
 )
 from usage_orchestration.core.dates import month_of, month_start
-from usage_orchestration.core.money import credits_metadata
+from usage_orchestration.core.money import credits_metadata, format_credits
 from usage_orchestration.defs.common import (
     ALL_PROVIDERS,
     CREDIT_LEDGER,
@@ -51,11 +53,13 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    record_days,
     table,
 )
 from usage_orchestration.defs.ledger import LedgerResource, ledger_kind, ledger_reader
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.ledger.base import EntityBudget, LedgerReader
+from usage_orchestration.ledger.sql import CreditPoolNotConfigured
 from usage_orchestration.providers.registry import enabled_names, provider
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.analysis import provider_daily_quantity, write_rows
@@ -88,7 +92,11 @@ def compute_budgets(
     reader: LedgerReader, days: Sequence[date], settings: UsageSettings
 ) -> tuple[list[BudgetRow], list[CreditPoolRow]]:
     """Budget and pool rows for every day of ``days``: one credits query for the whole span,
-    one budgets query per month, one pool query per day."""
+    one budgets query per month, one pool query per day.
+
+    A month without budgets gives ``not_configured`` rows; a day whose month has no credit pool
+    gives no pool row (``pool_status`` "not configured" in the metadata): a backfill reaching
+    back before budgets and pool were set succeeds, the configured months computed."""
     cfg = settings.budgets
     ordered = sorted(set(days))
     credits = _credits_span(reader, month_start(ordered[0]), ordered[-1])
@@ -96,6 +104,7 @@ def compute_budgets(
     for c in credits:
         by_month[month_of(c[0])].append(c)
     months: dict[str, list[EntityBudget]] = {}
+    pool_missing: set[str] = set()
     budgets: list[BudgetRow] = []
     pools: list[CreditPoolRow] = []
     for d in ordered:
@@ -110,11 +119,14 @@ def compute_budgets(
             thresholds=cfg.thresholds_pct,
             forecast_min_days=cfg.forecast_min_days,
         )
-        pools.append(
-            credit_pool_status(
-                d, reader.credit_pool(d), upto, forecast_min_days=cfg.forecast_min_days
-            )
-        )
+        if m in pool_missing:
+            continue
+        try:
+            pool = reader.credit_pool(d)
+        except CreditPoolNotConfigured:
+            pool_missing.add(m)  # the pool is monthly: no need to ask again this month
+            continue
+        pools.append(credit_pool_status(d, pool, upto, forecast_min_days=cfg.forecast_min_days))
     return budgets, pools
 
 
@@ -173,6 +185,7 @@ def compute_caps(wh: Any, days: Sequence[date], settings: UsageSettings) -> list
 BUDGET_COLUMNS = [
     "entity_name",
     "entity_id",
+    "budget_state",
     "credits_used",
     "monthly_budget",
     "budget_percent",
@@ -229,8 +242,9 @@ def _ledger_derived_asset(
     description: str,
     step: LedgerStep,
     check_specs: Sequence[AssetCheckSpec] = (),
+    table: Table | None = None,
 ) -> AssetsDefinition:
-    """A daily asset computed in Python from the ledger into the warehouse."""
+    """A daily asset computed in Python from the ledger into the warehouse (``table``)."""
 
     @daily_asset(
         key=AssetKey(key),
@@ -240,6 +254,7 @@ def _ledger_derived_asset(
         description=description,
         settings=settings,
         check_specs=list(check_specs),
+        table=table,
     )
     def ledger_derived(
         context: AssetExecutionContext,
@@ -262,15 +277,18 @@ def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
             AssetDep(CREDIT_LEDGER),  # read directly (credits month to date, budgets, pool)
         ],
         "Per entity, as of each day: credits used month to date, monthly budget, percent, "
-        "remaining, thresholds crossed, run-rate month-end forecast and overrun; plus the shared "
-        "credit pool (used, remaining, projected depletion date) in credit_pool_status.",
+        "remaining, thresholds crossed, run-rate month-end forecast and overrun (budget_state "
+        "not_configured for a month without budgets); plus the shared credit pool (used, "
+        "remaining, projected depletion date) in credit_pool_status.",
         _materialize_budgets,
+        table=budget_status_table,
         check_specs=[
             AssetCheckSpec(
                 WITHIN_BUDGET_CHECK,
                 asset=AssetKey("budget_status"),
                 description="As of the run's last day no entity is over its monthly budget "
-                "(ERROR) or forecast to overrun it by month end (WARN); the metadata lists them.",
+                "(ERROR) or forecast to overrun it by month end (WARN); the metadata lists them. "
+                "Months without budgets (not_configured) pass, named in the description.",
             )
         ],
     )
@@ -281,25 +299,36 @@ WITHIN_BUDGET_CHECK = "within_budget"
 
 def _within_budget(budgets: Sequence[BudgetRow]) -> AssetCheckResult:
     """Red in the UI when an entity is over budget on the last day, yellow when one is only
-    forecast to overrun: the budget state at a glance, beside the pages the sensors send."""
+    forecast to overrun: the budget state at a glance, beside the pages the sensors send.
+
+    A month without budgets (``not_configured``) passes, saying so in the description: there
+    is nothing to be over, and a backfill of months before budgets existed must not go red."""
     last = max((b.as_of_date for b in budgets), default=None)
     latest = [b for b in budgets if b.as_of_date == last]
     over = [b for b in latest if b.over_budget]
     overrun = [b for b in latest if b.forecast_overrun is not None and not b.over_budget]
+    not_configured = sorted({b.month for b in budgets if b.budget_state == NOT_CONFIGURED})
     rows = [b.record("") for b in over + overrun]
+    if over or overrun:
+        description = (
+            f"{len(over)} entit{'y' if len(over) == 1 else 'ies'} over budget, {len(overrun)} "
+            f"forecast to overrun, as of {last}"
+        )
+    elif latest and all(b.budget_state == NOT_CONFIGURED for b in latest):
+        description = f"no budgets configured for {latest[0].month} (as of {last})"
+    else:
+        description = f"every entity within budget as of {last}"
+    if not_configured:
+        description += f"; budgets not configured for {', '.join(not_configured)}"
     return AssetCheckResult(
         check_name=WITHIN_BUDGET_CHECK,
         passed=not over and not overrun,
         severity=AssetCheckSeverity.ERROR if over else AssetCheckSeverity.WARN,
-        description=(
-            f"{len(over)} entit{'y' if len(over) == 1 else 'ies'} over budget, {len(overrun)} "
-            f"forecast to overrun, as of {last}"
-            if over or overrun
-            else f"every entity within budget as of {last}"
-        ),
+        description=description,
         metadata={
             "over_budget": len(over),
             "forecast_overruns": len(overrun),
+            "months_not_configured": MetadataValue.text(", ".join(not_configured) or "none"),
             "entities": table(rows, BUDGET_COLUMNS),
         },
     )
@@ -311,61 +340,84 @@ def _materialize_budgets(
     days = partition_days(context)
     run = load_id(context)
     budgets, pools = compute_budgets(reader, days, settings)
-    written = write_rows(
+    write_rows(
         wh,
         {
             budget_status_table: (days, [b.record(run) for b in budgets], "as_of_date"),
             credit_pool_table: (days, [p.record(run) for p in pools], "as_of_date"),
         },
     )
-    meta = _budget_metadata(context, days, budgets, pools, settings)
-    return MaterializeResult(
-        metadata={"rows": written[budget_status_table.name], **meta},
-        check_results=[_within_budget(budgets)],
-    )
+    by_day: dict[date, list[BudgetRow]] = defaultdict(list)
+    for b in budgets:
+        by_day[b.as_of_date].append(b)
+    pool_of = {p.as_of_date: p for p in pools}
+    _log_budgets(context, days, by_day, pool_of)
+    record_days(context, lambda d: budget_day_metadata(d, by_day[d], pool_of.get(d), settings))
+    return MaterializeResult(check_results=[_within_budget(budgets)])
 
 
-def _budget_metadata(
+def _log_budgets(
     context: AssetExecutionContext,
     days: Sequence[date],
-    budgets: Sequence[BudgetRow],
-    pools: Sequence[CreditPoolRow],
+    by_day: Mapping[date, Sequence[BudgetRow]],
+    pool_of: Mapping[date, CreditPoolRow],
+) -> None:
+    last = max(days)
+    latest = by_day.get(last, [])
+    pool = pool_of.get(last)
+    pool_text = (
+        f"pool {format_credits(pool.remaining)} of {format_credits(pool.included)} left"
+        if pool
+        else f"pool not configured for {month_of(last)}"
+    )
+    context.log.info(
+        f"budgets {day_span(days)}: {len(latest)} entities as of {last}, "
+        f"{sum(b.over_budget for b in latest)} over budget, "
+        f"{sum(b.forecast_overrun is not None for b in latest)} forecast to overrun; {pool_text}"
+    )
+
+
+def budget_day_metadata(
+    day: date,
+    latest: Sequence[BudgetRow],
+    pool: CreditPoolRow | None,
     settings: UsageSettings,
 ) -> dict[str, Any]:
-    """The last day's budgets and pool, as materialization metadata (and a log line)."""
-    last = max(days)
-    latest = [b for b in budgets if b.as_of_date == last]
-    pool = next(p for p in pools if p.as_of_date == last)
+    """One day's budgets and pool, as that partition's metadata (credits at 2 decimals)."""
     over = [b for b in latest if b.over_budget]
     overrun = [b for b in latest if b.forecast_overrun is not None]
+    not_configured = [b for b in latest if b.budget_state == NOT_CONFIGURED]
     worst = sorted(latest, key=lambda b: -(b.forecast_percent or b.budget_percent or Decimal(-1)))
-    context.log.info(
-        f"budgets {day_span(days)}: {len(latest)} entities as of {last}, {len(over)} over budget, "
-        f"{len(overrun)} forecast to overrun; pool {pool.remaining} of {pool.included} left"
-    )
     meta: dict[str, Any] = {
-        "days": len(days),
-        "as_of": MetadataValue.text(last.isoformat()),
+        "as_of": MetadataValue.text(day.isoformat()),
+        "budgets_status": MetadataValue.text(
+            "not configured" if latest and len(not_configured) == len(latest) else "configured"
+        ),
         "entities": len(latest),
+        "entities_not_configured": len(not_configured),
         "over_budget": len(over),
         "forecast_overruns": len(overrun),
         "credits_used_mtd": credits_metadata(sum((b.credits_used for b in latest), Decimal(0))),
         "forecast_overrun_credits": credits_metadata(
             sum((b.forecast_overrun or Decimal(0) for b in latest), Decimal(0))
         ),
-        "pool_included": credits_metadata(pool.included),
-        "pool_used": credits_metadata(pool.used),
-        "pool_remaining": credits_metadata(pool.remaining),
-        "pool_percent_used": _f(pool.percent_used),
-        "pool_projected_depletion": MetadataValue.text(
-            pool.projected_depletion_date.isoformat()
-            if pool.projected_depletion_date
-            else "not this month"
-        ),
+        "pool_status": MetadataValue.text("configured" if pool else "not configured"),
         "budgets": table(
             [b.record("") for b in worst], BUDGET_COLUMNS, limit=settings.budgets.worst_rows_shown
         ),
     }
+    if pool is not None:
+        meta |= {
+            "pool_included": credits_metadata(pool.included),
+            "pool_used": credits_metadata(pool.used),
+            "pool_remaining": credits_metadata(pool.remaining),
+            "pool_percent_used": _f(pool.percent_used),
+            "pool_projected_depletion": MetadataValue.text(
+                pool.projected_depletion_date.isoformat()
+                if pool.projected_depletion_date
+                else "not this month"
+            ),
+        }
     return {k: v for k, v in meta.items() if v is not None}
 
 
@@ -384,6 +436,7 @@ def build_usage_anomalies_asset(settings: UsageSettings) -> AssetsDefinition:
         "the prior 14 days with ledger data), with impact in credits and percent (table "
         "usage_anomaly; is_anomaly marks the rows past the thresholds in settings).",
         _materialize_anomalies,
+        table=usage_anomaly_table,
     )
 
 
@@ -448,6 +501,7 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
         kinds={"python", warehouse_kind(settings.warehouse_url), *([single] if single else [])},
         provider=single or ALL_PROVIDERS,
         group="analysis",
+        table=provider_cap_table,
         description="Provider-side monthly allowances (e.g. the Forge free 100,000 GB-seconds of "
         "function compute) against month-to-date provider usage, with a run-rate forecast.",
         settings=settings,

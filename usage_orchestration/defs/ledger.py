@@ -13,6 +13,7 @@ call ``ledger_reader(ledger)`` (see docs/ledger.md).
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from dagster import (
@@ -39,6 +40,7 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    record_days,
     table,
 )
 from usage_orchestration.defs.resources import (
@@ -52,7 +54,13 @@ from usage_orchestration.ledger.sql import LedgerError
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.settings import LedgerSettings, UsageSettings
 from usage_orchestration.settings.secrets import LEDGER_API_TOKEN, LEDGER_DATABASE_URL_ENV
-from usage_orchestration.warehouse.ledger_load import store_ledger_days
+from usage_orchestration.warehouse.ledger_load import (
+    LEDGER_UNAVAILABLE,
+    ledger_coverage,
+    store_ledger_days,
+    usage_by_day,
+)
+from usage_orchestration.warehouse.schema import ledger_daily_usage as ledger_daily_usage_table
 from usage_orchestration.warehouse.store import safe_url
 
 TOKEN_ENV = LEDGER_API_TOKEN
@@ -164,9 +172,12 @@ def build_ledger_asset(settings: UsageSettings) -> AssetsDefinition:
         group="ledger",
         settings=settings,
         check_specs=[SYNC_CHECK_SPEC],
+        table=ledger_daily_usage_table,
         description="Credit ledger usage_event aggregated per day, entity, resource type and "
         "unit (SQL GROUP BY in the ledger database, or the Usage Reporting API); a day's rows "
-        "are replaced atomically on every materialization.",
+        "are replaced atomically on every materialization. A day without any event is ledger "
+        "coverage unavailable (metadata ledger_coverage): reconciliation reports it as "
+        "ledger_unavailable, not as leaks.",
     )
     def ledger_daily_usage(
         context: AssetExecutionContext,
@@ -189,12 +200,22 @@ def _materialize_ledger_days(
     status, problem = _sync_health(reader)
     if problem:
         context.log.warning(f"ledger: {problem}")
+    by_day = usage_by_day(usage, days)
+    empty = [d for d in days if ledger_coverage(by_day[d]) == LEDGER_UNAVAILABLE]
+    if empty:
+        # no event at all for the platform: a ledger or sync problem, which reconciliation
+        # reports as ledger_unavailable (not as revenue leaks)
+        context.log.warning(
+            f"ledger: coverage unavailable (no events at all) on {len(empty)} day(s): "
+            + ", ".join(d.isoformat() for d in empty[:10])
+        )
     context.log.info(
         f"ledger: wrote {len(usage)} rows ({sum(u.events for u in usage)} events) "
         f"for {day_span(days)}"
     )
+    # each partition gets its own day's figures; the result holds what is true of every day
+    record_days(context, lambda d: _usage_metadata(by_day[d]))
     meta: dict[str, Any] = {
-        **_usage_metadata(usage, len(days)),
         "backend": MetadataValue.text(ledger.backend),
         "ledger": MetadataValue.text(ledger.describe()),
         **_sync_metadata(status, problem),
@@ -244,13 +265,14 @@ def _totals_by_resource_type(usage: Sequence[LedgerDailyUsage]) -> list[dict[str
     return sorted(by_rt.values(), key=lambda a: (a["resource_type"], a["unit"]))
 
 
-def _usage_metadata(usage: Sequence[LedgerDailyUsage], days: int) -> dict[str, Any]:
+def _usage_metadata(usage: Sequence[LedgerDailyUsage]) -> dict[str, Any]:
+    """One day's figures (numbers, so the UI plots them over the partitions)."""
     totals = _totals_by_resource_type(usage)
     meta: dict[str, Any] = {
+        "ledger_coverage": MetadataValue.text(ledger_coverage(usage)),
         "rows": len(usage),
-        "days": days,
         "events": sum(u.events for u in usage),
-        "credits_total": credits_metadata(sum((u.credits for u in usage), 0)),
+        "credits_total": credits_metadata(sum((u.credits for u in usage), Decimal(0))),
         "entities": len({u.entity_id for u in usage}),
         "by_resource_type": table(
             totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]

@@ -26,7 +26,7 @@ from dagster import (
     ResourceParam,
 )
 
-from usage_orchestration.core.money import credits_metadata
+from usage_orchestration.core.money import credits_metadata, format_credits
 from usage_orchestration.core.reconcile import (
     STATUSES,
     ReconciliationRow,
@@ -40,6 +40,7 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    record_days,
     table,
 )
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
@@ -55,6 +56,7 @@ from usage_orchestration.warehouse.analysis import (
     reconcile_days,
     write_reconciliation,
 )
+from usage_orchestration.warehouse.analysis_schema import usage_reconciliation as recon_table
 
 CHECK_TOLERANCE = "within_tolerance"
 CHECK_BLOCKING = "no_blocking_breaks"
@@ -183,22 +185,21 @@ def _unmapped_check(
     )
 
 
-def _metadata(
-    written: int, days: int, summary: ReconciliationSummary, settings: UsageSettings
-) -> dict[str, object]:
+def _day_metadata(rows: Sequence[ReconciliationRow], settings: UsageSettings) -> dict[str, object]:
+    """One day's figures (each partition its own, so plots over time are real series)."""
+    summary = summarize(rows, worst=settings.budgets.worst_rows_shown)
     meta: dict[str, object] = {
-        "rows": written,
-        "days": days,
+        "rows": len(rows),
         "breaks": summary.breaks,
         "blocking_breaks": summary.blocking_breaks,
         "leak_credits": credits_metadata(summary.leak_credits),
         "overcharge_credits": credits_metadata(summary.overcharge_credits),
         "unmapped_rows": summary.unmapped_rows,
+        "ledger_coverage": MetadataValue.text(
+            "unavailable" if any(r.status == "ledger_unavailable" for r in rows) else "complete"
+        ),
         "worst_breaks": _rows_table(
             summary.worst, WORST_COLUMNS, settings.budgets.worst_rows_shown
-        ),
-        "providers": MetadataValue.text(
-            ", ".join(p.name for p in enabled_providers(settings)) or "none"
         ),
     }
     for status in STATUSES:
@@ -218,6 +219,7 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         group="analysis",
         settings=settings,
         check_specs=CHECK_SPECS,
+        table=recon_table,
         description="Provider usage (converted with the rate card) against the credit ledger per "
         "day, entity and resource type, with a status (matched, ledger_under, ledger_over, "
         "missing_in_ledger, missing_at_provider, unmapped, provider_unavailable, "
@@ -236,7 +238,8 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         summary = summarize(rows, worst=settings.budgets.worst_rows_shown)
         context.log.info(
             f"reconciliation {day_span(days)}: {written} rows, {summary.breaks} break(s), "
-            f"leak {summary.leak_credits} credits, overcharge {summary.overcharge_credits}"
+            f"leak {format_credits(summary.leak_credits)} credits, "
+            f"overcharge {format_credits(summary.overcharge_credits)}"
         )
         breaks = [r for r in rows if r.is_break]
         checks = [
@@ -245,8 +248,10 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
             _completeness_check(completeness(wh, days, expected_accounts(settings))),
             _unmapped_check([r for r in rows if r.status == "unmapped"], summary),
         ]
+        record_days(context, lambda d: _day_metadata(by_day.get(d, []), settings))
+        providers_shown = ", ".join(p.name for p in providers) or "none"
         return MaterializeResult(
-            metadata=_metadata(written, len(days), summary, settings), check_results=checks
+            metadata={"providers": MetadataValue.text(providers_shown)}, check_results=checks
         )
 
     return usage_reconciliation
