@@ -102,7 +102,9 @@ def test_a_range_run_fills_each_day_and_records_unavailable_days(
             )
         elif r["resource_id"] in MAPPED_NEON_PROJECTS and r["metric"].endswith("_bytes_month"):
             assert r["resource_type"] == "workspace_storage"
-        elif r["resource_id"] in MAPPED_NEON_PROJECTS and r["metric"] != "extra_branches_month":
+        elif r["resource_id"] in MAPPED_NEON_PROJECTS and r["metric"] == "extra_branches_month":
+            assert r["resource_type"] == "extra_branches"
+        elif r["resource_id"] in MAPPED_NEON_PROJECTS:
             assert r["resource_type"] == "data_transfer"
         else:
             assert r["entity_id"] is None  # reported as unmapped, not dropped

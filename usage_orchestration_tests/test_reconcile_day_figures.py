@@ -179,3 +179,36 @@ def test_every_partition_of_a_range_run_shows_its_own_day(
     assert series("usage_reconciliation", "breaks") == [0, 1, 1]
     assert series("budget_status", "pool_remaining") == [4940.0, 4873.0, 4801.75]
     assert len(set(series("budget_status", "credits_used_mtd"))) == 3
+
+
+def test_every_warehouse_asset_documents_its_table_columns() -> None:
+    """The catalog shows each warehouse asset's columns (``dagster/column_schema``), read from
+    the SQLAlchemy table the asset writes, so they are declared in one place."""
+    from usage_orchestration.defs.location import build_definitions
+    from usage_orchestration.warehouse.analysis_schema import provider_cap_status, usage_anomaly
+    from usage_orchestration.warehouse.schema import provider_usage
+
+    tables = {
+        "ledger_daily_usage": ledger_daily_usage,
+        "usage_reconciliation": usage_reconciliation,
+        "budget_status": budget_status,
+        "usage_anomalies": usage_anomaly,
+        "provider_cap_status": provider_cap_status,
+        "focus_costs": focus_cost_row,
+        "phala_usage": provider_usage,
+        "neon_usage": provider_usage,
+        "forge_usage": provider_usage,
+    }
+    graph = build_definitions(load_settings()).resolve_asset_graph()
+    for key, table in tables.items():
+        meta = graph.get(AssetKey(key)).metadata
+        schema = meta["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == [c.name for c in table.columns], key
+        assert meta["dagster/table_name"] == table.name
+    schema = graph.get(AssetKey("budget_status")).metadata["dagster/column_schema"]
+    cols = {c.name: c for c in schema.columns}
+    assert cols["credits_used"].type == "decimal(38,12)"
+    assert cols["credits_used"].constraints.nullable is False
+    assert cols["monthly_budget"].constraints.nullable is True
+    assert cols["as_of_date"].type == "date" and cols["over_budget"].type == "bool"
+    assert schema.constraints.other == ["primary key (as_of_date, entity_id)"]

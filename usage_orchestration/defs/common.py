@@ -24,6 +24,7 @@ from sqlalchemy import Boolean, Date, DateTime, Integer, String, Table, Text
 from usage_orchestration.core.money import CONTEXT, credits_metadata
 from usage_orchestration.defs.partitions import current_partitions, daily_partitions_of
 from usage_orchestration.settings import UsageSettings
+from usage_orchestration.warehouse.schema import metadata as warehouse_metadata
 from usage_orchestration.warehouse.types import ExactDecimal
 
 # Who answers for the assets in the catalog (Dagster owners: an email or "team:<name>").
@@ -43,14 +44,16 @@ def daily_asset(
     group: str,
     provider: str = ALL_PROVIDERS,
     settings: UsageSettings | None = None,
-    table: Table | None = None,
+    table: Table | str | None = None,
     **asset_args: Any,
 ) -> Callable[[Callable[..., Any]], Any]:
     """``@asset`` with what every asset of the pipeline shares: the one daily partitioning
     (from ``settings``, else from those of the definitions being built), a backfill range as
     one run (each asset handles every day of the range and replaces them in one transaction),
     the owners and the ``provider`` tag. ``table``: the warehouse table the asset writes, whose
-    columns the catalog then shows (``dagster/column_schema``)."""
+    columns the catalog then shows (``dagster/column_schema``), or its name."""
+    if isinstance(table, str):
+        table = warehouse_metadata.tables[table]
     if table is not None:
         asset_args["metadata"] = {
             **asset_args.get("metadata", {}),

@@ -74,13 +74,15 @@ UNMAPPED_NEON_PROJECT = neon.DEMO_PROJECTS[1]
 MAPPED_NEON_PROJECTS = tuple(p for p in neon.DEMO_PROJECTS if p != UNMAPPED_NEON_PROJECT)
 
 # Neon metrics beside compute and root-branch storage (settings/neon.py), for the mapped
-# projects: every storage gauge is workspace storage, network transfer is data transfer.
+# projects: every storage gauge is workspace storage, network transfer is data transfer,
+# branches beyond the plan's allowance are extra branches.
 NEON_EXTRA_METRICS = {
     "child_branch_bytes_month": "workspace_storage",
     "instant_restore_bytes_month": "workspace_storage",
     "snapshot_storage_bytes_month": "workspace_storage",
     "public_network_transfer_bytes": "data_transfer",
     "private_network_transfer_bytes": "data_transfer",
+    "extra_branches_month": "extra_branches",
 }
 NEON_MAPPINGS: list[UsageMapping] = [
     m for m in neon.DEFAULT_MAPPINGS if m.resource_id in MAPPED_NEON_PROJECTS
@@ -103,6 +105,14 @@ NEON_EXTRA_RATE_CARD: dict[str, RateCardEntry] = {
         conversions={"GB": UnitConversion(multiply=Decimal(1_000_000_000))},
         credits_per_unit=Decimal("0.000000001"),
         tolerance_abs=Decimal(1_000_000),
+        tolerance_rel=Decimal("0.01"),
+    ),
+    # consumed unit branch-month (branch-hours / 744): charged as is
+    "extra_branches": RateCardEntry(
+        ledger_unit="branch-month",
+        conversions={"branch-month": UnitConversion()},
+        credits_per_unit=Decimal("1.5"),
+        tolerance_abs=Decimal("0.001"),
         tolerance_rel=Decimal("0.01"),
     ),
 }
