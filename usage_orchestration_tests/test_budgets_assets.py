@@ -387,6 +387,25 @@ def test_a_month_without_budgets_or_pool_is_not_configured(db_url: str, ledger_u
     (check,) = result.get_asset_check_evaluations()
     assert check.passed and "not configured for 2026-02" in (check.description or "")
 
+    # a month with neither usage nor budgets (before the ledger's history): no rows, still
+    # reported as not configured, and green
+    january = run(
+        settings,
+        [build_budget_status_asset(settings)],
+        tags={
+            "dagster/asset_partition_range_start": "2026-01-30",
+            "dagster/asset_partition_range_end": "2026-01-31",
+        },
+    )
+    assert rows_of(db_url, budget_status, "as_of_date", date(2026, 1, 31)) == []
+    jan = {
+        m.partition: m.metadata for m in january.asset_materializations_for_node("budget_status")
+    }
+    assert jan["2026-01-31"]["budgets_status"].value == "not configured"
+    assert jan["2026-01-31"]["entities"].value == 0
+    (check,) = january.get_asset_check_evaluations()
+    assert check.passed and "not configured for 2026-01" in (check.description or "")
+
 
 def test_budget_metadata_rounds_credits_for_people(db_url: str, ledger_url: str) -> None:
     settings = make_settings(db_url, ledger_url)

@@ -10,7 +10,8 @@ the figures as of that day, with the budgets in force that month.
 
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -88,9 +89,27 @@ def _credits_span(
     return list(reader.credits_by_day(start, end))
 
 
+@dataclass(frozen=True)
+class BudgetRun:
+    """Budget and pool rows of a range, and the months the ledger has no budgets or no pool
+    for (reported as not configured)."""
+
+    budgets: list[BudgetRow]
+    pools: list[CreditPoolRow]
+    months_without_budgets: frozenset[str]
+    months_without_pool: frozenset[str]
+
+
 def compute_budgets(
     reader: LedgerReader, days: Sequence[date], settings: UsageSettings
 ) -> tuple[list[BudgetRow], list[CreditPoolRow]]:
+    run = compute_budget_run(reader, days, settings)
+    return run.budgets, run.pools
+
+
+def compute_budget_run(
+    reader: LedgerReader, days: Sequence[date], settings: UsageSettings
+) -> BudgetRun:
     """Budget and pool rows for every day of ``days``: one credits query for the whole span,
     one budgets query per month, one pool query per day.
 
@@ -127,7 +146,12 @@ def compute_budgets(
             pool_missing.add(m)  # the pool is monthly: no need to ask again this month
             continue
         pools.append(credit_pool_status(d, pool, upto, forecast_min_days=cfg.forecast_min_days))
-    return budgets, pools
+    return BudgetRun(
+        budgets,
+        pools,
+        frozenset(m for m, b in months.items() if not b),
+        frozenset(pool_missing),
+    )
 
 
 def compute_anomalies(
@@ -297,7 +321,9 @@ def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
 WITHIN_BUDGET_CHECK = "within_budget"
 
 
-def _within_budget(budgets: Sequence[BudgetRow]) -> AssetCheckResult:
+def _within_budget(
+    budgets: Sequence[BudgetRow], months_without_budgets: Iterable[str] = ()
+) -> AssetCheckResult:
     """Red in the UI when an entity is over budget on the last day, yellow when one is only
     forecast to overrun: the budget state at a glance, beside the pages the sensors send.
 
@@ -307,15 +333,17 @@ def _within_budget(budgets: Sequence[BudgetRow]) -> AssetCheckResult:
     latest = [b for b in budgets if b.as_of_date == last]
     over = [b for b in latest if b.over_budget]
     overrun = [b for b in latest if b.forecast_overrun is not None and not b.over_budget]
-    not_configured = sorted({b.month for b in budgets if b.budget_state == NOT_CONFIGURED})
+    not_configured = sorted(
+        {b.month for b in budgets if b.budget_state == NOT_CONFIGURED} | set(months_without_budgets)
+    )
     rows = [b.record("") for b in over + overrun]
     if over or overrun:
         description = (
             f"{len(over)} entit{'y' if len(over) == 1 else 'ies'} over budget, {len(overrun)} "
             f"forecast to overrun, as of {last}"
         )
-    elif latest and all(b.budget_state == NOT_CONFIGURED for b in latest):
-        description = f"no budgets configured for {latest[0].month} (as of {last})"
+    elif last is None:
+        description = "no entity has a budget or credits in the range"
     else:
         description = f"every entity within budget as of {last}"
     if not_configured:
@@ -338,22 +366,33 @@ def _materialize_budgets(
     context: AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
 ) -> MaterializeResult:
     days = partition_days(context)
-    run = load_id(context)
-    budgets, pools = compute_budgets(reader, days, settings)
+    load = load_id(context)
+    run = compute_budget_run(reader, days, settings)
     write_rows(
         wh,
         {
-            budget_status_table: (days, [b.record(run) for b in budgets], "as_of_date"),
-            credit_pool_table: (days, [p.record(run) for p in pools], "as_of_date"),
+            budget_status_table: (days, [b.record(load) for b in run.budgets], "as_of_date"),
+            credit_pool_table: (days, [p.record(load) for p in run.pools], "as_of_date"),
         },
     )
     by_day: dict[date, list[BudgetRow]] = defaultdict(list)
-    for b in budgets:
+    for b in run.budgets:
         by_day[b.as_of_date].append(b)
-    pool_of = {p.as_of_date: p for p in pools}
+    pool_of = {p.as_of_date: p for p in run.pools}
     _log_budgets(context, days, by_day, pool_of)
-    record_days(context, lambda d: budget_day_metadata(d, by_day[d], pool_of.get(d), settings))
-    return MaterializeResult(check_results=[_within_budget(budgets)])
+    record_days(
+        context,
+        lambda d: budget_day_metadata(
+            d,
+            by_day[d],
+            pool_of.get(d),
+            settings,
+            budgets_configured=month_of(d) not in run.months_without_budgets,
+        ),
+    )
+    return MaterializeResult(
+        check_results=[_within_budget(run.budgets, run.months_without_budgets)]
+    )
 
 
 def _log_budgets(
@@ -382,6 +421,8 @@ def budget_day_metadata(
     latest: Sequence[BudgetRow],
     pool: CreditPoolRow | None,
     settings: UsageSettings,
+    *,
+    budgets_configured: bool = True,
 ) -> dict[str, Any]:
     """One day's budgets and pool, as that partition's metadata (credits at 2 decimals)."""
     over = [b for b in latest if b.over_budget]
@@ -391,7 +432,7 @@ def budget_day_metadata(
     meta: dict[str, Any] = {
         "as_of": MetadataValue.text(day.isoformat()),
         "budgets_status": MetadataValue.text(
-            "not configured" if latest and len(not_configured) == len(latest) else "configured"
+            "configured" if budgets_configured else "not configured"
         ),
         "entities": len(latest),
         "entities_not_configured": len(not_configured),
