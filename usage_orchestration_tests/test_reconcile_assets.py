@@ -11,6 +11,7 @@ from typing import Any
 from dagster import AssetKey, BackfillPolicy, DagsterInstance, asset, materialize
 from sqlalchemy import func, select
 
+from usage_orchestration.defs.ledger import LedgerResource
 from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.reconcile import build_reconciliation_asset
 from usage_orchestration.defs.resources import WarehouseResource
@@ -131,6 +132,8 @@ def run(settings: UsageSettings, extra: list | None = None, **kw: Any):
         resources={
             "settings": settings,
             "warehouse": WarehouseResource(url=settings.warehouse_url),
+            # no ledger database here: the tables show entity ids without names
+            "ledger": LedgerResource(database_url=settings.ledger.database_url),
         },
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,

@@ -180,6 +180,15 @@ def test_every_partition_of_a_range_run_shows_its_own_day(
     assert series("budget_status", "pool_remaining") == [4940.0, 4873.0, 4801.75]
     assert len(set(series("budget_status", "credits_used_mtd"))) == 3
 
+    # tables show the ledger's entity names beside the ids
+    worst = meta["usage_reconciliation"]["2026-03-02"]["worst_breaks"].records
+    assert [(r.data["entity_name"], r.data["entity_id"]) for r in worst] == [("Sales", "ent-a")]
+    budgets = meta["budget_status"]["2026-03-02"]["budgets"].records
+    assert {(r.data["entity_name"], r.data["entity_id"]) for r in budgets} == {
+        ("Sales", "ent-a"),
+        ("Bot", "ent-b"),
+    }
+
 
 def test_every_warehouse_asset_documents_its_table_columns() -> None:
     """The catalog shows each warehouse asset's columns (``dagster/column_schema``), read from

@@ -11,8 +11,8 @@ Other parts read the ledger through the same resource: declare ``ledger: LedgerR
 call ``ledger_reader(ledger)`` (see docs/ledger.md).
 """
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +31,7 @@ from dagster import (
     MetadataValue,
 )
 
+from usage_orchestration.core.dates import month_of
 from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs.common import (
     CREDIT_LEDGER,
@@ -103,6 +104,34 @@ class LedgerResource(ConfigurableResource):
 def ledger_reader(ledger: LedgerResource) -> LedgerReader:
     """The configured ``LedgerReader`` (SQL or HTTP) for an asset that declared the resource."""
     return ledger.reader()
+
+
+class EntityNames:
+    """Entity id → name, from the ledger's budgets of each month (one query per month, cached):
+    for metadata tables that show names beside ids. Best effort: an entity without a budget
+    that month, or a ledger that cannot be read, shows its id only (the latter logged once)."""
+
+    def __init__(self, reader: LedgerReader, warn: Callable[[str], None]) -> None:
+        self._reader = reader
+        self._warn = warn
+        self._months: dict[str, dict[str, str]] = {}
+        self._failed = False
+
+    def name(self, entity_id: str, day: date) -> str | None:
+        month = month_of(day)
+        if month not in self._months:
+            self._months[month] = self._load(month)
+        return self._months[month].get(entity_id)
+
+    def _load(self, month: str) -> dict[str, str]:
+        if self._failed:
+            return {}
+        try:
+            return {b.entity_id: b.name for b in self._reader.budgets(month) if b.name}
+        except (LedgerError, ProviderError) as exc:
+            self._failed = True
+            self._warn(f"ledger: entity names unavailable, tables show ids only: {exc}")
+            return {}
 
 
 def _sync_metadata(status: SyncStatus | None, problem: str | None) -> dict[str, Any]:
