@@ -285,3 +285,23 @@ def test_anomaly_below_threshold_and_baseline_days() -> None:
         (d + timedelta(days=1), "a", "app", "app_compute", D(9999)),
     ]
     assert anomalies(d, later) == anomalies(d, later[:-1])
+
+
+def test_budget_state_says_configured_no_budget_or_not_configured() -> None:
+    day = date(2026, 3, 5)
+    credits = [(day, "a", "app", "app_compute", D(10)), (day, "new", "app", "app_compute", D(5))]
+    with_budgets = budget_status(
+        day, credits, [EntityBudget(entity_id="a", entity_type="app", monthly_budget=D(100))]
+    )
+    assert {r.entity_id: r.budget_state for r in with_budgets} == {
+        "a": "configured",
+        "new": "no_budget",  # the month has budgets, not for this entity
+    }
+    # no budget at all for the month: every entity not_configured, never over budget
+    bare = budget_status(day, credits, [])
+    assert {r.entity_id: r.budget_state for r in bare} == {
+        "a": "not_configured",
+        "new": "not_configured",
+    }
+    assert not any(r.over_budget or r.thresholds_crossed for r in bare)
+    assert [r.credits_used for r in bare] == [D(10), D(5)]

@@ -344,3 +344,82 @@ def test_range_across_a_month_boundary(db_url: str, ledger_url: str) -> None:
     assert april["ent-b"]["credits_used"] == 0 and april["ent-b"]["days_of_data"] == 0
     pools = {r["as_of_date"]: r for r in rows_of(db_url, credit_pool_status, "month", "2026-03")}
     assert pools[date(2026, 3, 31)]["used"] == D(1060)  # 610 + b's 15 × 30 = 450
+
+
+def test_a_month_without_budgets_or_pool_is_not_configured(db_url: str, ledger_url: str) -> None:
+    """February has usage but no budget and no credit pool (set from March on): its days are
+    reported as not configured, March is computed, and the run succeeds."""
+    settings = make_settings(db_url, ledger_url)
+    engine = seed_ledger(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(usage_event.insert(), [event(date(2026, 2, 27), "ent-a", "40")])
+    result = run(
+        settings,
+        [build_budget_status_asset(settings)],
+        tags={
+            "dagster/asset_partition_range_start": "2026-02-27",
+            "dagster/asset_partition_range_end": "2026-03-02",
+        },
+    )
+    feb = rows_of(db_url, budget_status, "as_of_date", date(2026, 2, 28))
+    assert [(r["entity_id"], r["budget_state"], r["credits_used"]) for r in feb] == [
+        ("ent-a", "not_configured", D(40))
+    ]
+    assert feb[0]["monthly_budget"] is None and not feb[0]["over_budget"]
+    march = {
+        r["entity_id"]: r for r in rows_of(db_url, budget_status, "as_of_date", date(2026, 3, 2))
+    }
+    assert march["ent-a"]["budget_state"] == "configured"
+    assert march["ent-a"]["monthly_budget"] == D(1000) and march["ent-a"]["credits_used"] == D(60)
+    assert rows_of(db_url, credit_pool_status, "as_of_date", date(2026, 2, 28)) == []
+    assert rows_of(db_url, credit_pool_status, "as_of_date", date(2026, 3, 2))[0]["used"] == D(120)
+
+    meta = {
+        m.partition: m.metadata for m in result.asset_materializations_for_node("budget_status")
+    }
+    assert meta["2026-02-28"]["budgets_status"].value == "not configured"
+    assert meta["2026-02-28"]["pool_status"].value == "not configured"
+    assert "pool_remaining" not in meta["2026-02-28"]  # no figure invented for February
+    assert meta["2026-02-28"]["entities_not_configured"].value == 1
+    assert meta["2026-03-02"]["pool_status"].value == "configured"
+    assert meta["2026-03-02"]["pool_remaining"].value == 4880.0
+    assert meta["2026-03-01"]["pool_remaining"].value == 4940.0  # each day its own pool
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and "not configured for 2026-02" in (check.description or "")
+
+    # a month with neither usage nor budgets (before the ledger's history): no rows, still
+    # reported as not configured, and green
+    january = run(
+        settings,
+        [build_budget_status_asset(settings)],
+        tags={
+            "dagster/asset_partition_range_start": "2026-01-30",
+            "dagster/asset_partition_range_end": "2026-01-31",
+        },
+    )
+    assert rows_of(db_url, budget_status, "as_of_date", date(2026, 1, 31)) == []
+    jan = {
+        m.partition: m.metadata for m in january.asset_materializations_for_node("budget_status")
+    }
+    assert jan["2026-01-31"]["budgets_status"].value == "not configured"
+    assert jan["2026-01-31"]["entities"].value == 0
+    (check,) = january.get_asset_check_evaluations()
+    assert check.passed and "not configured for 2026-01" in (check.description or "")
+
+
+def test_budget_metadata_rounds_credits_for_people(db_url: str, ledger_url: str) -> None:
+    settings = make_settings(db_url, ledger_url)
+    engine = seed_ledger(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(usage_event.insert(), [event(date(2026, 3, 2), "ent-b", "0.123456")])
+    result = run(settings, [build_budget_status_asset(settings)], partition_key="2026-03-02")
+    meta = result.asset_materializations_for_node("budget_status")[0].metadata
+    # 60 + 60 (Mar 1-2) + 0.123456: people read 120.12, storage keeps every digit
+    assert meta["credits_used_mtd"].value == 120.12
+    stored = {
+        r["entity_id"]: r
+        for r in rows_of(db_url, budget_status, "as_of_date", MARCH.replace(day=2))
+    }
+    assert stored["ent-b"]["credits_used"] == D("60.123456")
+    shown = {r.data["entity_id"]: r.data for r in meta["budgets"].records}
+    assert shown["ent-b"]["credits_used"] == 60.12

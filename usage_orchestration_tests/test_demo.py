@@ -128,6 +128,37 @@ def test_instance_holds_30_materialized_partitions(demo_run: tuple) -> None:
     assert out.stdout.strip().splitlines()[-1] == "30", out.stderr[-2000:]
 
 
+def test_the_demo_leaves_exactly_one_account_unmapped(demo_run: tuple) -> None:
+    """Every account the demo ingests maps to a ledger entity except the one Neon project the
+    docs point out (docs/reconciliation.md): no wall of unexplained unmapped rows."""
+    from decimal import Decimal
+
+    from sqlalchemy import select
+
+    from usage_orchestration.settings.defaults import UNMAPPED_NEON_PROJECT
+    from usage_orchestration.warehouse.analysis_schema import usage_reconciliation as rec
+    from usage_orchestration.warehouse.schema import provider_usage as pu
+    from usage_orchestration.warehouse.store import Warehouse
+
+    proc, _, home = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wh = Warehouse(f"sqlite:///{home.parent / 'warehouse.sqlite'}")
+    with wh.engine.connect() as conn:
+        unmapped = conn.execute(
+            select(pu.c.provider, pu.c.resource_id, pu.c.consumed_quantity).where(
+                pu.c.entity_id.is_(None)
+            )
+        ).all()
+        reasons = conn.execute(
+            select(rec.c.provider, rec.c.reason).where(rec.c.status == "unmapped")
+        )
+        reasons = reasons.all()
+    accounts = {(p, rid) for p, rid, qty in unmapped if Decimal(qty) != 0}
+    assert accounts == {("neon", UNMAPPED_NEON_PROJECT)}
+    assert reasons and {p for p, _ in reasons} == {"neon"}
+    assert all(f"(resources: {UNMAPPED_NEON_PROJECT})" in r for _, r in reasons)
+
+
 def _budget_figures(url: str) -> list[tuple]:
     """Every budget and pool figure the demo wrote (load ids aside), exactly as stored."""
     from sqlalchemy import select

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from usage_orchestration.core.focus import (
     COST_REPORTED,
@@ -111,11 +111,11 @@ def test_phala_row_mapped_carries_its_reported_cost_and_credits() -> None:
     assert set(FOCUS_COLUMNS) <= set(row)
 
 
-def test_phala_storage_unmapped_keeps_cost_and_leaves_credits_absent() -> None:
+def test_phala_storage_of_an_unmapped_app_keeps_cost_and_leaves_credits_absent() -> None:
     settings = load_settings()
     usage = _usage(
         provider="phala",
-        resource_id=PHALA_APP_SALES,
+        resource_id="f" * 40,  # an app no mapping names
         metric="storage",
         consumed_quantity=D(30),
         consumed_unit="minute",
@@ -130,6 +130,25 @@ def test_phala_storage_unmapped_keeps_cost_and_leaves_credits_absent() -> None:
     assert row["ServiceCategory"] == "Storage"
     for col in ("x_EntityId", "x_EntityType", "x_LedgerQuantity", "x_CreditsListCost"):
         assert row[col] is None  # unmapped: visibly absent, not 0
+
+
+def test_phala_storage_of_a_demo_app_is_charged_as_app_storage() -> None:
+    settings = load_settings()
+    usage = _usage(
+        provider="phala",
+        resource_id=PHALA_APP_SALES,
+        metric="storage",
+        consumed_quantity=D(30),
+        consumed_unit="minute",
+        raw_quantity=D(30),
+        raw_unit="minute",
+        billed_cost=D("0.003"),
+        billing_currency="USD",
+        rows_with_cost=1,
+    )
+    row = focus_row(usage, settings.mappings, settings.rate_card)
+    assert (row["x_EntityId"], row["x_LedgerResourceType"]) == (SALES_DASHBOARD, "app_storage")
+    assert row["x_CreditsListCost"] == D(30) * D("0.0001")
 
 
 def test_neon_row_has_no_known_cost_but_its_credits() -> None:
@@ -286,32 +305,45 @@ def sandbox_export(sandbox_server: SandboxServer, db_url: str, tmp_path: Path) -
 def test_asset_writes_table_and_monthly_files(sandbox_export: Export) -> None:
     mats = sandbox_export.result.asset_materializations_for_node("focus_costs")
     assert sorted(m.partition for m in mats) == [d.isoformat() for d in DAYS]
-    meta = mats[0].metadata
+    meta = {m.partition: m.metadata for m in mats}
     rows = _table(sandbox_export.db_url)
-    assert meta["rows"].value == len(rows) > 0
-    assert meta["rows_phala"].value > 0 and meta["rows_neon"].value > 0
-    assert meta["rows_forge"].value > 0
-    # Neon and Forge report no cost per row: kept in the table, out of the files
-    assert meta["rows_cost_unknown"].value == meta["rows_neon"].value + meta["rows_forge"].value
-    assert meta["rows_exportable"].value == meta["rows_phala"].value
+    assert len(rows) > 0
     with Warehouse(sandbox_export.db_url).engine.connect() as conn:
-        days = {r[0] for r in conn.execute(select(focus_cost_row.c.usage_date))}
-    assert days <= set(DAYS) and date(2026, 11, 2) in days
+        per_day = dict(
+            conn.execute(
+                select(focus_cost_row.c.usage_date, func.count()).group_by(
+                    focus_cost_row.c.usage_date
+                )
+            ).all()
+        )
+    assert set(per_day) <= set(DAYS) and date(2026, 11, 2) in per_day
+    for d in DAYS:  # each partition its own day's figures, not the range's
+        m = meta[d.isoformat()]
+        assert m["rows"].value == per_day.get(d, 0)
+        if not per_day.get(d):
+            continue
+        assert m["rows_phala"].value > 0 and m["rows_neon"].value > 0
+        assert m["rows_forge"].value > 0
+        # Neon and Forge report no cost per row: kept in the table, out of the files
+        assert m["rows_cost_unknown"].value == m["rows_neon"].value + m["rows_forge"].value
+        assert m["rows_exportable"].value == m["rows_phala"].value
     total = 0
     for month in ("2026-10", "2026-11"):
+        key = month.replace("-", "_")
+        # a day's partition names its own month's files
+        shown = [m for p, m in meta.items() if p.startswith(month)]
+        assert shown and all(f"export_csv_{key}" in m for m in shown)
         csv_path, parquet_path = sandbox_export.files(month)
-        assert meta[f"export_csv_{month.replace('-', '_')}"].value == str(csv_path.resolve())
+        assert shown[0][f"export_csv_{key}"].value == str(csv_path.resolve())
         with csv_path.open() as f:
             records = list(csv.DictReader(f))
         assert list(records[0]) == list(export_columns())
         assert {r["x_CostStatus"] for r in records} == {COST_REPORTED}
         assert {r["BillingPeriodStart"] for r in records} == {f"{month}-01T00:00:00Z"}
         parquet = pq.read_table(parquet_path)
-        assert (
-            parquet.num_rows == len(records) == meta[f"export_rows_{month.replace('-', '_')}"].value
-        )
+        assert parquet.num_rows == len(records) == shown[0][f"export_rows_{key}"].value
         total += len(records)
-    assert total == meta["rows_exportable"].value
+    assert total == sum(m["rows_exportable"].value for m in meta.values())
 
 
 def test_rematerializing_leaves_identical_table_and_files(sandbox_export: Export) -> None:

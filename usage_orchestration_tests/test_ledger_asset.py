@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from dagster import DagsterInstance, Definitions, materialize
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from usage_orchestration.defs.ledger import LedgerResource, build_ledger_asset, definitions
 from usage_orchestration.defs.location import build_definitions
@@ -89,17 +89,46 @@ def test_range_run_writes_every_day_and_rerun_is_idempotent(seeded: str, db_url:
         )
         for r in got
     ] == expected
-    meta = mats[0].metadata
-    assert meta["rows"].value == len(expected)
-    assert meta["events"].value == sum(e[7] for e in expected)
-    assert meta["credits_total"].value == pytest.approx(float(sum(e[6] for e in expected)))
-    assert meta["sync_ok"].value is True
-    assert "app_compute" in [r.data["resource_type"] for r in meta["by_resource_type"].records]
+    # each partition carries its own day's figures, not the range's totals
+    for m in mats:
+        day = [e for e in expected if e[0].isoformat() == m.partition]
+        meta = m.metadata
+        assert meta["rows"].value == len(day)
+        assert meta["events"].value == sum(e[7] for e in day)
+        assert meta["credits_total"].value == float(
+            sum((e[6] for e in day), Decimal(0)).quantize(Decimal("0.01"))
+        )
+        assert meta["ledger_coverage"].value == "complete"
+        assert meta["sync_ok"].value is True
+        assert "app_compute" in [r.data["resource_type"] for r in meta["by_resource_type"].records]
+    assert len({m.metadata["events"].value for m in mats}) > 1  # a real series, not flat
     checks = result.get_asset_check_evaluations()
     assert [(c.check_name, c.passed) for c in checks] == [("ledger_license_sync", True)]
 
     _run(ledger, db_url, tags=RANGE)
     assert _rows(db_url) == got  # same rows, nothing doubled
+
+
+def test_a_day_without_any_ledger_event_is_coverage_unavailable(seeded: str, db_url: str) -> None:
+    # the ledger lost May 3 entirely (a sync or ledger problem): no row, coverage unavailable
+    engine = make_engine(seeded)
+    with engine.begin() as conn:
+        conn.execute(
+            delete(usage_event).where(
+                usage_event.c.occurred_at >= datetime(2026, 5, 3, tzinfo=UTC),
+                usage_event.c.occurred_at < datetime(2026, 5, 4, tzinfo=UTC),
+            )
+        )
+    engine.dispose()
+    result = _run(LedgerResource(database_url=seeded), db_url, tags=RANGE)
+    coverage = {
+        m.partition: (m.metadata["ledger_coverage"].value, m.metadata["rows"].value)
+        for m in result.asset_materializations_for_node("ledger_daily_usage")
+    }
+    assert coverage.pop("2026-05-03") == ("unavailable", 0)
+    assert {c for c, _rows in coverage.values()} == {"complete"}
+    assert all(n > 0 for _c, n in coverage.values())
+    assert date(2026, 5, 3) not in {r[0] for r in _rows(db_url)}
 
 
 def test_one_day_rematerialized_sees_only_that_day(seeded: str, db_url: str) -> None:

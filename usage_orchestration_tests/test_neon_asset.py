@@ -21,6 +21,7 @@ from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.neon import demo_usage
 from usage_orchestration.sandbox.server import SandboxServer
 from usage_orchestration.settings import UsageSettings, load_settings
+from usage_orchestration.settings.defaults import MAPPED_NEON_PROJECTS
 from usage_orchestration.settings.neon import ANALYTICS_WAREHOUSE, DEMO_PROJECTS
 from usage_orchestration.warehouse.schema import provider_coverage, provider_usage
 from usage_orchestration.warehouse.store import Warehouse
@@ -90,16 +91,21 @@ def test_a_range_run_fills_each_day_and_records_unavailable_days(
     for d in complete:
         assert by_day[d]["row_count"] == sum(1 for r in usage if r["usage_date"] == d)
 
-    # mapping: compute and root-branch storage of the demo projects → Analytics Warehouse
+    # mapping: every metric of the demo projects → Analytics Warehouse, except the one project
+    # the demo keeps deliberately unmapped (settings/defaults.py)
     for r in usage:
-        if r["resource_id"] in DEMO_PROJECTS and r["metric"] == "compute_unit_seconds":
+        if r["resource_id"] in MAPPED_NEON_PROJECTS and r["metric"] == "compute_unit_seconds":
             assert (r["entity_id"], r["entity_type"], r["resource_type"]) == (
                 ANALYTICS_WAREHOUSE,
                 "workspace",
                 "job_compute",
             )
-        elif r["resource_id"] in DEMO_PROJECTS and r["metric"] == "root_branch_bytes_month":
+        elif r["resource_id"] in MAPPED_NEON_PROJECTS and r["metric"].endswith("_bytes_month"):
             assert r["resource_type"] == "workspace_storage"
+        elif r["resource_id"] in MAPPED_NEON_PROJECTS and r["metric"] == "extra_branches_month":
+            assert r["resource_type"] == "extra_branches"
+        elif r["resource_id"] in MAPPED_NEON_PROJECTS:
+            assert r["resource_type"] == "data_transfer"
         else:
             assert r["entity_id"] is None  # reported as unmapped, not dropped
     assert meta["unmapped_rows"] == sum(1 for r in usage if r["entity_id"] is None) > 0

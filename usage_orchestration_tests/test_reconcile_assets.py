@@ -11,6 +11,7 @@ from typing import Any
 from dagster import AssetKey, BackfillPolicy, DagsterInstance, asset, materialize
 from sqlalchemy import func, select
 
+from usage_orchestration.defs.ledger import LedgerResource
 from usage_orchestration.defs.partitions import daily_partitions
 from usage_orchestration.defs.reconcile import build_reconciliation_asset
 from usage_orchestration.defs.resources import WarehouseResource
@@ -131,6 +132,8 @@ def run(settings: UsageSettings, extra: list | None = None, **kw: Any):
         resources={
             "settings": settings,
             "warehouse": WarehouseResource(url=settings.warehouse_url),
+            # no ledger database here: the tables show entity ids without names
+            "ledger": LedgerResource(database_url=settings.ledger.database_url),
         },
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -170,14 +173,17 @@ def test_range_run_reconciles_every_day_and_reports(db_url: str) -> None:
     assert got[(D2, "", "storage")]["status"] == "unmapped"
     assert len(rows) == 5
 
-    meta = result.asset_materializations_for_node("usage_reconciliation")[0].metadata
-    assert (
-        meta["breaks"].value == 1
-        and meta["count_matched"].value == 3
-        and meta["count_unmapped"].value == 1
-    )
-    assert meta["leak_credits"].value == 18.0 and meta["overcharge_credits"].value == 0.0
-    assert "ent-a" in [r.data["entity_id"] for r in meta["worst_breaks"].records]
+    # each partition its own day's figures: D1 all matched, D2 the break and the unmapped row
+    mats = result.asset_materializations_for_node("usage_reconciliation")
+    meta = {m.partition: m.metadata for m in mats}
+    assert len(mats) == 2 and set(meta) == {"2026-03-01", "2026-03-02"}
+    d1, d2 = meta["2026-03-01"], meta["2026-03-02"]
+    assert (d1["breaks"].value, d1["count_matched"].value, d1["count_unmapped"].value) == (0, 2, 0)
+    assert (d2["breaks"].value, d2["count_matched"].value, d2["count_unmapped"].value) == (1, 1, 1)
+    assert d1["leak_credits"].value == 0.0 and d2["leak_credits"].value == 18.0
+    assert d2["overcharge_credits"].value == 0.0
+    assert "ent-a" in [r.data["entity_id"] for r in d2["worst_breaks"].records]
+    assert d1["worst_breaks"].records == []
 
     c = checks(result)
     assert not c["within_tolerance"].passed and c["within_tolerance"].severity.value == "ERROR"
@@ -192,6 +198,29 @@ def test_range_run_reconciles_every_day_and_reports(db_url: str) -> None:
     assert [(r["usage_date"], r["entity_id"], r["status"]) for r in again] == [
         (r["usage_date"], r["entity_id"], r["status"]) for r in rows
     ]
+
+
+def test_a_ledger_day_without_any_event_is_unavailable_not_leaks(db_url: str) -> None:
+    settings = make_settings(db_url)
+    wh = seed(settings)
+    # the ledger lost D2 entirely: no row for any entity (a ledger or sync problem)
+    with wh.engine.begin() as conn:
+        conn.execute(ledger_daily_usage.delete().where(ledger_daily_usage.c.usage_date == D2))
+    result = run(settings, tags=RANGE)
+    assert result.success
+    d2 = [r for r in table(wh) if r["usage_date"] == D2 and r["entity_id"]]
+    assert {r["status"] for r in d2} == {"ledger_unavailable"}
+    assert all(r["within_tolerance"] and r["delta_credits"] is None for r in d2)
+    assert "no events at all" in d2[0]["reason"]
+    meta = {
+        m.partition: m.metadata
+        for m in result.asset_materializations_for_node("usage_reconciliation")
+    }
+    assert meta["2026-03-02"]["ledger_coverage"].value == "unavailable"
+    assert meta["2026-03-02"]["count_missing_in_ledger"].value == 0
+    assert meta["2026-03-02"]["leak_credits"].value == 0.0
+    assert meta["2026-03-01"]["ledger_coverage"].value == "complete"
+    assert checks(result)["within_tolerance"].passed  # no wall of breaks
 
 
 def test_completeness_names_the_missing_account(db_url: str) -> None:

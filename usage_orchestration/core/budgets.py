@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import Any, Literal
 
 from usage_orchestration.core.dates import days_in_month, month_end, month_of, month_start
 from usage_orchestration.core.money import CREDITS_QUANTUM, quantize
@@ -93,9 +93,16 @@ class BudgetRow:
     forecast_month_end: Decimal | None
     forecast_percent: Decimal | None
     forecast_overrun: Decimal | None
+    # configured: a budget is in force for the entity; no_budget: the month has budgets, not for
+    # this entity; not_configured: the ledger holds no budget at all for the month
+    budget_state: BudgetState = "configured"
 
     def record(self, load_id: str) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in self.__dataclass_fields__}, "load_id": load_id}
+
+
+BudgetState = Literal["configured", "no_budget", "not_configured"]
+NOT_CONFIGURED: BudgetState = "not_configured"
 
 
 def _in_month(credits: Iterable[DailyCredits], as_of: date) -> list[DailyCredits]:
@@ -115,6 +122,8 @@ def budget_status(
 
     ``credits`` may span more than the month: only [month start, as_of] counts. ``days_of_data``
     is the number of days of the month (through as_of) on which the ledger holds any usage.
+    Without any budget for the month, every row is ``not_configured`` (credits and forecast
+    still computed, nothing over budget): a month before budgets were set is not an error.
     """
     month_rows = _in_month(credits, as_of)
     data_days = {c[0] for c in month_rows}
@@ -124,6 +133,7 @@ def budget_status(
         used[eid] += cr
         types.setdefault(eid, etype)
     by_entity = {b.entity_id: b for b in budgets}
+    month_state: BudgetState = "no_budget" if by_entity else NOT_CONFIGURED
     dim = days_in_month(as_of)
     out: list[BudgetRow] = []
     for eid in sorted(set(used) | set(by_entity)):
@@ -160,6 +170,7 @@ def budget_status(
                 if forecast is not None and budget
                 else None,
                 forecast_overrun=_m(overrun),
+                budget_state="configured" if b else month_state,
             )
         )
     return out

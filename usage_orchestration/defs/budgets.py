@@ -10,7 +10,8 @@ the figures as of that day, with the budgets in force that month.
 
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -29,8 +30,10 @@ from dagster import (
     ResourceParam,
     TimeWindowPartitionMapping,
 )
+from sqlalchemy import Table
 
 from usage_orchestration.core.budgets import (
+    NOT_CONFIGURED,
     AnomalyRow,
     BudgetRow,
     CreditPoolRow,
@@ -41,7 +44,7 @@ from usage_orchestration.core.budgets import (
     provider_cap_status,
 )
 from usage_orchestration.core.dates import month_of, month_start
-from usage_orchestration.core.money import credits_metadata
+from usage_orchestration.core.money import credits_metadata, format_credits
 from usage_orchestration.defs.common import (
     ALL_PROVIDERS,
     CREDIT_LEDGER,
@@ -51,11 +54,13 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    record_days,
     table,
 )
 from usage_orchestration.defs.ledger import LedgerResource, ledger_kind, ledger_reader
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.ledger.base import EntityBudget, LedgerReader
+from usage_orchestration.ledger.sql import CreditPoolNotConfigured
 from usage_orchestration.providers.registry import enabled_names, provider
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.analysis import provider_daily_quantity, write_rows
@@ -84,11 +89,33 @@ def _credits_span(
     return list(reader.credits_by_day(start, end))
 
 
+@dataclass(frozen=True)
+class BudgetRun:
+    """Budget and pool rows of a range, and the months the ledger has no budgets or no pool
+    for (reported as not configured)."""
+
+    budgets: list[BudgetRow]
+    pools: list[CreditPoolRow]
+    months_without_budgets: frozenset[str]
+    months_without_pool: frozenset[str]
+
+
 def compute_budgets(
     reader: LedgerReader, days: Sequence[date], settings: UsageSettings
 ) -> tuple[list[BudgetRow], list[CreditPoolRow]]:
+    run = compute_budget_run(reader, days, settings)
+    return run.budgets, run.pools
+
+
+def compute_budget_run(
+    reader: LedgerReader, days: Sequence[date], settings: UsageSettings
+) -> BudgetRun:
     """Budget and pool rows for every day of ``days``: one credits query for the whole span,
-    one budgets query per month, one pool query per day."""
+    one budgets query per month, one pool query per day.
+
+    A month without budgets gives ``not_configured`` rows; a day whose month has no credit pool
+    gives no pool row (``pool_status`` "not configured" in the metadata): a backfill reaching
+    back before budgets and pool were set succeeds, the configured months computed."""
     cfg = settings.budgets
     ordered = sorted(set(days))
     credits = _credits_span(reader, month_start(ordered[0]), ordered[-1])
@@ -96,6 +123,7 @@ def compute_budgets(
     for c in credits:
         by_month[month_of(c[0])].append(c)
     months: dict[str, list[EntityBudget]] = {}
+    pool_missing: set[str] = set()
     budgets: list[BudgetRow] = []
     pools: list[CreditPoolRow] = []
     for d in ordered:
@@ -110,12 +138,20 @@ def compute_budgets(
             thresholds=cfg.thresholds_pct,
             forecast_min_days=cfg.forecast_min_days,
         )
-        pools.append(
-            credit_pool_status(
-                d, reader.credit_pool(d), upto, forecast_min_days=cfg.forecast_min_days
-            )
-        )
-    return budgets, pools
+        if m in pool_missing:
+            continue
+        try:
+            pool = reader.credit_pool(d)
+        except CreditPoolNotConfigured:
+            pool_missing.add(m)  # the pool is monthly: no need to ask again this month
+            continue
+        pools.append(credit_pool_status(d, pool, upto, forecast_min_days=cfg.forecast_min_days))
+    return BudgetRun(
+        budgets,
+        pools,
+        frozenset(m for m, b in months.items() if not b),
+        frozenset(pool_missing),
+    )
 
 
 def compute_anomalies(
@@ -173,6 +209,7 @@ def compute_caps(wh: Any, days: Sequence[date], settings: UsageSettings) -> list
 BUDGET_COLUMNS = [
     "entity_name",
     "entity_id",
+    "budget_state",
     "credits_used",
     "monthly_budget",
     "budget_percent",
@@ -229,8 +266,9 @@ def _ledger_derived_asset(
     description: str,
     step: LedgerStep,
     check_specs: Sequence[AssetCheckSpec] = (),
+    table: Table | None = None,
 ) -> AssetsDefinition:
-    """A daily asset computed in Python from the ledger into the warehouse."""
+    """A daily asset computed in Python from the ledger into the warehouse (``table``)."""
 
     @daily_asset(
         key=AssetKey(key),
@@ -240,6 +278,7 @@ def _ledger_derived_asset(
         description=description,
         settings=settings,
         check_specs=list(check_specs),
+        table=table,
     )
     def ledger_derived(
         context: AssetExecutionContext,
@@ -262,15 +301,18 @@ def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
             AssetDep(CREDIT_LEDGER),  # read directly (credits month to date, budgets, pool)
         ],
         "Per entity, as of each day: credits used month to date, monthly budget, percent, "
-        "remaining, thresholds crossed, run-rate month-end forecast and overrun; plus the shared "
-        "credit pool (used, remaining, projected depletion date) in credit_pool_status.",
+        "remaining, thresholds crossed, run-rate month-end forecast and overrun (budget_state "
+        "not_configured for a month without budgets); plus the shared credit pool (used, "
+        "remaining, projected depletion date) in credit_pool_status.",
         _materialize_budgets,
+        table=budget_status_table,
         check_specs=[
             AssetCheckSpec(
                 WITHIN_BUDGET_CHECK,
                 asset=AssetKey("budget_status"),
                 description="As of the run's last day no entity is over its monthly budget "
-                "(ERROR) or forecast to overrun it by month end (WARN); the metadata lists them.",
+                "(ERROR) or forecast to overrun it by month end (WARN); the metadata lists them. "
+                "Months without budgets (not_configured) pass, named in the description.",
             )
         ],
     )
@@ -279,27 +321,42 @@ def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
 WITHIN_BUDGET_CHECK = "within_budget"
 
 
-def _within_budget(budgets: Sequence[BudgetRow]) -> AssetCheckResult:
+def _within_budget(
+    budgets: Sequence[BudgetRow], months_without_budgets: Iterable[str] = ()
+) -> AssetCheckResult:
     """Red in the UI when an entity is over budget on the last day, yellow when one is only
-    forecast to overrun: the budget state at a glance, beside the pages the sensors send."""
+    forecast to overrun: the budget state at a glance, beside the pages the sensors send.
+
+    A month without budgets (``not_configured``) passes, saying so in the description: there
+    is nothing to be over, and a backfill of months before budgets existed must not go red."""
     last = max((b.as_of_date for b in budgets), default=None)
     latest = [b for b in budgets if b.as_of_date == last]
     over = [b for b in latest if b.over_budget]
     overrun = [b for b in latest if b.forecast_overrun is not None and not b.over_budget]
+    not_configured = sorted(
+        {b.month for b in budgets if b.budget_state == NOT_CONFIGURED} | set(months_without_budgets)
+    )
     rows = [b.record("") for b in over + overrun]
+    if over or overrun:
+        description = (
+            f"{len(over)} entit{'y' if len(over) == 1 else 'ies'} over budget, {len(overrun)} "
+            f"forecast to overrun, as of {last}"
+        )
+    elif last is None:
+        description = "no entity has a budget or credits in the range"
+    else:
+        description = f"every entity within budget as of {last}"
+    if not_configured:
+        description += f"; budgets not configured for {', '.join(not_configured)}"
     return AssetCheckResult(
         check_name=WITHIN_BUDGET_CHECK,
         passed=not over and not overrun,
         severity=AssetCheckSeverity.ERROR if over else AssetCheckSeverity.WARN,
-        description=(
-            f"{len(over)} entit{'y' if len(over) == 1 else 'ies'} over budget, {len(overrun)} "
-            f"forecast to overrun, as of {last}"
-            if over or overrun
-            else f"every entity within budget as of {last}"
-        ),
+        description=description,
         metadata={
             "over_budget": len(over),
             "forecast_overruns": len(overrun),
+            "months_not_configured": MetadataValue.text(", ".join(not_configured) or "none"),
             "entities": table(rows, BUDGET_COLUMNS),
         },
     )
@@ -309,63 +366,99 @@ def _materialize_budgets(
     context: AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
 ) -> MaterializeResult:
     days = partition_days(context)
-    run = load_id(context)
-    budgets, pools = compute_budgets(reader, days, settings)
-    written = write_rows(
+    load = load_id(context)
+    run = compute_budget_run(reader, days, settings)
+    write_rows(
         wh,
         {
-            budget_status_table: (days, [b.record(run) for b in budgets], "as_of_date"),
-            credit_pool_table: (days, [p.record(run) for p in pools], "as_of_date"),
+            budget_status_table: (days, [b.record(load) for b in run.budgets], "as_of_date"),
+            credit_pool_table: (days, [p.record(load) for p in run.pools], "as_of_date"),
         },
     )
-    meta = _budget_metadata(context, days, budgets, pools, settings)
+    by_day: dict[date, list[BudgetRow]] = defaultdict(list)
+    for b in run.budgets:
+        by_day[b.as_of_date].append(b)
+    pool_of = {p.as_of_date: p for p in run.pools}
+    _log_budgets(context, days, by_day, pool_of)
+    record_days(
+        context,
+        lambda d: budget_day_metadata(
+            d,
+            by_day[d],
+            pool_of.get(d),
+            settings,
+            budgets_configured=month_of(d) not in run.months_without_budgets,
+        ),
+    )
     return MaterializeResult(
-        metadata={"rows": written[budget_status_table.name], **meta},
-        check_results=[_within_budget(budgets)],
+        check_results=[_within_budget(run.budgets, run.months_without_budgets)]
     )
 
 
-def _budget_metadata(
+def _log_budgets(
     context: AssetExecutionContext,
     days: Sequence[date],
-    budgets: Sequence[BudgetRow],
-    pools: Sequence[CreditPoolRow],
-    settings: UsageSettings,
-) -> dict[str, Any]:
-    """The last day's budgets and pool, as materialization metadata (and a log line)."""
+    by_day: Mapping[date, Sequence[BudgetRow]],
+    pool_of: Mapping[date, CreditPoolRow],
+) -> None:
     last = max(days)
-    latest = [b for b in budgets if b.as_of_date == last]
-    pool = next(p for p in pools if p.as_of_date == last)
+    latest = by_day.get(last, [])
+    pool = pool_of.get(last)
+    pool_text = (
+        f"pool {format_credits(pool.remaining)} of {format_credits(pool.included)} left"
+        if pool
+        else f"pool not configured for {month_of(last)}"
+    )
+    context.log.info(
+        f"budgets {day_span(days)}: {len(latest)} entities as of {last}, "
+        f"{sum(b.over_budget for b in latest)} over budget, "
+        f"{sum(b.forecast_overrun is not None for b in latest)} forecast to overrun; {pool_text}"
+    )
+
+
+def budget_day_metadata(
+    day: date,
+    latest: Sequence[BudgetRow],
+    pool: CreditPoolRow | None,
+    settings: UsageSettings,
+    *,
+    budgets_configured: bool = True,
+) -> dict[str, Any]:
+    """One day's budgets and pool, as that partition's metadata (credits at 2 decimals)."""
     over = [b for b in latest if b.over_budget]
     overrun = [b for b in latest if b.forecast_overrun is not None]
+    not_configured = [b for b in latest if b.budget_state == NOT_CONFIGURED]
     worst = sorted(latest, key=lambda b: -(b.forecast_percent or b.budget_percent or Decimal(-1)))
-    context.log.info(
-        f"budgets {day_span(days)}: {len(latest)} entities as of {last}, {len(over)} over budget, "
-        f"{len(overrun)} forecast to overrun; pool {pool.remaining} of {pool.included} left"
-    )
     meta: dict[str, Any] = {
-        "days": len(days),
-        "as_of": MetadataValue.text(last.isoformat()),
+        "as_of": MetadataValue.text(day.isoformat()),
+        "budgets_status": MetadataValue.text(
+            "configured" if budgets_configured else "not configured"
+        ),
         "entities": len(latest),
+        "entities_not_configured": len(not_configured),
         "over_budget": len(over),
         "forecast_overruns": len(overrun),
         "credits_used_mtd": credits_metadata(sum((b.credits_used for b in latest), Decimal(0))),
         "forecast_overrun_credits": credits_metadata(
             sum((b.forecast_overrun or Decimal(0) for b in latest), Decimal(0))
         ),
-        "pool_included": credits_metadata(pool.included),
-        "pool_used": credits_metadata(pool.used),
-        "pool_remaining": credits_metadata(pool.remaining),
-        "pool_percent_used": _f(pool.percent_used),
-        "pool_projected_depletion": MetadataValue.text(
-            pool.projected_depletion_date.isoformat()
-            if pool.projected_depletion_date
-            else "not this month"
-        ),
+        "pool_status": MetadataValue.text("configured" if pool else "not configured"),
         "budgets": table(
             [b.record("") for b in worst], BUDGET_COLUMNS, limit=settings.budgets.worst_rows_shown
         ),
     }
+    if pool is not None:
+        meta |= {
+            "pool_included": credits_metadata(pool.included),
+            "pool_used": credits_metadata(pool.used),
+            "pool_remaining": credits_metadata(pool.remaining),
+            "pool_percent_used": _f(pool.percent_used),
+            "pool_projected_depletion": MetadataValue.text(
+                pool.projected_depletion_date.isoformat()
+                if pool.projected_depletion_date
+                else "not this month"
+            ),
+        }
     return {k: v for k, v in meta.items() if v is not None}
 
 
@@ -384,6 +477,7 @@ def build_usage_anomalies_asset(settings: UsageSettings) -> AssetsDefinition:
         "the prior 14 days with ledger data), with impact in credits and percent (table "
         "usage_anomaly; is_anomaly marks the rows past the thresholds in settings).",
         _materialize_anomalies,
+        table=usage_anomaly_table,
     )
 
 
@@ -448,6 +542,7 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
         kinds={"python", warehouse_kind(settings.warehouse_url), *([single] if single else [])},
         provider=single or ALL_PROVIDERS,
         group="analysis",
+        table=provider_cap_table,
         description="Provider-side monthly allowances (e.g. the Forge free 100,000 GB-seconds of "
         "function compute) against month-to-date provider usage, with a run-rate forecast.",
         settings=settings,

@@ -13,16 +13,23 @@ from dagster import (
     BackfillPolicy,
     MetadataValue,
     TableColumn,
+    TableColumnConstraints,
+    TableConstraints,
     TableRecord,
     TableSchema,
     asset,
 )
+from sqlalchemy import Boolean, Date, DateTime, Integer, String, Table, Text
 
+from usage_orchestration.core.money import CONTEXT, credits_metadata
 from usage_orchestration.defs.partitions import current_partitions, daily_partitions_of
 from usage_orchestration.settings import UsageSettings
+from usage_orchestration.warehouse.schema import metadata as warehouse_metadata
+from usage_orchestration.warehouse.types import ExactDecimal
 
 # Who answers for the assets in the catalog (Dagster owners: an email or "team:<name>").
 OWNERS = ["team:finops"]
+_SHOWN = Decimal("0.000001")
 # The `provider` tag of an asset fed by every enabled provider, or by none (the ledger side).
 ALL_PROVIDERS = "all"
 
@@ -37,12 +44,21 @@ def daily_asset(
     group: str,
     provider: str = ALL_PROVIDERS,
     settings: UsageSettings | None = None,
+    table: Table | str | None = None,
     **asset_args: Any,
 ) -> Callable[[Callable[..., Any]], Any]:
     """``@asset`` with what every asset of the pipeline shares: the one daily partitioning
     (from ``settings``, else from those of the definitions being built), a backfill range as
     one run (each asset handles every day of the range and replaces them in one transaction),
-    the owners and the ``provider`` tag."""
+    the owners and the ``provider`` tag. ``table``: the warehouse table the asset writes, whose
+    columns the catalog then shows (``dagster/column_schema``), or its name."""
+    if isinstance(table, str):
+        table = warehouse_metadata.tables[table]
+    if table is not None:
+        asset_args["metadata"] = {
+            **asset_args.get("metadata", {}),
+            **column_schema_metadata(table),
+        }
     return asset(
         partitions_def=daily_partitions_of(settings) if settings else current_partitions(),
         backfill_policy=BackfillPolicy.single_run(),
@@ -52,6 +68,64 @@ def daily_asset(
         group_name=group,
         **asset_args,
     )
+
+
+def column_schema(table: Table) -> TableSchema:
+    """The catalog's column schema of a warehouse table, read from its SQLAlchemy definition
+    (the one place the columns are declared): name, type, nullability and the primary key."""
+    pk = [c.name for c in table.primary_key.columns]
+    return TableSchema(
+        columns=[
+            TableColumn(
+                c.name,
+                _sql_type(c.type),
+                constraints=TableColumnConstraints(nullable=bool(c.nullable)),
+            )
+            for c in table.columns
+        ],
+        constraints=TableConstraints(other=[f"primary key ({', '.join(pk)})"]) if pk else None,
+    )
+
+
+def column_schema_metadata(table: Table) -> dict[str, Any]:
+    """Definition metadata for an asset writing ``table``: its column schema and its name."""
+    return {
+        "dagster/column_schema": column_schema(table),
+        "dagster/table_name": table.name,
+    }
+
+
+def _sql_type(t: Any) -> str:
+    if isinstance(t, ExactDecimal):
+        return "decimal(38,12)"
+    if isinstance(t, DateTime):
+        return "datetime"
+    if isinstance(t, Date):
+        return "date"
+    if isinstance(t, Boolean):
+        return "bool"
+    if isinstance(t, Integer):
+        return "int"
+    if isinstance(t, Text):
+        return "text"
+    if isinstance(t, String):
+        return f"string({t.length})" if t.length else "string"
+    return str(t).lower()
+
+
+def record_days(
+    context: AssetExecutionContext,
+    figures: Callable[[date], Mapping[str, Any]],
+) -> None:
+    """Give every partition of the run its own metadata: ``figures(day)`` for each day.
+
+    A single-run backfill records one materialization per partition; metadata returned in the
+    ``MaterializeResult`` goes to all of them alike (so every day would show the range's
+    totals and plots over time would be flat). Partition-scoped metadata
+    (``add_asset_metadata(partition_key=...)``) is merged over it, day by day, so keep only
+    what is true of every day in the result and the figures here."""
+    for day in partition_days(context):
+        context.add_asset_metadata(dict(figures(day)), partition_key=day.isoformat())
 
 
 def partition_days(context: AssetExecutionContext) -> list[date]:
@@ -71,11 +145,22 @@ def day_span(days: Sequence[date]) -> str:
     return lo.isoformat() if lo == hi else f"{lo.isoformat()}..{hi.isoformat()} ({len(days)} days)"
 
 
-def _cell(v: Any) -> str | int | float | bool | None:
+# Table columns holding credits (shown at 2 decimals); every other decimal shows 6 at most.
+_MONEY_WORDS = ("credits", "cost", "budget", "overrun", "forecast_month_end", "pool")
+
+
+def is_money_column(name: str) -> bool:
+    return any(w in name for w in _MONEY_WORDS) and "percent" not in name and "pct" not in name
+
+
+def _cell(v: Any, money: bool = False) -> str | int | float | bool | None:
     if v is None or isinstance(v, bool | int | str):
         return v
-    if isinstance(v, Decimal | float):
-        return float(v)
+    if isinstance(v, Decimal):
+        # people read rounded figures; storage keeps the exact ones (core/money.py)
+        return credits_metadata(v) if money else float(v.quantize(_SHOWN, context=CONTEXT))
+    if isinstance(v, float):
+        return round(v, 2) if money else v
     if isinstance(v, date | datetime):
         return v.isoformat()
     return str(v)
@@ -101,7 +186,9 @@ def table(
         columns=[TableColumn(c, _column_type([r.get(c) for r in shown])) for c in columns]
     )
     return MetadataValue.table(
-        records=[TableRecord({c: _cell(r.get(c)) for c in columns}) for r in shown],
+        records=[
+            TableRecord({c: _cell(r.get(c), is_money_column(c)) for c in columns}) for r in shown
+        ],
         schema=schema,
     )
 

@@ -24,11 +24,24 @@ from dagster import (
 
 from usage_orchestration.core.dates import month_start
 from usage_orchestration.core.focus import COST_UNKNOWN, FOCUS_VERSION, exportable, focus_row
-from usage_orchestration.defs.common import daily_asset, day_span, load_id, partition_days, table
+from usage_orchestration.core.money import credits_metadata
+from usage_orchestration.defs.common import (
+    daily_asset,
+    day_span,
+    load_id,
+    partition_days,
+    record_days,
+    table,
+)
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.registry import enabled_providers
 from usage_orchestration.settings import UsageSettings
-from usage_orchestration.warehouse.focus import charge_usage, export_month, write_focus_rows
+from usage_orchestration.warehouse.focus import (
+    charge_usage,
+    export_month,
+    focus_cost_row,
+    write_focus_rows,
+)
 
 FOCUS_COSTS = AssetKey("focus_costs")
 PREVIEW_COLUMNS = [
@@ -52,18 +65,16 @@ def export_dir(settings: UsageSettings) -> Path:
     return Path(settings.state_dir) / "focus"
 
 
-def _sum(rows: list[dict[str, Any]], column: str) -> float:
-    return float(sum((r[column] for r in rows if r[column] is not None), Decimal(0)))
+def _sum(rows: list[dict[str, Any]], column: str) -> float | None:
+    # credits and costs as people read them: 2 decimals of the exact sum (core/money.py)
+    return credits_metadata(sum((r[column] for r in rows if r[column] is not None), Decimal(0)))
 
 
-def _metadata(
-    rows: list[dict[str, Any]], days: list[date], files: dict[str, Any]
-) -> dict[str, Any]:
+def _day_metadata(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One day's FOCUS figures (each partition its own, so plots over time are real series)."""
     unknown = Counter(r["x_Provider"] for r in rows if r["x_CostStatus"] == COST_UNKNOWN)
     meta: dict[str, Any] = {
-        "focus_version": FOCUS_VERSION,
         "rows": len(rows),
-        "days": len(days),
         "rows_exportable": sum(exportable(r) for r in rows),
         # FOCUS allows no null cost: these rows stay in the table, out of the files
         "rows_cost_unknown": sum(unknown.values()),
@@ -76,7 +87,12 @@ def _metadata(
     }
     for provider, n in sorted(Counter(r["x_Provider"] for r in rows).items()):
         meta[f"rows_{provider}"] = n
-    return meta | files
+    return meta
+
+
+def _month_files(files: dict[str, Any], day: date) -> dict[str, Any]:
+    suffix = day.strftime("%Y_%m")
+    return {k: v for k, v in files.items() if k.endswith(suffix)}
 
 
 def _export(wh: Any, settings: UsageSettings, days: list[date]) -> dict[str, Any]:
@@ -99,6 +115,7 @@ def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
         deps=deps,
         kinds={"python", warehouse_kind(settings.warehouse_url), "parquet"},
         group="finops",
+        table=focus_cost_row,
         description="Provider usage as FOCUS 1.0 cost and usage rows (table focus_cost_row, "
         "a day's rows replaced atomically) and one CSV and Parquet file per month; rows whose "
         "provider cost is unknown stay in the table (x_CostStatus=unknown), out of the files. "
@@ -119,7 +136,12 @@ def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
         written = write_focus_rows(wh, days, rows, load_id(context))
         files = _export(wh, settings, days)
         context.log.info(f"focus_costs {day_span(days)}: {written} rows, files {sorted(files)}")
-        return MaterializeResult(metadata=_metadata(rows, days, files))
+        by_day: dict[date, list[dict[str, Any]]] = {d: [] for d in days}
+        for r in rows:
+            by_day[r["usage_date"]].append(r)
+        # each day its month's files (the run may touch several months)
+        record_days(context, lambda d: _day_metadata(by_day[d]) | _month_files(files, d))
+        return MaterializeResult(metadata={"focus_version": FOCUS_VERSION})
 
     return focus_costs
 

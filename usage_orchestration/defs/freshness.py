@@ -8,7 +8,7 @@ severity ERROR and the asset is red in the catalog. ``freshness_checks_sensor`` 
 which reads the warehouse's coverage (a run that "succeeded" with an unavailable day is still
 stale there).
 
-The daily assets are found in the other parts' definitions (every asset on a time-window
+The daily assets are found in the other parts' definitions (every asset on the daily
 partitioning), so a new daily asset gets its check without a line here.
 """
 
@@ -23,13 +23,14 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetsDefinition,
+    DailyPartitionsDefinition,
     DefaultSensorStatus,
     Definitions,
-    TimeWindowPartitionsDefinition,
     build_sensor_for_freshness_checks,
     build_time_partition_freshness_checks,
 )
 
+from usage_orchestration.defs.partitions import daily_partitions_of
 from usage_orchestration.settings import UsageSettings
 
 SENSOR_NAME = "freshness_checks_sensor"
@@ -40,14 +41,16 @@ def deadline_cron(deadline: time) -> str:
     return f"{deadline.minute} {deadline.hour} * * *"
 
 
-def daily_asset_keys(parts: Sequence[Definitions]) -> list[AssetKey]:
-    """Every asset of ``parts`` partitioned by time window (the daily partitioning)."""
+def daily_asset_keys(
+    parts: Sequence[Definitions], daily: DailyPartitionsDefinition
+) -> list[AssetKey]:
+    """Every asset of ``parts`` on the daily partitioning. The monthly statement is not one: it
+    is provisional until its month closes and refreshed at 14:00, so a 09:00 deadline is wrong
+    for it."""
     keys: set[AssetKey] = set()
     for part in parts:
         for asset in part.assets or []:
-            if not isinstance(asset, AssetsDefinition):
-                continue
-            if isinstance(asset.partitions_def, TimeWindowPartitionsDefinition):
+            if isinstance(asset, AssetsDefinition) and asset.partitions_def == daily:
                 keys.update(asset.keys)
     return sorted(keys, key=lambda k: k.to_user_string())
 
@@ -68,7 +71,7 @@ def freshness_checks(
 
 
 def definitions(settings: UsageSettings, parts: Sequence[Definitions]) -> Definitions:
-    checks = freshness_checks(settings, daily_asset_keys(parts))
+    checks = freshness_checks(settings, daily_asset_keys(parts, daily_partitions_of(settings)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sensor = build_sensor_for_freshness_checks(

@@ -11,8 +11,9 @@ Other parts read the ledger through the same resource: declare ``ledger: LedgerR
 call ``ledger_reader(ledger)`` (see docs/ledger.md).
 """
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from dagster import (
@@ -30,6 +31,7 @@ from dagster import (
     MetadataValue,
 )
 
+from usage_orchestration.core.dates import month_of
 from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs.common import (
     CREDIT_LEDGER,
@@ -39,6 +41,7 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    record_days,
     table,
 )
 from usage_orchestration.defs.resources import (
@@ -52,7 +55,13 @@ from usage_orchestration.ledger.sql import LedgerError
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.settings import LedgerSettings, UsageSettings
 from usage_orchestration.settings.secrets import LEDGER_API_TOKEN, LEDGER_DATABASE_URL_ENV
-from usage_orchestration.warehouse.ledger_load import store_ledger_days
+from usage_orchestration.warehouse.ledger_load import (
+    LEDGER_UNAVAILABLE,
+    ledger_coverage,
+    store_ledger_days,
+    usage_by_day,
+)
+from usage_orchestration.warehouse.schema import ledger_daily_usage as ledger_daily_usage_table
 from usage_orchestration.warehouse.store import safe_url
 
 TOKEN_ENV = LEDGER_API_TOKEN
@@ -95,6 +104,34 @@ class LedgerResource(ConfigurableResource):
 def ledger_reader(ledger: LedgerResource) -> LedgerReader:
     """The configured ``LedgerReader`` (SQL or HTTP) for an asset that declared the resource."""
     return ledger.reader()
+
+
+class EntityNames:
+    """Entity id → name, from the ledger's budgets of each month (one query per month, cached):
+    for metadata tables that show names beside ids. Best effort: an entity without a budget
+    that month, or a ledger that cannot be read, shows its id only (the latter logged once)."""
+
+    def __init__(self, reader: LedgerReader, warn: Callable[[str], None]) -> None:
+        self._reader = reader
+        self._warn = warn
+        self._months: dict[str, dict[str, str]] = {}
+        self._failed = False
+
+    def name(self, entity_id: str, day: date) -> str | None:
+        month = month_of(day)
+        if month not in self._months:
+            self._months[month] = self._load(month)
+        return self._months[month].get(entity_id)
+
+    def _load(self, month: str) -> dict[str, str]:
+        if self._failed:
+            return {}
+        try:
+            return {b.entity_id: b.name for b in self._reader.budgets(month) if b.name}
+        except (LedgerError, ProviderError) as exc:
+            self._failed = True
+            self._warn(f"ledger: entity names unavailable, tables show ids only: {exc}")
+            return {}
 
 
 def _sync_metadata(status: SyncStatus | None, problem: str | None) -> dict[str, Any]:
@@ -164,9 +201,12 @@ def build_ledger_asset(settings: UsageSettings) -> AssetsDefinition:
         group="ledger",
         settings=settings,
         check_specs=[SYNC_CHECK_SPEC],
+        table=ledger_daily_usage_table,
         description="Credit ledger usage_event aggregated per day, entity, resource type and "
         "unit (SQL GROUP BY in the ledger database, or the Usage Reporting API); a day's rows "
-        "are replaced atomically on every materialization.",
+        "are replaced atomically on every materialization. A day without any event is ledger "
+        "coverage unavailable (metadata ledger_coverage): reconciliation reports it as "
+        "ledger_unavailable, not as leaks.",
     )
     def ledger_daily_usage(
         context: AssetExecutionContext,
@@ -189,12 +229,22 @@ def _materialize_ledger_days(
     status, problem = _sync_health(reader)
     if problem:
         context.log.warning(f"ledger: {problem}")
+    by_day = usage_by_day(usage, days)
+    empty = [d for d in days if ledger_coverage(by_day[d]) == LEDGER_UNAVAILABLE]
+    if empty:
+        # no event at all for the platform: a ledger or sync problem, which reconciliation
+        # reports as ledger_unavailable (not as revenue leaks)
+        context.log.warning(
+            f"ledger: coverage unavailable (no events at all) on {len(empty)} day(s): "
+            + ", ".join(d.isoformat() for d in empty[:10])
+        )
     context.log.info(
         f"ledger: wrote {len(usage)} rows ({sum(u.events for u in usage)} events) "
         f"for {day_span(days)}"
     )
+    # each partition gets its own day's figures; the result holds what is true of every day
+    record_days(context, lambda d: _usage_metadata(by_day[d]))
     meta: dict[str, Any] = {
-        **_usage_metadata(usage, len(days)),
         "backend": MetadataValue.text(ledger.backend),
         "ledger": MetadataValue.text(ledger.describe()),
         **_sync_metadata(status, problem),
@@ -244,13 +294,14 @@ def _totals_by_resource_type(usage: Sequence[LedgerDailyUsage]) -> list[dict[str
     return sorted(by_rt.values(), key=lambda a: (a["resource_type"], a["unit"]))
 
 
-def _usage_metadata(usage: Sequence[LedgerDailyUsage], days: int) -> dict[str, Any]:
+def _usage_metadata(usage: Sequence[LedgerDailyUsage]) -> dict[str, Any]:
+    """One day's figures (numbers, so the UI plots them over the partitions)."""
     totals = _totals_by_resource_type(usage)
     meta: dict[str, Any] = {
+        "ledger_coverage": MetadataValue.text(ledger_coverage(usage)),
         "rows": len(usage),
-        "days": days,
         "events": sum(u.events for u in usage),
-        "credits_total": credits_metadata(sum((u.credits for u in usage), 0)),
+        "credits_total": credits_metadata(sum((u.credits for u in usage), Decimal(0))),
         "entities": len({u.entity_id for u in usage}),
         "by_resource_type": table(
             totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]

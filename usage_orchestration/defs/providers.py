@@ -218,6 +218,7 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
         kinds={spec.name, warehouse_kind(settings.warehouse_url)},
         provider=spec.name,
         group="providers",
+        table="provider_usage",  # its column schema in the catalog (defs/common.py)
         description=spec.description,
         required_resource_keys={"settings", "warehouse", spec.resource_key},
         check_specs=[

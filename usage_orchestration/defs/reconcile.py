@@ -26,7 +26,7 @@ from dagster import (
     ResourceParam,
 )
 
-from usage_orchestration.core.money import credits_metadata
+from usage_orchestration.core.money import credits_metadata, format_credits
 from usage_orchestration.core.reconcile import (
     STATUSES,
     ReconciliationRow,
@@ -40,8 +40,10 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    record_days,
     table,
 )
+from usage_orchestration.defs.ledger import EntityNames, LedgerResource, ledger_reader
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.registry import (
     enabled_providers,
@@ -55,6 +57,7 @@ from usage_orchestration.warehouse.analysis import (
     reconcile_days,
     write_reconciliation,
 )
+from usage_orchestration.warehouse.analysis_schema import usage_reconciliation as recon_table
 
 CHECK_TOLERANCE = "within_tolerance"
 CHECK_BLOCKING = "no_blocking_breaks"
@@ -64,6 +67,7 @@ CHECK_UNMAPPED = "unmapped_usage"
 WORST_COLUMNS = [
     "usage_date",
     "provider",
+    "entity_name",
     "entity_id",
     "resource_type",
     "status",
@@ -108,11 +112,25 @@ CHECK_SPECS = [
 ]
 
 
-def _rows_table(rows: Sequence[ReconciliationRow], columns: list[str], limit: int) -> MetadataValue:
-    return table([r.record("") for r in rows], columns, limit=limit)
+def _rows_table(
+    rows: Sequence[ReconciliationRow],
+    columns: list[str],
+    limit: int,
+    names: EntityNames | None = None,
+) -> MetadataValue:
+    records = [
+        {
+            **r.record(""),
+            "entity_name": names.name(r.entity_id, r.usage_date) if names and r.entity_id else None,
+        }
+        for r in rows[:limit]
+    ]
+    return table(records, columns, limit=limit)
 
 
-def _tolerance_check(summary: ReconciliationSummary, breaks: int, limit: int) -> AssetCheckResult:
+def _tolerance_check(
+    summary: ReconciliationSummary, breaks: int, limit: int, names: EntityNames
+) -> AssetCheckResult:
     return AssetCheckResult(
         check_name=CHECK_TOLERANCE,
         passed=not breaks,
@@ -127,13 +145,13 @@ def _tolerance_check(summary: ReconciliationSummary, breaks: int, limit: int) ->
             "days_with_breaks": MetadataValue.text(
                 ", ".join(d.isoformat() for d in summary.days_with_breaks) or "none"
             ),
-            "worst_breaks": _rows_table(summary.worst, WORST_COLUMNS, limit),
+            "worst_breaks": _rows_table(summary.worst, WORST_COLUMNS, limit, names),
         },
     )
 
 
 def _blocking_check(
-    blocking: Sequence[ReconciliationRow], settings: UsageSettings
+    blocking: Sequence[ReconciliationRow], settings: UsageSettings, names: EntityNames
 ) -> AssetCheckResult:
     types = sorted(k for k, v in settings.rate_card.items() if v.block_downstream)
     return AssetCheckResult(
@@ -143,7 +161,9 @@ def _blocking_check(
         metadata={
             "blocking_breaks": len(blocking),
             "blocking_resource_types": MetadataValue.text(", ".join(types) or "none"),
-            "breaks": _rows_table(blocking, WORST_COLUMNS, settings.budgets.worst_rows_shown),
+            "breaks": _rows_table(
+                blocking, WORST_COLUMNS, settings.budgets.worst_rows_shown, names
+            ),
         },
     )
 
@@ -183,22 +203,23 @@ def _unmapped_check(
     )
 
 
-def _metadata(
-    written: int, days: int, summary: ReconciliationSummary, settings: UsageSettings
+def _day_metadata(
+    rows: Sequence[ReconciliationRow], settings: UsageSettings, names: EntityNames
 ) -> dict[str, object]:
+    """One day's figures (each partition its own, so plots over time are real series)."""
+    summary = summarize(rows, worst=settings.budgets.worst_rows_shown)
     meta: dict[str, object] = {
-        "rows": written,
-        "days": days,
+        "rows": len(rows),
         "breaks": summary.breaks,
         "blocking_breaks": summary.blocking_breaks,
         "leak_credits": credits_metadata(summary.leak_credits),
         "overcharge_credits": credits_metadata(summary.overcharge_credits),
         "unmapped_rows": summary.unmapped_rows,
-        "worst_breaks": _rows_table(
-            summary.worst, WORST_COLUMNS, settings.budgets.worst_rows_shown
+        "ledger_coverage": MetadataValue.text(
+            "unavailable" if any(r.status == "ledger_unavailable" for r in rows) else "complete"
         ),
-        "providers": MetadataValue.text(
-            ", ".join(p.name for p in enabled_providers(settings)) or "none"
+        "worst_breaks": _rows_table(
+            summary.worst, WORST_COLUMNS, settings.budgets.worst_rows_shown, names
         ),
     }
     for status in STATUSES:
@@ -218,6 +239,7 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         group="analysis",
         settings=settings,
         check_specs=CHECK_SPECS,
+        table=recon_table,
         description="Provider usage (converted with the rate card) against the credit ledger per "
         "day, entity and resource type, with a status (matched, ledger_under, ledger_over, "
         "missing_in_ledger, missing_at_provider, unmapped, provider_unavailable, "
@@ -227,26 +249,32 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         context: AssetExecutionContext,
         settings: ResourceParam[UsageSettings],
         warehouse: WarehouseResource,
+        ledger: LedgerResource,
     ) -> MaterializeResult:
         days = partition_days(context)
         wh = warehouse.get()
+        # names beside ids in the tables (the ledger's budgets; ids only if it cannot be read)
+        names = EntityNames(ledger_reader(ledger), context.log.warning)
         by_day = reconcile_days(wh, days, reconcile_config(settings))
         rows = [r for d in sorted(by_day) for r in by_day[d]]
         written = write_reconciliation(wh, days, rows, load_id(context))
         summary = summarize(rows, worst=settings.budgets.worst_rows_shown)
         context.log.info(
             f"reconciliation {day_span(days)}: {written} rows, {summary.breaks} break(s), "
-            f"leak {summary.leak_credits} credits, overcharge {summary.overcharge_credits}"
+            f"leak {format_credits(summary.leak_credits)} credits, "
+            f"overcharge {format_credits(summary.overcharge_credits)}"
         )
         breaks = [r for r in rows if r.is_break]
         checks = [
-            _tolerance_check(summary, len(breaks), settings.budgets.worst_rows_shown),
-            _blocking_check([r for r in breaks if r.blocking], settings),
+            _tolerance_check(summary, len(breaks), settings.budgets.worst_rows_shown, names),
+            _blocking_check([r for r in breaks if r.blocking], settings, names),
             _completeness_check(completeness(wh, days, expected_accounts(settings))),
             _unmapped_check([r for r in rows if r.status == "unmapped"], summary),
         ]
+        record_days(context, lambda d: _day_metadata(by_day.get(d, []), settings, names))
+        providers_shown = ", ".join(p.name for p in providers) or "none"
         return MaterializeResult(
-            metadata=_metadata(written, len(days), summary, settings), check_results=checks
+            metadata={"providers": MetadataValue.text(providers_shown)}, check_results=checks
         )
 
     return usage_reconciliation

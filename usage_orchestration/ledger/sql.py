@@ -53,6 +53,11 @@ class LedgerError(RuntimeError):
     the (password-free) location and what was being read."""
 
 
+class CreditPoolNotConfigured(LedgerError):
+    """The ledger holds no included credits for the month (nor an earlier one): not configured,
+    which budget_status reports for that month instead of failing."""
+
+
 def q(value: Any) -> Decimal:
     """A database number as a Decimal rounded to ``SCALE`` (None → 0)."""
     if value is None:
@@ -256,7 +261,7 @@ class SqlLedger(LedgerLocation):
             included = conn.execute(inc_stmt).scalar()
             used = conn.execute(used_stmt).scalar()
         if included is None:
-            raise LedgerError(
+            raise CreditPoolNotConfigured(
                 f"ledger (sql {safe_url(self.url)}): credit_pool has no included credits for "
                 f"{month} or an earlier month"
             )

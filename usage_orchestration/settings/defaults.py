@@ -29,11 +29,24 @@ def _phala_app_compute(app_id: str, entity_id: str) -> UsageMapping:
     )
 
 
+def _phala_app_storage(app_id: str, entity_id: str) -> UsageMapping:
+    """A Phala app's disk (billed per minute), charged to the same ledger app as
+    ``app_storage``."""
+    return UsageMapping(
+        provider="phala",
+        resource_id=app_id,
+        metric="storage",
+        entity_id=entity_id,
+        entity_type="app",
+        resource_type="app_storage",
+    )
+
+
 PHALA_MAPPINGS: list[UsageMapping] = [
     _phala_app_compute(PHALA_APP_SALES, SALES_DASHBOARD),
     _phala_app_compute(PHALA_APP_SUPPORT, SUPPORT_BOT),
-    # Phala "storage" usage is deliberately left unmapped in the demo: it is reported as
-    # `unmapped`, never dropped.
+    _phala_app_storage(PHALA_APP_SALES, SALES_DASHBOARD),
+    _phala_app_storage(PHALA_APP_SUPPORT, SUPPORT_BOT),
 ]
 
 PHALA_RATE_CARD: dict[str, RateCardEntry] = {
@@ -43,6 +56,64 @@ PHALA_RATE_CARD: dict[str, RateCardEntry] = {
         credits_per_unit=Decimal("0.01"),
         tolerance_abs=Decimal(60),
         tolerance_rel=Decimal("0.02"),
+    ),
+    # the demo ledger charges a CVM's disk per minute it exists (the unit Phala bills)
+    "app_storage": RateCardEntry(
+        ledger_unit="minute",
+        conversions={"minute": UnitConversion()},
+        credits_per_unit=Decimal("0.0001"),
+        tolerance_abs=Decimal(60),
+        tolerance_rel=Decimal("0.02"),
+    ),
+}
+
+# The one Neon project of the sandbox org that no ledger entity owns (a staff sandbox): kept
+# deliberately unmapped so the demo shows what `unmapped` looks like (docs/reconciliation.md).
+# Every other account the demo ingests is mapped.
+UNMAPPED_NEON_PROJECT = neon.DEMO_PROJECTS[1]
+MAPPED_NEON_PROJECTS = tuple(p for p in neon.DEMO_PROJECTS if p != UNMAPPED_NEON_PROJECT)
+
+# Neon metrics beside compute and root-branch storage (settings/neon.py), for the mapped
+# projects: every storage gauge is workspace storage, network transfer is data transfer,
+# branches beyond the plan's allowance are extra branches.
+NEON_EXTRA_METRICS = {
+    "child_branch_bytes_month": "workspace_storage",
+    "instant_restore_bytes_month": "workspace_storage",
+    "snapshot_storage_bytes_month": "workspace_storage",
+    "public_network_transfer_bytes": "data_transfer",
+    "private_network_transfer_bytes": "data_transfer",
+    "extra_branches_month": "extra_branches",
+}
+NEON_MAPPINGS: list[UsageMapping] = [
+    m for m in neon.DEFAULT_MAPPINGS if m.resource_id in MAPPED_NEON_PROJECTS
+] + [
+    UsageMapping(
+        provider="neon",
+        resource_id=project,
+        metric=metric,
+        entity_id=neon.ANALYTICS_WAREHOUSE,
+        entity_type="workspace",
+        resource_type=resource_type,
+    )
+    for project in MAPPED_NEON_PROJECTS
+    for metric, resource_type in NEON_EXTRA_METRICS.items()
+]
+NEON_EXTRA_RATE_CARD: dict[str, RateCardEntry] = {
+    # consumed unit GB (bytes / 1e9) → ledger bytes
+    "data_transfer": RateCardEntry(
+        ledger_unit="byte",
+        conversions={"GB": UnitConversion(multiply=Decimal(1_000_000_000))},
+        credits_per_unit=Decimal("0.000000001"),
+        tolerance_abs=Decimal(1_000_000),
+        tolerance_rel=Decimal("0.01"),
+    ),
+    # consumed unit branch-month (branch-hours / 744): charged as is
+    "extra_branches": RateCardEntry(
+        ledger_unit="branch-month",
+        conversions={"branch-month": UnitConversion()},
+        credits_per_unit=Decimal("1.5"),
+        tolerance_abs=Decimal("0.001"),
+        tolerance_rel=Decimal("0.01"),
     ),
 }
 
@@ -62,9 +133,7 @@ def _merge_rate_cards(*cards: dict[str, RateCardEntry]) -> dict[str, RateCardEnt
     return out
 
 
-DEFAULT_MAPPINGS: list[UsageMapping] = (
-    PHALA_MAPPINGS + neon.DEFAULT_MAPPINGS + forge.DEFAULT_MAPPINGS
-)
+DEFAULT_MAPPINGS: list[UsageMapping] = PHALA_MAPPINGS + NEON_MAPPINGS + forge.DEFAULT_MAPPINGS
 DEFAULT_RATE_CARD: dict[str, RateCardEntry] = _merge_rate_cards(
-    PHALA_RATE_CARD, neon.DEFAULT_RATE_CARD, forge.DEFAULT_RATE_CARD
+    PHALA_RATE_CARD, neon.DEFAULT_RATE_CARD, NEON_EXTRA_RATE_CARD, forge.DEFAULT_RATE_CARD
 )

@@ -62,6 +62,8 @@ budget_status = Table(
     Column("forecast_percent", QUANTITY),  # forecast / budget × 100
     Column("days_elapsed", Integer),  # day of month of as_of_date
     Column("days_in_month", Integer),
+    # added with issue 13: configured | no_budget | not_configured (no budget at all that month)
+    Column("budget_state", String(16)),
     PrimaryKeyConstraint("as_of_date", "entity_id", name="pk_budget_status"),
 )
 

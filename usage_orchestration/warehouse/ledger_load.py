@@ -25,6 +25,28 @@ def ledger_record(u: LedgerDailyUsage, load_id: str) -> dict[str, Any]:
     }
 
 
+# Ledger coverage of a day: "complete" when the ledger holds events that day, "unavailable" when
+# it holds none at all (the platform always records some usage: an empty day is a ledger or
+# License Manager sync problem). Reconciliation reads the same rule from ledger_daily_usage
+# (core/reconcile.py: no row for the day → ledger_unavailable).
+LEDGER_COMPLETE = "complete"
+LEDGER_UNAVAILABLE = "unavailable"
+
+
+def ledger_coverage(day_usage: Sequence[LedgerDailyUsage]) -> str:
+    return LEDGER_COMPLETE if any(u.events for u in day_usage) else LEDGER_UNAVAILABLE
+
+
+def usage_by_day(
+    usage: Sequence[LedgerDailyUsage], days: Sequence[date]
+) -> dict[date, list[LedgerDailyUsage]]:
+    """``usage`` per day, every day of ``days`` present (an empty list for a day without rows)."""
+    out: dict[date, list[LedgerDailyUsage]] = {d: [] for d in days}
+    for u in usage:
+        out.setdefault(u.usage_date, []).append(u)
+    return out
+
+
 def store_ledger_days(
     reader: LedgerReader, warehouse: Warehouse, days: Sequence[date], load_id: str
 ) -> list[LedgerDailyUsage]:
