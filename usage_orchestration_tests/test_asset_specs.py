@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from dagster import (
     AssetDep,
     AssetsDefinition,
@@ -25,9 +26,11 @@ from dagster import (
     Definitions,
     TimeWindowPartitionMapping,
 )
+from pydantic import ValidationError
 
 from usage_orchestration.defs.location import build_definitions
 from usage_orchestration.settings import load_settings
+from usage_orchestration.settings.alerts import AlertSettings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
 UPDATE_ENV = "UPDATE_SNAPSHOTS"
@@ -104,3 +107,24 @@ def test_asset_specs_match_the_snapshot() -> None:
     assert json.loads(SNAPSHOT.read_text()) == current, (
         f"asset specs changed: if intended, regenerate with {UPDATE_ENV}=1 and review the diff"
     )
+
+
+def test_the_owner_pages_name_owns_every_asset(tmp_path: Path) -> None:
+    """``alerts.owner`` is the one place the owner is known: the catalog shows it on every
+    asset (the external ledger included), so the owner a page names is the assets' owner."""
+    settings = load_settings().model_copy(deep=True)
+    settings.alerts.owner = "finops-oncall@example.com"
+    defs = build_definitions(settings)
+    specs = {
+        spec.key.to_user_string(): spec
+        for a in defs.assets or []
+        for spec in (a.specs if isinstance(a, AssetsDefinition) else [a])
+    }
+    assert specs and {k: list(s.owners) for k, s in specs.items()} == {
+        k: ["finops-oncall@example.com"] for k in specs
+    }
+
+
+def test_an_owner_dagster_cannot_show_is_refused_at_load() -> None:
+    with pytest.raises(ValidationError, match="owner"):
+        AlertSettings(owner="Alice from finance")

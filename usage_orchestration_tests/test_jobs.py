@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from dagster import RunRequest, build_schedule_context
 
-from usage_orchestration.defs.jobs import daily_usage_schedule, late_data_refresh
+from usage_orchestration.defs.jobs import daily_usage_schedule, late_data_refresh_of
 from usage_orchestration.defs.location import build_definitions
 from usage_orchestration.settings import load_settings
 
@@ -34,8 +34,18 @@ def test_daily_schedule_asks_for_yesterday() -> None:
 
 def test_late_data_refresh_reruns_the_trailing_three_days_as_one_run() -> None:
     ctx = build_schedule_context(scheduled_execution_time=datetime(2028, 3, 1, 13, 30, tzinfo=UTC))
-    request = late_data_refresh(ctx)
+    request = late_data_refresh_of(3)(ctx)
     assert isinstance(request, RunRequest)
     assert request.tags["dagster/asset_partition_range_start"] == "2028-02-27"
     assert request.tags["dagster/asset_partition_range_end"] == "2028-02-29"  # leap day included
     assert request.run_key == "late-data-2028-03-01"  # one run per day, even if evaluated twice
+
+
+def test_the_late_data_window_is_the_setting_the_statement_closes_by() -> None:
+    settings = load_settings().model_copy(deep=True)
+    settings.budgets.late_data_days = 5
+    schedule = build_definitions(settings).resolve_schedule_def("late_data_refresh")
+    ctx = build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 13, 30, tzinfo=UTC))
+    request = schedule.evaluate_tick(ctx).run_requests[0]
+    assert request.tags["dagster/asset_partition_range_start"] == "2026-03-05"
+    assert request.tags["dagster/asset_partition_range_end"] == "2026-03-09"

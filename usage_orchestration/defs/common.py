@@ -22,13 +22,16 @@ from dagster import (
 from sqlalchemy import Boolean, Date, DateTime, Integer, String, Table, Text
 
 from usage_orchestration.core.money import CONTEXT, credits_metadata
-from usage_orchestration.defs.partitions import current_partitions, daily_partitions_of
+from usage_orchestration.defs.partitions import (
+    building_settings,
+    current_partitions,
+    daily_partitions_of,
+)
 from usage_orchestration.settings import UsageSettings
+from usage_orchestration.settings.alerts import AlertSettings
 from usage_orchestration.warehouse.schema import metadata as warehouse_metadata
 from usage_orchestration.warehouse.types import ExactDecimal
 
-# Who answers for the assets in the catalog (Dagster owners: an email or "team:<name>").
-OWNERS = ["team:finops"]
 _SHOWN = Decimal("0.000001")
 # The `provider` tag of an asset fed by every enabled provider, or by none (the ledger side).
 ALL_PROVIDERS = "all"
@@ -36,6 +39,13 @@ ALL_PROVIDERS = "all"
 CREDIT_LEDGER = AssetKey("credit_ledger")  # external: the platform's ledger, read only
 LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
 RECONCILIATION = AssetKey("usage_reconciliation")
+
+
+def owners(settings: UsageSettings | None = None) -> list[str]:
+    """Who answers for the assets in the catalog: ``alerts.owner``, the owner every page names
+    (of ``settings``, else of the definitions being built)."""
+    chosen = settings or building_settings()
+    return [chosen.alerts.owner if chosen else AlertSettings.model_fields["owner"].default]
 
 
 def daily_asset(
@@ -63,7 +73,7 @@ def daily_asset(
         partitions_def=daily_partitions_of(settings) if settings else current_partitions(),
         backfill_policy=BackfillPolicy.single_run(),
         kinds=kinds,
-        owners=OWNERS,
+        owners=owners(settings),
         tags={"provider": provider},
         group_name=group,
         **asset_args,

@@ -7,6 +7,7 @@ from dagster import (
     DefaultScheduleStatus,
     Definitions,
     RunRequest,
+    ScheduleDefinition,
     ScheduleEvaluationContext,
     define_asset_job,
     schedule,
@@ -40,29 +41,35 @@ def daily_usage_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     return RunRequest(run_key=f"daily-{yesterday.isoformat()}", partition_key=yesterday.isoformat())
 
 
-LATE_DATA_DAYS = 3
+def late_data_refresh_of(late_days: int) -> ScheduleDefinition:
+    """The trailing ``late_days`` days (``budgets.late_data_days``) as one run at 13:30 UTC."""
 
-
-@schedule(
-    job=daily_usage_job,
-    cron_schedule="30 13 * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Re-materializes the trailing 3 days as one run at 13:30 UTC, after Forge's "
-    "daily 12:00 UTC refresh and any late provider corrections.",
-)
-def late_data_refresh(context: ScheduleEvaluationContext) -> RunRequest:
-    today = context.scheduled_execution_time.date()
-    start, end = today - timedelta(days=LATE_DATA_DAYS), today - timedelta(days=1)
-    return RunRequest(
-        run_key=f"late-data-{today.isoformat()}",
-        tags={
-            RANGE_START_TAG: start.isoformat(),
-            RANGE_END_TAG: end.isoformat(),
-            "usage/refresh": "late-data",
-        },
+    @schedule(
+        name="late_data_refresh",
+        job=daily_usage_job,
+        cron_schedule="30 13 * * *",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description=f"Re-materializes the trailing {late_days} days as one run at 13:30 UTC, "
+        "after Forge's daily 12:00 UTC refresh and any late provider corrections.",
     )
+    def late_data_refresh(context: ScheduleEvaluationContext) -> RunRequest:
+        today = context.scheduled_execution_time.date()
+        start, end = today - timedelta(days=late_days), today - timedelta(days=1)
+        return RunRequest(
+            run_key=f"late-data-{today.isoformat()}",
+            tags={
+                RANGE_START_TAG: start.isoformat(),
+                RANGE_END_TAG: end.isoformat(),
+                "usage/refresh": "late-data",
+            },
+        )
+
+    return late_data_refresh
 
 
 def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(jobs=[daily_usage_job], schedules=[daily_usage_schedule, late_data_refresh])
+    return Definitions(
+        jobs=[daily_usage_job],
+        schedules=[daily_usage_schedule, late_data_refresh_of(settings.budgets.late_data_days)],
+    )

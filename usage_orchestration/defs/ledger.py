@@ -36,10 +36,10 @@ from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs.common import (
     CREDIT_LEDGER,
     LEDGER_DAILY_USAGE,
-    OWNERS,
     daily_asset,
     day_span,
     load_id,
+    owners,
     partition_days,
     record_days,
     table,
@@ -184,7 +184,7 @@ def credit_ledger_spec(settings: UsageSettings) -> AssetSpec:
         "pool, License Manager sync), written by the platform and only read here, through a "
         "read-only connection or the Usage Reporting API.",
         kinds={ledger_kind(settings)},
-        owners=OWNERS,
+        owners=owners(settings),
         group_name="ledger",
         metadata={"location": MetadataValue.text(ledger_location(settings))},
     )

@@ -44,6 +44,11 @@ def building(settings: UsageSettings) -> Iterator[None]:
         _building.reset(token)
 
 
+def building_settings() -> UsageSettings | None:
+    """The settings of the definitions being built (None outside ``building``)."""
+    return _building.get()
+
+
 def current_partitions() -> DailyPartitionsDefinition:
     """The partitions of the settings being built (the default start outside ``building``)."""
     settings = _building.get()

@@ -38,7 +38,7 @@ from dagster import (
 from usage_orchestration.core.dates import month_start
 from usage_orchestration.core.money import credits_metadata, display_credits
 from usage_orchestration.core.statement import Statement, build_statement
-from usage_orchestration.defs.common import ALL_PROVIDERS, OWNERS, RECONCILIATION, load_id, table
+from usage_orchestration.defs.common import ALL_PROVIDERS, RECONCILIATION, load_id, owners, table
 from usage_orchestration.defs.partitions import monthly_partitions_of
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.settings import UsageSettings
@@ -99,7 +99,7 @@ def compute_statement(wh: Warehouse, month: Any, settings: UsageSettings) -> Sta
         break_lines(wh, month),
         cap_lines(wh, as_of),
         now=datetime.now(UTC),
-        late_days=settings.budgets.statement_late_days,
+        late_days=settings.budgets.late_data_days,
     )
 
 
@@ -148,7 +148,7 @@ def build_statement_asset(settings: UsageSettings) -> AssetsDefinition:
             AssetDep(AssetKey("provider_cap_status"), partition_mapping=_month_days()),
         ],
         kinds={"python", warehouse_kind(settings.warehouse_url), "html"},
-        owners=OWNERS,
+        owners=owners(settings),
         tags={"provider": ALL_PROVIDERS},
         group_name="finops",
         description="The month per entity and provider: usage, credits charged and expected, "
@@ -195,7 +195,7 @@ def _months_to_refresh(today: Any, late_days: int) -> list[Any]:
 
 
 def build_statement_schedule(settings: UsageSettings, job: Any) -> ScheduleDefinition:
-    late_days = settings.budgets.statement_late_days
+    late_days = settings.budgets.late_data_days
 
     @schedule(
         job=job,

@@ -93,8 +93,10 @@ class AlertSettings(BaseModel):
     )
     owner: str = Field(
         "team:finops",
-        min_length=1,
-        description="who answers for these alerts (named in every page; the assets' owner)",
+        # Dagster's owner forms: an email or team:<name>; it is also every asset's owner
+        pattern=r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$",
+        description="who answers for these alerts and owns the assets in the catalog: an email "
+        "or team:<name> (named in every page; the assets' owners)",
     )
     page_recent_days: int = Field(
         3,

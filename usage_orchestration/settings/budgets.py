@@ -59,13 +59,13 @@ class BudgetSettings(BaseModel):
     worst_rows_shown: int = Field(
         10, ge=1, le=200, description="rows in the markdown tables of worst breaks/overruns"
     )
-    statement_late_days: int = Field(
+    late_data_days: int = Field(
         3,
-        ge=0,
+        ge=1,
         le=31,
-        description="days after a month ends during which late provider data may still change "
-        "it: its monthly statement stays provisional until month end + this many days "
-        "(3: the late_data_refresh window)",
+        description="days during which late provider data may still change a day: the "
+        "late_data_refresh schedule re-materializes this many trailing days, and a month's "
+        "statement stays provisional until month end + this many days",
     )
 
     @field_validator("thresholds_pct")
