@@ -9,11 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, delete
 
 from usage_orchestration.ledger.base import SyncStatus
 from usage_orchestration.ledger.factory import make_ledger_reader, sync_problem
 from usage_orchestration.ledger.http import HttpLedger
-from usage_orchestration.ledger.sql import SqlLedger
+from usage_orchestration.ledger.schema import credit_pool
+from usage_orchestration.ledger.sql import CreditPoolNotConfigured, SqlLedger
 from usage_orchestration.providers.http import ProviderError, ProviderResponseError, RetryPolicy
 from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.core import Fault
@@ -160,3 +162,34 @@ def test_sync_problem_reads_the_sync_block() -> None:
     assert "staleness level critical" in (
         sync_problem(SyncStatus(synced_at=t0, staleness_level="critical")) or ""
     )
+
+
+def test_a_month_without_a_pool_reads_as_not_configured_over_http(sb: Sandbox, seeded: str) -> None:
+    """The API documents ``creditPool`` on every answer; a month the ledger holds no pool for
+    comes back null, and both readers say "not configured" (budget_status's reading), never a
+    zero pool that would read as depleted."""
+    with create_engine(seeded).begin() as conn:
+        conn.execute(delete(credit_pool))
+    body = (
+        httpx.Client(transport=sb.transport())
+        .get("http://x/ledger/api/usage", headers={"Authorization": f"Bearer {TOKEN}"})
+        .json()
+    )
+    assert "creditPool" in body and body["creditPool"] is None
+    for reader in (_http(sb), SqlLedger(seeded)):
+        with pytest.raises(CreditPoolNotConfigured, match="2026-05"):
+            reader.credit_pool(DAYS[4])
+
+
+def test_an_answer_without_the_credit_pool_block_is_an_error_not_a_missing_pool() -> None:
+    body = {"usageSummary": [], "dailyTotals": [], "budgets": [], "sync": {}}
+    http = HttpLedger(
+        "http://ledger.test",
+        TOKEN,
+        transport=httpx.MockTransport(lambda req: httpx.Response(200, json=body)),
+        retry=RetryPolicy(max_attempts=1, jitter=False),
+        sleep=lambda s: None,
+    )
+    with pytest.raises(ProviderResponseError, match="creditPool") as info:
+        http.credit_pool(DAYS[0])
+    assert not isinstance(info.value, CreditPoolNotConfigured)

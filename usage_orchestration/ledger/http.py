@@ -38,7 +38,7 @@ from usage_orchestration.ledger.base import (
     SyncStatus,
     check_span,
 )
-from usage_orchestration.ledger.sql import check_month, q
+from usage_orchestration.ledger.sql import CreditPoolNotConfigured, check_month, q
 from usage_orchestration.providers.http import ProviderHttp, ProviderResponseError, RetryPolicy
 
 PROVIDER = "ledger"
@@ -98,7 +98,8 @@ class UsageResponse(_Api):
     usage_summary: list[UsageSummaryItem]
     daily_totals: list[DailyTotal] = []
     budgets: list[BudgetItem] = []
-    credit_pool: CreditPoolBlock
+    # required; null when the ledger has no credit pool for the month (not configured)
+    credit_pool: CreditPoolBlock | None
     sync: SyncBlock = SyncBlock()
 
 
@@ -224,6 +225,11 @@ class HttpLedger(LedgerLocation):
 
     def credit_pool(self, as_of: date) -> CreditPool:
         pool = self.usage(as_of.replace(day=1), as_of).credit_pool
+        if pool is None:
+            raise CreditPoolNotConfigured(
+                f"ledger (http {self.location}): creditPool is null for "
+                f"{as_of.replace(day=1).isoformat()}..{as_of.isoformat()}: no credit pool set"
+            )
         return CreditPool(included=q(pool.included), used=q(pool.used), remaining=q(pool.remaining))
 
     def sync_status(self) -> SyncStatus:

@@ -55,7 +55,8 @@ class LedgerError(RuntimeError):
 
 class CreditPoolNotConfigured(LedgerError):
     """The ledger holds no included credits for the month (nor an earlier one): not configured,
-    which budget_status reports for that month instead of failing."""
+    which budget_status reports for that month instead of failing. SQL: no credit_pool row for
+    the month or before; the Usage API: ``creditPool`` present and null."""
 
 
 def q(value: Any) -> Decimal:

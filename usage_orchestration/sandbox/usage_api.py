@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from usage_orchestration.core.dates import month_of
-from usage_orchestration.ledger.base import CreditPool, SyncStatus
-from usage_orchestration.ledger.sql import LedgerError, SqlLedger
+from usage_orchestration.ledger.base import SyncStatus
+from usage_orchestration.ledger.sql import CreditPoolNotConfigured, LedgerError, SqlLedger
 from usage_orchestration.sandbox.core import json_response
 
 if TYPE_CHECKING:
@@ -38,7 +38,12 @@ def _ts(dt: datetime | None) -> str | None:
     return None if dt is None else dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _pool(p: CreditPool) -> dict[str, Any]:
+def _pool(led: SqlLedger, as_of: date) -> dict[str, Any] | None:
+    """The month's pool; null when the ledger has none for the month (not configured)."""
+    try:
+        p = led.credit_pool(as_of)
+    except CreditPoolNotConfigured:
+        return None
     return {"included": _num(p.included), "used": _num(p.used), "remaining": _num(p.remaining)}
 
 
@@ -147,7 +152,7 @@ def _usage(sb: Sandbox, req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
         "usageSummary": summary,
         "dailyTotals": daily,
         "budgets": _budgets(led, end),
-        "creditPool": _pool(led.credit_pool(end)),
+        "creditPool": _pool(led, end),
         "sync": _sync(led.sync_status()),
     }
 
@@ -192,7 +197,7 @@ def _monthly(sb: Sandbox, req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
         {"month": m, "resourceType": rt, "totalCredits": _num(c), "totalEvents": n}
         for m, rt, c, n in led.monthly_history(first, today)
     ]
-    return {"history": history, "creditPool": _pool(led.credit_pool(today))}
+    return {"history": history, "creditPool": _pool(led, today)}
 
 
 def _top_consumers(sb: Sandbox, req: httpx.Request, led: SqlLedger) -> dict[str, Any]:
