@@ -6,6 +6,11 @@ import pytest
 
 from usage_orchestration.core.mapping import resolve_mapping
 from usage_orchestration.settings import SettingsError, load_settings
+from usage_orchestration.settings.defaults import (
+    MAPPED_NEON_PROJECTS,
+    NEON_EXTRA_METRICS,
+    UNMAPPED_NEON_PROJECT,
+)
 from usage_orchestration.settings.neon import ANALYTICS_WAREHOUSE, DEMO_PROJECTS
 
 
@@ -37,10 +42,11 @@ def test_environment_sets_projects_and_budget(monkeypatch: pytest.MonkeyPatch) -
     assert s.neon.project_ids == ["p-one", "p-two"] and s.neon.rate_limit_requests == 10
 
 
-def test_demo_mapping_covers_compute_and_storage_only() -> None:
+def test_demo_maps_every_metric_of_every_project_but_the_one_left_unmapped() -> None:
     s = load_settings()
     assert s.neon.enabled and s.neon.rate_limit_requests < 50  # under the documented ~50/min
-    for pid in DEMO_PROJECTS:
+    assert UNMAPPED_NEON_PROJECT in DEMO_PROJECTS
+    for pid in MAPPED_NEON_PROJECTS:
         compute = resolve_mapping(s.mappings, "neon", pid, "compute_unit_seconds")
         storage = resolve_mapping(s.mappings, "neon", pid, "root_branch_bytes_month")
         assert compute is not None and compute.entity_id == ANALYTICS_WAREHOUSE
@@ -49,7 +55,12 @@ def test_demo_mapping_covers_compute_and_storage_only() -> None:
             and s.rate_card["job_compute"].ledger_unit == "second"
         )
         assert storage is not None and storage.resource_type == "workspace_storage"
-        assert resolve_mapping(s.mappings, "neon", pid, "public_network_transfer_bytes") is None
+        for metric, resource_type in NEON_EXTRA_METRICS.items():
+            m = resolve_mapping(s.mappings, "neon", pid, metric)
+            assert m is not None and m.resource_type == resource_type, (pid, metric)
+            assert resource_type in s.rate_card
+    for metric in ("compute_unit_seconds", "root_branch_bytes_month", *NEON_EXTRA_METRICS):
+        assert resolve_mapping(s.mappings, "neon", UNMAPPED_NEON_PROJECT, metric) is None
     assert resolve_mapping(s.mappings, "neon", "some-other-project", "compute_unit_seconds") is None
 
 
