@@ -223,7 +223,9 @@ def test_the_asset_fails_a_drop_with_the_override_named_and_accepts_it_when_tagg
     def fake_fetch(_settings: Any, _credentials: Any, days: list[date], **_kw: Any) -> FetchResult:
         return fetch([row(d, answers["qty"], f"k-{d}") for d in days], list(days))
 
-    asset = provider_asset(dataclasses.replace(PHALA, fetch=fake_fetch), settings)
+    asset = provider_asset(
+        dataclasses.replace(PHALA, fetch=fake_fetch, stream_fetch=None), settings
+    )
     resources = {
         "settings": settings,
         "warehouse": WarehouseResource(url=db_url),
