@@ -40,6 +40,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -77,6 +78,13 @@ def _settings_env(tmp: Path, sandbox_url: str, first: date) -> dict[str, str]:
     }
 
 
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def _peak_rss_mb() -> float:
     """This process's VmHWM and its largest waited-for child's maxrss, in MB."""
     hwm_kb = 0
@@ -106,6 +114,15 @@ def worker(args: argparse.Namespace) -> None:
         DagsterInstance.ephemeral() if args.instance == "ephemeral" else DagsterInstance.get()
     )
     rss_before = _peak_rss_mb()
+    samples: list[tuple[float, float]] = []  # (time, VmRSS MB): which step holds the memory
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            samples.append((time.time(), _rss_mb()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     profiler = None
     if args.profile:
         import cProfile
@@ -123,12 +140,14 @@ def worker(args: argparse.Namespace) -> None:
         raise_on_error=False,
     )
     wall = time.perf_counter() - t0
+    done.set()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     steps: dict[str, str] = {}
     started: dict[str, float] = {}
     step_s: dict[str, float] = {}
+    step_rss: dict[str, float] = {}
     for record in instance.all_logs(result.run_id):
         ev = record.dagster_event
         if ev is None or not ev.step_key:
@@ -137,7 +156,10 @@ def worker(args: argparse.Namespace) -> None:
             started[ev.step_key] = record.timestamp
         elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
             steps[ev.step_key] = ev.event_type_value
-            step_s[ev.step_key] = round(record.timestamp - started.get(ev.step_key, 0), 2)
+            t_start = started.get(ev.step_key, 0)
+            step_s[ev.step_key] = round(record.timestamp - t_start, 2)
+            inside = [m for t, m in samples if t_start <= t <= record.timestamp]
+            step_rss[ev.step_key] = max(inside) if inside else 0.0
     failed = [k for k, v in steps.items() if v != "STEP_SUCCESS"]
     print(
         json.dumps(
@@ -149,6 +171,7 @@ def worker(args: argparse.Namespace) -> None:
                 "steps": len(steps),
                 "failed_steps": failed,
                 "step_s": step_s,
+                "step_max_rss_mb": step_rss,
             }
         )
     )

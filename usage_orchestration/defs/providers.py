@@ -95,6 +95,26 @@ def _audit_metadata(report: LoadReport) -> dict[str, Any]:
     }
 
 
+_SPAN_COLUMNS = ["account", "reason", "days", "first_day", "last_day"]
+
+
+def _unavailable_spans(unavailable: Sequence[Any]) -> list[dict[str, Any]]:
+    """Unavailable account-days grouped by (account, reason): how many, first and last day."""
+    spans: dict[tuple[str, str | None], list[Any]] = {}
+    for c in unavailable:
+        spans.setdefault((c.account_id, c.reason), []).append(c.usage_date)
+    return [
+        {
+            "account": account,
+            "reason": reason,
+            "days": len(d),
+            "first_day": min(d),
+            "last_day": max(d),
+        }
+        for (account, reason), d in sorted(spans.items(), key=lambda kv: (kv[0][0], min(kv[1])))
+    ]
+
+
 def _metadata(
     spec: ProviderSpec,
     settings: UsageSettings,
@@ -121,13 +141,9 @@ def _metadata(
         "totals_by_metric": table(
             totals, ["metric", "consumed_unit", "rows", "quantity", "billed_cost", "list_cost"]
         ),
-        "unavailable_days": table(
-            [
-                {"day": c.usage_date, "account": c.account_id, "reason": c.reason}
-                for c in unavailable
-            ],
-            ["day", "account", "reason"],
-        ),
+        # one row per (account, reason) with its span, not one per day: Dagster copies a range
+        # run's metadata into every partition's materialization (365 x a 300-row table)
+        "unavailable_days": table(_unavailable_spans(unavailable), _SPAN_COLUMNS),
         "warehouse": MetadataValue.text(warehouse.describe()),
         **_audit_metadata(report),
     }
