@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
+from usage_orchestration.providers.http import ProviderError
+from usage_orchestration.providers.records import (
+    DayCoverage,
+    FetchChunk,
+    FetchResult,
+    FetchStats,
+    FetchStream,
+    UsageRow,
+)
 from usage_orchestration.settings import UsageSettings, load_settings
 from usage_orchestration.warehouse.audit import AuditError
 from usage_orchestration.warehouse.provider_load import DropAuditError, store_fetch
@@ -223,7 +231,9 @@ def test_the_asset_fails_a_drop_with_the_override_named_and_accepts_it_when_tagg
     def fake_fetch(_settings: Any, _credentials: Any, days: list[date], **_kw: Any) -> FetchResult:
         return fetch([row(d, answers["qty"], f"k-{d}") for d in days], list(days))
 
-    asset = provider_asset(dataclasses.replace(PHALA, fetch=fake_fetch), settings)
+    asset = provider_asset(
+        dataclasses.replace(PHALA, fetch=fake_fetch, stream_fetch=None), settings
+    )
     resources = {
         "settings": settings,
         "warehouse": WarehouseResource(url=db_url),
@@ -318,3 +328,54 @@ def _staged_record(settings: UsageSettings, stage_id: str) -> dict[str, Any]:
 
     rec = usage_record(row(D2, key=f"k-{stage_id}"), settings, stage_id, datetime.now(UTC))
     return {**rec, "stage_id": stage_id}
+
+
+def _stream(
+    wh: Warehouse, chunks: list[FetchChunk], seen: list[int], fail_after: int | None = None
+) -> FetchStream:
+    """A fetch arriving chunk by chunk; ``seen`` records how many rows were staged when each
+    next chunk was asked for; ``fail_after``: a provider failure after that many chunks."""
+
+    def gen() -> Any:
+        for i, chunk in enumerate(chunks):
+            if fail_after is not None and i == fail_after:
+                raise ProviderError("phala", "connection reset", retryable=True)
+            yield chunk
+            with wh.engine.connect() as conn:
+                staged = select(func.count()).select_from(provider_usage_staging)
+                seen.append(int(conn.execute(staged).scalar() or 0))
+
+    return FetchStream(gen(), FetchStats(requests=len(chunks)))
+
+
+def test_a_streamed_range_is_staged_chunk_by_chunk_and_published_at_the_end(
+    wh: Warehouse, settings: UsageSettings
+) -> None:
+    cov = fetch([], [D1, D2]).coverage
+    chunks = [
+        FetchChunk([row(D1, "10", "k1")]),
+        FetchChunk([row(D1, "10", "k1"), row(D2, "5", "k2")]),  # k1 again, identical
+        FetchChunk([], cov),
+    ]
+    seen: list[int] = []
+    report = store_fetch(wh, "phala", [D1, D2], _stream(wh, chunks, seen), settings, "load-s")
+    # each chunk was in staging before the next page was asked for: memory holds one chunk
+    assert seen == [1, 3, 3]
+    assert (report.rows_written, report.rows_audited, report.duplicates_dropped) == (2, 3, 1)
+    usage, published_cov, staged = snapshot(wh)
+    assert [(u[0], u[1]) for u in usage] == [(D1, "k1"), (D2, "k2")]
+    assert len(published_cov) == 2 and staged == 0
+    assert [c.usage_date for c in report.coverage] == [D1, D2]
+
+
+def test_a_provider_failure_mid_stream_publishes_nothing_and_clears_its_stage(
+    wh: Warehouse, settings: UsageSettings
+) -> None:
+    store_fetch(wh, "phala", [D1, D2], fetch([row(D1, "7", "old")], [D1, D2]), settings, "load-0")
+    before = snapshot(wh)
+    chunks = [FetchChunk([row(D1, "10", "k1")]), FetchChunk([row(D2, "5", "k2")])]
+    with pytest.raises(ProviderError, match="connection reset"):
+        store_fetch(
+            wh, "phala", [D1, D2], _stream(wh, chunks, [], fail_after=1), settings, "load-f"
+        )
+    assert snapshot(wh) == before  # the old load stands; the failed load's staged rows are gone

@@ -38,7 +38,7 @@ from usage_orchestration.defs.common import (
 )
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.http import ProviderError
-from usage_orchestration.providers.records import FetchResult
+from usage_orchestration.providers.records import FetchStats
 from usage_orchestration.providers.registry import PROVIDERS, ProviderSpec
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.analysis import caps_month_to_date
@@ -96,39 +96,55 @@ def _audit_metadata(report: LoadReport) -> dict[str, Any]:
     }
 
 
+_SPAN_COLUMNS = ["account", "reason", "days", "first_day", "last_day"]
+
+
+def _unavailable_spans(unavailable: Sequence[Any]) -> list[dict[str, Any]]:
+    """Unavailable account-days grouped by (account, reason): how many, first and last day."""
+    spans: dict[tuple[str, str | None], list[Any]] = {}
+    for c in unavailable:
+        spans.setdefault((c.account_id, c.reason), []).append(c.usage_date)
+    return [
+        {
+            "account": account,
+            "reason": reason,
+            "days": len(d),
+            "first_day": min(d),
+            "last_day": max(d),
+        }
+        for (account, reason), d in sorted(spans.items(), key=lambda kv: (kv[0][0], min(kv[1])))
+    ]
+
+
 def _metadata(
     spec: ProviderSpec,
     settings: UsageSettings,
     warehouse: WarehouseResource,
     days: Sequence[Any],
     report: LoadReport,
-    result: FetchResult,
+    stats: FetchStats,
 ) -> dict[str, Any]:
     wh = warehouse.get()
     totals = usage_totals(wh, spec.name, days)
-    unavailable = [c for c in result.coverage if c.status == "unavailable"]
+    unavailable = [c for c in report.coverage if c.status == "unavailable"]
     caps = caps_month_to_date(wh, settings, spec.name, max(days)) if days else []
     meta: dict[str, Any] = {
         "rows": report.rows_written,
         "days": len(days),
         "days_unavailable": len({c.usage_date for c in unavailable}),
         "accounts": len(spec.configured_accounts(settings)),
-        "requests": result.requests,
-        "retries": result.retries,
-        "budget_wait_s": round(result.budget_wait_s, 3),
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "budget_wait_s": round(stats.budget_wait_s, 3),
         "billed_cost_usd": float(sum((t["billed_cost"] or 0) for t in totals)),
         "list_cost_credits": credits_metadata(sum((t["list_cost"] or 0) for t in totals)),
         "unmapped_rows": int(sum(t["rows"] - t["mapped_rows"] for t in totals)),
         "totals_by_metric": table(
             totals, ["metric", "consumed_unit", "rows", "quantity", "billed_cost", "list_cost"]
         ),
-        "unavailable_days": table(
-            [
-                {"day": c.usage_date, "account": c.account_id, "reason": c.reason}
-                for c in unavailable
-            ],
-            ["day", "account", "reason"],
-        ),
+        # one row per (account, reason) with its span, not one per day: Dagster copies a range
+        # run's metadata into every partition's materialization (365 x a 300-row table)
+        "unavailable_days": table(_unavailable_spans(unavailable), _SPAN_COLUMNS),
         "warehouse": MetadataValue.text(warehouse.describe()),
         **_audit_metadata(report),
     }
@@ -145,20 +161,36 @@ def _metadata(
     return meta
 
 
-def _fetch(
+def _load(
     context: AssetExecutionContext,
     spec: ProviderSpec,
     settings: UsageSettings,
     credentials: ProviderApiResource,
-    days: Sequence[Any],
     warehouse: WarehouseResource,
-) -> FetchResult:
-    """The provider's answer for ``days``; a transient failure (after the client's own retries,
-    or a Retry-After beyond their cap) retries the step the Dagster way, waiting what the provider
-    asked for. The run is not failed (so nothing pages) until the retries are spent."""
+    days: Sequence[Any],
+) -> tuple[LoadReport, FetchStats]:
+    """Fetch, write, audit, publish, chunk by chunk: the provider's pages are staged as they
+    arrive and the days published at the end in one transaction. A transient provider failure
+    (after the client's own retries, or a Retry-After beyond their cap) retries the step the
+    Dagster way, waiting what the provider asked for; the run is not failed (so nothing pages)
+    until the retries are spent. A failed audit fails the step with what it found (nothing is
+    written), a refused drop names the run tag that accepts it."""
+    allow_drop = context.run.tags.get(ALLOW_DROP_TAG, "").lower() == "true"
+    # runs still in progress keep their staged rows; a killed run's are cleared by this load
+    live = {r.run_id for r in context.instance.get_runs(RunsFilter(statuses=_RUNNING))}
+    budgets = request_budgets(settings, warehouse.get())
+    stream = spec.stream(settings, credentials.values, days, budgets=budgets)
     try:
-        budgets = request_budgets(settings, warehouse.get())
-        return spec.fetch(settings, credentials.values, days, budgets=budgets)
+        report = store_fetch(
+            warehouse.get(),
+            spec.name,
+            days,
+            stream,
+            settings,
+            load_id(context),
+            allow_drop=allow_drop,
+            live_loads=live,
+        )
     except ProviderError as exc:
         retries = settings.step_retries
         if not exc.retryable or context.retry_number >= retries.max_retries:
@@ -169,32 +201,6 @@ def _fetch(
             f"(retry {context.retry_number + 1} of {retries.max_retries}): {exc}"
         )
         raise RetryRequested(max_retries=retries.max_retries, seconds_to_wait=wait) from exc
-
-
-def _store(
-    context: AssetExecutionContext,
-    spec: ProviderSpec,
-    settings: UsageSettings,
-    warehouse: WarehouseResource,
-    days: Sequence[Any],
-    result: FetchResult,
-) -> LoadReport:
-    """Write, audit, publish; a failed audit fails the step with what it found (nothing is
-    written), a refused drop names the run tag that accepts it."""
-    allow_drop = context.run.tags.get(ALLOW_DROP_TAG, "").lower() == "true"
-    # runs still in progress keep their staged rows; a killed run's are cleared by this load
-    live = {r.run_id for r in context.instance.get_runs(RunsFilter(statuses=_RUNNING))}
-    try:
-        return store_fetch(
-            warehouse.get(),
-            spec.name,
-            days,
-            result,
-            settings,
-            load_id(context),
-            allow_drop=allow_drop,
-            live_loads=live,
-        )
     except DropAuditError as exc:
         raise Failure(
             description=str(exc),
@@ -202,6 +208,7 @@ def _store(
         ) from None
     except AuditError as exc:
         raise Failure(description=f"audit failed, nothing written: {exc}") from None
+    return report, stream.stats
 
 
 def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinition:
@@ -217,8 +224,8 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
         pool=spec.pool,
         kinds={spec.name, warehouse_kind(settings.warehouse_url)},
         provider=spec.name,
-        group="providers",
         table="provider_usage",  # its column schema in the catalog (defs/common.py)
+        group="providers",
         description=spec.description,
         required_resource_keys={"settings", "warehouse", spec.resource_key},
         check_specs=[
@@ -241,12 +248,11 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             f"{spec.name}: fetching {len(spec.configured_accounts(settings))} account(s) "
             f"for {day_span(days)}"
         )
-        result = _fetch(context, spec, settings, credentials, days, warehouse)
-        report = _store(context, spec, settings, warehouse, days, result)
-        unavailable = sum(1 for c in result.coverage if c.status == "unavailable")
+        report, stats = _load(context, spec, settings, credentials, warehouse, days)
+        unavailable = sum(1 for c in report.coverage if c.status == "unavailable")
         context.log.info(
             f"{spec.name}: wrote {report.rows_written} rows for {day_span(days)} in "
-            f"{result.requests} requests; {unavailable} account-day(s) unavailable"
+            f"{stats.requests} requests; {unavailable} account-day(s) unavailable"
         )
         if report.days_kept:
             context.log.warning(
@@ -264,7 +270,7 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             metadata={**_audit_metadata(report), "drops": _drops_table(report.drops)},
         )
         return MaterializeResult(
-            metadata=_metadata(spec, settings, warehouse, days, report, result),
+            metadata=_metadata(spec, settings, warehouse, days, report, stats),
             check_results=[check],
         )
 

@@ -40,6 +40,7 @@ from usage_orchestration.providers.http import (
     RequestBudgets,
     RetryPolicy,
     SharedRateBudget,
+    body_json,
 )
 from usage_orchestration.providers.records import (
     CoverageStatus,
@@ -281,7 +282,7 @@ def graphql_error(response: httpx.Response) -> tuple[bool, str] | None:
     ``appResourceUsage.error``; ``(retryable, message)`` or None. A body that is not JSON is left
     to the parser, which names the problem."""
     try:
-        body = response.json()
+        body = body_json(response)
     except ValueError:
         return None
     if not isinstance(body, dict):
@@ -540,7 +541,7 @@ class ForgeClient(ProviderClient):
             return ProviderResponseError(PROVIDER, message, account=account, window=window)
 
         try:
-            body = response.json()
+            body = body_json(response)
         except ValueError:
             raise fail("response is not JSON") from None
         node = _usage_node(body)

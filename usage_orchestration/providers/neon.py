@@ -40,6 +40,7 @@ from usage_orchestration.providers.http import (
     RequestBudgets,
     RetryPolicy,
     SharedRateBudget,
+    body_json,
     offending_item,
 )
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow, day_coverage
@@ -451,7 +452,7 @@ class NeonClient(ProviderClient):
 
     def _parse_page(self, response: httpx.Response, window: str, page_no: int) -> NeonPage:
         try:
-            return NeonPage.model_validate_json(response.content)
+            return NeonPage.model_validate(body_json(response))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])

@@ -14,7 +14,7 @@ stopped CVMs, so a live app always has records); see docs/providers/phala.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,9 +28,17 @@ from usage_orchestration.providers.http import (
     ProviderHttp,
     ProviderResponseError,
     RetryPolicy,
+    body_json,
     offending_item,
 )
-from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow, day_coverage
+from usage_orchestration.providers.records import (
+    DayCoverage,
+    FetchChunk,
+    FetchResult,
+    FetchStream,
+    UsageRow,
+    day_coverage,
+)
 
 PROVIDER = "phala"
 USAGE_PATH = "/api/v1/apps/{app_id}/usage"
@@ -202,6 +210,15 @@ class PhalaClient(ProviderClient):
         self, app_id: str, start: date, end_inclusive: date
     ) -> list[PhalaUsageRecord]:
         """Every record of ``app_id`` billed from ``start`` through ``end_inclusive``, once each."""
+        return [r for page in self.record_pages(app_id, start, end_inclusive) for r in page]
+
+    def record_pages(
+        self, app_id: str, start: date, end_inclusive: date
+    ) -> Iterator[list[PhalaUsageRecord]]:
+        """The records of ``app_id`` billed from ``start`` through ``end_inclusive``, page by
+        page as they arrive, each record once (an identical copy on a later page is dropped, a
+        disagreeing one is an error). Only a digest of each record seen is kept, so memory holds
+        one page however long the window."""
         window = f"{start.isoformat()}..{end_inclusive.isoformat()}"
         after = end_inclusive + timedelta(days=1)  # end_date: the midnight ending the window
         params_base = {
@@ -210,7 +227,7 @@ class PhalaClient(ProviderClient):
             "limit": self.page_size,
         }
         guard = PageGuard(PROVIDER, self.max_pages, account=f"app {app_id}", window=window)
-        by_key: dict[str, PhalaUsageRecord] = {}
+        seen: dict[str, int] = {}  # billing_key → digest of the record's values
         offset = 0
         while True:
             guard.visit(offset)
@@ -222,10 +239,13 @@ class PhalaClient(ProviderClient):
                 window=window,
             )
             page = self._parse_page(response, app_id, window, offset)
-            new = self._merge(page, by_key, app_id, window, offset)
-            for rec in page.usage:
+            new = self._merge(page, seen, app_id, window, offset)
+            for rec in new:
                 if rec.billing_day != after:
                     check_record(rec, app_id, start, end_inclusive)
+            # the other reading of end_date (inclusive): records of the day that starts at it
+            # were not asked for and are dropped, as any day outside the request would be
+            yield [r for r in new if r.billing_day != after]
             if len(page.usage) < self.page_size:
                 break
             if not new:  # a full page of records already seen: offset is ignored, not paging
@@ -236,19 +256,16 @@ class PhalaClient(ProviderClient):
                     "refusing to loop",
                 )
             offset += self.page_size
-        # the other reading of end_date (inclusive): records of the day that starts at it were
-        # not asked for and are dropped, as any day outside the request would be by the caller
-        return [r for r in by_key.values() if r.billing_day != after]
 
     def _merge(
         self,
         page: PhalaUsagePage,
-        by_key: dict[str, PhalaUsageRecord],
+        seen: dict[str, int],
         app_id: str,
         window: str,
         offset: int,
-    ) -> int:
-        """Add the page's records by ``billing_key``; return how many were new. A copy that
+    ) -> list[PhalaUsageRecord]:
+        """Record the page's records by ``billing_key``; return the new ones. A copy that
         disagrees with the one already seen is an error, never "first one wins"."""
         if len(page.usage) > self.page_size:
             raise _error(
@@ -257,12 +274,14 @@ class PhalaClient(ProviderClient):
                 f"the page at offset {offset} holds {len(page.usage)} records, more than the "
                 f"limit {self.page_size} that was sent; offset paging cannot be trusted",
             )
-        new = 0
+        new: list[PhalaUsageRecord] = []
         for rec in page.usage:
-            known = by_key.setdefault(rec.billing_key, rec)
-            if known is rec:
-                new += 1
-            elif known != rec:
+            digest = _digest(rec)
+            known = seen.get(rec.billing_key)
+            if known is None:
+                seen[rec.billing_key] = digest
+                new.append(rec)
+            elif known != digest:
                 raise _error(
                     app_id,
                     window,
@@ -276,7 +295,7 @@ class PhalaClient(ProviderClient):
         response: httpx.Response, app_id: str, window: str, offset: int
     ) -> PhalaUsagePage:
         try:
-            return PhalaUsagePage.model_validate_json(response.content)
+            return PhalaUsagePage.model_validate(body_json(response))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
@@ -289,19 +308,60 @@ class PhalaClient(ProviderClient):
 
     def fetch_days(self, app_ids: Sequence[str], days: Sequence[date]) -> FetchResult:
         """Normalized rows and coverage for every app and every day in ``days`` (one request
-        series per app over the whole span, not one per day)."""
+        series per app over the whole span, not one per day), in memory."""
+        return self.stream_days(app_ids, days).collect()
+
+    def stream_days(self, app_ids: Sequence[str], days: Sequence[date]) -> FetchStream:
+        """``fetch_days`` as a stream: a chunk of rows per page, then each app's coverage once
+        its series ended (what the loader writes page by page)."""
+        return FetchStream(self._chunks(app_ids, days), self.stats)
+
+    def _chunks(self, app_ids: Sequence[str], days: Sequence[date]) -> Iterator[FetchChunk]:
         if not days:
-            return FetchResult(rows=[], coverage=[])
-        start, end = min(days), max(days)
+            return
+        wanted = sorted(set(days))
+        start, end = wanted[0], wanted[-1]
         fetched_at = datetime.now(UTC)
-        rows: list[UsageRow] = []
-        coverage: list[DayCoverage] = []
         for app_id in app_ids:
-            records = self.fetch_records(app_id, start, end)
-            app_rows, app_coverage = app_day_rows(app_id, records, days, fetched_at)
-            rows += app_rows
-            coverage += app_coverage
-        return self.result(rows, coverage)
+            per_day: dict[date, int] = dict.fromkeys(wanted, 0)
+            records = 0
+            for page in self.record_pages(app_id, start, end):
+                records += len(page)
+                rows = [
+                    normalize(rec, app_id, fetched_at)
+                    for rec in page
+                    if rec.billing_day in per_day  # other days of the span were not asked for
+                ]
+                for row in rows:
+                    per_day[row.usage_date] += 1
+                self.sync_stats()
+                yield FetchChunk(rows, [])
+            yield FetchChunk([], app_coverage(app_id, wanted, per_day, records))
+        self.sync_stats()
+
+
+def _digest(rec: PhalaUsageRecord) -> int:
+    """A digest of every value of a record: two copies of one billing_key must agree."""
+    return hash(tuple(rec.__dict__.values()))
+
+
+def app_coverage(
+    app_id: str, wanted: list[date], per_day: dict[date, int], records: int
+) -> list[DayCoverage]:
+    """One app's coverage of ``wanted`` once its series ended (``per_day``: rows per day)."""
+    if not records:
+        # storage is billed per minute even for stopped CVMs: a live app always has records,
+        # so an answer with none is missing data (or a deleted app), not zero usage
+        window = f"{wanted[0].isoformat()}..{wanted[-1].isoformat()}"
+        reason = (
+            f"provider_unavailable: Phala's answer holds no usage record for app {app_id} in "
+            f"{window} (a live app is billed storage every minute, so none is not zero usage)"
+        )
+        return [day_coverage(PROVIDER, app_id, d, "unavailable", reason, 0) for d in wanted]
+    # A day without records while the app has records on other days stays complete: the app
+    # did not exist yet or was deleted that day (the contract has no per-day "no data" signal,
+    # and the answer covered the whole window).
+    return [day_coverage(PROVIDER, app_id, d, "complete", None, per_day[d]) for d in wanted]
 
 
 def app_day_rows(
@@ -309,27 +369,13 @@ def app_day_rows(
 ) -> tuple[list[UsageRow], list[DayCoverage]]:
     """One app's rows for ``days`` and its coverage per day."""
     wanted = sorted(set(days))
-    window = f"{wanted[0].isoformat()}..{wanted[-1].isoformat()}"
-    if not records:
-        # storage is billed per minute even for stopped CVMs: a live app always has records,
-        # so an answer with none is missing data (or a deleted app), not zero usage
-        reason = (
-            f"provider_unavailable: Phala's answer holds no usage record for app {app_id} in "
-            f"{window} (a live app is billed storage every minute, so none is not zero usage)"
-        )
-        return [], [day_coverage(PROVIDER, app_id, d, "unavailable", reason, 0) for d in wanted]
     per_day: dict[date, int] = dict.fromkeys(wanted, 0)
     rows: list[UsageRow] = []
     for rec in records:
         if rec.billing_day in per_day:  # other days of the span were not asked for
             rows.append(normalize(rec, app_id, fetched_at))
             per_day[rec.billing_day] += 1
-    # A day without records while the app has records on other days stays complete: the app
-    # did not exist yet or was deleted that day (the contract has no per-day "no data" signal,
-    # and the answer covered the whole window).
-    return rows, [
-        day_coverage(PROVIDER, app_id, d, "complete", None, n) for d, n in sorted(per_day.items())
-    ]
+    return rows, app_coverage(app_id, wanted, per_day, len(records))
 
 
 def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> UsageRow:

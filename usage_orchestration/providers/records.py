@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
@@ -77,3 +79,54 @@ class FetchResult(BaseModel):
     requests: int = 0
     retries: int = 0
     budget_wait_s: float = 0.0  # waited for the shared request budget (rate limit)
+
+
+@dataclass(frozen=True)
+class FetchChunk:
+    """One piece of a fetch as it arrives (a page, a request series): rows, and the coverage
+    that became known with it (an account's days once its series ended). A range is written
+    chunk by chunk, so memory holds one page however long the range."""
+
+    rows: list[UsageRow] = field(default_factory=list)
+    coverage: list[DayCoverage] = field(default_factory=list)
+
+
+@dataclass
+class FetchStats:
+    """What a fetch cost; final once its chunks are exhausted."""
+
+    requests: int = 0
+    retries: int = 0
+    budget_wait_s: float = 0.0
+
+
+class FetchStream:
+    """A fetch as a stream of chunks (iterate once) and, once exhausted, what it cost."""
+
+    def __init__(self, chunks: Iterable[FetchChunk], stats: FetchStats | None = None) -> None:
+        self._chunks = iter(chunks)
+        self.stats = stats or FetchStats()
+
+    def __iter__(self) -> Iterator[FetchChunk]:
+        return self._chunks
+
+    @classmethod
+    def of(cls, result: FetchResult) -> FetchStream:
+        """A whole fetch (held in memory) as a one-chunk stream."""
+        stats = FetchStats(result.requests, result.retries, result.budget_wait_s)
+        return cls([FetchChunk(list(result.rows), list(result.coverage))], stats)
+
+    def collect(self) -> FetchResult:
+        """Every chunk in memory, as one FetchResult (tests, small fetches)."""
+        rows: list[UsageRow] = []
+        coverage: list[DayCoverage] = []
+        for chunk in self:
+            rows += chunk.rows
+            coverage += chunk.coverage
+        return FetchResult(
+            rows=rows,
+            coverage=coverage,
+            requests=self.stats.requests,
+            retries=self.stats.retries,
+            budget_wait_s=self.stats.budget_wait_s,
+        )

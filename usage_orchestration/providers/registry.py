@@ -13,7 +13,7 @@ exactly, never by substring.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -23,13 +23,14 @@ import httpx
 from usage_orchestration.core.reconcile import CoverageAccount, ReconcileConfig
 from usage_orchestration.providers import forge, neon, phala
 from usage_orchestration.providers.http import RequestBudgets, RetryPolicy
-from usage_orchestration.providers.records import FetchResult
+from usage_orchestration.providers.records import FetchChunk, FetchResult, FetchStats, FetchStream
 from usage_orchestration.settings import UsageSettings
 
 # A configured coverage account and the provider resource it covers (None: all of them).
 Account = CoverageAccount
 
 Fetch = Callable[..., FetchResult]
+Stream = Callable[..., FetchStream]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class ProviderSpec:
     # the configured accounts of the provider's settings
     accounts: Callable[[Any], list[Account]]
     description: str
+    # stream(settings, credentials, days, transport=None, budgets=None) → the fetch as chunks,
+    # for the loader;
+    # None: the whole fetch as one chunk (its rows are bounded by the provider's lookback)
+    stream_fetch: Stream | None = None
 
     @property
     def asset_key(self) -> str:
@@ -66,18 +71,39 @@ class ProviderSpec:
     def configured_accounts(self, settings: UsageSettings) -> list[Account]:
         return self.accounts(self.settings_of(settings))
 
+    def stream(
+        self,
+        settings: UsageSettings,
+        credentials: Mapping[str, str],
+        days: Sequence[date],
+        *,
+        transport: httpx.BaseTransport | None = None,
+        budgets: RequestBudgets | None = None,
+    ) -> FetchStream:
+        """The fetch of ``days`` as a stream of chunks (requests go out as it is read)."""
+        if self.stream_fetch is not None:
+            return self.stream_fetch(
+                settings, credentials, days, transport=transport, budgets=budgets
+            )
+        stats = FetchStats()
+
+        def whole() -> Iterator[FetchChunk]:
+            result = self.fetch(settings, credentials, days, transport=transport, budgets=budgets)
+            stats.requests, stats.retries = result.requests, result.retries
+            stats.budget_wait_s = result.budget_wait_s
+            yield FetchChunk(list(result.rows), list(result.coverage))
+
+        return FetchStream(whole(), stats)
+
 
 # -- per-provider adapters: the settings and credentials → one fetch of a set of days -------------
-def _phala_fetch(
+def _phala_client(
     settings: UsageSettings,
     credentials: Mapping[str, str],
-    days: Sequence[date],
-    *,
-    transport: httpx.BaseTransport | None = None,
-    budgets: RequestBudgets | None = None,  # unused: Phala documents no rate limit
-) -> FetchResult:
+    transport: httpx.BaseTransport | None,
+) -> phala.PhalaClient:
     cfg = settings.phala
-    client = phala.PhalaClient(
+    return phala.PhalaClient(
         cfg.base_url,
         credentials.get("api_key", ""),
         api_version=cfg.api_version,
@@ -87,8 +113,36 @@ def _phala_fetch(
         retry=RetryPolicy(max_attempts=cfg.max_attempts, retry_after_cap_s=cfg.retry_after_cap_s),
         transport=transport,
     )
-    with client:
-        return client.fetch_days(cfg.app_ids, days)
+
+
+def _phala_fetch(
+    settings: UsageSettings,
+    credentials: Mapping[str, str],
+    days: Sequence[date],
+    *,
+    transport: httpx.BaseTransport | None = None,
+    budgets: RequestBudgets | None = None,  # unused: Phala documents no rate limit
+) -> FetchResult:
+    with _phala_client(settings, credentials, transport) as client:
+        return client.fetch_days(settings.phala.app_ids, days)
+
+
+def _phala_stream(
+    settings: UsageSettings,
+    credentials: Mapping[str, str],
+    days: Sequence[date],
+    *,
+    transport: httpx.BaseTransport | None = None,
+    budgets: RequestBudgets | None = None,  # unused: Phala documents no rate limit
+) -> FetchStream:
+    """Phala page by page: a year of hourly records per app is the one large fetch."""
+    client = _phala_client(settings, credentials, transport)
+
+    def chunks() -> Iterator[FetchChunk]:
+        with client:  # open while the loader reads the pages, closed when it stops
+            yield from client.stream_days(settings.phala.app_ids, days)
+
+    return FetchStream(chunks(), client.stats)
 
 
 def _neon_fetch(
@@ -154,6 +208,7 @@ PHALA = ProviderSpec(
     title="Phala Cloud",
     secrets={"api_key": "PHALA_API_KEY"},
     fetch=_phala_fetch,
+    stream_fetch=_phala_stream,
     accounts=_phala_accounts,
     description="Phala Cloud CVM metered usage (compute, storage) per app, normalized into "
     "provider_usage; a day's rows are replaced atomically on every materialization.",

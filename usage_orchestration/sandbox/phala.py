@@ -7,6 +7,7 @@ de-duplication), ``apps`` (ids that exist; default: any 40-hex id).
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -29,7 +30,19 @@ RATE_STORAGE_PER_MIN = Decimal("0.0000125")
 
 
 def phala_records(seed: int, app_id: str, day: date) -> list[dict[str, Any]]:
-    """Every usage record of ``app_id`` billed on ``day`` (UTC)."""
+    """Every usage record of ``app_id`` billed on ``day`` (UTC) (fresh copies: callers may
+    change them)."""
+    return [dict(r) for r in _day_records(seed, app_id, day)]
+
+
+# The server rebuilds a request's whole window for every page: a year's window is 365 days of
+# records per page, built once here instead (deterministic from the arguments).
+@functools.lru_cache(maxsize=4096)
+def _day_records(seed: int, app_id: str, day: date) -> tuple[dict[str, Any], ...]:
+    return tuple(_build_records(seed, app_id, day))
+
+
+def _build_records(seed: int, app_id: str, day: date) -> list[dict[str, Any]]:
     r = rng(seed, "phala", app_id, day)
     n_instances = 1 + rng(seed, "phala-instances", app_id).randint(0, 1)
     team_id = 100 + int(stable_id(seed, "team", app_id, length=4), 16) % 900

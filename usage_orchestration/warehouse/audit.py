@@ -8,7 +8,7 @@ staged rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date
 from decimal import Decimal
@@ -90,9 +90,9 @@ def audit_row(row: UsageRow, days: set[date]) -> None:
         )
 
 
-def audit_rows(rows: Iterable[UsageRow], days: Sequence[date]) -> int:
+def audit_rows(rows: Iterable[UsageRow], days: Collection[date]) -> int:
     """Audit every row; return how many were checked."""
-    wanted = set(days)
+    wanted = days if isinstance(days, set | frozenset) else set(days)
     n = 0
     for row in rows:
         audit_row(row, wanted)

@@ -3,7 +3,7 @@ coverage, all days of a load in one transaction)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from usage_orchestration.core.dates import naive_utc
 from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
-from usage_orchestration.providers.records import FetchResult, UsageRow
+from usage_orchestration.providers.records import DayCoverage, FetchResult, FetchStream, UsageRow
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.audit import (
     AuditError,
@@ -82,6 +82,7 @@ class LoadReport:
     # load holds complete: kept as they were instead of being replaced by nothing
     days_kept: list[date] = field(default_factory=list)
     abandoned_rows_cleared: int = 0  # staged by loads that died before cleaning up
+    coverage: list[DayCoverage] = field(default_factory=list)  # what the fetch covered, per day
 
 
 class DropAuditError(AuditError):
@@ -96,34 +97,26 @@ def store_fetch(
     warehouse: Warehouse,
     provider: str,
     days: Sequence[date],
-    result: FetchResult,
+    result: FetchResult | FetchStream,
     settings: UsageSettings,
     load_id: str,
     *,
     allow_drop: bool = False,
     live_loads: Collection[str] | None = None,
 ) -> LoadReport:
-    """Write, audit, publish: audit every fetched row, stage the rows, audit them in SQL
-    (conflicting duplicates; days whose usage vanished or fell by more than
-    ``settings.audit.max_drop_share`` since the last load, unless ``allow_drop``), then replace
-    ``provider``'s rows and coverage for ``days`` in one transaction. A failed audit raises
-    ``AuditError`` and leaves every table as it was. With ``live_loads`` (the load ids of the
-    runs still in progress), rows that loads no longer running left staged (a killed run) are
-    cleared first."""
-    report = LoadReport(rows_audited=audit_rows(result.rows, days))
+    """Write, audit, publish: audit every fetched row and stage it as it arrives (``result`` is
+    a whole fetch or a stream of chunks: a range is staged page by page, so memory holds one
+    chunk), audit the staged rows in SQL (conflicting duplicates; days whose usage vanished or
+    fell by more than ``settings.audit.max_drop_share`` since the last load, unless
+    ``allow_drop``), then replace ``provider``'s rows and coverage for ``days`` in one
+    transaction. A failed audit raises ``AuditError`` and leaves every table as it was (staged
+    rows are discarded). With ``live_loads`` (the load ids of the runs still in progress), rows
+    that loads no longer running left staged (a killed run) are cleared first."""
+    stream = FetchStream.of(result) if isinstance(result, FetchResult) else result
+    report = LoadReport()
     fetched_at = datetime.now(UTC)
     stage_id = load_id[:64]
-    coverage = [
-        {**c.model_dump(), "load_id": load_id, "fetched_at": naive_utc(fetched_at)}
-        for c in result.coverage
-    ]
     wanted = set(days)
-    bad = [c for c in coverage if c["usage_date"] not in wanted]
-    if bad:
-        raise AuditError(
-            f"{provider} account {bad[0]['account_id']} day {bad[0]['usage_date']} field "
-            "usage_date: coverage outside the requested days"
-        )
     warehouse.ensure_schema()
     _discard_stage(warehouse, provider, stage_id)
     if live_loads is not None:
@@ -131,11 +124,28 @@ def store_fetch(
             warehouse, provider, {stage_id, *(x[:64] for x in live_loads)}
         )
     try:
-        _stage(warehouse, provider, stage_id, result, settings, load_id, fetched_at)
+        coverage: list[DayCoverage] = []
+        row_days: set[date] = set()
+        for chunk in stream:
+            report.rows_audited += audit_rows(chunk.rows, wanted)
+            row_days.update(r.usage_date for r in chunk.rows)
+            _stage(warehouse, provider, stage_id, chunk.rows, settings, load_id, fetched_at)
+            coverage += chunk.coverage
+        report.coverage = coverage
+        bad = [c for c in coverage if c.usage_date not in wanted]
+        if bad:
+            raise AuditError(
+                f"{provider} account {bad[0].account_id} day {bad[0].usage_date} field "
+                "usage_date: coverage outside the requested days"
+            )
+        records = [
+            {**c.model_dump(), "load_id": load_id, "fetched_at": naive_utc(fetched_at)}
+            for c in coverage
+        ]
         with warehouse.engine.begin() as conn:
             lock_replace(conn, provider_usage.name, {"provider": provider})
-            report.days_kept = _days_to_keep(conn, provider, result)
-            replaced = sorted(set(days) - set(report.days_kept))
+            report.days_kept = _days_to_keep(conn, provider, coverage, row_days)
+            replaced = sorted(wanted - set(report.days_kept))
             _audit_staged(conn, provider, stage_id, replaced, settings, allow_drop, report)
             warehouse.replace_days(
                 provider_usage, replaced, [], match={"provider": provider}, conn=conn
@@ -145,7 +155,7 @@ def store_fetch(
             warehouse.replace_days(
                 provider_coverage,
                 replaced,
-                [c for c in coverage if c["usage_date"] not in kept],
+                [c for c in records if c["usage_date"] not in kept],
                 match={"provider": provider},
                 conn=conn,
             )
@@ -154,16 +164,18 @@ def store_fetch(
     return report
 
 
-def _days_to_keep(conn: Connection, provider: str, result: FetchResult) -> list[date]:
+def _days_to_keep(
+    conn: Connection, provider: str, coverage: Sequence[DayCoverage], row_days: set[date]
+) -> list[date]:
     """Days on which no account was answered (all ``unavailable``: past a lookback window, an
     account missing from the answer) but which a previous load holds complete. Replacing them
     would trade figures the provider gave for nothing; they stay as they were, and the coverage
     of the previous load still says where they came from."""
-    answered = {c.usage_date for c in result.coverage if c.status == "complete"}
-    unanswered_days = {c.usage_date for c in result.coverage} - answered
+    answered = {c.usage_date for c in coverage if c.status == "complete"}
+    unanswered_days = {c.usage_date for c in coverage} - answered
     if not unanswered_days:
         return []
-    if any(r.usage_date in unanswered_days for r in result.rows):
+    if unanswered_days & row_days:
         return []  # rows on a day without coverage: leave it to the audits, keep nothing
     unanswered = sorted(unanswered_days)
     c = provider_coverage
@@ -190,14 +202,14 @@ def _stage(
     warehouse: Warehouse,
     provider: str,
     stage_id: str,
-    result: FetchResult,
+    rows: Iterable[UsageRow],
     settings: UsageSettings,
     load_id: str,
     fetched_at: datetime,
 ) -> None:
     """The mapped rows into the staging table, in chunks (each its own transaction)."""
     chunk: list[dict[str, Any]] = []
-    for row in result.rows:
+    for row in rows:
         if row.provider != provider:
             raise AuditError(
                 f"{provider} account {row.resource_id} day {row.usage_date} field provider: "
