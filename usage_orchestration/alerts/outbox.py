@@ -464,11 +464,17 @@ class Outbox:
         due = _due(now)
         blocked: set[str] = set()
         budget = self.settings.delivery_budget_s if budget_s is None else budget_s
+        # A send starts only while its whole read timeout still fits in the budget (the first
+        # always does): one cut short times out after the receiver took it, and its retry sends
+        # it twice. A budget shorter than the timeout can only cut: then any time left will do.
+        timeout = self.settings.timeout_s
+        needed = timeout if timeout <= budget else 0.0
+        sent = 0
         started = time.monotonic()
         rows = self._due_rows(due, limit)
         for i, row in enumerate(rows):
             left = budget - (time.monotonic() - started)
-            if left <= 0:
+            if left <= 0 or (sent and left < needed):
                 report.deferred = len(rows) - i
                 break
             key = row["dedup_key"]
@@ -478,6 +484,7 @@ class Outbox:
                 continue
             if not self._claim(key, now, due):
                 continue  # another tick has it
+            sent += 1
             outcome, status, reason, after = _attempt(
                 channels.get(channel_name), channel_name, _notification(row, action), left
             )
