@@ -485,10 +485,17 @@ class Outbox:
         due = _due(now)
         blocked: set[str] = set()
         budget = self.settings.delivery_budget_s if budget_s is None else budget_s
+        # A send starts only while its whole read timeout still fits in the budget (the first
+        # always does): one cut short times out after the receiver took it, and its retry sends
+        # it twice. A budget shorter than the timeout can only cut: then any time left will do.
+        timeout = self.settings.timeout_s
+        needed = timeout if timeout <= budget else 0.0
+        sent = 0
         started = time.monotonic()
         rows = self._due_rows(due, limit)
         for i, row in enumerate(rows):
-            if budget - (time.monotonic() - started) <= 0:
+            left = budget - (time.monotonic() - started)
+            if left <= 0 or (sent and left < needed):
                 report.deferred = len(rows) - i
                 break
             # An alert's actions in order (a resolve on each channel it went out to; a resolve
@@ -496,13 +503,14 @@ class Outbox:
             key = row["dedup_key"]
             for _ in range(_MAX_ACTIONS_PER_ALERT):
                 left = budget - (time.monotonic() - started)
-                if left <= 0 or not self._claim(key, now, due):
+                if left <= 0 or (sent and left < needed) or not self._claim(key, now, due):
                     break  # out of time, nothing due any more, or another pass has it
                 fresh = self.get(key)  # read under the lease
                 step = self._next_action(fresh) if fresh is not None else None
                 if fresh is None or step is None or step[1] in blocked:
                     self._release(key)  # nothing (more) to send, or its channel backs off
                     break
+                sent += 1
                 if not self._deliver_one(fresh, *step, channels, now, left, report):
                     blocked.add(step[1])
                     break

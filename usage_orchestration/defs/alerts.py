@@ -505,7 +505,7 @@ def _stuck_run_tick(context: SensorEvaluationContext, kit: SensorKit) -> SkipRea
     def body() -> SkipReason:
         if not kit.settings.alerts.detect_dead_local_runs:
             return SkipReason("alerts.detect_dead_local_runs is off (run workers on other hosts)")
-        dead = _dead_runs(context.instance, grace_s=30)
+        dead = _dead_runs(context.instance, grace_s=kit.settings.alerts.stuck_run_grace_s)
         for run in dead:
             # Marking it failed ends it: run_failure_alerts pages (stuck_run) and run monitoring
             # frees its concurrency slots after free_slots_after_run_end_seconds.
@@ -540,7 +540,7 @@ def _evaluation_sensors(interval: int) -> list[SensorDefinition]:
     ]
 
 
-def _run_sensors() -> list[SensorDefinition]:
+def _run_sensors(settings: UsageSettings) -> list[SensorDefinition]:
     """Run failures and successes of every run of the deployment, however launched."""
     return [
         _alert_sensor(
@@ -569,7 +569,7 @@ def _run_sensors() -> list[SensorDefinition]:
         _alert_sensor(
             _running_sensor(
                 "stuck_run_detector",
-                60,
+                settings.alerts.stuck_run_interval_s,
                 "Marks STARTED runs whose run worker process is gone as failed (they then "
                 "page as stuck_run and their pool slots are freed).",
             ),
@@ -602,7 +602,7 @@ def make_sensors(settings: UsageSettings) -> list:
         *_evaluation_sensors(settings.alerts.sensor_interval_s),
         stale_data_alerts,
         alert_delivery,
-        *_run_sensors(),
+        *_run_sensors(settings),
     ]
 
 

@@ -157,6 +157,15 @@ class AlertSettings(BaseModel):
     delivery_interval_s: int = Field(
         15, ge=5, description="minimum interval of the alert_delivery sensor"
     )
+    stuck_run_interval_s: int = Field(
+        60, ge=5, description="minimum interval of the stuck_run_detector sensor"
+    )
+    stuck_run_grace_s: int = Field(
+        30,
+        ge=5,
+        description="a STARTED run whose worker is gone is marked failed only once it is this "
+        "old (a run that has just started may not have its worker's pid yet)",
+    )
     detect_dead_local_runs: bool = Field(
         True,
         description="stuck_run_detector marks a STARTED run failed when its run worker's pid is "
