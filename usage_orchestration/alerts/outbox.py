@@ -631,17 +631,7 @@ class Outbox:
             )
         with self.engine.begin() as conn:
             _update_alert(conn, key, values)
-            conn.execute(
-                insert(alert_delivery).values(
-                    dedup_key=key,
-                    action=action,
-                    channel=channel,
-                    attempted_at=_naive(now),
-                    outcome=outcome,
-                    http_status=status,
-                    reason=reason,
-                )
-            )
+            _log_delivery(conn, key, action, channel, now, outcome, reason, http_status=status)
 
     # -- operator -----------------------------------------------------------------------------
     def requeue(self, key: str, *, now: datetime) -> list[str]:
@@ -670,16 +660,10 @@ class Outbox:
                 return []
             _update_alert(conn, key, values)
             for channel in channels:  # the log says who re-queued what (and owes the resolve)
-                conn.execute(
-                    insert(alert_delivery).values(
-                        dedup_key=key,
-                        action=action,
-                        channel=channel,
-                        attempted_at=_naive(now),
-                        outcome="requeued",
-                        reason="re-queued by an operator (alerts resend)",
-                    )
-                )
+                _log_delivery(
+                    conn, key, action, channel, now, "requeued",
+                    "re-queued by an operator (alerts resend)",
+                )  # fmt: skip
             return [action]
 
     # -- reading ------------------------------------------------------------------------------
@@ -753,6 +737,31 @@ def _insert_alert(conn: Connection, alert: Alert, now: datetime, values: Mapping
 
 def _update_alert(conn: Connection, key: str, values: Mapping[str, Any]) -> None:
     conn.execute(update(alert_outbox).where(alert_outbox.c.dedup_key == key).values(**values))
+
+
+def _log_delivery(
+    conn: Connection,
+    key: str,
+    action: str,
+    channel: str,
+    now: datetime,
+    outcome: str,
+    reason: str | None,
+    *,
+    http_status: int | None = None,
+) -> None:
+    """One line of the delivery log (``alert_delivery``): what was done to which channel."""
+    conn.execute(
+        insert(alert_delivery).values(
+            dedup_key=key,
+            action=action,
+            channel=channel,
+            attempted_at=_naive(now),
+            outcome=outcome,
+            http_status=http_status,
+            reason=reason,
+        )
+    )
 
 
 _MAX_ACTIONS_PER_ALERT = 4  # a trigger and resolves on its channels, in one pass
