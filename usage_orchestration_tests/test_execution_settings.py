@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from usage_orchestration.defs.executor import build_executor, celery_app_args, step_processes
+from usage_orchestration.defs.executor import (
+    FORKSERVER_PRELOAD,
+    build_executor,
+    celery_app_args,
+    step_processes,
+)
 from usage_orchestration.defs.location import build_definitions
 from usage_orchestration.settings import SettingsError, UsageSettings, load_settings
 from usage_orchestration.settings.execution import (
@@ -76,6 +81,25 @@ def test_multiprocess_runs_every_provider_and_the_ledger_at_once_unless_limited(
     assert step_processes(one) == 3
 
 
+def test_multiprocess_forks_steps_from_a_forkserver_that_imported_the_code_location() -> None:
+    config = _executor_config(load_settings(execution={"engine": "multiprocess"}))
+    assert config["start_method"] == {
+        "forkserver": {"preload_modules": ["usage_orchestration.defs.location"]}
+    }
+    # the preload reads no settings: it imports in an environment without secrets or settings
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = "import " + ", ".join(FORKSERVER_PRELOAD)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={"PYTHONPATH": str(root)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    spawn = load_settings(execution={"engine": "multiprocess", "start_method": "spawn"})
+    assert _executor_config(spawn)["start_method"] == {"spawn": {}}
+
+
 def test_the_run_and_the_workers_share_broker_backend_queue_and_prefix() -> None:
     execution = ExecutionSettings(
         engine="celery",
@@ -113,6 +137,7 @@ def test_rabbitmq_broker_with_rpc_results() -> None:
     [
         ({"engine": "dask"}, "execution.engine"),
         ({"engine": "parallel"}, "execution.engine"),
+        ({"start_method": "fork"}, "execution.start_method"),
         ({"broker_url": "http://127.0.0.1:6379"}, "scheme must be one of"),
         ({"broker_url": "redis://"}, "has no host"),
         ({"broker_url": "redis://127.0.0.1:99999/0"}, "not a valid URL"),
