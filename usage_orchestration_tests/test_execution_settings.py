@@ -4,19 +4,26 @@ app is built from, and that a broker password is refused in the file and masked 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from usage_orchestration.defs.executor import build_executor, celery_app_args
+from usage_orchestration.defs.executor import (
+    FORKSERVER_PRELOAD,
+    build_executor,
+    celery_app_args,
+    step_processes,
+)
 from usage_orchestration.defs.location import build_definitions
-from usage_orchestration.settings import SettingsError, load_settings
+from usage_orchestration.settings import SettingsError, UsageSettings, load_settings
 from usage_orchestration.settings.execution import (
     BROKER_URL_ENV,
     ExecutionSettings,
     masked_url,
 )
 from usage_orchestration.settings.secrets import redact
+from usage_orchestration_tests.test_profiles import README_SECRETS, readme_example
 
 
 def _executor_name(**execution: object) -> str:
@@ -24,17 +31,73 @@ def _executor_name(**execution: object) -> str:
     return defs.resolve_job_def("daily_usage_job").executor_def.name
 
 
-def test_steps_run_in_process_unless_the_settings_choose_another_engine() -> None:
-    assert load_settings().execution.engine == "in_process"
+def _executor_config(settings: UsageSettings) -> dict[str, Any]:
+    executor = build_executor(settings)
+    # the configured executor's config, as the run will see it
+    return dict(executor.config_schema.resolve_config({}).value["config"])
+
+
+def test_the_demo_runs_steps_in_process_unless_the_settings_choose_another_engine() -> None:
+    s = load_settings()
+    assert s.execution.engine == "auto"
+    assert s.execution.resolved_engine(s.profile) == "in_process"
     assert _executor_name() == "in_process"
     assert _executor_name(engine="multiprocess") == "multiprocess"
     assert _executor_name(engine="celery") == "celery"
 
 
-def test_multiprocess_limit_reaches_the_executor() -> None:
-    executor = build_executor(ExecutionSettings(engine="multiprocess", max_concurrent=2))
-    assert executor.name == "multiprocess"
-    assert executor is not build_executor(ExecutionSettings(engine="multiprocess"))
+def test_production_runs_a_process_per_step_sized_to_its_providers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Profile production's default engine is multiprocess, so a range run's provider steps
+    overlap; the README's example enables one provider: two processes (it and the ledger)."""
+    for k, v in README_SECRETS.items():
+        monkeypatch.setenv(k, v)
+    path = tmp_path / "usage_orchestration.yaml"
+    path.write_text(readme_example())
+    s = load_settings(path)
+    assert s.profile == "production" and s.execution.engine == "auto"
+    assert s.execution.describe(s.profile) == "multiprocess"
+    job = build_definitions(s).resolve_job_def("daily_usage_job")
+    assert job.executor_def.name == "multiprocess"
+    assert step_processes(s) == 2
+    assert _executor_config(s)["max_concurrent"] == 2
+    # an explicit engine wins over the profile's
+    data = yaml.safe_load(path.read_text()) | {"execution": {"engine": "in_process"}}
+    path.write_text(yaml.safe_dump(data))
+    assert _executor_name(**data["execution"]) == "in_process"
+    assert load_settings(path).execution.resolved_engine("production") == "in_process"
+
+
+def test_multiprocess_runs_every_provider_and_the_ledger_at_once_unless_limited() -> None:
+    """Dagster's own default (the CPU count, 2 here) would queue a provider behind the others."""
+    s = load_settings(execution={"engine": "multiprocess"})
+    assert step_processes(s) == 4  # phala, neon, forge and the ledger load
+    assert _executor_config(s)["max_concurrent"] == 4
+    limited = load_settings(execution={"engine": "multiprocess", "max_concurrent": 2})
+    assert build_executor(limited).name == "multiprocess"
+    assert _executor_config(limited)["max_concurrent"] == 2
+    one = load_settings(execution={"engine": "multiprocess"}, neon={"enabled": False})
+    assert step_processes(one) == 3
+
+
+def test_multiprocess_forks_steps_from_a_forkserver_that_imported_the_code_location() -> None:
+    config = _executor_config(load_settings(execution={"engine": "multiprocess"}))
+    assert config["start_method"] == {
+        "forkserver": {"preload_modules": ["usage_orchestration.defs.location"]}
+    }
+    # the preload reads no settings: it imports in an environment without secrets or settings
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = "import " + ", ".join(FORKSERVER_PRELOAD)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={"PYTHONPATH": str(root)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    spawn = load_settings(execution={"engine": "multiprocess", "start_method": "spawn"})
+    assert _executor_config(spawn)["start_method"] == {"spawn": {}}
 
 
 def test_the_run_and_the_workers_share_broker_backend_queue_and_prefix() -> None:
@@ -73,6 +136,8 @@ def test_rabbitmq_broker_with_rpc_results() -> None:
     ("override", "problem"),
     [
         ({"engine": "dask"}, "execution.engine"),
+        ({"engine": "parallel"}, "execution.engine"),
+        ({"start_method": "fork"}, "execution.start_method"),
         ({"broker_url": "http://127.0.0.1:6379"}, "scheme must be one of"),
         ({"broker_url": "redis://"}, "has no host"),
         ({"broker_url": "redis://127.0.0.1:99999/0"}, "not a valid URL"),

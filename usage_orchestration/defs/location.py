@@ -34,9 +34,9 @@ def build_definitions(settings: UsageSettings) -> Definitions:
     url = database_url_config("warehouse_url", WAREHOUSE_URL_ENV, settings.warehouse_url)
     with building(settings):
         shared = Definitions(
-            # in_process by default: steps are small I/O-bound loads and spawning a process per
-            # step costs ~3 s on 2 cores; celery for workers (settings/execution.py)
-            executor=build_executor(settings.execution),
+            # the profile's engine by default (demo: in_process, a process per step costs ~3 s on
+            # 2 cores; production: multiprocess, providers overlap); settings/execution.py
+            executor=build_executor(settings),
             resources={
                 # A plain object: Dagster keeps it in memory and stores none of it.
                 "settings": settings,

@@ -1,5 +1,10 @@
-"""Where a run's steps execute: in the run's process (the default), one process per step, or on
-Celery workers (``dagster-celery``) behind a Redis or RabbitMQ broker.
+"""Where a run's steps execute: in the run's process, one process per step, or on Celery workers
+(``dagster-celery``) behind a Redis or RabbitMQ broker.
+
+``engine: auto`` (the default) follows the profile (``settings/profiles.py``): ``in_process`` for
+the demo (a process per step costs ~3 s on 2 cores), ``multiprocess`` for production, where the
+provider steps of one range run overlap (Forge's slow request budget does not hold up Phala and
+Neon) while each provider's pool still allows one step at a time across runs.
 
 ``defs/executor.py`` turns these settings into the Definitions' executor; the Celery workers
 build their app from the same settings (``defs/celery_app.py``), so the run and the workers
@@ -16,11 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from usage_orchestration.settings.profiles import DEFAULT_ENGINE, Engine, Profile
+
 BROKER_URL_ENV = "USAGE_EXECUTION__BROKER_URL"
 BACKEND_URL_ENV = "USAGE_EXECUTION__BACKEND_URL"
 BROKER_URL_ENVS: tuple[str, ...] = (BROKER_URL_ENV, BACKEND_URL_ENV)
 
-Engine = Literal["in_process", "multiprocess", "celery"]
+# Engine (in_process | multiprocess | celery) lives in profiles.py beside DEFAULT_ENGINE
+EngineChoice = Literal["auto", "in_process", "multiprocess", "celery"]
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 # rpc:// sends results back over the broker (RabbitMQ); redis(s):// stores them in Redis.
 BACKEND_SCHEMES = ("redis", "rediss", "rpc")
@@ -90,14 +98,25 @@ class ExecutionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    engine: Engine = Field(
-        "in_process",
-        description="in_process: every step in the run's process (steps are small and I/O "
-        "bound; a process per step costs ~3 s on 2 cores); multiprocess: a process per step; "
-        "celery: steps are Celery tasks on workers (docs/deployment.md)",
+    engine: EngineChoice = Field(
+        "auto",
+        description="auto: the profile's (demo: in_process, production: multiprocess); "
+        "in_process: every step in the run's process, one after the other (a process per step "
+        "costs ~3 s on 2 cores); multiprocess: a process per step, so the provider steps of a "
+        "run overlap; celery: steps are Celery tasks on workers (docs/deployment.md)",
     )
     max_concurrent: int | None = Field(
-        None, ge=1, le=64, description="multiprocess: processes at once (default: CPU count)"
+        None,
+        ge=1,
+        le=64,
+        description="multiprocess: step processes at once (default: one per enabled provider "
+        "plus the ledger load, the steps a range run can start together)",
+    )
+    start_method: Literal["forkserver", "spawn"] = Field(
+        "forkserver",
+        description="multiprocess: forkserver imports the code location once per run and forks "
+        "each step from it; spawn starts each step as a fresh interpreter (~3 s per step on 2 "
+        "cores)",
     )
     broker_url: BrokerUrl = Field(
         "redis://127.0.0.1:6379/0",
@@ -150,10 +169,17 @@ class ExecutionSettings(BaseModel):
             config["result_backend_transport_options"] = result_transport
         return config
 
-    def describe(self) -> str:
+    def resolved_engine(self, profile: Profile) -> Engine:
+        """The engine steps run on: ``engine``, or the profile's default when it is auto."""
+        if self.engine == "auto":
+            return DEFAULT_ENGINE[profile]
+        return self.engine
+
+    def describe(self, profile: Profile = "demo") -> str:
         """The engine in one line, passwords masked (run metadata, logs, the CLI)."""
-        if self.engine != "celery":
-            return self.engine
+        engine = self.resolved_engine(profile)
+        if engine != "celery":
+            return engine
         return (
             f"celery broker={masked_url(self.broker_url)} "
             f"backend={masked_url(self.backend_url)} queue={self.queue}"

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from usage_orchestration.settings import UsageSettings
 
 Profile = Literal["demo", "production"]
+Engine = Literal["in_process", "multiprocess", "celery"]
+
+# What ``execution.engine: auto`` means. The demo keeps every step in the run's process (a
+# process per step costs ~3 s on 2 cores, more than its small loads take); production runs a
+# process per step so one range run's provider steps overlap: Forge's slow request budget
+# (5 a minute) must not hold up Phala and Neon. Pools still allow one step per provider.
+DEFAULT_ENGINE: dict[Profile, Engine] = {"demo": "in_process", "production": "multiprocess"}
 
 # Header values the demo sends because the real ones are not published (set what the provider
 # tells you).

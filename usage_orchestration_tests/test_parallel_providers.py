@@ -1,0 +1,229 @@
+"""The multiprocess engine: the provider steps of one range run overlap while Forge is slow, the
+run builds the in-process run's warehouse, and the provider pools hold across two concurrent runs.
+
+Three runs share a temporary ``DAGSTER_HOME`` with the project's ``dagster.yaml`` (pools of 1,
+so pool slots are claimed through a persistent instance, not an ephemeral one), all
+``execution.engine: multiprocess`` (forkserver). Run A, alone: ``daily_usage_job`` over days 1-3
+(``dagster job execute``). Then runs B and C, started together: the three provider assets over
+days 2-4 and 1-3 (``dagster asset materialize``). The sandbox delays every Forge answer (Forge's
+real budget is 5 requests a minute); Phala and Neon answer at once. Each run writes its own
+warehouse; all read one ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from usage_orchestration_tests.chaos_support import (
+    CHAOS_SECRETS,
+    KILL_PROFILE,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    backfill_days,
+    chaos_sandbox,
+    chaos_settings,
+    run_backfill,
+    run_failure,
+    sandbox_secrets,
+    seed_ledger,
+    snapshot,
+    snapshot_diff,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PROVIDERS = ("phala", "neon", "forge")
+POOLS = (*PROVIDERS, "ledger")  # dagster.yaml: default_limit 1 each
+FORGE_DELAY_S = 3.0  # every Forge answer (the others answer at once)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@dataclass(frozen=True)
+class Step:
+    run: str
+    key: str
+    start: float
+    end: float
+    pid: int | None
+
+
+def _settings_file(tmp: Path, name: str, base_url: str, ledger_url: str) -> tuple[Path, str]:
+    """A settings file of run ``name``: the chaos client profile (no client-side budget worth
+    waiting for, no step retries), Forge's timeout above the sandbox's delay, multiprocess."""
+    warehouse_url = f"sqlite:///{tmp / name / 'warehouse.sqlite'}"
+    settings = chaos_settings(
+        base_url, warehouse_url, ledger_url, tmp / name / "state", KILL_PROFILE
+    )
+    data = settings.model_dump(mode="json", exclude_unset=True)
+    data["forge"]["timeout_s"] = FORGE_DELAY_S * 5
+    data["execution"] = {"engine": "multiprocess"}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path, warehouse_url
+
+
+def _steps(instance: Any, run_id: str, name: str) -> dict[str, Step]:
+    """Each step's STEP_START and STEP_SUCCESS times (and the process that ran it)."""
+    starts: dict[str, tuple[float, int | None]] = {}
+    ends: dict[str, float] = {}
+    for e in instance.all_logs(run_id):
+        ev = e.dagster_event
+        if ev is None or e.step_key is None:
+            continue
+        if ev.event_type_value == "STEP_START":
+            starts[e.step_key] = (e.timestamp, ev.pid)
+        elif ev.event_type_value == "STEP_SUCCESS":
+            ends[e.step_key] = e.timestamp
+    assert set(starts) == set(ends), (name, starts, ends)
+    return {k: Step(name, k, t, ends[k], pid) for k, (t, pid) in starts.items()}
+
+
+def _run_together(
+    tmp: Path, env: dict[str, str], commands: dict[str, tuple[Path, list[str]]]
+) -> float:
+    """Start every command at once (each with its settings file); wait for all; the wall time."""
+    started = time.monotonic()
+    procs = {
+        name: subprocess.Popen(
+            cmd,
+            cwd=tmp,
+            env={**env, "USAGE_SETTINGS_FILE": str(path)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, (path, cmd) in commands.items()
+    }
+    outputs = {name: p.communicate(timeout=600)[0] for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, f"run {name}:\n{outputs[name][-12000:]}"
+    return time.monotonic() - started
+
+
+def test_provider_steps_overlap_within_their_pools(tmp_path: Path) -> None:
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    from usage_orchestration.sandbox.server import SandboxServer
+
+    days: list[date] = backfill_days(4)
+    a_days, b_days = days[:3], days[1:]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # pools of 1
+    # the storage is created (and its schema stamped) once, before two processes open it
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs()
+
+    sandbox = chaos_sandbox(profile=KILL_PROFILE)
+    sandbox.latency_s["forge"] = FORGE_DELAY_S
+    server = SandboxServer(sandbox).start()
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    try:
+        files = {n: _settings_file(tmp_path, n, server.url, ledger_url) for n in "abc"}
+        seed_ledger(chaos_settings(server.url, files["a"][1], ledger_url, tmp_path), days)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("USAGE_", "DAGSTER_"))}
+        env.update(CHAOS_SECRETS, PYTHONPATH=str(REPO), DAGSTER_HOME=str(home))
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        module = ["-m", "usage_orchestration.definitions"]
+        a_tags = {RANGE_START_TAG: a_days[0].isoformat(), RANGE_END_TAG: a_days[-1].isoformat()}
+        job = [str(BIN / "dagster"), "job", "execute", *module, "-j", "daily_usage_job"]
+
+        def providers(span: list[date]) -> list[str]:
+            return [str(BIN / "dagster"), "asset", "materialize", *module] + [
+                "--select",
+                ",".join(f"{p}_usage" for p in PROVIDERS),
+                "--partition-range",
+                f"{span[0].isoformat()}...{span[-1].isoformat()}",
+            ]
+
+        # run A alone: every asset over three days
+        a_wall_s = _run_together(
+            tmp_path, env, {"a": (files["a"][0], [*job, "--tags", json.dumps(a_tags)])}
+        )
+        # runs B and C at once: the provider assets over overlapping days, one pool each
+        bc_wall_s = _run_together(
+            tmp_path,
+            env,
+            {"b": (files["b"][0], providers(b_days)), "c": (files["c"][0], providers(a_days))},
+        )
+        forge_requests = sandbox.request_count("forge")
+    finally:
+        server.stop()
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_runs()
+        assert len(records) == 3 and all(r.status == DagsterRunStatus.SUCCESS for r in records)
+        by_name = {}
+        for r in records:
+            if r.job_name == "daily_usage_job":
+                by_name["a"] = r
+            else:
+                by_name["b" if r.tags[RANGE_START_TAG] == b_days[0].isoformat() else "c"] = r
+        steps = {n: _steps(instance, r.run_id, n) for n, r in by_name.items()}
+        pools = {p: instance.event_log_storage.get_concurrency_info(p) for p in POOLS}
+
+    a = steps["a"]
+    forge, phala, neon = (a[f"{p}_usage"] for p in ("forge", "phala", "neon"))
+    # Forge was the slow one, and Phala and Neon did not wait for it: both ran while Forge's
+    # step was running (started before it finished, finished after it started), each in a
+    # process of its own
+    assert forge.end - forge.start > FORGE_DELAY_S, forge
+    for other in (phala, neon):
+        assert other.start < forge.end and other.end > forge.start, (other, forge)
+    assert len({forge.pid, phala.pid, neon.pid}) == 3, (forge, phala, neon)
+    for n in "bc":
+        assert {f"{p}_usage" for p in PROVIDERS} <= set(steps[n])  # (and their checks)
+
+    # the pools held across the two concurrent runs: never two steps of one provider at once
+    for p in PROVIDERS:
+        x, y = steps["b"][f"{p}_usage"], steps["c"][f"{p}_usage"]
+        assert x.end <= y.start or y.end <= x.start, (p, x, y)
+    # every pool got its slot from the instance (a pool never claimed has none) and freed it
+    for pool, info in pools.items():
+        assert info.slot_count == 1, (pool, info)
+        assert not info.claimed_slots and not info.pending_steps, (pool, info)
+
+    # run A's warehouse is the in-process run's, from the same sandbox data and ledger
+    baseline_url = f"sqlite:///{tmp_path / 'single' / 'warehouse.sqlite'}"
+    server = SandboxServer(chaos_sandbox(profile=KILL_PROFILE)).start()
+    try:
+        baseline = chaos_settings(
+            server.url, baseline_url, ledger_url, tmp_path / "single" / "state", KILL_PROFILE
+        )
+        with sandbox_secrets():
+            result = run_backfill(baseline, a_days)
+    finally:
+        server.stop()
+    assert result.success, run_failure(result)
+    expected = snapshot(baseline_url)
+    actual = snapshot(files["a"][1])
+    assert sum(len(rows) for rows in expected.values()) > 0
+    assert actual == expected, snapshot_diff(expected, actual)
+
+    # per pool: the run that held it first and how long the other one's step waited after it
+    order = {}
+    for p in PROVIDERS:
+        x, y = sorted((steps["b"][f"{p}_usage"], steps["c"][f"{p}_usage"]), key=lambda s: s.start)
+        order[p] = f"{x.run} then {y.run} (+{y.start - x.end:.1f} s)"
+    print(
+        f"run A {a_wall_s:.1f} s, runs B and C together {bc_wall_s:.1f} s; forge requests "
+        f"{forge_requests} "
+        f"({FORGE_DELAY_S} s each); run A forge {forge.end - forge.start:.1f} s, phala "
+        f"{phala.start - forge.start:+.1f}..{phala.end - forge.start:+.1f} s, neon "
+        f"{neon.start - forge.start:+.1f}..{neon.end - forge.start:+.1f} s from forge's start; "
+        f"pools {order}"
+    )
