@@ -364,9 +364,10 @@ def exportable(row: Mapping[str, Any]) -> bool:
 
 class DayFigures:
     """One day's FOCUS figures, accumulated as its rows stream past (the rows themselves are not
-    kept, only counts, exact sums and the first ``preview`` rows)."""
+    kept, only counts, exact sums and the first ``preview`` rows, cut to ``columns`` when given:
+    a year of full preview rows would cost tens of MB)."""
 
-    def __init__(self, preview: int = 20) -> None:
+    def __init__(self, preview: int = 20, columns: Sequence[str] | None = None) -> None:
         self.rows = 0
         self.rows_exportable = 0
         self.by_provider: Counter[str] = Counter()
@@ -375,6 +376,7 @@ class DayFigures:
         self.credits_list_cost = Decimal(0)
         self.preview: list[dict[str, Any]] = []
         self._preview_limit = preview
+        self._columns = list(columns) if columns is not None else None
 
     def add(self, row: Mapping[str, Any]) -> None:
         self.rows += 1
@@ -388,4 +390,5 @@ class DayFigures:
         if row["x_CreditsListCost"] is not None:
             self.credits_list_cost += row["x_CreditsListCost"]
         if len(self.preview) < self._preview_limit:
-            self.preview.append(dict(row))
+            cols = self._columns
+            self.preview.append(dict(row) if cols is None else {c: row.get(c) for c in cols})

@@ -120,7 +120,7 @@ def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
         days = partition_days(context)
         wh = warehouse.get()
         providers = [p.name for p in enabled_providers(settings)]
-        figures = {d: DayFigures() for d in days}
+        figures = {d: DayFigures(columns=PREVIEW_COLUMNS) for d in days}
 
         def build(charges: list[ChargeUsage]) -> list[dict[str, Any]]:
             rows = [focus_row(u, settings.mappings, settings.rate_card) for u in charges]

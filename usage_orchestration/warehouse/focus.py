@@ -17,7 +17,7 @@ import csv
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -275,6 +275,10 @@ def _temp_path(path: Path) -> Path:
     return Path(tmp)
 
 
+def _csv_text(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
 def _csv_cell(v: Any) -> str:
     if v is None:
         return ""  # FOCUS CSV: an empty field is null
@@ -292,14 +296,16 @@ class _CsvSink:
     """A CSV file written a batch of records at a time (header first, even with no rows)."""
 
     def __init__(self, path: Path) -> None:
-        self.columns = list(export_columns())
+        self._kinds = list(export_columns().items())
+        self.columns = [c for c, _ in self._kinds]
         self._file = path.open("w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
         self._writer.writerow(self.columns)
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> None:
-        cols = self.columns
-        self._writer.writerows([_csv_cell(r[c]) for c in cols] for r in records)
+        # one converter per column by its kind: str() of text, the generic cell otherwise
+        cells = [(c, _csv_cell if k != "string" else _csv_text) for c, k in self._kinds]
+        self._writer.writerows([cell(r[c]) for c, cell in cells] for r in records)
 
     def __enter__(self) -> _CsvSink:
         return self
@@ -322,16 +328,6 @@ _ARROW: dict[ColumnKind, pa.DataType] = {
 }
 
 
-def _arrow_value(kind: ColumnKind, v: Any) -> Any:
-    if v is None:
-        return None
-    if kind == "decimal":
-        return float(v)
-    if kind == "datetime":
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v  # stored naive UTC
-    return v
-
-
 def _schema() -> pa.Schema:
     return pa.schema([(name, _ARROW[kind]) for name, kind in export_columns().items()])
 
@@ -349,7 +345,14 @@ class _ParquetSink:
         if not records:
             return
         arrays = [
-            pa.array([_arrow_value(kind, r[name]) for r in records], type=_ARROW[kind])
+            pa.array(
+                # pyarrow takes datetimes (naive ones as UTC, as stored), text and integers as
+                # they are; only decimals need converting, one by one (float(): correctly rounded)
+                [None if r[name] is None else float(r[name]) for r in records]
+                if kind == "decimal"
+                else [r[name] for r in records],
+                type=_ARROW[kind],
+            )
             for name, kind in self._kinds
         ]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
