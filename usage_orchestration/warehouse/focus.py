@@ -137,7 +137,7 @@ def charge_usage(
         return _charges(conn, days, providers)
 
 
-def day_chunks(days: Sequence[date], size: int = CHUNK_DAYS) -> Iterator[list[date]]:
+def day_chunks(days: Sequence[date], size: int) -> Iterator[list[date]]:
     """``days`` in order, ``size`` at a time."""
     ordered = sorted(set(days))
     for i in range(0, len(ordered), size):
@@ -159,7 +159,7 @@ def replace_focus_days(
     with warehouse.engine.begin() as conn:
         # the lock and the delete of every day, then the chunks' inserts, in this transaction
         warehouse.replace_days(focus_cost_row, days, [], conn=conn)
-        for chunk in day_chunks(days):
+        for chunk in day_chunks(days, CHUNK_DAYS):
             # fetched whole before inserting: one cursor at a time on the connection
             records = _records(build(_charges(conn, chunk, providers)), load_id)
             allowed = set(chunk)
@@ -223,14 +223,14 @@ def month_rows(warehouse: Warehouse, month: date, *, exportable_only: bool) -> l
 
 
 def iter_month_batches(
-    warehouse: Warehouse, month: date, *, exportable_only: bool, batch: int = EXPORT_BATCH
+    warehouse: Warehouse, month: date, *, exportable_only: bool, batch: int | None = None
 ) -> Iterator[list[dict[str, Any]]]:
     """The month's rows in the order of ``month_rows``, ``batch`` at a time (``yield_per``: a
     server-side cursor on PostgreSQL, so the month is never in memory at once)."""
     warehouse.ensure_schema()
     stmt = _month_stmt(month, exportable_only=exportable_only)
     with warehouse.engine.connect() as conn:
-        result = conn.execution_options(yield_per=batch).execute(stmt)
+        result = conn.execution_options(yield_per=batch or EXPORT_BATCH).execute(stmt)
         for part in result.partitions():
             yield [dict(r._mapping) for r in part]
 
