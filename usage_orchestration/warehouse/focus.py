@@ -58,7 +58,7 @@ _IN_CHUNK = 500
 # Days read, built and inserted at a time: a week of the demo's charges is a few thousand rows.
 CHUNK_DAYS = 7
 # Rows fetched per round trip and per Parquet record batch when a month is exported.
-EXPORT_BATCH = 5000
+EXPORT_BATCH = 2000
 _TEXT_COLUMNS = {"ChargeDescription", "Tags", "SubAccountId", "ResourceId", "ResourceName"}
 
 
@@ -224,7 +224,7 @@ def month_rows(warehouse: Warehouse, month: date, *, exportable_only: bool) -> l
 
 def iter_month_batches(
     warehouse: Warehouse, month: date, *, exportable_only: bool, batch: int | None = None
-) -> Iterator[list[dict[str, Any]]]:
+) -> Iterator[list[Mapping[str, Any]]]:
     """The month's rows in the order of ``month_rows``, ``batch`` at a time (``yield_per``: a
     server-side cursor on PostgreSQL, so the month is never in memory at once)."""
     warehouse.ensure_schema()
@@ -232,7 +232,7 @@ def iter_month_batches(
     with warehouse.engine.connect() as conn:
         result = conn.execution_options(yield_per=batch or EXPORT_BATCH).execute(stmt)
         for part in result.partitions():
-            yield [dict(r._mapping) for r in part]
+            yield [r._mapping for r in part]  # read-only mappings: no copy of each row
 
 
 def export_paths(export_dir: str | Path, month: date) -> tuple[Path, Path]:
