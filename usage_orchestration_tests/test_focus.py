@@ -41,7 +41,14 @@ from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.server import SandboxServer
 from usage_orchestration.settings import UsageSettings, load_settings
 from usage_orchestration.settings.defaults import PHALA_APP_SALES, SALES_DASHBOARD
-from usage_orchestration.warehouse.focus import focus_cost_row, write_csv, write_parquet
+from usage_orchestration.warehouse import focus as warehouse_focus
+from usage_orchestration.warehouse.focus import (
+    export_month,
+    focus_cost_row,
+    replace_focus_days,
+    write_csv,
+    write_parquet,
+)
 from usage_orchestration.warehouse.store import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,6 +362,47 @@ def test_rematerializing_leaves_identical_table_and_files(sandbox_export: Export
     assert _table(sandbox_export.db_url) == before
     assert csv_path.read_bytes() == csv_before
     assert pq.read_table(parquet_path).equals(parquet_before)
+
+
+def test_a_failure_in_a_later_chunk_leaves_every_day_as_it_was(
+    sandbox_export: Export, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The range streams a chunk of days at a time, still in one transaction: a chunk that
+    fails after earlier chunks were inserted rolls the whole replacement back."""
+    monkeypatch.setattr(warehouse_focus, "CHUNK_DAYS", 1)
+    before = _table(sandbox_export.db_url)
+    calls = 0
+
+    def build(charges: list[ChargeUsage]) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("mapping failed in the second chunk")
+        s = sandbox_export.settings
+        return [focus_row(u, s.mappings, s.rate_card) for u in charges]
+
+    wh = Warehouse(sandbox_export.db_url)
+    providers = [p.name for p in (PHALA, NEON, FORGE)]
+    with pytest.raises(RuntimeError, match="second chunk"):
+        replace_focus_days(wh, DAYS, providers, build, "failing-load")
+    assert calls == 2
+    assert _table(sandbox_export.db_url) == before
+
+
+def test_month_files_written_in_batches_equal_one_batch(
+    sandbox_export: Export, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wh = Warehouse(sandbox_export.db_url)
+    month = date(2026, 11, 1)
+    one_csv, one_parquet, n = export_month(wh, tmp_path / "one", month)
+    monkeypatch.setattr(warehouse_focus, "EXPORT_BATCH", 3)
+    many_csv, many_parquet, m = export_month(wh, tmp_path / "many", month)
+    assert n == m > 3
+    assert many_csv.read_bytes() == one_csv.read_bytes()
+    many = pq.read_table(many_parquet)
+    assert many.num_rows == n and many.to_pylist() == pq.read_table(one_parquet).to_pylist()
+    assert pq.ParquetFile(many_parquet).num_row_groups > 1
+    assert not list((tmp_path / "many").glob(".*.tmp"))  # temp files renamed or removed
 
 
 # -- the FinOps Foundation's validator ----------------------------------------------------------

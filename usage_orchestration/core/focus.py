@@ -10,6 +10,7 @@ FOCUS 1.0 allows no null cost). ``docs/focus.md`` maps every column to its sourc
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -359,3 +360,35 @@ def exportable(row: Mapping[str, Any]) -> bool:
     """FOCUS 1.0 requires BilledCost, EffectiveCost, ListCost and ContractedCost: a row whose
     provider cost is unknown cannot be written without inventing one."""
     return row.get("x_CostStatus") == COST_REPORTED
+
+
+class DayFigures:
+    """One day's FOCUS figures, accumulated as its rows stream past (the rows themselves are not
+    kept, only counts, exact sums and the first ``preview`` rows, cut to ``columns`` when given:
+    a year of full preview rows would cost tens of MB)."""
+
+    def __init__(self, preview: int = 20, columns: Sequence[str] | None = None) -> None:
+        self.rows = 0
+        self.rows_exportable = 0
+        self.by_provider: Counter[str] = Counter()
+        self.unknown_by_provider: Counter[str] = Counter()
+        self.billed_cost = Decimal(0)
+        self.credits_list_cost = Decimal(0)
+        self.preview: list[dict[str, Any]] = []
+        self._preview_limit = preview
+        self._columns = list(columns) if columns is not None else None
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.rows += 1
+        self.by_provider[row["x_Provider"]] += 1
+        if exportable(row):
+            self.rows_exportable += 1
+        if row["x_CostStatus"] == COST_UNKNOWN:
+            self.unknown_by_provider[row["x_Provider"]] += 1
+        if row["BilledCost"] is not None:
+            self.billed_cost += row["BilledCost"]
+        if row["x_CreditsListCost"] is not None:
+            self.credits_list_cost += row["x_CreditsListCost"]
+        if len(self.preview) < self._preview_limit:
+            cols = self._columns
+            self.preview.append(dict(row) if cols is None else {c: row.get(c) for c in cols})

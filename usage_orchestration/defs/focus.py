@@ -2,12 +2,12 @@
 
 Thin: the SQL and the files live in ``warehouse/focus.py``, the column mapping in
 ``core/focus.py``. Each run replaces its days of ``focus_cost_row`` in one transaction, then
-rewrites the CSV and Parquet file of every month it touched (``<state_dir>/focus/``).
+rewrites the CSV and Parquet file of every month it touched (``<state_dir>/focus/``). Both stream
+(a chunk of days, a batch of rows at a time): a year's range needs no more memory than a month's;
+what is kept per day is its figures (``DayFigures``), not its rows.
 """
 
-from collections import Counter
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from dagster import (
 )
 
 from usage_orchestration.core.dates import month_start
-from usage_orchestration.core.focus import COST_UNKNOWN, FOCUS_VERSION, exportable, focus_row
+from usage_orchestration.core.focus import FOCUS_VERSION, ChargeUsage, DayFigures, focus_row
 from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs.common import (
     daily_asset,
@@ -36,12 +36,7 @@ from usage_orchestration.defs.common import (
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.registry import enabled_providers
 from usage_orchestration.settings import UsageSettings
-from usage_orchestration.warehouse.focus import (
-    charge_usage,
-    export_month,
-    focus_cost_row,
-    write_focus_rows,
-)
+from usage_orchestration.warehouse.focus import export_month, focus_cost_row, replace_focus_days
 
 FOCUS_COSTS = AssetKey("focus_costs")
 PREVIEW_COLUMNS = [
@@ -65,27 +60,23 @@ def export_dir(settings: UsageSettings) -> Path:
     return Path(settings.state_dir) / "focus"
 
 
-def _sum(rows: list[dict[str, Any]], column: str) -> float | None:
-    # credits and costs as people read them: 2 decimals of the exact sum (core/money.py)
-    return credits_metadata(sum((r[column] for r in rows if r[column] is not None), Decimal(0)))
-
-
-def _day_metadata(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _day_metadata(fig: DayFigures) -> dict[str, Any]:
     """One day's FOCUS figures (each partition its own, so plots over time are real series)."""
-    unknown = Counter(r["x_Provider"] for r in rows if r["x_CostStatus"] == COST_UNKNOWN)
+    unknown = fig.unknown_by_provider
     meta: dict[str, Any] = {
-        "rows": len(rows),
-        "rows_exportable": sum(exportable(r) for r in rows),
+        "rows": fig.rows,
+        "rows_exportable": fig.rows_exportable,
         # FOCUS allows no null cost: these rows stay in the table, out of the files
         "rows_cost_unknown": sum(unknown.values()),
         "cost_unknown_providers": MetadataValue.text(
             ", ".join(f"{p} ({n})" for p, n in sorted(unknown.items())) or "none"
         ),
-        "billed_cost": _sum(rows, "BilledCost"),
-        "credits_list_cost": _sum(rows, "x_CreditsListCost"),
-        "preview": table(rows, PREVIEW_COLUMNS),
+        # credits and costs as people read them: 2 decimals of the exact sum (core/money.py)
+        "billed_cost": credits_metadata(fig.billed_cost),
+        "credits_list_cost": credits_metadata(fig.credits_list_cost),
+        "preview": table(fig.preview, PREVIEW_COLUMNS),
     }
-    for provider, n in sorted(Counter(r["x_Provider"] for r in rows).items()):
+    for provider, n in sorted(fig.by_provider.items()):
         meta[f"rows_{provider}"] = n
     return meta
 
@@ -129,18 +120,19 @@ def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
         days = partition_days(context)
         wh = warehouse.get()
         providers = [p.name for p in enabled_providers(settings)]
-        rows = [
-            focus_row(u, settings.mappings, settings.rate_card)
-            for u in charge_usage(wh, days, providers)
-        ]
-        written = write_focus_rows(wh, days, rows, load_id(context))
+        figures = {d: DayFigures(columns=PREVIEW_COLUMNS) for d in days}
+
+        def build(charges: list[ChargeUsage]) -> list[dict[str, Any]]:
+            rows = [focus_row(u, settings.mappings, settings.rate_card) for u in charges]
+            for r in rows:
+                figures[r["usage_date"]].add(r)
+            return rows
+
+        written = replace_focus_days(wh, days, providers, build, load_id(context))
         files = _export(wh, settings, days)
         context.log.info(f"focus_costs {day_span(days)}: {written} rows, files {sorted(files)}")
-        by_day: dict[date, list[dict[str, Any]]] = {d: [] for d in days}
-        for r in rows:
-            by_day[r["usage_date"]].append(r)
         # each day its month's files (the run may touch several months)
-        record_days(context, lambda d: _day_metadata(by_day[d]) | _month_files(files, d))
+        record_days(context, lambda d: _day_metadata(figures[d]) | _month_files(files, d))
         return MaterializeResult(metadata={"focus_version": FOCUS_VERSION})
 
     return focus_costs

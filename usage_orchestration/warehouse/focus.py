@@ -4,6 +4,11 @@
 per day in one transaction; the SQL aggregates ``provider_usage`` per charge in the database
 (SQLAlchemy Core, bound parameters). The export writes a month's exportable rows as CSV and
 Parquet, each file replaced atomically under a lock shared by every process.
+
+Both directions stream so that memory is bounded by a chunk, not by the run's range: the rows are
+built and inserted a chunk of days at a time inside the one replacing transaction, and a month's
+files are written from the table in batches (a server-side cursor on PostgreSQL) through the csv
+module and a Parquet writer, one record batch per chunk.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
-from sqlalchemy import Column, Date, DateTime, Index, Integer, String, Table, Text, func, select
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    Select,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+)
+from sqlalchemy.engine import Connection
 
 from usage_orchestration.core.dates import iso_utc, month_of, month_start, naive_utc, next_month
 from usage_orchestration.core.focus import (
@@ -33,10 +51,14 @@ from usage_orchestration.core.focus import (
     export_record,
 )
 from usage_orchestration.warehouse.schema import MONEY, QUANTITY, metadata, provider_usage
-from usage_orchestration.warehouse.store import Warehouse
+from usage_orchestration.warehouse.store import Warehouse, insert_rows
 from usage_orchestration.warehouse.types import exact_sum
 
 _IN_CHUNK = 500
+# Days read, built and inserted at a time: a week of the demo's charges is a few thousand rows.
+CHUNK_DAYS = 7
+# Rows fetched per round trip and per Parquet record batch when a month is exported.
+EXPORT_BATCH = 2000
 _TEXT_COLUMNS = {"ChargeDescription", "Tags", "SubAccountId", "ResourceId", "ResourceName"}
 
 
@@ -62,12 +84,7 @@ focus_cost_row = Table(
 _DATETIMES = [n for n, k in FOCUS_COLUMNS.items() if k == "datetime"]
 
 
-def charge_usage(
-    warehouse: Warehouse, days: Sequence[date], providers: Sequence[str]
-) -> list[ChargeUsage]:
-    """``provider_usage`` of ``days`` summed per charge (provider, account, resource,
-    sub-account, metric, charge period, units, currency), in SQL. ``rows_with_cost`` counts
-    the rows that reported a cost, so a partly priced charge is not taken for a priced one."""
+def _charge_stmt(days: Sequence[date], providers: Sequence[str]) -> Select[Any]:
     t = provider_usage
     keys = (
         t.c.usage_date,
@@ -90,21 +107,68 @@ def charge_usage(
         func.count().label("rows"),
         func.count(t.c.billed_cost).label("rows_with_cost"),
     )
+    return (
+        select(*keys, *sums)
+        .where(t.c.usage_date.in_(list(days)))
+        .where(t.c.provider.in_(list(providers)))
+        .group_by(*keys)
+        .order_by(*keys)
+    )
+
+
+def _charges(conn: Connection, days: Sequence[date], providers: Sequence[str]) -> list[ChargeUsage]:
     out: list[ChargeUsage] = []
-    if not providers:
+    if not providers or not days:
         return out
     ordered = sorted(set(days))
-    with warehouse.engine.connect() as conn:
-        for i in range(0, len(ordered), _IN_CHUNK):
-            stmt = (
-                select(*keys, *sums)
-                .where(t.c.usage_date.in_(ordered[i : i + _IN_CHUNK]))
-                .where(t.c.provider.in_(list(providers)))
-                .group_by(*keys)
-                .order_by(*keys)
-            )
-            out.extend(ChargeUsage(**_decimals(r._mapping)) for r in conn.execute(stmt))
+    for i in range(0, len(ordered), _IN_CHUNK):
+        stmt = _charge_stmt(ordered[i : i + _IN_CHUNK], providers)
+        out.extend(ChargeUsage(**_decimals(r._mapping)) for r in conn.execute(stmt))
     return out
+
+
+def charge_usage(
+    warehouse: Warehouse, days: Sequence[date], providers: Sequence[str]
+) -> list[ChargeUsage]:
+    """``provider_usage`` of ``days`` summed per charge (provider, account, resource,
+    sub-account, metric, charge period, units, currency), in SQL. ``rows_with_cost`` counts
+    the rows that reported a cost, so a partly priced charge is not taken for a priced one."""
+    with warehouse.engine.connect() as conn:
+        return _charges(conn, days, providers)
+
+
+def day_chunks(days: Sequence[date], size: int) -> Iterator[list[date]]:
+    """``days`` in order, ``size`` at a time."""
+    ordered = sorted(set(days))
+    for i in range(0, len(ordered), size):
+        yield ordered[i : i + size]
+
+
+def replace_focus_days(
+    warehouse: Warehouse,
+    days: Sequence[date],
+    providers: Sequence[str],
+    build: Callable[[list[ChargeUsage]], list[dict[str, Any]]],
+    load_id: str,
+) -> int:
+    """Replace ``days`` of ``focus_cost_row`` in one transaction with ``build``'s rows of their
+    charges, read, built and inserted ``CHUNK_DAYS`` at a time (memory bounded by a chunk; a
+    failure in any chunk rolls the whole replacement back). Returns the rows inserted."""
+    warehouse.ensure_schema()
+    written = 0
+    with warehouse.engine.begin() as conn:
+        # the lock and the delete of every day, then the chunks' inserts, in this transaction
+        warehouse.replace_days(focus_cost_row, days, [], conn=conn)
+        for chunk in day_chunks(days, CHUNK_DAYS):
+            # fetched whole before inserting: one cursor at a time on the connection
+            records = _records(build(_charges(conn, chunk, providers)), load_id)
+            allowed = set(chunk)
+            for r in records:
+                if r["usage_date"] not in allowed:
+                    raise ValueError(f"focus_cost_row: row for {r['usage_date']} outside {chunk}")
+            insert_rows(conn, focus_cost_row, records)
+            written += len(records)
+    return written
 
 
 def _decimals(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,17 +185,22 @@ def write_focus_rows(
     warehouse: Warehouse, days: Sequence[date], rows: Iterable[Mapping[str, Any]], load_id: str
 ) -> int:
     """Replace ``days`` of ``focus_cost_row`` with ``rows`` in one transaction."""
+    return warehouse.replace_days(focus_cost_row, days, _records(rows, load_id))
+
+
+def _records(rows: Iterable[Mapping[str, Any]], load_id: str) -> list[dict[str, Any]]:
+    names = [c.name for c in focus_cost_row.columns if c.name != "load_id"]
     records = []
     for r in rows:
-        rec = {c.name: r.get(c.name) for c in focus_cost_row.columns if c.name != "load_id"}
+        rec = {name: r.get(name) for name in names}
         for name in _DATETIMES:
             rec[name] = naive_utc(rec[name])
-        records.append({**rec, "load_id": load_id})
-    return warehouse.replace_days(focus_cost_row, days, records)
+        rec["load_id"] = load_id
+        records.append(rec)
+    return records
 
 
-def month_rows(warehouse: Warehouse, month: date, *, exportable_only: bool) -> list[dict[str, Any]]:
-    """The month's rows of ``focus_cost_row``, in a stable order."""
+def _month_stmt(month: date, *, exportable_only: bool) -> Select[Any]:
     t = focus_cost_row
     stmt = select(t).where(t.c.usage_date >= month_start(month), t.c.usage_date < next_month(month))
     if exportable_only:
@@ -140,9 +209,30 @@ def month_rows(warehouse: Warehouse, month: date, *, exportable_only: bool) -> l
         t.c.usage_date, t.c.x_Provider, t.c.BillingAccountId, t.c.ResourceId, t.c.SubAccountId,
         t.c.x_Metric, t.c.ChargePeriodStart, t.c.PricingUnit,
     )  # fmt: skip
+    return stmt
+
+
+def month_rows(warehouse: Warehouse, month: date, *, exportable_only: bool) -> list[dict[str, Any]]:
+    """The month's rows of ``focus_cost_row``, in a stable order."""
     warehouse.ensure_schema()
     with warehouse.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(_month_stmt(month, exportable_only=exportable_only))
+        ]
+
+
+def iter_month_batches(
+    warehouse: Warehouse, month: date, *, exportable_only: bool, batch: int | None = None
+) -> Iterator[list[Mapping[str, Any]]]:
+    """The month's rows in the order of ``month_rows``, ``batch`` at a time (``yield_per``: a
+    server-side cursor on PostgreSQL, so the month is never in memory at once)."""
+    warehouse.ensure_schema()
+    stmt = _month_stmt(month, exportable_only=exportable_only)
+    with warehouse.engine.connect() as conn:
+        result = conn.execution_options(yield_per=batch or EXPORT_BATCH).execute(stmt)
+        for part in result.partitions():
+            yield [r._mapping for r in part]  # read-only mappings: no copy of each row
 
 
 def export_paths(export_dir: str | Path, month: date) -> tuple[Path, Path]:
@@ -160,21 +250,33 @@ def export_month(
     csv_path, parquet_path = export_paths(export_dir, month)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(csv_path.parent / f".{csv_path.stem}.lock")):
-        records = [export_record(r) for r in month_rows(warehouse, month, exportable_only=True)]
-        _atomic(csv_path, lambda p: write_csv(p, records))
-        _atomic(parquet_path, lambda p: write_parquet(p, records))
-    return csv_path, parquet_path, len(records)
+        csv_tmp, parquet_tmp = _temp_path(csv_path), _temp_path(parquet_path)
+        try:
+            n = 0
+            with _CsvSink(csv_tmp) as csv_sink, _ParquetSink(parquet_tmp) as parquet_sink:
+                for rows in iter_month_batches(warehouse, month, exportable_only=True):
+                    records = [export_record(r) for r in rows]
+                    csv_sink.write(records)
+                    parquet_sink.write(records)
+                    n += len(records)
+            # each file replaced whole: a reader sees the old month or the new one
+            os.replace(csv_tmp, csv_path)
+            os.replace(parquet_tmp, parquet_path)
+        finally:
+            for tmp in (csv_tmp, parquet_tmp):
+                if tmp.exists():
+                    tmp.unlink()
+    return csv_path, parquet_path, n
 
 
-def _atomic(path: Path, write: Any) -> None:
+def _temp_path(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return Path(tmp)
+
+
+def _csv_text(v: Any) -> str:
+    return "" if v is None else str(v)
 
 
 def _csv_cell(v: Any) -> str:
@@ -190,13 +292,31 @@ def _csv_cell(v: Any) -> str:
     return str(v)
 
 
-def write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    columns = list(export_columns())
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for r in records:
-            w.writerow([_csv_cell(r[c]) for c in columns])
+class _CsvSink:
+    """A CSV file written a batch of records at a time (header first, even with no rows)."""
+
+    def __init__(self, path: Path) -> None:
+        self._kinds = list(export_columns().items())
+        self.columns = [c for c, _ in self._kinds]
+        self._file = path.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.columns)
+
+    def write(self, records: Iterable[Mapping[str, Any]]) -> None:
+        # one converter per column by its kind: str() of text, the generic cell otherwise
+        cells = [(c, _csv_cell if k != "string" else _csv_text) for c, k in self._kinds]
+        self._writer.writerows([cell(r[c]) for c, cell in cells] for r in records)
+
+    def __enter__(self) -> _CsvSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
+def write_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    with _CsvSink(path) as sink:
+        sink.write(records)
 
 
 _ARROW: dict[ColumnKind, pa.DataType] = {
@@ -208,21 +328,42 @@ _ARROW: dict[ColumnKind, pa.DataType] = {
 }
 
 
-def _arrow_value(kind: ColumnKind, v: Any) -> Any:
-    if v is None:
-        return None
-    if kind == "decimal":
-        return float(v)
-    if kind == "datetime":
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v  # stored naive UTC
-    return v
+def _schema() -> pa.Schema:
+    return pa.schema([(name, _ARROW[kind]) for name, kind in export_columns().items()])
+
+
+class _ParquetSink:
+    """A Parquet file written one record batch (row group) per batch of records; a file with no
+    rows still carries the schema."""
+
+    def __init__(self, path: Path) -> None:
+        self.schema = _schema()
+        self._kinds = list(export_columns().items())
+        self._writer = pq.ParquetWriter(path, self.schema)
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if not records:
+            return
+        arrays = [
+            pa.array(
+                # pyarrow takes datetimes (naive ones as UTC, as stored), text and integers as
+                # they are; only decimals need converting, one by one (float(): correctly rounded)
+                [None if r[name] is None else float(r[name]) for r in records]
+                if kind == "decimal"
+                else [r[name] for r in records],
+                type=_ARROW[kind],
+            )
+            for name, kind in self._kinds
+        ]
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+    def __enter__(self) -> _ParquetSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.close()
 
 
 def write_parquet(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    columns = export_columns()
-    schema = pa.schema([(name, _ARROW[kind]) for name, kind in columns.items()])
-    arrays = [
-        pa.array([_arrow_value(kind, r[name]) for r in records], type=_ARROW[kind])
-        for name, kind in columns.items()
-    ]
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
+    with _ParquetSink(path) as sink:
+        sink.write(records)
