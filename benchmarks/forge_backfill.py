@@ -103,7 +103,7 @@ def _run(args: dict[str, Any], first: str, last: str, ready: Any, start: Any, ou
             "range": f"{first}..{last}",
             "success": result.success,
             "partitions": len(mats),
-            "rows": meta["rows"].value if meta else 0,
+            "rows": meta["rows_written"].value if meta else 0,
             "client_requests": meta["requests"].value if meta else 0,
             "budget_wait_s": meta["budget_wait_s"].value if meta else 0.0,
             "run_s": round(time.monotonic() - t0, 3),

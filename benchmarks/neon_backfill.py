@@ -73,12 +73,12 @@ def worker(args: argparse.Namespace) -> None:
                 "success": result.success,
                 "first": args.first,
                 "last": args.last,
+                "rows": meta["rows_written"],
                 **{
                     k: meta[k]
                     for k in (
                         "requests",
                         "retries",
-                        "rows",
                         "days",
                         "days_unavailable",
                         "budget_wait_s",

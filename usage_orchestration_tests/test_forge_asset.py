@@ -90,8 +90,9 @@ def test_range_run_writes_every_day_in_one_request_series(
     meta = mats[0].metadata
     # three series (demo app compute; unmapped app compute + KVS), one request each for 5 days
     assert meta["requests"].value == 3 and len(sandbox.received("forge")) == 3
-    # 5 days x (3 environments + 1 site + 1 site)
-    assert meta["rows"].value == 25
+    # 5 days x (3 environments + 1 site + 1 site); each partition shows its own day's rows
+    assert meta["rows_written"].value == 25
+    assert {m.partition: m.metadata["rows"].value for m in mats} == {d.isoformat(): 5 for d in DAYS}
     with Warehouse(db_url).engine.connect() as conn:
         per_day = dict(
             conn.execute(
@@ -119,7 +120,9 @@ def test_range_run_writes_every_day_in_one_request_series(
         [(JIRA_INSIGHTS, "app_compute", 15), (None, None, 10)], key=str
     )
     assert len(coverage) == 3 * len(DAYS) and {s for _, s in coverage} == {"complete"}
-    # month to date against the free allowance, from the warehouse
+    # month to date against the free allowance, from the warehouse: on the run's last day
+    meta = {m.partition: m.metadata for m in mats}[LAST.isoformat()]
+    assert "free_allowance" not in mats[0].metadata or mats[0].partition == LAST.isoformat()
     assert abs(meta["month_to_date_function_compute_gb_seconds"].value - float(month_total)) < 1e-6
     pct = (Decimal(str(month_total)) * 100 / 100_000).quantize(Decimal("0.01"))
     assert meta["free_allowance_used_pct_function_compute_gb_seconds"].value == float(pct)

@@ -54,7 +54,12 @@ def run_range(settings: UsageSettings, first: date, last: date) -> dict:
     )
     assert result.success
     mats = result.asset_materializations_for_node("neon_usage")
-    return {k: v.value for k, v in mats[-1].metadata.items()}
+    meta = {k: v.value for k, v in mats[-1].metadata.items()}
+    # each partition's own figures, beside what is true of the whole run
+    meta["per_day"] = {
+        date.fromisoformat(m.partition): {k: v.value for k, v in m.metadata.items()} for m in mats
+    }
+    return meta
 
 
 def test_a_range_run_fills_each_day_and_records_unavailable_days(
@@ -87,9 +92,13 @@ def test_a_range_run_fills_each_day_and_records_unavailable_days(
         assert by_day[d]["row_count"] == 0
     complete = {d for d, c in by_day.items() if c["status"] == "complete"}
     assert {r["usage_date"] for r in usage} == complete  # never zero rows for unavailable days
-    assert meta["rows"] == len(usage)
+    assert meta["rows_written"] == len(usage)
     for d in complete:
         assert by_day[d]["row_count"] == sum(1 for r in usage if r["usage_date"] == d)
+    for d, figures in meta["per_day"].items():  # each day its own rows, unavailable accounts
+        assert figures["rows"] == by_day[d]["row_count"]
+        assert figures["accounts_unavailable"] == (by_day[d]["status"] == "unavailable")
+        assert "billed_cost_usd" not in figures  # Neon answers no cost: absent, not 0
 
     # mapping: every metric of the demo projects → Analytics Warehouse, except the one project
     # the demo keeps deliberately unmapped (settings/defaults.py)
@@ -108,7 +117,10 @@ def test_a_range_run_fills_each_day_and_records_unavailable_days(
             assert r["resource_type"] == "data_transfer"
         else:
             assert r["entity_id"] is None  # reported as unmapped, not dropped
-    assert meta["unmapped_rows"] == sum(1 for r in usage if r["entity_id"] is None) > 0
+    for d, figures in meta["per_day"].items():  # each day's unmapped rows, reported
+        unmapped = sum(1 for r in usage if r["entity_id"] is None and r["usage_date"] == d)
+        assert figures["unmapped_rows"] == unmapped
+    assert sum(1 for r in usage if r["entity_id"] is None) > 0
 
     # re-running the range replaces it exactly
     run_range(settings, first, last)

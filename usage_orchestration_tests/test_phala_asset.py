@@ -64,7 +64,11 @@ def test_range_run_writes_every_day(
     assert sorted(m.partition for m in mats) == [f"2026-11-0{i}" for i in range(1, 6)]
     days = [date(2026, 11, i) for i in range(1, 6)]
     expected = sum(len(phala_records(7, app, d)) for app in settings.phala.app_ids for d in days)
-    assert mats[0].metadata["rows"].value == expected
+    assert mats[0].metadata["rows_written"].value == expected
+    assert {m.partition: m.metadata["rows"].value for m in mats} == {
+        d.isoformat(): sum(len(phala_records(7, app, d)) for app in settings.phala.app_ids)
+        for d in days
+    }
     with Warehouse(db_url).engine.connect() as conn:
         per_day = dict(
             conn.execute(

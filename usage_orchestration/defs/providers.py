@@ -7,7 +7,8 @@ transaction. Each provider has its own pool (dagster.yaml) and its credentials r
 ``<name>_api`` (secrets from the environment through ``EnvVar``).
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from dagster import (
@@ -33,6 +34,7 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    record_days,
     slug,
     table,
 )
@@ -116,40 +118,27 @@ def _unavailable_spans(unavailable: Sequence[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _metadata(
-    spec: ProviderSpec,
-    settings: UsageSettings,
-    warehouse: WarehouseResource,
-    days: Sequence[Any],
-    report: LoadReport,
-    stats: FetchStats,
-) -> dict[str, Any]:
-    wh = warehouse.get()
-    totals = usage_totals(wh, spec.name, days)
-    unavailable = [c for c in report.coverage if c.status == "unavailable"]
-    caps = caps_month_to_date(wh, settings, spec.name, max(days)) if days else []
+def _totals_metadata(totals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Rows, costs and quantities per metric of some usage (one day's, in a range run)."""
+    billed = [t["billed_cost"] for t in totals if t["billed_cost"] is not None]
     meta: dict[str, Any] = {
-        "rows": report.rows_written,
-        "days": len(days),
-        "days_unavailable": len({c.usage_date for c in unavailable}),
-        "accounts": len(spec.configured_accounts(settings)),
-        "requests": stats.requests,
-        "retries": stats.retries,
-        "budget_wait_s": round(stats.budget_wait_s, 3),
-        "billed_cost_usd": float(sum((t["billed_cost"] or 0) for t in totals)),
+        "rows": int(sum(t["rows"] for t in totals)),
         "list_cost_credits": credits_metadata(sum((t["list_cost"] or 0) for t in totals)),
         "unmapped_rows": int(sum(t["rows"] - t["mapped_rows"] for t in totals)),
         "totals_by_metric": table(
             totals, ["metric", "consumed_unit", "rows", "quantity", "billed_cost", "list_cost"]
         ),
-        # one row per (account, reason) with its span, not one per day: Dagster copies a range
-        # run's metadata into every partition's materialization (365 x a 300-row table)
-        "unavailable_days": table(_unavailable_spans(unavailable), _SPAN_COLUMNS),
-        "warehouse": MetadataValue.text(warehouse.describe()),
-        **_audit_metadata(report),
     }
+    if billed:  # Neon and Forge answer no cost: absent, never a zero
+        meta["billed_cost_usd"] = float(sum(billed))
     for t in totals:
         meta[f"quantity_{t['metric']}_{t['consumed_unit']}"] = float(t["quantity"] or 0)
+    return meta
+
+
+def _caps_metadata(caps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The free allowances month to date (through the run's last day)."""
+    meta: dict[str, Any] = {}
     if caps:
         meta["free_allowance"] = table(
             caps, ["metric", "unit", "month", "through", "used", "allowance", "used_pct"]
@@ -159,6 +148,60 @@ def _metadata(
         meta[f"month_to_date_{key}"] = float(cap["used"])
         meta[f"free_allowance_used_pct_{key}"] = float(cap["used_pct"])
     return meta
+
+
+def _day_figures(
+    spec: ProviderSpec,
+    settings: UsageSettings,
+    warehouse: WarehouseResource,
+    days: Sequence[date],
+    report: LoadReport,
+) -> dict[date, dict[str, Any]]:
+    """Each day's own figures (a range run gives every partition its day's, not the range's):
+    usage per metric, the accounts unavailable that day and, on the last day, the allowances
+    month to date."""
+    wh = warehouse.get()
+    by_day: dict[date, list[dict[str, Any]]] = {d: [] for d in days}
+    for t in usage_totals(wh, spec.name, days, by_day=True):
+        by_day.setdefault(t.pop("usage_date"), []).append(t)
+    unavailable: dict[date, int] = {}
+    for c in report.coverage:
+        if c.status == "unavailable":
+            unavailable[c.usage_date] = unavailable.get(c.usage_date, 0) + 1
+    figures = {
+        d: {**_totals_metadata(by_day[d]), "accounts_unavailable": unavailable.get(d, 0)}
+        for d in days
+    }
+    if days:
+        last = max(days)
+        figures[last] |= _caps_metadata(caps_month_to_date(wh, settings, spec.name, last))
+    return figures
+
+
+def _metadata(
+    spec: ProviderSpec,
+    settings: UsageSettings,
+    warehouse: WarehouseResource,
+    days: Sequence[Any],
+    report: LoadReport,
+    stats: FetchStats,
+) -> dict[str, Any]:
+    """What is true of the whole run (every partition of a range shows it)."""
+    unavailable = [c for c in report.coverage if c.status == "unavailable"]
+    return {
+        "rows_written": report.rows_written,
+        "days": len(days),
+        "days_unavailable": len({c.usage_date for c in unavailable}),
+        "accounts": len(spec.configured_accounts(settings)),
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "budget_wait_s": round(stats.budget_wait_s, 3),
+        # one row per (account, reason) with its span, not one per day: Dagster copies a range
+        # run's metadata into every partition's materialization (365 x a 300-row table)
+        "unavailable_days": table(_unavailable_spans(unavailable), _SPAN_COLUMNS),
+        "warehouse": MetadataValue.text(warehouse.describe()),
+        **_audit_metadata(report),
+    }
 
 
 def _load(
@@ -269,6 +312,8 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             ),
             metadata={**_audit_metadata(report), "drops": _drops_table(report.drops)},
         )
+        figures = _day_figures(spec, settings, warehouse, days, report)
+        record_days(context, lambda d: figures[d])
         return MaterializeResult(
             metadata=_metadata(spec, settings, warehouse, days, report, stats),
             check_results=[check],

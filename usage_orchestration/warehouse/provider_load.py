@@ -333,11 +333,16 @@ def _publish(conn: Connection, provider: str, stage_id: str) -> None:
     conn.execute(provider_usage.insert().from_select(columns, rows))
 
 
-def usage_totals(warehouse: Warehouse, provider: str, days: Sequence[date]) -> list[dict[str, Any]]:
-    """Per metric and unit: rows, quantity and billed cost over ``days``, aggregated in SQL."""
+def usage_totals(
+    warehouse: Warehouse, provider: str, days: Sequence[date], *, by_day: bool = False
+) -> list[dict[str, Any]]:
+    """Per metric and unit (and per ``usage_date`` with ``by_day``): rows, quantity and billed
+    cost over ``days``, aggregated in SQL."""
     t = provider_usage
+    per_day = [t.c.usage_date] if by_day else []
     stmt = (
         select(
+            *per_day,
             t.c.metric,
             t.c.consumed_unit,
             func.count().label("rows"),
@@ -347,8 +352,8 @@ def usage_totals(warehouse: Warehouse, provider: str, days: Sequence[date]) -> l
             func.count(t.c.entity_id).label("mapped_rows"),
         )
         .where(t.c.provider == provider, t.c.usage_date.in_(list(days)))
-        .group_by(t.c.metric, t.c.consumed_unit)
-        .order_by(t.c.metric)
+        .group_by(*per_day, t.c.metric, t.c.consumed_unit)
+        .order_by(*per_day, t.c.metric)
     )
     with warehouse.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]
