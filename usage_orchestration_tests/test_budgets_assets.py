@@ -423,3 +423,30 @@ def test_budget_metadata_rounds_credits_for_people(db_url: str, ledger_url: str)
     assert stored["ent-b"]["credits_used"] == D("60.123456")
     shown = {r.data["entity_id"]: r.data for r in meta["budgets"].records}
     assert shown["ent-b"]["credits_used"] == 60.12
+
+
+def test_a_range_run_gives_each_day_its_own_anomaly_and_cap_figures(
+    db_url: str, ledger_url: str
+) -> None:
+    """Over a range, every partition shows its day's anomalies and caps (not the range's), so
+    the UI's plots over time are daily series."""
+    settings = make_settings(db_url, ledger_url)
+    seed_ledger(ledger_url)
+    result = run(
+        settings,
+        [build_usage_anomalies_asset(settings)],
+        tags={
+            "dagster/asset_partition_range_start": "2026-03-13",
+            "dagster/asset_partition_range_end": "2026-03-15",
+        },
+    )
+    mats = {
+        m.partition: m.metadata for m in result.asset_materializations_for_node("usage_anomalies")
+    }
+    assert sorted(mats) == ["2026-03-13", "2026-03-14", "2026-03-15"]
+    for day, meta in mats.items():
+        rows = rows_of(db_url, usage_anomaly, "usage_date", date.fromisoformat(day))
+        assert meta["series_judged"].value == len(rows)
+        assert meta["anomalies"].value == sum(1 for r in rows if r["is_anomaly"])
+    assert mats["2026-03-15"]["anomalies"].value == 1  # the spike of ent-a (the test above)
+    assert mats["2026-03-15"]["anomalies_in_run"].value >= 1

@@ -492,20 +492,33 @@ def _materialize_anomalies(
     flagged = sorted((r for r in rows if r.is_anomaly), key=lambda r: -abs(r.impact_credits))
     context.log.info(f"anomalies {day_span(days)}: {len(flagged)} of {len(rows)} series flagged")
     shown = settings.budgets.worst_rows_shown
+    by_day: dict[date, list[AnomalyRow]] = {d: [] for d in days}
+    for r in rows:
+        by_day.setdefault(r.usage_date, []).append(r)
+
+    def day_metadata(d: date) -> dict[str, Any]:
+        judged = by_day[d]
+        day_flagged = [r for r in flagged if r.usage_date == d]
+        return {
+            "series_judged": len(judged),
+            "anomalies": len(day_flagged),
+            "spikes": sum(1 for r in day_flagged if r.direction == "spike"),
+            "drops": sum(1 for r in day_flagged if r.direction == "drop"),
+            "impact_credits": credits_metadata(
+                sum((r.impact_credits for r in day_flagged), Decimal(0))
+            ),
+            "worst": table(
+                _with_entity_names(reader, day_flagged[:shown]), ANOMALY_COLUMNS, limit=shown
+            ),
+        }
+
+    record_days(context, day_metadata)  # each day its own anomalies
     return MaterializeResult(
         metadata={
-            "rows": written[usage_anomaly_table.name],
+            "rows_written": written[usage_anomaly_table.name],
             "days": len(days),
-            "anomalies": len(flagged),
-            "spikes": sum(1 for r in flagged if r.direction == "spike"),
-            "drops": sum(1 for r in flagged if r.direction == "drop"),
-            "impact_credits": credits_metadata(
-                sum((r.impact_credits for r in flagged), Decimal(0))
-            ),
             "days_judged": len({r.usage_date for r in rows}),
-            "worst": table(
-                _with_entity_names(reader, flagged[:shown]), ANOMALY_COLUMNS, limit=shown
-            ),
+            "anomalies_in_run": len(flagged),
         }
     )
 
@@ -568,23 +581,31 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
             {provider_cap_table: (days, [r.record(load_id(context)) for r in rows], "as_of_date")},
         )
         last = max(days)
-        latest = [r for r in rows if r.as_of_date == last]
-        meta: dict[str, Any] = {
-            "rows": written[provider_cap_table.name],
-            "days": len(days),
-            "caps": len(latest),
-            "over_cap": sum(1 for r in latest if r.over_cap),
-            "forecast_over_cap": sum(1 for r in latest if r.forecast_overage is not None),
-            "caps_table": table([r.record("") for r in latest], CAP_COLUMNS),
-        }
-        for r in latest:
-            meta[f"percent_used_{r.provider}_{r.metric}"] = float(r.percent_used)
+        by_day: dict[date, list[ProviderCapRow]] = {d: [] for d in days}
+        for r in rows:
+            by_day.setdefault(r.as_of_date, []).append(r)
+        # each day its own caps (the range's last day is the check's); the run's row count
+        record_days(context, lambda d: _caps_day_metadata(by_day[d]))
+        latest = by_day[last]
+        meta: dict[str, Any] = {"rows_written": written[provider_cap_table.name], "days": len(days)}
         return MaterializeResult(metadata=meta, check_results=[_within_cap(latest, last)])
 
     return provider_cap_status
 
 
 WITHIN_CAP_CHECK = "within_cap"
+
+
+def _caps_day_metadata(day: Sequence[ProviderCapRow]) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "caps": len(day),
+        "over_cap": sum(1 for r in day if r.over_cap),
+        "forecast_over_cap": sum(1 for r in day if r.forecast_overage is not None),
+        "caps_table": table([r.record("") for r in day], CAP_COLUMNS),
+    }
+    for r in day:
+        meta[f"percent_used_{r.provider}_{r.metric}"] = float(r.percent_used)
+    return meta
 
 
 def _within_cap(latest: Sequence[ProviderCapRow], last: date) -> AssetCheckResult:
