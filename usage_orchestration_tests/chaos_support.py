@@ -22,6 +22,7 @@ from typing import Any
 from usage_orchestration.sandbox.core import Sandbox
 from usage_orchestration.sandbox.demo import SANDBOX_SECRETS
 from usage_orchestration.sandbox.demo_ledger import seed_demo_ledger
+from usage_orchestration.sandbox.server import SandboxServer
 from usage_orchestration.settings import UsageSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +220,36 @@ def snapshot_diff(expected: dict[str, list[tuple]], actual: dict[str, list[tuple
                 f"{extra} unexpected)"
             )
     return "\n".join(lines)
+
+
+def assert_pools_released(pools: dict[str, Any]) -> None:
+    """Every pool (the instance's concurrency info per pool) got its one slot from the instance
+    (a pool never claimed has none) and freed it: nothing claimed or waiting is left."""
+    for pool, info in pools.items():
+        assert info.slot_count == 1, (pool, info)
+        assert not info.claimed_slots and not info.pending_steps, (pool, info)
+
+
+def assert_equals_in_process_run(
+    actual_url: str, ledger_url: str, days: Sequence[date], workdir: Path
+) -> None:
+    """``actual_url`` holds exactly what one in-process range run of ``days`` writes from the
+    same sandbox data and ledger, into its own warehouse under ``workdir``."""
+    baseline_url = f"sqlite:///{workdir / 'warehouse.sqlite'}"
+    server = SandboxServer(chaos_sandbox(profile=KILL_PROFILE)).start()
+    try:
+        baseline = chaos_settings(
+            server.url, baseline_url, ledger_url, workdir / "state", KILL_PROFILE
+        )
+        with sandbox_secrets():
+            result = run_backfill(baseline, days)
+    finally:
+        server.stop()
+    assert result.success, run_failure(result)
+    expected = snapshot(baseline_url)
+    actual = snapshot(actual_url)
+    assert sum(len(rows) for rows in expected.values()) > 0
+    assert actual == expected, snapshot_diff(expected, actual)
 
 
 def table_rows(url: str) -> dict[str, list[dict[str, Any]]]:

@@ -32,15 +32,12 @@ from usage_orchestration_tests.chaos_support import (
     KILL_PROFILE,
     RANGE_END_TAG,
     RANGE_START_TAG,
+    assert_equals_in_process_run,
+    assert_pools_released,
     backfill_days,
     chaos_sandbox,
     chaos_settings,
-    run_backfill,
-    run_failure,
-    sandbox_secrets,
     seed_ledger,
-    snapshot,
-    snapshot_diff,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,27 +280,10 @@ def test_two_celery_workers_build_the_single_process_warehouse(
     hosts = {h.split("@")[0] for h in executed_on.values()}
     assert hosts == {f"{n}-{tag}" for n in WORKERS}, executed_on
     assert {"phala_usage", "neon_usage", "forge_usage", "focus_costs"} <= materialized
-    for pool, info in pools.items():
-        assert info.slot_count == 1, (pool, info)
-        assert not info.claimed_slots and not info.pending_steps, (pool, info)
+    assert_pools_released(pools)
 
     # the same range in one process, from the same sandbox and ledger, into its own warehouse
-    baseline_url = f"sqlite:///{tmp_path / 'single' / 'warehouse.sqlite'}"
-    server = SandboxServer(chaos_sandbox(profile=KILL_PROFILE)).start()
-    try:
-        baseline = chaos_settings(
-            server.url, baseline_url, ledger_url, tmp_path / "single" / "state", KILL_PROFILE
-        )
-        with sandbox_secrets():
-            result = run_backfill(baseline, days)
-    finally:
-        server.stop()
-    assert result.success, run_failure(result)
-
-    expected = snapshot(baseline_url)
-    actual = snapshot(settings.warehouse_url)
-    assert sum(len(rows) for rows in expected.values()) > 0
-    assert actual == expected, snapshot_diff(expected, actual)
+    assert_equals_in_process_run(settings.warehouse_url, ledger_url, days, tmp_path / "single")
     print(
         f"{broker.name}: celery run of {len(days)} days on 2 workers: {celery_wall_s:.1f} s; steps {executed_on}"
     )

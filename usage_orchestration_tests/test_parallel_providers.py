@@ -31,15 +31,12 @@ from usage_orchestration_tests.chaos_support import (
     KILL_PROFILE,
     RANGE_END_TAG,
     RANGE_START_TAG,
+    assert_equals_in_process_run,
+    assert_pools_released,
     backfill_days,
     chaos_sandbox,
     chaos_settings,
-    run_backfill,
-    run_failure,
-    sandbox_secrets,
     seed_ledger,
-    snapshot,
-    snapshot_diff,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,26 +190,10 @@ def test_provider_steps_overlap_within_their_pools(tmp_path: Path) -> None:
         x, y = steps["b"][f"{p}_usage"], steps["c"][f"{p}_usage"]
         assert x.end <= y.start or y.end <= x.start, (p, x, y)
     # every pool got its slot from the instance (a pool never claimed has none) and freed it
-    for pool, info in pools.items():
-        assert info.slot_count == 1, (pool, info)
-        assert not info.claimed_slots and not info.pending_steps, (pool, info)
+    assert_pools_released(pools)
 
     # run A's warehouse is the in-process run's, from the same sandbox data and ledger
-    baseline_url = f"sqlite:///{tmp_path / 'single' / 'warehouse.sqlite'}"
-    server = SandboxServer(chaos_sandbox(profile=KILL_PROFILE)).start()
-    try:
-        baseline = chaos_settings(
-            server.url, baseline_url, ledger_url, tmp_path / "single" / "state", KILL_PROFILE
-        )
-        with sandbox_secrets():
-            result = run_backfill(baseline, a_days)
-    finally:
-        server.stop()
-    assert result.success, run_failure(result)
-    expected = snapshot(baseline_url)
-    actual = snapshot(files["a"][1])
-    assert sum(len(rows) for rows in expected.values()) > 0
-    assert actual == expected, snapshot_diff(expected, actual)
+    assert_equals_in_process_run(files["a"][1], ledger_url, a_days, tmp_path / "single")
 
     # per pool: the run that held it first and how long the other one's step waited after it
     order = {}
