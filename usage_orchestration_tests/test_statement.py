@@ -5,6 +5,7 @@ demo data set, on SQLite and (USAGE_TEST_POSTGRES_URL) PostgreSQL."""
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from html.parser import HTMLParser
@@ -14,10 +15,11 @@ from typing import Any
 from dagster import DagsterInstance, materialize
 from sqlalchemy import select
 
+from usage_orchestration.core.budgets import BudgetRow
+from usage_orchestration.core.dates import days_in_month
 from usage_orchestration.core.money import format_credits
 from usage_orchestration.core.statement import (
     BreakLine,
-    BudgetDay,
     ProviderLine,
     build_statement,
     burn_down,
@@ -53,11 +55,12 @@ def day(
     budget: str | None = "300",
     forecast: str | None = None,
     name: str | None = "Team A",
-) -> BudgetDay:
+) -> BudgetRow:
     b = D(budget) if budget is not None else None
     u = D(used)
-    return BudgetDay(
+    return BudgetRow(
         as_of_date=d,
+        month=d.strftime("%Y-%m"),
         entity_id=eid,
         entity_type="app",
         entity_name=name,
@@ -70,6 +73,10 @@ def day(
         forecast_percent=None,
         forecast_overrun=None,
         days_of_data=d.day,
+        highest_threshold_crossed=None,
+        thresholds_crossed="",
+        days_elapsed=d.day,
+        days_in_month=days_in_month(d),
     )
 
 
@@ -127,7 +134,7 @@ def test_burn_down_forecast_runs_from_the_last_day_to_month_end() -> None:
     # 10 a day for 10 days of March (31 days): forecast 310 at month end
     days = [day(MARCH + timedelta(days=i), "a", str(10 * (i + 1))) for i in range(10)]
     last = days[-1]
-    days[-1] = BudgetDay(**{**last.__dict__, "forecast_month_end": D(310)})
+    days[-1] = replace(last, forecast_month_end=D(310))
     b = burn_down(MARCH, list(reversed(days)))  # any order
     assert b.days_in_month == 31 and b.budget == D(300)
     assert b.actual[0] == (MARCH, D(10)) and b.actual[-1] == (date(2026, 3, 10), D(100))

@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from usage_orchestration.core.budgets import BudgetRow  # one budget_status row
 from usage_orchestration.core.dates import (
     days_in_month,
     month_end,
@@ -32,25 +33,6 @@ from usage_orchestration.core.money import CREDITS_QUANTUM, exact_add, format_cr
 
 ENTITY_LINE = "all"  # the provider of an entity's own line (budget figures, totals)
 MATCHED = "matched"  # the one reconciliation status that is not a break
-
-
-@dataclass(frozen=True)
-class BudgetDay:
-    """One ``budget_status`` row: an entity's month to date as of a day."""
-
-    as_of_date: date
-    entity_id: str
-    entity_type: str | None
-    entity_name: str | None
-    credits_used: Decimal
-    monthly_budget: Decimal | None
-    budget_percent: Decimal | None
-    budget_remaining: Decimal | None
-    over_budget: bool
-    forecast_month_end: Decimal | None
-    forecast_percent: Decimal | None
-    forecast_overrun: Decimal | None
-    days_of_data: int
 
 
 @dataclass(frozen=True)
@@ -113,7 +95,7 @@ class EntityStatement:
     entity_id: str
     entity_name: str | None
     entity_type: str | None
-    budget: BudgetDay | None  # the as_of day's budget_status row (None: no row that day)
+    budget: BudgetRow | None  # the as_of day's budget_status row (None: no row that day)
     lines: list[ProviderLine]
     breaks: list[BreakLine]
     burn_down: BurnDown
@@ -311,7 +293,7 @@ def is_closed(month: date, now: datetime, late_days: int) -> bool:
     return now >= closes_at(month, late_days)
 
 
-def burn_down(month: date, days: Sequence[BudgetDay]) -> BurnDown:
+def burn_down(month: date, days: Sequence[BudgetRow]) -> BurnDown:
     """One entity's plot series from its ``budget_status`` rows of the month (any order). The
     forecast runs in a straight line from the last day's credits to its month-end forecast:
     the run rate (used ÷ days elapsed) is that line's slope."""
@@ -339,7 +321,7 @@ def burn_down(month: date, days: Sequence[BudgetDay]) -> BurnDown:
 
 def build_statement(
     month: date,
-    budget_days: Iterable[BudgetDay],
+    budget_days: Iterable[BudgetRow],
     lines: Iterable[ProviderLine],
     breaks: Iterable[BreakLine],
     caps: Iterable[CapLine],
@@ -354,7 +336,7 @@ def build_statement(
     first = month_start(month)
     in_month = [b for b in budget_days if month_start(b.as_of_date) == first]
     as_of = max((b.as_of_date for b in in_month), default=None)
-    per_entity: dict[str, list[BudgetDay]] = defaultdict(list)
+    per_entity: dict[str, list[BudgetRow]] = defaultdict(list)
     for b in in_month:
         per_entity[b.entity_id].append(b)
     latest = {b.entity_id: b for b in in_month if b.as_of_date == as_of}

@@ -22,12 +22,12 @@ from typing import Any
 from filelock import FileLock
 from sqlalchemy import and_, case, func, select
 
+from usage_orchestration.core.budgets import BudgetRow
 from usage_orchestration.core.dates import month_end, month_of, month_start
 from usage_orchestration.core.statement import (
     MATCHED,
     STATEMENT_COLUMNS,
     BreakLine,
-    BudgetDay,
     CapLine,
     ProviderLine,
     Statement,
@@ -48,31 +48,17 @@ def _span(column: Any, month: date) -> Any:
     return and_(column >= month_start(month), column <= month_end(month))
 
 
-def budget_days(warehouse: Warehouse, month: date) -> list[BudgetDay]:
+def budget_days(warehouse: Warehouse, month: date) -> list[BudgetRow]:
     """Every ``budget_status`` row of the month (one per materialized day and entity)."""
     t = budget_status
     warehouse.ensure_schema()
     with warehouse.engine.connect() as conn:
         rows = conn.execute(
-            select(
-                t.c.as_of_date,
-                t.c.entity_id,
-                t.c.entity_type,
-                t.c.entity_name,
-                t.c.credits_used,
-                t.c.monthly_budget,
-                t.c.budget_percent,
-                t.c.budget_remaining,
-                t.c.over_budget,
-                t.c.forecast_month_end,
-                t.c.forecast_percent,
-                t.c.forecast_overrun,
-                t.c.days_of_data,
-            )
+            select(*(t.c[name] for name in BudgetRow.__dataclass_fields__))
             .where(_span(t.c.as_of_date, month))
             .order_by(t.c.as_of_date, t.c.entity_id)
         )
-        return [BudgetDay(**r._mapping) for r in rows]
+        return [BudgetRow(**r._mapping) for r in rows]
 
 
 def provider_lines(warehouse: Warehouse, month: date) -> list[ProviderLine]:
