@@ -25,6 +25,7 @@ from usage_orchestration.ledger.schema import (
     ledger_metadata,
     usage_event,
 )
+from usage_orchestration.ledger.sql import SqlLedger
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
 from usage_orchestration.settings import UsageSettings, load_settings
 from usage_orchestration.warehouse.analysis_schema import (
@@ -450,3 +451,8 @@ def test_a_range_run_gives_each_day_its_own_anomaly_and_cap_figures(
         assert meta["anomalies"].value == sum(1 for r in rows if r["is_anomaly"])
     assert mats["2026-03-15"]["anomalies"].value == 1  # the spike of ent-a (the test above)
     assert mats["2026-03-15"]["anomalies_in_run"].value >= 1
+    # the worst table names the entity beside its id, from the ledger's budgets of the month
+    names = {b.entity_id: b.name for b in SqlLedger(ledger_url).budgets("2026-03")}
+    (worst,) = mats["2026-03-15"]["worst"].records
+    assert worst.data["entity_id"] == "ent-a" and worst.data["entity_name"] == names["ent-a"]
+    assert names["ent-a"]

@@ -57,7 +57,7 @@ from usage_orchestration.defs.common import (
     record_days,
     table,
 )
-from usage_orchestration.defs.ledger import LedgerResource, ledger_kind, ledger_reader
+from usage_orchestration.defs.ledger import EntityNames, LedgerResource, ledger_kind, ledger_reader
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.ledger.base import EntityBudget, LedgerReader
 from usage_orchestration.ledger.sql import CreditPoolNotConfigured
@@ -495,6 +495,7 @@ def _materialize_anomalies(
     by_day: dict[date, list[AnomalyRow]] = {d: [] for d in days}
     for r in rows:
         by_day.setdefault(r.usage_date, []).append(r)
+    names = EntityNames(reader, context.log.warning)  # one ledger query per month of the run
 
     def day_metadata(d: date) -> dict[str, Any]:
         judged = by_day[d]
@@ -508,7 +509,7 @@ def _materialize_anomalies(
                 sum((r.impact_credits for r in day_flagged), Decimal(0))
             ),
             "worst": table(
-                _with_entity_names(reader, day_flagged[:shown]), ANOMALY_COLUMNS, limit=shown
+                _with_entity_names(names, day_flagged[:shown]), ANOMALY_COLUMNS, limit=shown
             ),
         }
 
@@ -523,17 +524,10 @@ def _materialize_anomalies(
     )
 
 
-def _with_entity_names(reader: LedgerReader, rows: Sequence[AnomalyRow]) -> list[dict[str, Any]]:
+def _with_entity_names(names: EntityNames, rows: Sequence[AnomalyRow]) -> list[dict[str, Any]]:
     """Anomaly records with the entity's name from the ledger's budgets of that month (an
     entity without a budget that month shows its id only)."""
-    names: dict[str, dict[str, str]] = {}
-    out: list[dict[str, Any]] = []
-    for r in rows:
-        month = month_of(r.usage_date)
-        if month not in names:
-            names[month] = {b.entity_id: b.name for b in reader.budgets(month) if b.name}
-        out.append({**r.record(""), "entity_name": names[month].get(r.entity_id)})
-    return out
+    return [{**r.record(""), "entity_name": names.name(r.entity_id, r.usage_date)} for r in rows]
 
 
 def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
