@@ -135,3 +135,25 @@ def test_sync_failure_is_recorded(ledger_url: str, settings: UsageSettings) -> N
     assert status.last_sync_failure_code == "lm_unreachable"
     assert status.last_sync_failed_at is not None and status.synced_at is not None
     assert status.last_sync_failed_at > status.synced_at
+
+
+@pytest.mark.parametrize("window", [7, 30], ids=["e2e-7-days", "demo-30-days"])
+def test_support_bot_overruns_even_when_the_month_has_one_day(window: int, tmp_path: Path) -> None:
+    """The demo and the daemon e2e seed the days before today: on a month's 2nd the current
+    month holds a single day, and Support Bot must still be over its budget (it was not: a
+    1-credit floor sat above its first day's 0.26 credits)."""
+    full = load_settings(state_dir=str(tmp_path / "state"))  # every provider, as the demo
+    for month in range(1, 13):
+        last = date(2027, month, 1)
+        days = [last - timedelta(days=i) for i in range(window - 1, -1, -1)]
+        url = f"sqlite:///{tmp_path / f'ledger-{month}.sqlite'}"
+        summary = seed_demo_ledger(url, full, days, seed=7)
+        assert [o["entity_id"] for o in summary["over_budget"]] == [SUPPORT_BOT], last
+        reader = SqlLedger(url)
+        budget = {b.entity_id: b.monthly_budget for b in reader.budgets(f"{last:%Y-%m}")}
+        used = sum(
+            (c for _d, eid, _t, _rt, c in reader.credits_by_day(last, last) if eid == SUPPORT_BOT),
+            Decimal(0),
+        )
+        reader.close()
+        assert Decimal(0) < budget[SUPPORT_BOT] < used, (last, budget[SUPPORT_BOT], used)

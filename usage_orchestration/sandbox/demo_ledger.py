@@ -145,6 +145,14 @@ def _round_up(x: Decimal, step: int) -> Decimal:
     return max(Decimal(step), (x / step).to_integral_value(ROUND_CEILING) * step)
 
 
+def _overrun_budget(used: Decimal) -> Decimal:
+    """A round budget below ``used``: 80 % of it floored to its leading digit (to tens at
+    most), so the overrun shows even on a month's first day, when little is used yet."""
+    target = used * OVERRUN_FACTOR
+    step = Decimal(10) ** min(1, target.adjusted())
+    return (target / step).to_integral_value(ROUND_FLOOR) * step
+
+
 def _month(d: date) -> str:
     return f"{d.year:04d}-{d.month:02d}"
 
@@ -370,9 +378,7 @@ def _budgets_and_pools(
             projected = used / len(seeded) * dim
             projected_total += projected
             if month == current and eid == overrun_eid and used > 0:
-                budget = max(
-                    Decimal(1), (used * OVERRUN_FACTOR / 10).to_integral_value(ROUND_FLOOR) * 10
-                )
+                budget = _overrun_budget(used)
             else:
                 budget = _round_up(projected * HEADROOM, 100)
             budgets[month][eid] = budget
