@@ -8,10 +8,6 @@ value that was written whenever it had at most 15 significant digits.
 
 The values are marked (``~`` prefix) before the copy so the NUMERIC column keeps them as text,
 not floats, while the table is recreated; the mark is removed after.
-
-Revision ID: 0002_exact_decimals
-Revises: 0001_baseline
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
@@ -22,10 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from usage_orchestration.warehouse.migrations.ops import numeric
+
 revision = "0002_exact_decimals"
 down_revision = "0001_baseline"
-branch_labels = None
-depends_on = None
 
 # Frozen as at the baseline: later revisions must not change what this one converted.
 DECIMAL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -56,7 +52,7 @@ DECIMAL_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-NUMERIC = sa.Numeric(precision=38, scale=12)
+NUMERIC = numeric.type  # what the baseline stored money and quantities as
 _MARK = "~"
 _MARK_FN = "usage_orchestration_mark_decimal"
 _CONTEXT = Context(prec=80, rounding=ROUND_HALF_UP)  # 38 digits do not fit the default 28

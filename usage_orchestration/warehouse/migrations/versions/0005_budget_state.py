@@ -4,10 +4,6 @@
 for this entity) or ``not_configured`` (the ledger holds no budget at all for the month, e.g.
 a month before budgets were set). Nullable: rows written before this revision keep NULL
 (unknown) until their day is re-materialized.
-
-Revision ID: 0005_budget_state
-Revises: 0004_request_budget
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
@@ -17,8 +13,6 @@ from alembic import op
 
 revision = "0005_budget_state"
 down_revision = "0004_request_budget"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
