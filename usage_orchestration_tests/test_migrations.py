@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Column, MetaData, Numeric, Table, column, func, inspect, select, table
@@ -216,3 +217,14 @@ def test_baseline_is_the_schema_create_all_made_before_exact_types(db_url: str) 
             if isinstance(c.type, ExactDecimal):
                 c.type = Numeric(38, 12)
     assert _diff(engine, before) == []
+
+
+def test_downgrade_to_base_drops_every_table_and_upgrades_again(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(conn), "base")
+    assert set(inspect(engine).get_table_names()) == {migrate.VERSION_TABLE}
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(engine)
+    assert _diff(engine, migrate.all_tables_metadata()) == []

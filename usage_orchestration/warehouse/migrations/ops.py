@@ -28,7 +28,7 @@ from usage_orchestration.warehouse.types import ExactDecimal
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: TypeEngine[Any]
+    make_type: Callable[[], TypeEngine[Any]]  # a fresh type for each table built
     nullable: bool = True
 
 
@@ -36,24 +36,24 @@ class Column:
 class Kind:
     """A column type: ``kind("a", "b", nullable=False)`` declares the columns a and b of it."""
 
-    type: TypeEngine[Any]
+    make_type: Callable[[], TypeEngine[Any]]
 
     def __call__(self, *names: str, nullable: bool = True) -> tuple[Column, ...]:
-        return tuple(Column(name, self.type, nullable) for name in names)
+        return tuple(Column(name, self.make_type, nullable) for name in names)
 
 
-numeric = Kind(sa.Numeric(precision=38, scale=12))  # the baseline's money (a float on SQLite)
-exact = Kind(ExactDecimal())  # money and quantities from 0002 on
-integer = Kind(sa.Integer())
-double = Kind(sa.Double())
-boolean = Kind(sa.Boolean())
-date = Kind(sa.Date())
-timestamp = Kind(sa.DateTime())
-text = Kind(sa.Text())
+numeric = Kind(lambda: sa.Numeric(precision=38, scale=12))  # the baseline's money (SQLite: a float)
+exact = Kind(ExactDecimal)  # money and quantities from 0002 on
+integer = Kind(sa.Integer)
+double = Kind(sa.Double)
+boolean = Kind(sa.Boolean)
+date = Kind(sa.Date)
+timestamp = Kind(sa.DateTime)
+text = Kind(sa.Text)
 
 
 def string(*names: str, length: int, nullable: bool = True) -> tuple[Column, ...]:
-    return Kind(sa.String(length=length))(*names, nullable=nullable)
+    return Kind(lambda: sa.String(length=length))(*names, nullable=nullable)
 
 
 LOAD_ID = string("load_id", length=64, nullable=False)  # the run that wrote the row
@@ -72,7 +72,7 @@ class Table:
 
     def schema_items(self) -> list[sa.schema.SchemaItem]:
         items: list[sa.schema.SchemaItem] = [
-            sa.Column(c.name, c.type, nullable=c.nullable) for c in self.columns
+            sa.Column(c.name, c.make_type(), nullable=c.nullable) for c in self.columns
         ]
         if self.primary_key:
             name = f"pk_{self.name}" if self.key_named else None

@@ -159,7 +159,7 @@ TABLES = (
             "CommitmentDiscountStatus",
             "CommitmentDiscountType",
             length=256,
-        ),  # fmt: skip
+        ),
         numeric("ConsumedQuantity"),
         string("ConsumedUnit", length=256),
         numeric("ContractedCost", "ContractedUnitPrice", "EffectiveCost"),
@@ -182,7 +182,7 @@ TABLES = (
             "x_EntityType",
             "x_LedgerResourceType",
             length=256,
-        ),  # fmt: skip
+        ),
         numeric("x_LedgerQuantity"),
         string("x_LedgerUnit", length=256),
         numeric("x_CreditsListUnitPrice", "x_CreditsListCost"),
@@ -267,7 +267,7 @@ TABLES = (
             "delta_quantity",
             "delta_credits",
             "delta_pct",
-        ),  # fmt: skip
+        ),
         string("status", length=32, nullable=False),
         boolean("within_tolerance", nullable=False),
         text("reason"),

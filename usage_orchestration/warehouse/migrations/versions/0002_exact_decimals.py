@@ -52,7 +52,7 @@ DECIMAL_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-NUMERIC = numeric.type  # what the baseline stored money and quantities as
+NUMERIC = numeric.make_type()  # what the baseline stored money and quantities as
 _MARK = "~"
 _MARK_FN = "usage_orchestration_mark_decimal"
 _CONTEXT = Context(prec=80, rounding=ROUND_HALF_UP)  # 38 digits do not fit the default 28
