@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from usage_orchestration.settings.fields import Count
 from usage_orchestration.settings.profiles import DEFAULT_ENGINE, Engine, Profile
 
 BROKER_URL_ENV = "USAGE_EXECUTION__BROKER_URL"
@@ -105,9 +106,8 @@ class ExecutionSettings(BaseModel):
         "costs ~3 s on 2 cores); multiprocess: a process per step, so the provider steps of a "
         "run overlap; celery: steps are Celery tasks on workers (docs/deployment.md)",
     )
-    max_concurrent: int | None = Field(
+    max_concurrent: Count | None = Field(
         None,
-        ge=1,
         le=64,
         description="multiprocess: step processes at once (default: one per enabled provider "
         "plus the ledger load, the steps a range run can start together)",

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from usage_orchestration.settings.fields import Attempts, Count, Seconds, SecondsOrZero
 from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
 from usage_orchestration.settings.urls import HttpUrl
 
@@ -80,24 +81,22 @@ class ForgeSettings(BaseModel):
             ForgeApp(app_id=DEMO_APP_ID, name=DEMO_APP_NAME, group_by="ENVIRONMENT_ID")
         ]
     )
-    max_pages: int = Field(100, ge=1, description="page cap per (app, resource, window)")
-    lookback_days: int | None = Field(
+    max_pages: Count = Field(100, description="page cap per (app, resource, window)")
+    lookback_days: Count | None = Field(
         60,
-        ge=1,
         description="the API covers the last N days; older days are recorded as unavailable "
         "(never as zero usage) and not requested. null = no limit.",
     )
-    rate_limit_max_requests: int = Field(5, ge=1, description="documented: 5 requests ...")
-    rate_limit_per_seconds: float = Field(60.0, gt=0, description="... per 60 seconds")
-    rate_limit_margin_s: float = Field(
+    rate_limit_max_requests: Count = Field(5, description="documented: 5 requests ...")
+    rate_limit_per_seconds: Seconds = Field(60.0, description="... per 60 seconds")
+    rate_limit_margin_s: SecondsOrZero = Field(
         1.0,
-        ge=0,
         description="added to the budget window so that request arrival jitter never trips "
         "the provider's own window",
     )
-    timeout_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(5, ge=1, le=20)
-    retry_after_cap_s: float = Field(90.0, ge=0)
+    timeout_s: Seconds = 30.0
+    max_attempts: Attempts = 5
+    retry_after_cap_s: SecondsOrZero = 90.0
 
     @model_validator(mode="after")
     def _unique_apps(self) -> ForgeSettings:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from usage_orchestration.settings.fields import Attempts, Count, Seconds, SecondsOrZero
 from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
 from usage_orchestration.settings.urls import HttpUrl
 
@@ -59,26 +60,22 @@ class NeonSettings(BaseModel):
         min_length=1,
         description="Consumption metrics requested (always sent).",
     )
-    page_limit: int = Field(100, ge=1, le=100, description="projects per page (API max 100)")
-    max_pages: int = Field(
-        1000, ge=1, description="guard against endless paging per request window"
-    )
-    rate_limit_requests: int = Field(
+    page_limit: Count = Field(100, le=100, description="projects per page (API max 100)")
+    max_pages: Count = Field(1000, description="guard against endless paging per request window")
+    rate_limit_requests: Count = Field(
         40,
-        ge=1,
         description="Client-side request budget per rate_limit_window_s, shared by every process "
         "(documented: about 50 requests/minute per account for all consumption endpoints).",
     )
-    rate_limit_window_s: float = Field(60.0, gt=0, description="sliding window of the budget")
-    daily_lookback_days: int = Field(
-        60, ge=1, description="Neon keeps daily granularity this many days back from its clock"
+    rate_limit_window_s: Seconds = Field(60.0, description="sliding window of the budget")
+    daily_lookback_days: Count = Field(
+        60, description="Neon keeps daily granularity this many days back from its clock"
     )
-    monthly_lookback_days: int = Field(
-        365, ge=1, description="Neon keeps monthly granularity about a year back"
+    monthly_lookback_days: Count = Field(
+        365, description="Neon keeps monthly granularity about a year back"
     )
-    window_margin_s: float = Field(
+    window_margin_s: SecondsOrZero = Field(
         0.0,
-        ge=0,
         description="Seconds subtracted from the lookback to absorb clock skew with Neon: a day "
         "that close to the edge is recorded unavailable instead of risking a 406.",
     )
@@ -88,10 +85,12 @@ class NeonSettings(BaseModel):
         "no usage) or 'monthly' (months entirely outside the daily window are fetched at monthly "
         "granularity and the month's figure is recorded on the month's first day).",
     )
-    timeout_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(5, ge=1, le=20)
-    retry_after_cap_s: float = Field(60.0, ge=0)
-    backoff_base_s: float = Field(1.0, ge=0, description="exponential backoff when no Retry-After")
+    timeout_s: Seconds = 30.0
+    max_attempts: Attempts = 5
+    retry_after_cap_s: SecondsOrZero = 60.0
+    backoff_base_s: SecondsOrZero = Field(
+        1.0, description="exponential backoff when no Retry-After"
+    )
 
     @field_validator("metrics")
     @classmethod

@@ -6,6 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from usage_orchestration.settings.fields import Attempts, Count, Seconds, SecondsOrZero
 from usage_orchestration.settings.urls import HttpUrl
 
 _APP_ID = re.compile(r"^[0-9a-f]{40}$")
@@ -28,11 +29,11 @@ class PhalaSettings(BaseModel):
     )
     # the API maximum: a year of hourly records is ~31,000 per app, and the server rebuilds the
     # whole window for every page, so fewer, larger pages cost it (and the range) far less
-    page_size: int = Field(5000, ge=1, le=5000, description="limit per request (API max 5000)")
-    max_pages: int = Field(1000, ge=1, description="guard against endless paging per window")
-    timeout_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(5, ge=1, le=20)
-    retry_after_cap_s: float = Field(60.0, ge=0)
+    page_size: Count = Field(5000, le=5000, description="limit per request (API max 5000)")
+    max_pages: Count = Field(1000, description="guard against endless paging per window")
+    timeout_s: Seconds = 30.0
+    max_attempts: Attempts = 5
+    retry_after_cap_s: SecondsOrZero = 60.0
 
     @field_validator("app_ids")
     @classmethod
