@@ -7,13 +7,13 @@ the warehouse: ``request_budget.backend``).
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from usage_orchestration.settings.demo import demo_mappings, demo_rate
 from usage_orchestration.settings.fields import Attempts, Count, Seconds, SecondsOrZero
-from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 from usage_orchestration.settings.urls import HttpUrl
 
 GroupBy = Literal["CONTEXT_ARI", "ENVIRONMENT_ID"]
@@ -108,25 +108,12 @@ class ForgeSettings(BaseModel):
 
 
 # Demo defaults (the sandbox's data set), merged into the settings defaults by defaults.py.
-DEFAULT_MAPPINGS: list[UsageMapping] = [
-    UsageMapping(
-        provider="forge",
-        resource_id=DEMO_APP_ID,
-        metric="FUNCTION_COMPUTE",
-        entity_id=JIRA_INSIGHTS,
-        entity_type="app",
-        resource_type="app_compute",
-    ),
-]
+DEFAULT_MAPPINGS: list[UsageMapping] = demo_mappings(
+    "forge", "app", {DEMO_APP_ID: JIRA_INSIGHTS}, {"FUNCTION_COMPUTE": "app_compute"}
+)
 # Functions run at 1 GB in the demo, so one GB-second is one second of app compute. The Phala
 # part defines app_compute itself (ledger unit, credits, tolerance); defaults.py merges this
 # conversion into it.
 DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
-    "app_compute": RateCardEntry(
-        ledger_unit="second",
-        conversions={"GB-seconds": UnitConversion(multiply=Decimal(1))},
-        credits_per_unit=Decimal("0.01"),
-        tolerance_abs=Decimal(60),
-        tolerance_rel=Decimal("0.02"),
-    ),
+    "app_compute": demo_rate("second", "GB-seconds", "0.01"),
 }

@@ -6,13 +6,14 @@ See docs/providers/neon.md for what each setting does and how to point at the re
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from usage_orchestration.settings.demo import demo_mappings, demo_rate
 from usage_orchestration.settings.fields import Attempts, Count, Seconds, SecondsOrZero
-from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 from usage_orchestration.settings.urls import HttpUrl
 
 NEON_METRICS: tuple[str, ...] = (
@@ -125,43 +126,30 @@ class NeonSettings(BaseModel):
         return self
 
 
+def warehouse_mappings(
+    projects: Iterable[str], resource_types: Mapping[str, str]
+) -> list[UsageMapping]:
+    """Each project's metrics (metric → resource type) charged to the analytics warehouse, as
+    the demo maps Neon."""
+    return demo_mappings(
+        "neon", "workspace", dict.fromkeys(projects, ANALYTICS_WAREHOUSE), resource_types
+    )
+
+
 # Demo defaults (the sandbox's data set), merged into the settings defaults by defaults.py.
 # Only compute and root-branch storage are mapped; the other metrics stay unmapped (reported as
 # `unmapped`, never dropped).
-DEFAULT_MAPPINGS: list[UsageMapping] = [
-    UsageMapping(
-        provider="neon",
-        resource_id=project,
-        metric=metric,
-        entity_id=ANALYTICS_WAREHOUSE,
-        entity_type="workspace",
-        resource_type=resource_type,
-    )
-    for project in DEMO_PROJECTS
-    for metric, resource_type in (
-        ("compute_unit_seconds", "job_compute"),
-        ("root_branch_bytes_month", "workspace_storage"),
-    )
-]
+DEFAULT_MAPPINGS: list[UsageMapping] = warehouse_mappings(
+    DEMO_PROJECTS,
+    {"compute_unit_seconds": "job_compute", "root_branch_bytes_month": "workspace_storage"},
+)
 
 DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
     # consumed unit CU-hour (compute_unit_seconds / 3600) → ledger seconds
-    "job_compute": RateCardEntry(
-        ledger_unit="second",
-        conversions={"CU-hour": UnitConversion(multiply=Decimal(3600))},
-        credits_per_unit=Decimal("0.002"),
-        tolerance_abs=Decimal(60),
-        tolerance_rel=Decimal("0.02"),
-    ),
+    "job_compute": demo_rate("second", "CU-hour", "0.002", multiply=3600),
     # consumed unit GB-month (byte-hours / 744 / 1e9). A gauge: the day's average bytes are its
     # byte-hours / 24 = GB-month × 744e9 / 24.
-    "workspace_storage": RateCardEntry(
-        ledger_unit="byte",
-        conversions={
-            "GB-month": UnitConversion(multiply=Decimal(744_000_000_000), divide=Decimal(24))
-        },
-        credits_per_unit=Decimal("0.000000001"),
-        tolerance_abs=Decimal(1_000_000),
-        tolerance_rel=Decimal("0.01"),
+    "workspace_storage": demo_rate(
+        "byte", "GB-month", "0.000000001", multiply=744_000_000_000, divide=24
     ),
 }

@@ -11,6 +11,12 @@ from usage_orchestration.settings.urls import HttpUrl
 
 _APP_ID = re.compile(r"^[0-9a-f]{40}$")
 
+# The sandbox's apps (defaults.py maps them to the demo ledger's apps).
+DEMO_APP_IDS: tuple[str, ...] = (
+    "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
+    "0fedcba9876543210fedcba9876543210fedcba9",
+)
+
 
 class PhalaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -21,10 +27,7 @@ class PhalaSettings(BaseModel):
     )
     api_version: str = Field("2026-01-21", description="X-Phala-Version, pinned")
     app_ids: list[str] = Field(
-        default_factory=lambda: [
-            "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
-            "0fedcba9876543210fedcba9876543210fedcba9",
-        ],
+        default_factory=lambda: list(DEMO_APP_IDS),
         description="Hex app ids (40 hex characters, without the CLI's app_ prefix).",
     )
     # the API maximum: a year of hourly records is ~31,000 per app, and the server rebuilds the
