@@ -22,6 +22,10 @@ GroupBy = Literal["CONTEXT_ARI", "ENVIRONMENT_ID"]
 DEMO_APP_ID = "ari:cloud:ecosystem::app/6e0d7c55-0f3e-4a4b-9d7a-5c1f0b9e2d11"
 DEMO_APP_NAME = "Jira Insights"
 JIRA_INSIGHTS = "dddddddd-dddd-dddd-dddd-dddddddddddd"
+DEMO_ACCOUNT_ID = "forge-developer-1"  # the sandbox's account
+# The X-ExperimentalAPI value the demo sends because the real one is not published (set what
+# Atlassian tells you); the production profile refuses it.
+PLACEHOLDER_EXPERIMENTAL_API = "DevConsoleAppResourceUsage"
 
 
 class ForgeApp(BaseModel):
@@ -64,14 +68,14 @@ class ForgeSettings(BaseModel):
         "http://127.0.0.1:8765/forge/graphql", description="real: https://api.atlassian.com/graphql"
     )
     experimental_api: str = Field(
-        "DevConsoleAppResourceUsage",
+        PLACEHOLDER_EXPERIMENTAL_API,
         min_length=1,
         description="value of the X-ExperimentalAPI header (the API is experimental; the value "
         "is not published: set what Atlassian tells you)",
     )
     user_agent: str = Field("ForgeMetricsExportServer/1.0.0", min_length=1)
     account_id: str = Field(
-        "forge-developer-1",
+        DEMO_ACCOUNT_ID,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="names the Atlassian account (owner of the apps and of the API token): "
         "billing_account_id of the rows and the key of the shared request budget",

@@ -35,6 +35,7 @@ DEMO_PROJECTS: tuple[str, ...] = (
     "cold-poetry-09157238",
 )
 ANALYTICS_WAREHOUSE = "cccccccc-cccc-cccc-cccc-cccccccccccc"
+DEMO_ORG_ID = "org-sandbox-1"  # the sandbox's organization (the production profile refuses it)
 
 # The API's id format (org_id's documented pattern; project ids follow it too: lower-case words
 # and digits joined by hyphens). Anything else (a comma, a space, upper case) would silently
@@ -50,7 +51,7 @@ class NeonSettings(BaseModel):
     base_url: HttpUrl = Field(
         "http://127.0.0.1:8765/neon", description="real: https://console.neon.tech"
     )
-    org_id: str = Field("org-sandbox-1", pattern=NEON_ID_PATTERN)
+    org_id: str = Field(DEMO_ORG_ID, pattern=NEON_ID_PATTERN)
     project_ids: list[str] = Field(
         default_factory=list,
         description="Projects to fetch, sent as project_ids in chunks of at most 100; empty = "
