@@ -34,6 +34,7 @@ from pydantic import (
 from usage_orchestration.settings.alerts import AlertSettings
 from usage_orchestration.settings.budgets import BudgetSettings
 from usage_orchestration.settings.execution import BROKER_URL_ENVS, ExecutionSettings, url_password
+from usage_orchestration.settings.fields import Attempts, Seconds, SecondsOrZero
 from usage_orchestration.settings.forge import ForgeSettings
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 from usage_orchestration.settings.neon import NeonSettings
@@ -90,10 +91,10 @@ class LedgerSettings(BaseModel):
     api_base_url: HttpUrl = Field(
         f"{DEFAULT_SANDBOX_URL}/ledger", description="Usage Reporting API"
     )
-    timeout_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(5, ge=1, le=20, description="HTTP backend: attempts per request")
-    retry_after_cap_s: float = Field(
-        60.0, ge=0, description="HTTP backend: longest Retry-After wait"
+    timeout_s: Seconds = 30.0
+    max_attempts: Attempts = Field(5, description="HTTP backend: attempts per request")
+    retry_after_cap_s: SecondsOrZero = Field(
+        60.0, description="HTTP backend: longest Retry-After wait"
     )
 
 
@@ -120,11 +121,8 @@ class StepRetrySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_retries: int = Field(2, ge=0, le=10, description="step retries on transient errors")
-    wait_s: float = Field(
-        60.0,
-        ge=0,
-        allow_inf_nan=False,
-        description="wait before a step retry when the provider named no Retry-After",
+    wait_s: SecondsOrZero = Field(
+        60.0, description="wait before a step retry when the provider named no Retry-After"
     )
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from usage_orchestration.settings.fields import Seconds
 from usage_orchestration.settings.urls import HttpUrl
 
 Severity = Literal["critical", "error", "warning", "info"]
@@ -35,6 +36,11 @@ ALERT_KINDS: tuple[str, ...] = (
     "ledger_sync",
     "sensor_failure",
 )
+
+
+def _sensor_interval(default: int, sensor: str, at_least: int = 5) -> Any:
+    """The field of a sensor's minimum interval in seconds (``Any``, as ``Field`` is typed)."""
+    return Field(default, ge=at_least, description=f"minimum interval of the {sensor}")
 
 
 def check_kind(kind: str) -> str:
@@ -103,7 +109,7 @@ class AlertSettings(BaseModel):
         ge=0,
         description="periods that ended more than this many days ago are recorded, not sent",
     )
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: Seconds = 10.0
     routing: dict[Severity, Channel] = Field(
         default_factory=lambda: {
             "critical": "pagerduty",
@@ -120,46 +126,36 @@ class AlertSettings(BaseModel):
     stale_deadline_utc: time = Field(
         time(9, 0), description="yesterday's partition must be present by this time of day (UTC)"
     )
-    retry_base_s: float = Field(30.0, gt=0, description="first retry delay after 429/5xx")
-    retry_max_s: float = Field(900.0, gt=0, description="cap of the exponential retry delay")
-    delivery_lease_s: float = Field(
-        120.0,
-        gt=0,
-        description="a delivery claimed by a tick is not retried by another before this",
+    retry_base_s: Seconds = Field(30.0, description="first retry delay after 429/5xx")
+    retry_max_s: Seconds = Field(900.0, description="cap of the exponential retry delay")
+    delivery_lease_s: Seconds = Field(
+        120.0, description="a delivery claimed by a tick is not retried by another before this"
     )
     reconciliation_page_credits: Decimal = Field(
         Decimal(0),
         ge=0,
         description="breaks whose |delta_credits| reach this are severity error (paged); others warning",
     )
-    sensor_interval_s: int = Field(60, ge=5, description="minimum interval of the alert sensors")
-    freshness_interval_s: int = Field(
-        300, ge=30, description="minimum interval of the stale-data sensor"
+    sensor_interval_s: int = _sensor_interval(60, "alert sensors")
+    freshness_interval_s: int = _sensor_interval(300, "stale-data sensor", at_least=30)
+    connect_timeout_s: Seconds = Field(
+        3.0, description="connect timeout of a delivery (the read timeout is timeout_s)"
     )
-    connect_timeout_s: float = Field(
-        3.0, gt=0, description="connect timeout of a delivery (the read timeout is timeout_s)"
-    )
-    delivery_budget_s: float = Field(
+    delivery_budget_s: Seconds = Field(
         20.0,
-        gt=0,
         le=45,
         description="time a delivery pass may spend sending; what is left stays pending for the "
         "next pass (keeps every pass well inside Dagster's 60 s limits)",
     )
-    ledger_probe_timeout_s: float = Field(
+    ledger_probe_timeout_s: Seconds = Field(
         5.0,
-        gt=0,
         le=20,
         description="the stale-data sensor's License Manager sync probe over the ledger's HTTP "
         "API: one attempt with this timeout (a slow ledger is reported, not waited for, so the "
         "tick stays well inside Dagster's 60 s)",
     )
-    delivery_interval_s: int = Field(
-        15, ge=5, description="minimum interval of the alert_delivery sensor"
-    )
-    stuck_run_interval_s: int = Field(
-        60, ge=5, description="minimum interval of the stuck_run_detector sensor"
-    )
+    delivery_interval_s: int = _sensor_interval(15, "alert_delivery sensor")
+    stuck_run_interval_s: int = _sensor_interval(60, "stuck_run_detector sensor")
     stuck_run_grace_s: int = Field(
         30,
         ge=5,

@@ -6,6 +6,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from usage_orchestration.settings.fields import Count
+
 
 class ProviderCap(BaseModel):
     """A provider-side monthly allowance (e.g. Forge's free 100,000 GB-seconds of function
@@ -38,12 +40,12 @@ class BudgetSettings(BaseModel):
             )
         ]
     )
-    forecast_min_days: int = Field(3, ge=1, le=28, description="days of data before forecasting")
-    anomaly_baseline_days: int = Field(
-        14, ge=1, le=90, description="trailing days (before the day judged) forming the baseline"
+    forecast_min_days: Count = Field(3, le=28, description="days of data before forecasting")
+    anomaly_baseline_days: Count = Field(
+        14, le=90, description="trailing days (before the day judged) forming the baseline"
     )
-    anomaly_min_baseline_days: int = Field(
-        7, ge=1, description="days of ledger data the baseline needs before anomalies are judged"
+    anomaly_min_baseline_days: Count = Field(
+        7, description="days of ledger data the baseline needs before anomalies are judged"
     )
     anomaly_threshold_pct: Decimal = Field(
         Decimal(100),
@@ -56,12 +58,11 @@ class BudgetSettings(BaseModel):
         ge=0,
         description="…and by at least this many credits (keeps tiny series from paging)",
     )
-    worst_rows_shown: int = Field(
-        10, ge=1, le=200, description="rows in the markdown tables of worst breaks/overruns"
+    worst_rows_shown: Count = Field(
+        10, le=200, description="rows in the markdown tables of worst breaks/overruns"
     )
-    late_data_days: int = Field(
+    late_data_days: Count = Field(
         3,
-        ge=1,
         le=31,
         description="days during which late provider data may still change a day: the "
         "late_data_refresh schedule re-materializes this many trailing days, and a month's "

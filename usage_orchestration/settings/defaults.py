@@ -5,66 +5,28 @@ Real deployments replace both in the settings file.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
-from usage_orchestration.settings import forge, neon
-from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+from usage_orchestration.settings import forge, neon, phala
+from usage_orchestration.settings.demo import demo_mappings, demo_rate
+from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 
 SALES_DASHBOARD = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"
 SUPPORT_BOT = "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb"
 
-PHALA_APP_SALES = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
-PHALA_APP_SUPPORT = "0fedcba9876543210fedcba9876543210fedcba9"
+PHALA_APP_SALES, PHALA_APP_SUPPORT = phala.DEMO_APP_IDS
 
-
-def _phala_app_compute(app_id: str, entity_id: str) -> UsageMapping:
-    """A Phala app's compute, charged to a ledger app as ``app_compute``."""
-    return UsageMapping(
-        provider="phala",
-        resource_id=app_id,
-        metric="compute",
-        entity_id=entity_id,
-        entity_type="app",
-        resource_type="app_compute",
-    )
-
-
-def _phala_app_storage(app_id: str, entity_id: str) -> UsageMapping:
-    """A Phala app's disk (billed per minute), charged to the same ledger app as
-    ``app_storage``."""
-    return UsageMapping(
-        provider="phala",
-        resource_id=app_id,
-        metric="storage",
-        entity_id=entity_id,
-        entity_type="app",
-        resource_type="app_storage",
-    )
-
-
-PHALA_MAPPINGS: list[UsageMapping] = [
-    _phala_app_compute(PHALA_APP_SALES, SALES_DASHBOARD),
-    _phala_app_compute(PHALA_APP_SUPPORT, SUPPORT_BOT),
-    _phala_app_storage(PHALA_APP_SALES, SALES_DASHBOARD),
-    _phala_app_storage(PHALA_APP_SUPPORT, SUPPORT_BOT),
-]
+# A Phala app's compute (app_compute) and its disk (app_storage, billed per minute) are charged
+# to the same ledger app.
+PHALA_MAPPINGS: list[UsageMapping] = demo_mappings(
+    "phala",
+    "app",
+    {PHALA_APP_SALES: SALES_DASHBOARD, PHALA_APP_SUPPORT: SUPPORT_BOT},
+    {"compute": "app_compute", "storage": "app_storage"},
+)
 
 PHALA_RATE_CARD: dict[str, RateCardEntry] = {
-    "app_compute": RateCardEntry(
-        ledger_unit="second",
-        conversions={"minute": UnitConversion(multiply=Decimal(60))},
-        credits_per_unit=Decimal("0.01"),
-        tolerance_abs=Decimal(60),
-        tolerance_rel=Decimal("0.02"),
-    ),
+    "app_compute": demo_rate("second", "minute", "0.01", multiply=60),
     # the demo ledger charges a CVM's disk per minute it exists (the unit Phala bills)
-    "app_storage": RateCardEntry(
-        ledger_unit="minute",
-        conversions={"minute": UnitConversion()},
-        credits_per_unit=Decimal("0.0001"),
-        tolerance_abs=Decimal(60),
-        tolerance_rel=Decimal("0.02"),
-    ),
+    "app_storage": demo_rate("minute", "minute", "0.0001"),
 }
 
 # The one Neon project of the sandbox org that no ledger entity owns (a staff sandbox): kept
@@ -86,35 +48,12 @@ NEON_EXTRA_METRICS = {
 }
 NEON_MAPPINGS: list[UsageMapping] = [
     m for m in neon.DEFAULT_MAPPINGS if m.resource_id in MAPPED_NEON_PROJECTS
-] + [
-    UsageMapping(
-        provider="neon",
-        resource_id=project,
-        metric=metric,
-        entity_id=neon.ANALYTICS_WAREHOUSE,
-        entity_type="workspace",
-        resource_type=resource_type,
-    )
-    for project in MAPPED_NEON_PROJECTS
-    for metric, resource_type in NEON_EXTRA_METRICS.items()
-]
+] + neon.warehouse_mappings(MAPPED_NEON_PROJECTS, NEON_EXTRA_METRICS)
 NEON_EXTRA_RATE_CARD: dict[str, RateCardEntry] = {
     # consumed unit GB (bytes / 1e9) → ledger bytes
-    "data_transfer": RateCardEntry(
-        ledger_unit="byte",
-        conversions={"GB": UnitConversion(multiply=Decimal(1_000_000_000))},
-        credits_per_unit=Decimal("0.000000001"),
-        tolerance_abs=Decimal(1_000_000),
-        tolerance_rel=Decimal("0.01"),
-    ),
+    "data_transfer": demo_rate("byte", "GB", "0.000000001", multiply=1_000_000_000),
     # consumed unit branch-month (branch-hours / 744): charged as is
-    "extra_branches": RateCardEntry(
-        ledger_unit="branch-month",
-        conversions={"branch-month": UnitConversion()},
-        credits_per_unit=Decimal("1.5"),
-        tolerance_abs=Decimal("0.001"),
-        tolerance_rel=Decimal("0.01"),
-    ),
+    "extra_branches": demo_rate("branch-month", "branch-month", "1.5"),
 }
 
 

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from usage_orchestration.settings.fields import Count
 from usage_orchestration.settings.profiles import DEFAULT_ENGINE, Engine, Profile
+from usage_orchestration.settings.urls import split_url
 
 BROKER_URL_ENV = "USAGE_EXECUTION__BROKER_URL"
 BACKEND_URL_ENV = "USAGE_EXECUTION__BACKEND_URL"
@@ -59,14 +61,7 @@ def masked_url(value: str) -> str:
 
 
 def _check_url(value: str, schemes: tuple[str, ...]) -> str:
-    # never repeat the value: it may hold a password
-    if not value or value != value.strip() or any(c.isspace() for c in value):
-        raise ValueError("must be a URL without spaces")
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # raises on a non-numeric or out-of-range port
-    except ValueError:
-        raise ValueError("is not a valid URL") from None
+    parts = split_url(value)  # never repeats the value: it may hold a password
     if parts.scheme not in schemes:
         raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in schemes)}")
     if parts.scheme != "rpc" and not parts.hostname:
@@ -105,9 +100,8 @@ class ExecutionSettings(BaseModel):
         "costs ~3 s on 2 cores); multiprocess: a process per step, so the provider steps of a "
         "run overlap; celery: steps are Celery tasks on workers (docs/deployment.md)",
     )
-    max_concurrent: int | None = Field(
+    max_concurrent: Count | None = Field(
         None,
-        ge=1,
         le=64,
         description="multiprocess: step processes at once (default: one per enabled provider "
         "plus the ledger load, the steps a range run can start together)",

@@ -7,12 +7,13 @@ the warehouse: ``request_budget.backend``).
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+from usage_orchestration.settings.demo import demo_mappings, demo_rate
+from usage_orchestration.settings.fields import Attempts, Count, Seconds, SecondsOrZero
+from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 from usage_orchestration.settings.urls import HttpUrl
 
 GroupBy = Literal["CONTEXT_ARI", "ENVIRONMENT_ID"]
@@ -21,6 +22,10 @@ GroupBy = Literal["CONTEXT_ARI", "ENVIRONMENT_ID"]
 DEMO_APP_ID = "ari:cloud:ecosystem::app/6e0d7c55-0f3e-4a4b-9d7a-5c1f0b9e2d11"
 DEMO_APP_NAME = "Jira Insights"
 JIRA_INSIGHTS = "dddddddd-dddd-dddd-dddd-dddddddddddd"
+DEMO_ACCOUNT_ID = "forge-developer-1"  # the sandbox's account
+# The X-ExperimentalAPI value the demo sends because the real one is not published (set what
+# Atlassian tells you); the production profile refuses it.
+PLACEHOLDER_EXPERIMENTAL_API = "DevConsoleAppResourceUsage"
 
 
 class ForgeApp(BaseModel):
@@ -63,14 +68,14 @@ class ForgeSettings(BaseModel):
         "http://127.0.0.1:8765/forge/graphql", description="real: https://api.atlassian.com/graphql"
     )
     experimental_api: str = Field(
-        "DevConsoleAppResourceUsage",
+        PLACEHOLDER_EXPERIMENTAL_API,
         min_length=1,
         description="value of the X-ExperimentalAPI header (the API is experimental; the value "
         "is not published: set what Atlassian tells you)",
     )
     user_agent: str = Field("ForgeMetricsExportServer/1.0.0", min_length=1)
     account_id: str = Field(
-        "forge-developer-1",
+        DEMO_ACCOUNT_ID,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="names the Atlassian account (owner of the apps and of the API token): "
         "billing_account_id of the rows and the key of the shared request budget",
@@ -80,24 +85,22 @@ class ForgeSettings(BaseModel):
             ForgeApp(app_id=DEMO_APP_ID, name=DEMO_APP_NAME, group_by="ENVIRONMENT_ID")
         ]
     )
-    max_pages: int = Field(100, ge=1, description="page cap per (app, resource, window)")
-    lookback_days: int | None = Field(
+    max_pages: Count = Field(100, description="page cap per (app, resource, window)")
+    lookback_days: Count | None = Field(
         60,
-        ge=1,
         description="the API covers the last N days; older days are recorded as unavailable "
         "(never as zero usage) and not requested. null = no limit.",
     )
-    rate_limit_max_requests: int = Field(5, ge=1, description="documented: 5 requests ...")
-    rate_limit_per_seconds: float = Field(60.0, gt=0, description="... per 60 seconds")
-    rate_limit_margin_s: float = Field(
+    rate_limit_max_requests: Count = Field(5, description="documented: 5 requests ...")
+    rate_limit_per_seconds: Seconds = Field(60.0, description="... per 60 seconds")
+    rate_limit_margin_s: SecondsOrZero = Field(
         1.0,
-        ge=0,
         description="added to the budget window so that request arrival jitter never trips "
         "the provider's own window",
     )
-    timeout_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(5, ge=1, le=20)
-    retry_after_cap_s: float = Field(90.0, ge=0)
+    timeout_s: Seconds = 30.0
+    max_attempts: Attempts = 5
+    retry_after_cap_s: SecondsOrZero = 90.0
 
     @model_validator(mode="after")
     def _unique_apps(self) -> ForgeSettings:
@@ -109,25 +112,12 @@ class ForgeSettings(BaseModel):
 
 
 # Demo defaults (the sandbox's data set), merged into the settings defaults by defaults.py.
-DEFAULT_MAPPINGS: list[UsageMapping] = [
-    UsageMapping(
-        provider="forge",
-        resource_id=DEMO_APP_ID,
-        metric="FUNCTION_COMPUTE",
-        entity_id=JIRA_INSIGHTS,
-        entity_type="app",
-        resource_type="app_compute",
-    ),
-]
+DEFAULT_MAPPINGS: list[UsageMapping] = demo_mappings(
+    "forge", "app", {DEMO_APP_ID: JIRA_INSIGHTS}, {"FUNCTION_COMPUTE": "app_compute"}
+)
 # Functions run at 1 GB in the demo, so one GB-second is one second of app compute. The Phala
 # part defines app_compute itself (ledger unit, credits, tolerance); defaults.py merges this
 # conversion into it.
 DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
-    "app_compute": RateCardEntry(
-        ledger_unit="second",
-        conversions={"GB-seconds": UnitConversion(multiply=Decimal(1))},
-        credits_per_unit=Decimal("0.01"),
-        tolerance_abs=Decimal(60),
-        tolerance_rel=Decimal("0.02"),
-    ),
+    "app_compute": demo_rate("second", "GB-seconds", "0.01"),
 }

@@ -6,12 +6,14 @@ See docs/providers/neon.md for what each setting does and how to point at the re
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from usage_orchestration.settings.mapping import RateCardEntry, UnitConversion, UsageMapping
+from usage_orchestration.settings.demo import demo_mappings, demo_rate
+from usage_orchestration.settings.fields import Attempts, Count, Seconds, SecondsOrZero
+from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 from usage_orchestration.settings.urls import HttpUrl
 
 NEON_METRICS: tuple[str, ...] = (
@@ -33,6 +35,7 @@ DEMO_PROJECTS: tuple[str, ...] = (
     "cold-poetry-09157238",
 )
 ANALYTICS_WAREHOUSE = "cccccccc-cccc-cccc-cccc-cccccccccccc"
+DEMO_ORG_ID = "org-sandbox-1"  # the sandbox's organization (the production profile refuses it)
 
 # The API's id format (org_id's documented pattern; project ids follow it too: lower-case words
 # and digits joined by hyphens). Anything else (a comma, a space, upper case) would silently
@@ -48,7 +51,7 @@ class NeonSettings(BaseModel):
     base_url: HttpUrl = Field(
         "http://127.0.0.1:8765/neon", description="real: https://console.neon.tech"
     )
-    org_id: str = Field("org-sandbox-1", pattern=NEON_ID_PATTERN)
+    org_id: str = Field(DEMO_ORG_ID, pattern=NEON_ID_PATTERN)
     project_ids: list[str] = Field(
         default_factory=list,
         description="Projects to fetch, sent as project_ids in chunks of at most 100; empty = "
@@ -59,26 +62,22 @@ class NeonSettings(BaseModel):
         min_length=1,
         description="Consumption metrics requested (always sent).",
     )
-    page_limit: int = Field(100, ge=1, le=100, description="projects per page (API max 100)")
-    max_pages: int = Field(
-        1000, ge=1, description="guard against endless paging per request window"
-    )
-    rate_limit_requests: int = Field(
+    page_limit: Count = Field(100, le=100, description="projects per page (API max 100)")
+    max_pages: Count = Field(1000, description="guard against endless paging per request window")
+    rate_limit_requests: Count = Field(
         40,
-        ge=1,
         description="Client-side request budget per rate_limit_window_s, shared by every process "
         "(documented: about 50 requests/minute per account for all consumption endpoints).",
     )
-    rate_limit_window_s: float = Field(60.0, gt=0, description="sliding window of the budget")
-    daily_lookback_days: int = Field(
-        60, ge=1, description="Neon keeps daily granularity this many days back from its clock"
+    rate_limit_window_s: Seconds = Field(60.0, description="sliding window of the budget")
+    daily_lookback_days: Count = Field(
+        60, description="Neon keeps daily granularity this many days back from its clock"
     )
-    monthly_lookback_days: int = Field(
-        365, ge=1, description="Neon keeps monthly granularity about a year back"
+    monthly_lookback_days: Count = Field(
+        365, description="Neon keeps monthly granularity about a year back"
     )
-    window_margin_s: float = Field(
+    window_margin_s: SecondsOrZero = Field(
         0.0,
-        ge=0,
         description="Seconds subtracted from the lookback to absorb clock skew with Neon: a day "
         "that close to the edge is recorded unavailable instead of risking a 406.",
     )
@@ -88,10 +87,12 @@ class NeonSettings(BaseModel):
         "no usage) or 'monthly' (months entirely outside the daily window are fetched at monthly "
         "granularity and the month's figure is recorded on the month's first day).",
     )
-    timeout_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(5, ge=1, le=20)
-    retry_after_cap_s: float = Field(60.0, ge=0)
-    backoff_base_s: float = Field(1.0, ge=0, description="exponential backoff when no Retry-After")
+    timeout_s: Seconds = 30.0
+    max_attempts: Attempts = 5
+    retry_after_cap_s: SecondsOrZero = 60.0
+    backoff_base_s: SecondsOrZero = Field(
+        1.0, description="exponential backoff when no Retry-After"
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -126,43 +127,30 @@ class NeonSettings(BaseModel):
         return self
 
 
+def warehouse_mappings(
+    projects: Iterable[str], resource_types: Mapping[str, str]
+) -> list[UsageMapping]:
+    """Each project's metrics (metric → resource type) charged to the analytics warehouse, as
+    the demo maps Neon."""
+    return demo_mappings(
+        "neon", "workspace", dict.fromkeys(projects, ANALYTICS_WAREHOUSE), resource_types
+    )
+
+
 # Demo defaults (the sandbox's data set), merged into the settings defaults by defaults.py.
 # Only compute and root-branch storage are mapped; the other metrics stay unmapped (reported as
 # `unmapped`, never dropped).
-DEFAULT_MAPPINGS: list[UsageMapping] = [
-    UsageMapping(
-        provider="neon",
-        resource_id=project,
-        metric=metric,
-        entity_id=ANALYTICS_WAREHOUSE,
-        entity_type="workspace",
-        resource_type=resource_type,
-    )
-    for project in DEMO_PROJECTS
-    for metric, resource_type in (
-        ("compute_unit_seconds", "job_compute"),
-        ("root_branch_bytes_month", "workspace_storage"),
-    )
-]
+DEFAULT_MAPPINGS: list[UsageMapping] = warehouse_mappings(
+    DEMO_PROJECTS,
+    {"compute_unit_seconds": "job_compute", "root_branch_bytes_month": "workspace_storage"},
+)
 
 DEFAULT_RATE_CARD: dict[str, RateCardEntry] = {
     # consumed unit CU-hour (compute_unit_seconds / 3600) → ledger seconds
-    "job_compute": RateCardEntry(
-        ledger_unit="second",
-        conversions={"CU-hour": UnitConversion(multiply=Decimal(3600))},
-        credits_per_unit=Decimal("0.002"),
-        tolerance_abs=Decimal(60),
-        tolerance_rel=Decimal("0.02"),
-    ),
+    "job_compute": demo_rate("second", "CU-hour", "0.002", multiply=3600),
     # consumed unit GB-month (byte-hours / 744 / 1e9). A gauge: the day's average bytes are its
     # byte-hours / 24 = GB-month × 744e9 / 24.
-    "workspace_storage": RateCardEntry(
-        ledger_unit="byte",
-        conversions={
-            "GB-month": UnitConversion(multiply=Decimal(744_000_000_000), divide=Decimal(24))
-        },
-        credits_per_unit=Decimal("0.000000001"),
-        tolerance_abs=Decimal(1_000_000),
-        tolerance_rel=Decimal("0.01"),
+    "workspace_storage": demo_rate(
+        "byte", "GB-month", "0.000000001", multiply=744_000_000_000, divide=24
     ),
 }

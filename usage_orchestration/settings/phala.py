@@ -6,9 +6,16 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from usage_orchestration.settings.fields import Attempts, Count, Seconds, SecondsOrZero
 from usage_orchestration.settings.urls import HttpUrl
 
 _APP_ID = re.compile(r"^[0-9a-f]{40}$")
+
+# The sandbox's apps (defaults.py maps them to the demo ledger's apps).
+DEMO_APP_IDS: tuple[str, ...] = (
+    "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
+    "0fedcba9876543210fedcba9876543210fedcba9",
+)
 
 
 class PhalaSettings(BaseModel):
@@ -20,19 +27,16 @@ class PhalaSettings(BaseModel):
     )
     api_version: str = Field("2026-01-21", description="X-Phala-Version, pinned")
     app_ids: list[str] = Field(
-        default_factory=lambda: [
-            "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
-            "0fedcba9876543210fedcba9876543210fedcba9",
-        ],
+        default_factory=lambda: list(DEMO_APP_IDS),
         description="Hex app ids (40 hex characters, without the CLI's app_ prefix).",
     )
     # the API maximum: a year of hourly records is ~31,000 per app, and the server rebuilds the
     # whole window for every page, so fewer, larger pages cost it (and the range) far less
-    page_size: int = Field(5000, ge=1, le=5000, description="limit per request (API max 5000)")
-    max_pages: int = Field(1000, ge=1, description="guard against endless paging per window")
-    timeout_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(5, ge=1, le=20)
-    retry_after_cap_s: float = Field(60.0, ge=0)
+    page_size: Count = Field(5000, le=5000, description="limit per request (API max 5000)")
+    max_pages: Count = Field(1000, description="guard against endless paging per window")
+    timeout_s: Seconds = 30.0
+    max_attempts: Attempts = 5
+    retry_after_cap_s: SecondsOrZero = 60.0
 
     @field_validator("app_ids")
     @classmethod

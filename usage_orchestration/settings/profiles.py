@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+from usage_orchestration.settings.forge import DEMO_ACCOUNT_ID, PLACEHOLDER_EXPERIMENTAL_API
+from usage_orchestration.settings.neon import DEMO_ORG_ID
 from usage_orchestration.settings.urls import is_local_url
 
 if TYPE_CHECKING:
@@ -22,12 +25,6 @@ Engine = Literal["in_process", "multiprocess", "celery"]
 # process per step so one range run's provider steps overlap: Forge's slow request budget
 # (5 a minute) must not hold up Phala and Neon. Pools still allow one step per provider.
 DEFAULT_ENGINE: dict[Profile, Engine] = {"demo": "in_process", "production": "multiprocess"}
-
-# Header values the demo sends because the real ones are not published (set what the provider
-# tells you).
-PLACEHOLDER_FORGE_EXPERIMENTAL_API = "DevConsoleAppResourceUsage"
-DEMO_FORGE_ACCOUNT = "forge-developer-1"
-DEMO_NEON_ORG = "org-sandbox-1"
 
 
 class ProfileError(ValueError):
@@ -95,38 +92,35 @@ def _mapping_problems(s: UsageSettings) -> list[str]:
     return out
 
 
+def _demo_entries(key: str, ids: Sequence[str], demo: set[str], problem: str) -> list[str]:
+    """``key: problem`` for each entry of a list of ids that is a demo id (``key`` holds ``{}``
+    for the entry's index)."""
+    return [f"{key.format(i)}: {problem}" for i, v in enumerate(ids) if v in demo]
+
+
 def _provider_problems(s: UsageSettings) -> list[str]:
     _, resources = _demo_ids()
     out = []
     if s.phala.enabled:
         if "app_ids" not in s.phala.model_fields_set:
             out.append("phala.app_ids: not set (the defaults are the demo's apps)")
-        out += [
-            f"phala.app_ids[{i}]: a demo app id"
-            for i, a in enumerate(s.phala.app_ids)
-            if a in resources
-        ]
+        out += _demo_entries("phala.app_ids[{}]", s.phala.app_ids, resources, "a demo app id")
     if s.neon.enabled:
-        if s.neon.org_id == DEMO_NEON_ORG:
+        if s.neon.org_id == DEMO_ORG_ID:
             out.append("neon.org_id: the sandbox's organization")
-        out += [
-            f"neon.project_ids[{i}]: a demo project id"
-            for i, p in enumerate(s.neon.project_ids)
-            if p in resources
-        ]
+        out += _demo_entries(
+            "neon.project_ids[{}]", s.neon.project_ids, resources, "a demo project id"
+        )
     if s.forge.enabled:
-        if s.forge.experimental_api == PLACEHOLDER_FORGE_EXPERIMENTAL_API:
+        if s.forge.experimental_api == PLACEHOLDER_EXPERIMENTAL_API:
             out.append(
                 "forge.experimental_api: the demo's placeholder X-ExperimentalAPI header "
                 "(set the value Atlassian gives you)"
             )
-        if s.forge.account_id == DEMO_FORGE_ACCOUNT:
+        if s.forge.account_id == DEMO_ACCOUNT_ID:
             out.append("forge.account_id: the sandbox's account")
-        out += [
-            f"forge.apps[{i}].app_id: the demo app"
-            for i, a in enumerate(s.forge.apps)
-            if a.app_id in resources
-        ]
+        app_ids = [a.app_id for a in s.forge.apps]
+        out += _demo_entries("forge.apps[{}].app_id", app_ids, resources, "the demo app")
     return out
 
 

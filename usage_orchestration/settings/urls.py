@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AfterValidator
 from sqlalchemy.engine import URL, make_url
@@ -20,15 +20,22 @@ DB_BACKENDS = ("sqlite", "postgresql")
 LOCAL_HOSTNAMES = ("localhost", "localhost.localdomain")
 
 
-def check_http_url(value: str) -> str:
-    """An absolute http(s) URL with a host and no embedded credentials."""
+def split_url(value: str, kind: str = "a URL") -> SplitResult:
+    """``value``'s parts, once it is ``kind`` without spaces whose port parses (the messages
+    never repeat the value)."""
     if not value or value != value.strip() or any(c.isspace() for c in value):
-        raise ValueError("must be an http(s) URL without spaces")
+        raise ValueError(f"must be {kind} without spaces")
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises on a non-numeric or out-of-range port
     except ValueError:
         raise ValueError("is not a valid URL") from None
+    return parts
+
+
+def check_http_url(value: str) -> str:
+    """An absolute http(s) URL with a host and no embedded credentials."""
+    parts = split_url(value, "an http(s) URL")
     if parts.scheme not in ("http", "https"):
         raise ValueError("must start with http:// or https://")
     if not parts.hostname:
