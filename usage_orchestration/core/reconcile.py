@@ -380,14 +380,9 @@ def _compare(
     return _Comparison(status, bool(within), reason, delta_q, delta_c, delta_pct, on_credits)
 
 
-_NOT_COMPARED: dict[str, Any] = dict(
-    expected_quantity=None,
-    expected_credits=None,
-    delta_quantity=None,
-    delta_credits=None,
-    delta_pct=None,
-    within_tolerance=True,
-)
+# A key not compared has none of the figures a comparison gives, and is no break.
+_FIGURES = ("expected_quantity", "expected_credits", "delta_quantity", "delta_credits", "delta_pct")
+_NOT_COMPARED: dict[str, Any] = {**dict.fromkeys(_FIGURES, None), "within_tolerance": True}
 
 
 def _key_row(

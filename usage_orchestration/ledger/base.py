@@ -6,6 +6,7 @@ Every method aggregates on the ledger's side (SQL GROUP BY, or the API's own agg
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -28,6 +29,35 @@ class LedgerDailyUsage(BaseModel):
     quantity: Decimal | None  # None when the backend cannot tell (HTTP API)
     credits: Decimal
     events: int
+
+    @classmethod
+    def of(
+        cls,
+        day: date,
+        key: Any,
+        *,
+        unit: str | None,
+        quantity: Decimal | None,
+        credits: Decimal,
+        events: int,
+    ) -> LedgerDailyUsage:
+        """``day``'s figures of a backend record naming ``entity_id``, ``entity_type`` and
+        ``resource_type`` (an aggregate row, an API summary item)."""
+        return cls(
+            usage_date=day,
+            entity_id=key.entity_id,
+            entity_type=key.entity_type,
+            resource_type=key.resource_type,
+            unit=unit,
+            quantity=quantity,
+            credits=credits,
+            events=events,
+        )
+
+
+def in_key_order(usage: Iterable[LedgerDailyUsage]) -> list[LedgerDailyUsage]:
+    """A day's usage in the order every backend returns it: entity, resource type, unit."""
+    return sorted(usage, key=lambda u: (u.entity_id, u.resource_type, u.unit or ""))
 
 
 class EntityBudget(BaseModel):

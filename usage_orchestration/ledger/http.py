@@ -37,6 +37,7 @@ from usage_orchestration.ledger.base import (
     ResourceType,
     SyncStatus,
     check_span,
+    in_key_order,
 )
 from usage_orchestration.ledger.sql import CreditPoolNotConfigured, check_month, q
 from usage_orchestration.providers.http import ProviderHttp, ProviderResponseError, RetryPolicy
@@ -79,17 +80,8 @@ class BudgetItem(_Api):
     entity: BudgetEntity | None = None
 
 
-class CreditPoolBlock(_Api):
-    included: Decimal
-    used: Decimal
-    remaining: Decimal
-
-
-class SyncBlock(_Api):
-    synced_at: datetime | None = None
-    last_sync_failed_at: datetime | None = None
-    last_sync_failure_code: str | None = None
-    staleness_level: str | None = None
+class SyncBlock(_Api, SyncStatus):
+    """The ``sync`` block: ``SyncStatus``'s fields in camelCase."""
 
 
 class UsageResponse(_Api):
@@ -99,16 +91,8 @@ class UsageResponse(_Api):
     daily_totals: list[DailyTotal] = []
     budgets: list[BudgetItem] = []
     # required; null when the ledger has no credit pool for the month (not configured)
-    credit_pool: CreditPoolBlock | None
+    credit_pool: CreditPool | None  # one-word fields: the same in camelCase
     sync: SyncBlock = SyncBlock()
-
-
-class ResourceTypeItem(_Api):
-    slug: str
-    name: str
-    category: str
-    mode: str
-    unit: str
 
 
 T = TypeVar("T")
@@ -179,21 +163,12 @@ class HttpLedger(LedgerLocation):
 
     # -- LedgerReader -----------------------------------------------------------------------
     def daily_usage(self, day: date) -> list[LedgerDailyUsage]:
-        out = [
-            LedgerDailyUsage(
-                usage_date=day,
-                entity_id=s.entity_id,
-                entity_type=s.entity_type,
-                resource_type=s.resource_type,
-                unit=None,
-                quantity=None,
-                credits=q(s.total_credits),
-                events=s.total_events,
+        return in_key_order(
+            LedgerDailyUsage.of(
+                day, s, unit=None, quantity=None, credits=q(s.total_credits), events=s.total_events
             )
             for s in self.usage(day, day).usage_summary
-        ]
-        out.sort(key=lambda u: (u.entity_id, u.resource_type))
-        return out
+        )
 
     def credits_by_day(
         self, start: date, end_inclusive: date
@@ -237,7 +212,8 @@ class HttpLedger(LedgerLocation):
         return SyncStatus.of(self.usage(today, today).sync)
 
     def resource_types(self) -> list[ResourceType]:
-        items: list[ResourceTypeItem] = self._get(
-            "/api/usage/resource-types", {}, "registry", list[ResourceTypeItem]
+        # one-word fields: the API's items are ResourceTypes as they stand
+        items: list[ResourceType] = self._get(
+            "/api/usage/resource-types", {}, "registry", list[ResourceType]
         )
-        return sorted((ResourceType(**i.model_dump()) for i in items), key=lambda r: r.slug)
+        return sorted(items, key=lambda r: r.slug)

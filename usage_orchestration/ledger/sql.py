@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Date, Engine, and_, cast, create_engine, func, make_url, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -33,6 +33,7 @@ from usage_orchestration.ledger.base import (
     ResourceType,
     SyncStatus,
     check_span,
+    in_key_order,
 )
 from usage_orchestration.ledger.schema import (
     credit_pool,
@@ -152,6 +153,24 @@ class SqlLedger(LedgerLocation):
         lo, hi = day_bounds(start, end_inclusive)
         return and_(usage_event.c.occurred_at >= lo, usage_event.c.occurred_at < hi)
 
+    def _summed(
+        self,
+        start: date,
+        end_inclusive: date,
+        keys: Sequence[ColumnElement[Any]],
+        what: str,
+        *,
+        events: bool = False,
+    ) -> Sequence[Row[Any]]:
+        """``usage_event`` of the days grouped by ``keys``: their ``credits`` summed and, with
+        ``events``, their ``events`` counted."""
+        totals: list[ColumnElement[Any]] = [func.sum(usage_event.c.credits).label("credits")]
+        if events:
+            totals.append(func.count().label("events"))
+        stmt = select(*keys, *totals).where(self._in_days(start, end_inclusive)).group_by(*keys)
+        with self._connect(what) as conn:
+            return conn.execute(stmt).all()
+
     @staticmethod
     def daily_usage_query(day: date) -> Select[Any]:
         """The one-day aggregate (also what the benchmark times as the bare GROUP BY)."""
@@ -174,41 +193,29 @@ class SqlLedger(LedgerLocation):
     def daily_usage(self, day: date) -> list[LedgerDailyUsage]:
         with self._connect(f"usage of {day.isoformat()}") as conn:
             rows = conn.execute(self.daily_usage_query(day)).all()
-        out = [
-            LedgerDailyUsage(
-                usage_date=day,
-                entity_id=r.entity_id,
-                entity_type=r.entity_type,
-                resource_type=r.resource_type,
+        return in_key_order(
+            LedgerDailyUsage.of(
+                day,
+                r,
                 unit=r.unit,
                 quantity=None if r.quantity is None else q(r.quantity),
                 credits=q(r.credits),
                 events=int(r.events),
             )
             for r in rows
-        ]
-        out.sort(key=lambda u: (u.entity_id, u.resource_type, u.unit or ""))
-        return out
+        )
 
     def credits_by_day(
         self, start: date, end_inclusive: date
     ) -> list[tuple[date, str, str, str, Decimal]]:
         check_span(start, end_inclusive, "credits_by_day")
         e = usage_event.c
-        day = self._day_expr().label("day")
-        stmt = (
-            select(
-                day,
-                e.entity_id,
-                e.entity_type,
-                e.resource_type,
-                func.sum(e.credits).label("credits"),
-            )
-            .where(self._in_days(start, end_inclusive))
-            .group_by(day, e.entity_id, e.entity_type, e.resource_type)
+        rows = self._summed(
+            start,
+            end_inclusive,
+            (self._day_expr().label("day"), e.entity_id, e.entity_type, e.resource_type),
+            f"credits of {start.isoformat()}..{end_inclusive.isoformat()}",
         )
-        with self._connect(f"credits of {start.isoformat()}..{end_inclusive.isoformat()}") as conn:
-            rows = conn.execute(stmt).all()
         out = [
             (_as_date(r.day), r.entity_id, r.entity_type, r.resource_type, q(r.credits))
             for r in rows
@@ -289,19 +296,13 @@ class SqlLedger(LedgerLocation):
     def usage_summary(self, start: date, end_inclusive: date) -> list[dict[str, Any]]:
         """Per (entity, resource type) over the days: credits and events."""
         e = usage_event.c
-        stmt = (
-            select(
-                e.entity_id,
-                e.entity_type,
-                e.resource_type,
-                func.sum(e.credits).label("credits"),
-                func.count().label("events"),
-            )
-            .where(self._in_days(start, end_inclusive))
-            .group_by(e.entity_id, e.entity_type, e.resource_type)
+        rows = self._summed(
+            start,
+            end_inclusive,
+            (e.entity_id, e.entity_type, e.resource_type),
+            f"usage summary {start}..{end_inclusive}",
+            events=True,
         )
-        with self._connect(f"usage summary {start}..{end_inclusive}") as conn:
-            rows = conn.execute(stmt).all()
         out = [
             {
                 "entity_id": r.entity_id,
@@ -317,35 +318,25 @@ class SqlLedger(LedgerLocation):
 
     def daily_totals(self, start: date, end_inclusive: date) -> list[tuple[date, str, Decimal]]:
         """Per (day, resource type): credits."""
-        e = usage_event.c
-        day = self._day_expr().label("day")
-        stmt = (
-            select(day, e.resource_type, func.sum(e.credits).label("credits"))
-            .where(self._in_days(start, end_inclusive))
-            .group_by(day, e.resource_type)
+        rows = self._summed(
+            start,
+            end_inclusive,
+            (self._day_expr().label("day"), usage_event.c.resource_type),
+            f"daily totals {start}..{end_inclusive}",
         )
-        with self._connect(f"daily totals {start}..{end_inclusive}") as conn:
-            rows = conn.execute(stmt).all()
         return sorted((_as_date(r.day), r.resource_type, q(r.credits)) for r in rows)
 
     def monthly_history(
         self, start: date, end_inclusive: date
     ) -> list[tuple[str, str, Decimal, int]]:
         """Per (month, resource type): credits and events."""
-        e = usage_event.c
-        month = self._month_expr().label("month")
-        stmt = (
-            select(
-                month,
-                e.resource_type,
-                func.sum(e.credits).label("credits"),
-                func.count().label("events"),
-            )
-            .where(self._in_days(start, end_inclusive))
-            .group_by(month, e.resource_type)
+        rows = self._summed(
+            start,
+            end_inclusive,
+            (self._month_expr().label("month"), usage_event.c.resource_type),
+            f"monthly history {start}..{end_inclusive}",
+            events=True,
         )
-        with self._connect(f"monthly history {start}..{end_inclusive}") as conn:
-            rows = conn.execute(stmt).all()
         return sorted((str(r.month), r.resource_type, q(r.credits), int(r.events)) for r in rows)
 
     def top_actors(self, start: date, end_inclusive: date, limit: int) -> list[dict[str, Any]]:

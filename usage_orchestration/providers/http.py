@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -309,7 +310,20 @@ def _unreadable_body(response: httpx.Response) -> str | None:
     return None
 
 
-class ProviderHttp:
+class Closing:
+    """A context manager that calls ``close`` on exit."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProviderHttp(Closing):
     """One provider's HTTP session: base URL, fixed headers, timeout, retries, request budget."""
 
     def __init__(
@@ -349,12 +363,6 @@ class ProviderHttp:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> ProviderHttp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
 
@@ -375,7 +383,14 @@ class ProviderHttp:
         ``(retryable, message)`` when the body itself reports an error (GraphQL). With
         ``expect_json`` a 2xx whose body is truncated or not JSON is retried (every attempt counts
         against the request budget) and, once the attempts are spent, fails as retryable."""
-        endpoint = f"{method} {path}"
+        # every error of this request names the same provider, account, endpoint and window
+        fail = partial(
+            ProviderError,
+            self.provider,
+            account=account,
+            endpoint=f"{method} {path}",
+            window=window,
+        )
         last: str = ""
         last_status: int | None = None
         for attempt in range(1, self.retry.max_attempts + 1):
@@ -394,13 +409,9 @@ class ProviderHttp:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     if retry_after is not None and retry_after > self.retry.retry_after_cap_s:
                         # longer than a step should sleep: the caller retries the step later
-                        raise ProviderError(
-                            self.provider,
+                        raise fail(
                             f"asked to retry after {retry_after:.0f} s (longer than the "
                             f"{self.retry.retry_after_cap_s:.0f} s cap); last error: {last}",
-                            account=account,
-                            endpoint=endpoint,
-                            window=window,
                             status=status,
                             retryable=True,
                             retry_after_s=retry_after,
@@ -408,14 +419,7 @@ class ProviderHttp:
                 elif status >= 400:
                     hint = error_status(status) if error_status else None
                     message = _error_message(response, self.redact)
-                    raise ProviderError(
-                        self.provider,
-                        f"{message}{' (' + hint + ')' if hint else ''}",
-                        account=account,
-                        endpoint=endpoint,
-                        window=window,
-                        status=status,
-                    )
+                    raise fail(f"{message}{' (' + hint + ')' if hint else ''}", status=status)
                 elif expect_json and (broken := _unreadable_body(response)) is not None:
                     # a cut or garbled 2xx is a transport accident, not the provider's answer:
                     # retried like a 5xx (a body that parses but breaks the schema stays final)
@@ -426,31 +430,20 @@ class ProviderHttp:
                         return response
                     retryable, message = verdict
                     if not retryable:
-                        raise ProviderError(
-                            self.provider,
-                            self.redact(message),
-                            account=account,
-                            endpoint=endpoint,
-                            window=window,
-                            status=status,
-                        )
+                        raise fail(self.redact(message), status=status)
                     last, last_status = self.redact(message), status
             if attempt == self.retry.max_attempts:
                 break  # no sleep after the last attempt
             self.stats.retries += 1
             self._sleep(self.retry.delay_s(attempt, retry_after))
-        raise ProviderError(
-            self.provider,
+        raise fail(
             f"gave up after {self.retry.max_attempts} attempts; last error: {last}",
-            account=account,
-            endpoint=endpoint,
-            window=window,
             status=last_status,
             retryable=True,
         )
 
 
-class ProviderClient:
+class ProviderClient(Closing):
     """Base of the provider clients: owns one ``ProviderHttp`` session (``self.http``) and is a
     context manager that closes it."""
 
@@ -481,9 +474,3 @@ class ProviderClient:
 
     def close(self) -> None:
         self.http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
