@@ -47,13 +47,16 @@ from usage_orchestration.core.dates import month_of, month_start
 from usage_orchestration.core.money import credits_metadata, format_credits
 from usage_orchestration.defs.common import (
     ALL_PROVIDERS,
+    BUDGET_STATUS,
     CREDIT_LEDGER,
     LEDGER_DAILY_USAGE,
+    PROVIDER_CAP_STATUS,
     RECONCILIATION,
     daily_asset,
     day_span,
     load_id,
     partition_days,
+    provider_deps,
     record_days,
     table,
 )
@@ -261,7 +264,7 @@ LedgerStep = Callable[[AssetExecutionContext, UsageSettings, LedgerReader, Wareh
 
 def _ledger_derived_asset(
     settings: UsageSettings,
-    key: str,
+    key: AssetKey,
     deps: list[AssetDep],
     description: str,
     step: LedgerStep,
@@ -271,7 +274,7 @@ def _ledger_derived_asset(
     """A daily asset computed in Python from the ledger into the warehouse (``table``)."""
 
     @daily_asset(
-        key=AssetKey(key),
+        key=key,
         deps=deps,
         kinds={"python", ledger_kind(settings), warehouse_kind(settings.warehouse_url)},
         group="analysis",
@@ -294,7 +297,7 @@ def _ledger_derived_asset(
 def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
     return _ledger_derived_asset(
         settings,
-        "budget_status",
+        BUDGET_STATUS,
         [
             AssetDep(RECONCILIATION),
             AssetDep(LEDGER_DAILY_USAGE, partition_mapping=trailing_days(MONTH_TO_DATE_DAYS)),
@@ -309,7 +312,7 @@ def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
         check_specs=[
             AssetCheckSpec(
                 WITHIN_BUDGET_CHECK,
-                asset=AssetKey("budget_status"),
+                asset=BUDGET_STATUS,
                 description="As of the run's last day no entity is over its monthly budget "
                 "(ERROR) or forecast to overrun it by month end (WARN); the metadata lists them. "
                 "Months without budgets (not_configured) pass, named in the description.",
@@ -465,7 +468,7 @@ def budget_day_metadata(
 def build_usage_anomalies_asset(settings: UsageSettings) -> AssetsDefinition:
     return _ledger_derived_asset(
         settings,
-        "usage_anomalies",
+        AssetKey("usage_anomalies"),
         [
             AssetDep(
                 LEDGER_DAILY_USAGE,
@@ -538,14 +541,8 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
     single = providers[0] if len(providers) == 1 else None
 
     @daily_asset(
-        key=AssetKey("provider_cap_status"),
-        deps=[
-            AssetDep(
-                AssetKey(provider(p).asset_key),
-                partition_mapping=trailing_days(MONTH_TO_DATE_DAYS),
-            )
-            for p in providers
-        ],
+        key=PROVIDER_CAP_STATUS,
+        deps=provider_deps((provider(p) for p in providers), trailing_days(MONTH_TO_DATE_DAYS)),
         kinds={"python", warehouse_kind(settings.warehouse_url), *([single] if single else [])},
         provider=single or ALL_PROVIDERS,
         group="analysis",
@@ -556,7 +553,7 @@ def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
         check_specs=[
             AssetCheckSpec(
                 WITHIN_CAP_CHECK,
-                asset=AssetKey("provider_cap_status"),
+                asset=PROVIDER_CAP_STATUS,
                 description="As of the run's last day no provider allowance is used up (ERROR) "
                 "or forecast to be by month end (WARN); the metadata lists them.",
             )

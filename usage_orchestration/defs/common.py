@@ -1,17 +1,20 @@
-"""Small helpers shared by the assets: partition days, run ids, metadata tables."""
+"""Small helpers shared by the assets: asset keys, partition days, run ids, metadata tables."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetDep,
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
     MetadataValue,
+    PartitionMapping,
     TableColumn,
     TableColumnConstraints,
     TableConstraints,
@@ -27,6 +30,7 @@ from usage_orchestration.defs.partitions import (
     current_partitions,
     daily_partitions_of,
 )
+from usage_orchestration.providers.registry import ProviderSpec
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.settings.alerts import AlertSettings
 from usage_orchestration.warehouse.schema import metadata as warehouse_metadata
@@ -39,6 +43,26 @@ ALL_PROVIDERS = "all"
 CREDIT_LEDGER = AssetKey("credit_ledger")  # external: the platform's ledger, read only
 LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
 RECONCILIATION = AssetKey("usage_reconciliation")
+BUDGET_STATUS = AssetKey("budget_status")
+PROVIDER_CAP_STATUS = AssetKey("provider_cap_status")
+
+
+def provider_key(spec: ProviderSpec) -> AssetKey:
+    """The asset of a provider's usage (``provider_usage`` rows of that provider)."""
+    return AssetKey(spec.asset_key)
+
+
+def provider_deps(
+    specs: Iterable[ProviderSpec], partition_mapping: PartitionMapping | None = None
+) -> list[AssetDep]:
+    """Deps on the usage assets of ``specs`` (the default mapping: the same day)."""
+    return [AssetDep(provider_key(s), partition_mapping=partition_mapping) for s in specs]
+
+
+def files_dir(settings: UsageSettings, name: str) -> Path:
+    """Where an asset's files go (``<state_dir>/<name>``): beside the other shared files of the
+    deployment."""
+    return Path(settings.state_dir) / name
 
 
 def owners(settings: UsageSettings | None = None) -> list[str]:
@@ -105,19 +129,21 @@ def column_schema_metadata(table: Table) -> dict[str, Any]:
     }
 
 
+# The catalog's name of each column type, most specific first (Text is a String).
+_SQL_TYPES: tuple[tuple[type, str], ...] = (
+    (ExactDecimal, "decimal(38,12)"),
+    (DateTime, "datetime"),
+    (Date, "date"),
+    (Boolean, "bool"),
+    (Integer, "int"),
+    (Text, "text"),
+)
+
+
 def _sql_type(t: Any) -> str:
-    if isinstance(t, ExactDecimal):
-        return "decimal(38,12)"
-    if isinstance(t, DateTime):
-        return "datetime"
-    if isinstance(t, Date):
-        return "date"
-    if isinstance(t, Boolean):
-        return "bool"
-    if isinstance(t, Integer):
-        return "int"
-    if isinstance(t, Text):
-        return "text"
+    for sql_type, name in _SQL_TYPES:
+        if isinstance(t, sql_type):
+            return name
     if isinstance(t, String):
         return f"string({t.length})" if t.length else "string"
     return str(t).lower()

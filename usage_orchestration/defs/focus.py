@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
-    AssetDep,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -28,8 +27,10 @@ from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs.common import (
     daily_asset,
     day_span,
+    files_dir,
     load_id,
     partition_days,
+    provider_deps,
     record_days,
     table,
 )
@@ -56,8 +57,7 @@ PREVIEW_COLUMNS = [
 
 
 def export_dir(settings: UsageSettings) -> Path:
-    """Where the monthly files go: beside the other shared files of the deployment."""
-    return Path(settings.state_dir) / "focus"
+    return files_dir(settings, "focus")
 
 
 def _day_metadata(fig: DayFigures) -> dict[str, Any]:
@@ -99,11 +99,9 @@ def _export(wh: Any, settings: UsageSettings, days: list[date]) -> dict[str, Any
 
 
 def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
-    deps = [AssetDep(AssetKey(p.asset_key)) for p in enabled_providers(settings)]
-
     @daily_asset(
         key=FOCUS_COSTS,
-        deps=deps,
+        deps=provider_deps(enabled_providers(settings)),
         kinds={"python", warehouse_kind(settings.warehouse_url), "parquet"},
         group="finops",
         table=focus_cost_row,

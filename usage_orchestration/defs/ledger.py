@@ -85,14 +85,8 @@ class LedgerResource(ConfigurableResource):
     def reader(self) -> LedgerReader:
         if self.backend == "sql":
             return sql_ledger(self.database_url)
-        cfg = LedgerSettings(
-            backend=self.backend,
-            database_url=self.database_url,
-            api_base_url=self.api_base_url,
-            timeout_s=self.timeout_s,
-            max_attempts=self.max_attempts,
-            retry_after_cap_s=self.retry_after_cap_s,
-        )
+        # the resource carries every ledger setting (and the token beside them)
+        cfg = LedgerSettings(**{name: getattr(self, name) for name in LedgerSettings.model_fields})
         return make_ledger_reader(cfg, self.api_token)
 
     def describe(self) -> str:

@@ -15,7 +15,6 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     ConfigurableResource,
     DagsterRunStatus,
@@ -34,6 +33,7 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    provider_key,
     record_days,
     slug,
     table,
@@ -274,7 +274,7 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
         check_specs=[
             AssetCheckSpec(
                 AUDIT_CHECK,
-                asset=AssetKey(spec.asset_key),
+                asset=provider_key(spec),
                 blocking=True,
                 description="No day's usage vanished or fell by more than audit.max_drop_share "
                 "since the last load (a load that fails it writes nothing and fails the run; "

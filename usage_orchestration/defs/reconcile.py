@@ -11,6 +11,8 @@ returned with the materialization:
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -18,7 +20,6 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     Definitions,
     MaterializeResult,
@@ -40,6 +41,7 @@ from usage_orchestration.defs.common import (
     day_span,
     load_id,
     partition_days,
+    provider_deps,
     record_days,
     table,
 )
@@ -59,10 +61,59 @@ from usage_orchestration.warehouse.analysis import (
 )
 from usage_orchestration.warehouse.analysis_schema import usage_reconciliation as recon_table
 
-CHECK_TOLERANCE = "within_tolerance"
-CHECK_BLOCKING = "no_blocking_breaks"
-CHECK_COMPLETENESS = "completeness"
-CHECK_UNMAPPED = "unmapped_usage"
+
+@dataclass(frozen=True)
+class _Check:
+    """A check of the reconciliation: what it asks, and how red it goes when it fails."""
+
+    name: str
+    severity: AssetCheckSeverity
+    description: str
+    blocking: bool = False
+
+    def spec(self) -> AssetCheckSpec:
+        return AssetCheckSpec(
+            self.name, asset=RECONCILIATION, blocking=self.blocking, description=self.description
+        )
+
+    def result(
+        self, found: int, metadata: dict[str, Any], description: str | None = None
+    ) -> AssetCheckResult:
+        """Passes when it ``found`` nothing wrong."""
+        return AssetCheckResult(
+            check_name=self.name,
+            passed=not found,
+            severity=self.severity,
+            description=description,
+            metadata=metadata,
+        )
+
+
+WITHIN_TOLERANCE = _Check(
+    "within_tolerance",
+    AssetCheckSeverity.ERROR,
+    "Every (day, entity, resource type) within the rate card's tolerance.",
+)
+NO_BLOCKING_BREAKS = _Check(
+    "no_blocking_breaks",
+    AssetCheckSeverity.ERROR,
+    "No break of a resource type marked block_downstream in the rate card; "
+    "a failure stops the downstream assets of the run.",
+    blocking=True,
+)
+COMPLETENESS = _Check(
+    "completeness",
+    AssetCheckSeverity.ERROR,
+    "Every configured provider account has fetch coverage for every day.",
+)
+UNMAPPED_USAGE = _Check(
+    "unmapped_usage",
+    AssetCheckSeverity.WARN,
+    "All provider usage maps to a ledger entity and resource type.",
+)
+CHECK_SPECS = [
+    c.spec() for c in (WITHIN_TOLERANCE, NO_BLOCKING_BREAKS, COMPLETENESS, UNMAPPED_USAGE)
+]
 
 WORST_COLUMNS = [
     "usage_date",
@@ -86,31 +137,6 @@ UNMAPPED_COLUMNS = [
     "reason",
 ]
 
-CHECK_SPECS = [
-    AssetCheckSpec(
-        CHECK_TOLERANCE,
-        asset=RECONCILIATION,
-        description="Every (day, entity, resource type) within the rate card's tolerance.",
-    ),
-    AssetCheckSpec(
-        CHECK_BLOCKING,
-        asset=RECONCILIATION,
-        blocking=True,
-        description="No break of a resource type marked block_downstream in the rate card; "
-        "a failure stops the downstream assets of the run.",
-    ),
-    AssetCheckSpec(
-        CHECK_COMPLETENESS,
-        asset=RECONCILIATION,
-        description="Every configured provider account has fetch coverage for every day.",
-    ),
-    AssetCheckSpec(
-        CHECK_UNMAPPED,
-        asset=RECONCILIATION,
-        description="All provider usage maps to a ledger entity and resource type.",
-    ),
-]
-
 
 def _rows_table(
     rows: Sequence[ReconciliationRow],
@@ -131,14 +157,9 @@ def _rows_table(
 def _tolerance_check(
     summary: ReconciliationSummary, breaks: int, limit: int, names: EntityNames
 ) -> AssetCheckResult:
-    return AssetCheckResult(
-        check_name=CHECK_TOLERANCE,
-        passed=not breaks,
-        severity=AssetCheckSeverity.ERROR,
-        description=None
-        if not breaks
-        else f"{breaks} break(s) on {len(summary.days_with_breaks)} day(s)",
-        metadata={
+    return WITHIN_TOLERANCE.result(
+        breaks,
+        {
             "breaks": breaks,
             "leak_credits": credits_metadata(summary.leak_credits),
             "overcharge_credits": credits_metadata(summary.overcharge_credits),
@@ -147,6 +168,7 @@ def _tolerance_check(
             ),
             "worst_breaks": _rows_table(summary.worst, WORST_COLUMNS, limit, names),
         },
+        None if not breaks else f"{breaks} break(s) on {len(summary.days_with_breaks)} day(s)",
     )
 
 
@@ -154,11 +176,9 @@ def _blocking_check(
     blocking: Sequence[ReconciliationRow], settings: UsageSettings, names: EntityNames
 ) -> AssetCheckResult:
     types = sorted(k for k, v in settings.rate_card.items() if v.block_downstream)
-    return AssetCheckResult(
-        check_name=CHECK_BLOCKING,
-        passed=not blocking,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
+    return NO_BLOCKING_BREAKS.result(
+        len(blocking),
+        {
             "blocking_breaks": len(blocking),
             "blocking_resource_types": MetadataValue.text(", ".join(types) or "none"),
             "breaks": _rows_table(
@@ -169,11 +189,9 @@ def _blocking_check(
 
 
 def _completeness_check(found: Completeness) -> AssetCheckResult:
-    return AssetCheckResult(
-        check_name=CHECK_COMPLETENESS,
-        passed=not found.missing,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
+    return COMPLETENESS.result(
+        len(found.missing),
+        {
             "days_incomplete": len(found.missing),
             "accounts_missing": sum(len(v) for v in found.missing.values()),
             "accounts_unavailable": found.unavailable,
@@ -191,11 +209,9 @@ def _completeness_check(found: Completeness) -> AssetCheckResult:
 def _unmapped_check(
     unmapped: Sequence[ReconciliationRow], summary: ReconciliationSummary
 ) -> AssetCheckResult:
-    return AssetCheckResult(
-        check_name=CHECK_UNMAPPED,
-        passed=not unmapped,
-        severity=AssetCheckSeverity.WARN,
-        metadata={
+    return UNMAPPED_USAGE.result(
+        len(unmapped),
+        {
             "unmapped_groups": len(unmapped),
             "unmapped_rows": summary.unmapped_rows,
             "unmapped": _rows_table(unmapped, UNMAPPED_COLUMNS, 20),
@@ -229,12 +245,11 @@ def _day_metadata(
 
 def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
     providers = enabled_providers(settings)
-    deps = [AssetDep(LEDGER_DAILY_USAGE)] + [AssetDep(AssetKey(p.asset_key)) for p in providers]
 
     # A backfill range is one run: three grouped queries for the whole range.
     @daily_asset(
         key=RECONCILIATION,
-        deps=deps,
+        deps=[AssetDep(LEDGER_DAILY_USAGE), *provider_deps(providers)],
         kinds={"python", warehouse_kind(settings.warehouse_url)},
         group="analysis",
         settings=settings,

@@ -38,7 +38,16 @@ from dagster import (
 from usage_orchestration.core.dates import month_start
 from usage_orchestration.core.money import credits_metadata, display_credits
 from usage_orchestration.core.statement import Statement, build_statement
-from usage_orchestration.defs.common import ALL_PROVIDERS, RECONCILIATION, load_id, owners, table
+from usage_orchestration.defs.common import (
+    ALL_PROVIDERS,
+    BUDGET_STATUS,
+    PROVIDER_CAP_STATUS,
+    RECONCILIATION,
+    files_dir,
+    load_id,
+    owners,
+    table,
+)
 from usage_orchestration.defs.partitions import monthly_partitions_of
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.settings import UsageSettings
@@ -80,8 +89,7 @@ _MONEY = {
 
 
 def statements_dir(settings: UsageSettings) -> Path:
-    """Where the monthly files go: beside the other shared files of the deployment."""
-    return Path(settings.state_dir) / "statements"
+    return files_dir(settings, "statements")
 
 
 def _month_days() -> TimeWindowPartitionMapping:
@@ -143,9 +151,9 @@ def build_statement_asset(settings: UsageSettings) -> AssetsDefinition:
         partitions_def=monthly_partitions_of(settings),
         backfill_policy=BackfillPolicy.single_run(),
         deps=[
-            AssetDep(AssetKey("budget_status"), partition_mapping=_month_days()),
+            AssetDep(BUDGET_STATUS, partition_mapping=_month_days()),
             AssetDep(RECONCILIATION, partition_mapping=_month_days()),
-            AssetDep(AssetKey("provider_cap_status"), partition_mapping=_month_days()),
+            AssetDep(PROVIDER_CAP_STATUS, partition_mapping=_month_days()),
         ],
         kinds={"python", warehouse_kind(settings.warehouse_url), "html"},
         owners=owners(settings),
