@@ -36,7 +36,7 @@ from dagster import (
 )
 
 from usage_orchestration.core.dates import month_start
-from usage_orchestration.core.money import credits_metadata, display_credits
+from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.core.statement import Statement, build_statement
 from usage_orchestration.defs.common import (
     ALL_PROVIDERS,
@@ -77,15 +77,6 @@ ENTITY_COLUMNS = [
     "break_rows",
     "breaks",
 ]
-_MONEY = {
-    "monthly_budget",
-    "credits_used",
-    "forecast_month_end",
-    "forecast_overrun",
-    "credits_charged",
-    "expected_credits",
-    "delta_credits",
-}
 
 
 def statements_dir(settings: UsageSettings) -> Path:
@@ -112,12 +103,8 @@ def compute_statement(wh: Warehouse, month: Any, settings: UsageSettings) -> Sta
 
 
 def _metadata(s: Statement, csv_path: Path, html_path: Path, rows: int) -> dict[str, Any]:
-    # people see credits at 2 decimals (the table keeps all 12)
-    entities = [
-        {k: display_credits(v) if k in _MONEY and v is not None else v for k, v in r.items()}
-        for r in s.records("")
-        if r["provider"] == "all"
-    ]
+    # table() shows the credits columns at 2 decimals (the warehouse table keeps all 12)
+    entities = [r for r in s.records("") if r["provider"] == "all"]
     html = html_path.resolve()
     meta: dict[str, Any] = {
         "month": MetadataValue.text(s.month_key),
