@@ -342,6 +342,19 @@ def _within_budget(
     )
 
 
+def _replace_run_days(
+    context: dg.AssetExecutionContext,
+    wh: Warehouse,
+    table: Table,
+    days: Sequence[date],
+    rows: Sequence[AnomalyRow] | Sequence[ProviderCapRow],
+    day_column: str,
+) -> int:
+    """Replace one table's rows for the run's days (one transaction); the rows written."""
+    load = common.load_id(context)
+    return write_rows(wh, {table: (days, [r.record(load) for r in rows], day_column)})[table.name]
+
+
 def _materialize_budgets(
     context: dg.AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
 ) -> dg.MaterializeResult:
@@ -466,16 +479,7 @@ def _materialize_anomalies(
 ) -> dg.MaterializeResult:
     days = common.partition_days(context)
     rows = compute_anomalies(reader, days, settings)
-    written = write_rows(
-        wh,
-        {
-            usage_anomaly_table: (
-                days,
-                [r.record(common.load_id(context)) for r in rows],
-                "usage_date",
-            )
-        },
-    )
+    written = _replace_run_days(context, wh, usage_anomaly_table, days, rows, "usage_date")
     flagged = sorted((r for r in rows if r.is_anomaly), key=lambda r: -abs(r.impact_credits))
     context.log.info(
         f"anomalies {common.day_span(days)}: {len(flagged)} of {len(rows)} series flagged"
@@ -505,7 +509,7 @@ def _materialize_anomalies(
     common.record_days(context, day_metadata)  # each day its own anomalies
     return dg.MaterializeResult(
         metadata={
-            "rows_written": written[usage_anomaly_table.name],
+            "rows_written": written,
             "days": len(days),
             "days_judged": len({r.usage_date for r in rows}),
             "anomalies_in_run": len(flagged),
@@ -555,16 +559,7 @@ def build_provider_caps_asset(settings: UsageSettings) -> dg.AssetsDefinition:
         days = common.partition_days(context)
         wh = warehouse.get()
         rows = compute_caps(wh, days, settings)
-        written = write_rows(
-            wh,
-            {
-                provider_cap_table: (
-                    days,
-                    [r.record(common.load_id(context)) for r in rows],
-                    "as_of_date",
-                )
-            },
-        )
+        written = _replace_run_days(context, wh, provider_cap_table, days, rows, "as_of_date")
         last = max(days)
         by_day: dict[date, list[ProviderCapRow]] = {d: [] for d in days}
         for r in rows:
@@ -572,7 +567,7 @@ def build_provider_caps_asset(settings: UsageSettings) -> dg.AssetsDefinition:
         # each day its own caps (the range's last day is the check's); the run's row count
         common.record_days(context, lambda d: _caps_day_metadata(by_day[d]))
         latest = by_day[last]
-        meta: dict[str, Any] = {"rows_written": written[provider_cap_table.name], "days": len(days)}
+        meta: dict[str, Any] = {"rows_written": written, "days": len(days)}
         return dg.MaterializeResult(metadata=meta, check_results=[_within_cap(latest, last)])
 
     return provider_cap_status
