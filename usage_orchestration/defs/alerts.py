@@ -25,33 +25,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from dagster import (
-    AssetKey,
-    ConfigurableResource,
-    DagsterEventType,
-    DagsterInstance,
-    DagsterRun,
-    DagsterRunStatus,
-    DefaultSensorStatus,
-    Definitions,
-    EnvVar,
-    OpExecutionContext,
-    ResourceParam,
-    RunFailureSensorContext,
-    RunRequest,
-    RunsFilter,
-    RunStatusSensorContext,
-    SensorDefinition,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
-    in_process_executor,
-    job,
-    op,
-    run_failure_sensor,
-    run_status_sensor,
-    sensor,
-)
+import dagster as dg
 
 from usage_orchestration.alerts import rules
 from usage_orchestration.alerts.channels import Channel, Notification
@@ -79,14 +53,14 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 DELIVERY_JOB = "deliver_alerts"
 RUN_KINDS = (AlertKind.RUN_FAILURE.value, AlertKind.STUCK_RUN.value)
 IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
 ]
 
 
-class AlertChannelsResource(ConfigurableResource):
+class AlertChannelsResource(dg.ConfigurableResource):
     """Delivery secrets: ``PAGERDUTY_ROUTING_KEY``, ``SLACK_WEBHOOK_URL`` (the URL embeds its
     token) and, for the ledger's sync status over HTTP, ``LEDGER_API_TOKEN``. Empty means not
     configured: alerts for that channel are recorded as rejected with the reason."""
@@ -115,12 +89,12 @@ def _load_cursor(raw: str | None) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def _latest_ids(instance: DagsterInstance, assets: Sequence[str]) -> dict[str, int]:
+def _latest_ids(instance: dg.DagsterInstance, assets: Sequence[str]) -> dict[str, int]:
     """The storage id of each watched asset's latest materialization (a new partition or a
     re-materialization changes it)."""
     out: dict[str, int] = {}
     for a in assets:
-        records = instance.fetch_materializations(AssetKey(a), limit=1).records
+        records = instance.fetch_materializations(dg.AssetKey(a), limit=1).records
         if records:
             out[a] = records[0].storage_id
     return out
@@ -197,13 +171,13 @@ def _guarded(name: str, kit: SensorKit, body: Callable[[], Any]) -> Any:
 
 
 def _evaluation_tick(
-    context: SensorEvaluationContext,
+    context: dg.SensorEvaluationContext,
     evaluation: Evaluation,
     watched: Sequence[str],
     kit: SensorKit,
     extra: Callable[[], tuple[list, list[AlertKind]]] | None = None,
     always: bool = False,
-) -> SensorResult:
+) -> dg.SensorResult:
     """Record a full evaluation when a watched asset changed (or it is due); send nothing."""
     now = _now()
     cursor = _load_cursor(context.cursor)
@@ -223,8 +197,8 @@ def _evaluation_tick(
         new_cursor = {**cursor, "seen": seen}
         message = "no new materializations"
     context.log.info(message)
-    return SensorResult(
-        skip_reason=SkipReason(message), cursor=json.dumps(new_cursor, sort_keys=True)
+    return dg.SensorResult(
+        skip_reason=dg.SkipReason(message), cursor=json.dumps(new_cursor, sort_keys=True)
     )
 
 
@@ -242,7 +216,7 @@ def _alert_sensor(
 
     def alert_sensor(
         context: Any,
-        settings: ResourceParam[UsageSettings],
+        settings: dg.ResourceParam[UsageSettings],
         warehouse: WarehouseResource,
         alert_channels: AlertChannelsResource,
     ) -> Any:
@@ -256,13 +230,17 @@ def _alert_sensor(
 
 
 def _running_sensor(
-    name: str, interval: int, description: str, decorator: Callable[..., Any] = sensor, **extra: Any
+    name: str,
+    interval: int,
+    description: str,
+    decorator: Callable[..., Any] = dg.sensor,
+    **extra: Any,
 ) -> Callable[..., Any]:
     """``decorator``'s arguments for an alert sensor: on from the start, at ``interval``."""
     return decorator(
         name=name,
         minimum_interval_seconds=interval,
-        default_status=DefaultSensorStatus.RUNNING,
+        default_status=dg.DefaultSensorStatus.RUNNING,
         description=description,
         **extra,
     )
@@ -270,10 +248,12 @@ def _running_sensor(
 
 def _evaluation_sensor(
     name: str, description: str, evaluation: Evaluation, watched: Sequence[str], interval: int
-) -> SensorDefinition:
+) -> dg.SensorDefinition:
     """A sensor that re-evaluates ``evaluation``'s rules when ``watched`` assets materialize."""
 
-    def tick(context: SensorEvaluationContext, kit: SensorKit) -> SensorResult | SkipReason:
+    def tick(
+        context: dg.SensorEvaluationContext, kit: SensorKit
+    ) -> dg.SensorResult | dg.SkipReason:
         return _guarded(name, kit, lambda: _evaluation_tick(context, evaluation, watched, kit))
 
     return _alert_sensor(_running_sensor(name, interval, description), tick)
@@ -309,7 +289,9 @@ def _ledger_sync_alerts(
     return rules.ledger_sync_alerts(status, settings), [AlertKind.LEDGER_SYNC]
 
 
-def _stale_data_tick(context: SensorEvaluationContext, kit: SensorKit) -> SensorResult | SkipReason:
+def _stale_data_tick(
+    context: dg.SensorEvaluationContext, kit: SensorKit
+) -> dg.SensorResult | dg.SkipReason:
     token = kit.alert_channels.ledger_api_token or None
     # Time-driven (deadlines, sync status): a full evaluation on every tick.
     return _guarded(
@@ -327,10 +309,10 @@ def _stale_data_tick(context: SensorEvaluationContext, kit: SensorKit) -> Sensor
 
 
 # -- delivery: a run, so that only committed ticks send ------------------------------------------
-@op(description="One delivery pass of the alert outbox within alerts.delivery_budget_s.")
+@dg.op(description="One delivery pass of the alert outbox within alerts.delivery_budget_s.")
 def deliver_alerts_op(
-    context: OpExecutionContext,
-    settings: ResourceParam[UsageSettings],
+    context: dg.OpExecutionContext,
+    settings: dg.ResourceParam[UsageSettings],
     warehouse: WarehouseResource,
     alert_channels: AlertChannelsResource,
 ) -> None:
@@ -342,9 +324,9 @@ def deliver_alerts_op(
     context.log.info(report.summary())
 
 
-@job(
+@dg.job(
     name=DELIVERY_JOB,
-    executor_def=in_process_executor,
+    executor_def=dg.in_process_executor,
     description="Sends what the alert outbox has due (PagerDuty / Slack); requested by the "
     "alert_delivery sensor.",
     tags={"dagster/priority": "10", "usage/role": "alert-delivery"},
@@ -353,23 +335,25 @@ def deliver_alerts_job() -> None:
     deliver_alerts_op()
 
 
-def _delivery_in_flight(instance: DagsterInstance) -> bool:
+def _delivery_in_flight(instance: dg.DagsterInstance) -> bool:
     runs = instance.get_run_records(
-        filters=RunsFilter(job_name=DELIVERY_JOB, statuses=IN_FLIGHT), limit=1
+        filters=dg.RunsFilter(job_name=DELIVERY_JOB, statuses=IN_FLIGHT), limit=1
     )
     return bool(runs)
 
 
-def _delivery_tick(context: SensorEvaluationContext, kit: SensorKit) -> SensorResult | SkipReason:
-    def body() -> SensorResult | SkipReason:
+def _delivery_tick(
+    context: dg.SensorEvaluationContext, kit: SensorKit
+) -> dg.SensorResult | dg.SkipReason:
+    def body() -> dg.SensorResult | dg.SkipReason:
         now = _now()
         due = kit.outbox().due_count(now)
         if not due:
-            return SkipReason("nothing due")
+            return dg.SkipReason("nothing due")
         if _delivery_in_flight(context.instance):
-            return SkipReason(f"{due} due; a {DELIVERY_JOB} run is already queued or running")
-        return SensorResult(
-            run_requests=[RunRequest(run_key=f"deliver-{now.isoformat()}")],
+            return dg.SkipReason(f"{due} due; a {DELIVERY_JOB} run is already queued or running")
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"deliver-{now.isoformat()}")],
             cursor=json.dumps({"requested_at": now.isoformat(), "due": due}),
         )
 
@@ -377,26 +361,26 @@ def _delivery_tick(context: SensorEvaluationContext, kit: SensorKit) -> SensorRe
 
 
 # -- run failures and successes, of every code location -----------------------------------------
-def _events(instance: DagsterInstance, run_id: str, kind: DagsterEventType) -> list[Any]:
+def _events(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list[Any]:
     records = instance.get_records_for_run(run_id, of_type=kind).records
     return [r.event_log_entry.dagster_event for r in records if r.event_log_entry.dagster_event]
 
 
-def _failed_steps(instance: DagsterInstance, run_id: str) -> tuple[set[str], bool]:
+def _failed_steps(instance: dg.DagsterInstance, run_id: str) -> tuple[set[str], bool]:
     """The steps that failed, or — when none reported failing — those that started and never
     finished (the run worker died: stuck); and whether it is the latter."""
-    failed = {e.step_key for e in _events(instance, run_id, DagsterEventType.STEP_FAILURE)}
+    failed = {e.step_key for e in _events(instance, run_id, dg.DagsterEventType.STEP_FAILURE)}
     if failed:
         return failed, False
-    started = {e.step_key for e in _events(instance, run_id, DagsterEventType.STEP_START)}
-    finished = {e.step_key for e in _events(instance, run_id, DagsterEventType.STEP_SUCCESS)}
+    started = {e.step_key for e in _events(instance, run_id, dg.DagsterEventType.STEP_START)}
+    finished = {e.step_key for e in _events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS)}
     return started - finished, bool(started - finished)
 
 
-def _failed_assets(instance: DagsterInstance, run_id: str) -> tuple[list[str], bool]:
+def _failed_assets(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], bool]:
     """Asset keys of the failed (or interrupted) steps; empty for an op job."""
     steps, stuck = _failed_steps(instance, run_id)
-    planned = _events(instance, run_id, DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    planned = _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
     assets = {e.asset_key.to_user_string() for e in planned if e.step_key in steps and e.asset_key}
     return sorted(assets), stuck
 
@@ -404,7 +388,7 @@ def _failed_assets(instance: DagsterInstance, run_id: str) -> tuple[list[str], b
 # Run-status ticks log and return None: a returned SkipReason ends Dagster's run-status tick
 # after the first run, so a burst of failures would take one tick (30 s) per run; None lets a
 # tick handle up to DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT (5) runs.
-def _run_failure_tick(context: RunFailureSensorContext, kit: SensorKit) -> None:
+def _run_failure_tick(context: dg.RunFailureSensorContext, kit: SensorKit) -> None:
     run = context.dagster_run
     if run.tags.get(WILL_RETRY_TAG) == "true":
         context.log.info(f"run {run.run_id} will be retried: no alert")
@@ -428,19 +412,19 @@ def _run_failure_tick(context: RunFailureSensorContext, kit: SensorKit) -> None:
     _guarded("run_failure_alerts", kit, body)
 
 
-def _ended_at(instance: DagsterInstance, run_id: str) -> datetime:
+def _ended_at(instance: dg.DagsterInstance, run_id: str) -> datetime:
     """When the run ended (failure or success): what "a later success" is measured by."""
     record = instance.get_run_record_by_id(run_id)
     ended = record.end_time if record is not None else None
     return datetime.fromtimestamp(ended, UTC) if ended else _now()
 
 
-def _materialized(instance: DagsterInstance, run_id: str) -> set[tuple[str, str | None]]:
-    events = _events(instance, run_id, DagsterEventType.ASSET_MATERIALIZATION)
+def _materialized(instance: dg.DagsterInstance, run_id: str) -> set[tuple[str, str | None]]:
+    events = _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
     return {(e.asset_key.to_user_string(), e.partition) for e in events if e.asset_key}
 
 
-def _run_success_tick(context: RunStatusSensorContext, kit: SensorKit) -> None:
+def _run_success_tick(context: dg.RunStatusSensorContext, kit: SensorKit) -> None:
     run = context.dagster_run
     succeeded_at = _ended_at(context.instance, run.run_id)
     materialized = _materialized(context.instance, run.run_id)
@@ -465,9 +449,9 @@ def _run_success_tick(context: RunStatusSensorContext, kit: SensorKit) -> None:
 
 
 # -- runs whose worker died without reporting ---------------------------------------------------
-def _worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
+def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The run worker's pid, from the engine event "Started process for run (pid: N)"."""
-    for event in reversed(_events(instance, run_id, DagsterEventType.ENGINE_EVENT)):
+    for event in reversed(_events(instance, run_id, dg.DagsterEventType.ENGINE_EVENT)):
         data = getattr(event, "engine_event_data", None)
         pid = (data.metadata or {}).get("pid") if data is not None else None
         if pid is not None and "Started process for run" in (event.message or ""):
@@ -485,13 +469,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _dead_runs(instance: DagsterInstance, grace_s: float) -> list[DagsterRun]:
+def _dead_runs(instance: dg.DagsterInstance, grace_s: float) -> list[dg.DagsterRun]:
     """STARTED runs older than ``grace_s`` whose local run worker process is gone (killed by
     the OS, out of memory). Runs on other hosts (no local pid) are left to max_runtime."""
     cutoff = _now() - timedelta(seconds=grace_s)
     out = []
     for record in instance.get_run_records(
-        filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]), limit=200
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]), limit=200
     ):
         if record.start_time and datetime.fromtimestamp(record.start_time, UTC) > cutoff:
             continue
@@ -501,10 +485,12 @@ def _dead_runs(instance: DagsterInstance, grace_s: float) -> list[DagsterRun]:
     return out
 
 
-def _stuck_run_tick(context: SensorEvaluationContext, kit: SensorKit) -> SkipReason:
-    def body() -> SkipReason:
+def _stuck_run_tick(context: dg.SensorEvaluationContext, kit: SensorKit) -> dg.SkipReason:
+    def body() -> dg.SkipReason:
         if not kit.settings.alerts.detect_dead_local_runs:
-            return SkipReason("alerts.detect_dead_local_runs is off (run workers on other hosts)")
+            return dg.SkipReason(
+                "alerts.detect_dead_local_runs is off (run workers on other hosts)"
+            )
         dead = _dead_runs(context.instance, grace_s=kit.settings.alerts.stuck_run_grace_s)
         for run in dead:
             # Marking it failed ends it: run_failure_alerts pages (stuck_run) and run monitoring
@@ -512,14 +498,14 @@ def _stuck_run_tick(context: SensorEvaluationContext, kit: SensorKit) -> SkipRea
             context.instance.report_run_failed(
                 run, "run worker process is gone (killed or out of memory); marked failed"
             )
-        return SkipReason(
+        return dg.SkipReason(
             f"marked failed: {', '.join(r.run_id for r in dead)}" if dead else "no dead runs"
         )
 
     return _guarded("stuck_run_detector", kit, body)
 
 
-def _evaluation_sensors(interval: int) -> list[SensorDefinition]:
+def _evaluation_sensors(interval: int) -> list[dg.SensorDefinition]:
     """The sensors driven by materializations of the status assets."""
     return [
         _evaluation_sensor(
@@ -540,7 +526,7 @@ def _evaluation_sensors(interval: int) -> list[SensorDefinition]:
     ]
 
 
-def _run_sensors(settings: UsageSettings) -> list[SensorDefinition]:
+def _run_sensors(settings: UsageSettings) -> list[dg.SensorDefinition]:
     """Run failures and successes of every run of the deployment, however launched."""
     return [
         _alert_sensor(
@@ -549,7 +535,7 @@ def _run_sensors(settings: UsageSettings) -> list[SensorDefinition]:
                 30,
                 "Pages for failed or stuck runs of every code location, except runs about "
                 "to be retried (dagster/will_retry).",
-                run_failure_sensor,
+                dg.run_failure_sensor,
                 monitor_all_code_locations=True,
             ),
             _run_failure_tick,
@@ -560,8 +546,8 @@ def _run_sensors(settings: UsageSettings) -> list[SensorDefinition]:
                 30,
                 "Resolves run_failure / stuck_run alerts once a later run materialized the "
                 "failed assets for the failed days (any job, any code location).",
-                run_status_sensor,
-                run_status=DagsterRunStatus.SUCCESS,
+                dg.run_status_sensor,
+                run_status=dg.DagsterRunStatus.SUCCESS,
                 monitor_all_code_locations=True,
             ),
             _run_success_tick,
@@ -606,7 +592,7 @@ def make_sensors(settings: UsageSettings) -> list:
     ]
 
 
-def _failure_message(context: RunFailureSensorContext) -> str:
+def _failure_message(context: dg.RunFailureSensorContext) -> str:
     """The root cause of each failed step first (what on-call needs, and what survives a cut),
     then the run's own failure message."""
     parts: list[str] = []
@@ -632,13 +618,13 @@ def _partition_of(tags: dict[str, str]) -> str | None:
     return None
 
 
-def _secret(name: str) -> str | EnvVar:
+def _secret(name: str) -> str | dg.EnvVar:
     """An ``EnvVar`` when the variable is set, so its value never lands in the definitions."""
-    return EnvVar(name) if os.environ.get(name) else ""
+    return dg.EnvVar(name) if os.environ.get(name) else ""
 
 
-def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(
+def definitions(settings: UsageSettings) -> dg.Definitions:
+    return dg.Definitions(
         jobs=[deliver_alerts_job],
         sensors=make_sensors(settings),
         resources={

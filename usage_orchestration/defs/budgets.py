@@ -16,20 +16,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    AssetDep,
-    AssetExecutionContext,
-    AssetKey,
-    AssetsDefinition,
-    Definitions,
-    MaterializeResult,
-    MetadataValue,
-    ResourceParam,
-    TimeWindowPartitionMapping,
-)
+import dagster as dg
 from sqlalchemy import Table
 
 from usage_orchestration.core.budgets import (
@@ -45,18 +32,7 @@ from usage_orchestration.core.budgets import (
 )
 from usage_orchestration.core.dates import month_of, month_start
 from usage_orchestration.core.money import credits_metadata, format_credits
-from usage_orchestration.defs.common import (
-    ALL_PROVIDERS,
-    CREDIT_LEDGER,
-    LEDGER_DAILY_USAGE,
-    RECONCILIATION,
-    daily_asset,
-    day_span,
-    load_id,
-    partition_days,
-    record_days,
-    table,
-)
+from usage_orchestration.defs import common
 from usage_orchestration.defs.ledger import EntityNames, LedgerResource, ledger_kind, ledger_reader
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.ledger.base import EntityBudget, LedgerReader
@@ -247,31 +223,31 @@ CAP_COLUMNS = [
 MONTH_TO_DATE_DAYS = 30
 
 
-def trailing_days(days: int) -> TimeWindowPartitionMapping:
+def trailing_days(days: int) -> dg.TimeWindowPartitionMapping:
     """Day D reads days D-``days``..D upstream; before the partitions' start there is nothing
     to read (not an error)."""
-    return TimeWindowPartitionMapping(
+    return dg.TimeWindowPartitionMapping(
         start_offset=-days, end_offset=0, allow_nonexistent_upstream_partitions=True
     )
 
 
 # What a ledger-derived asset computes: context, settings, ledger reader, warehouse → result.
-LedgerStep = Callable[[AssetExecutionContext, UsageSettings, LedgerReader, Warehouse], Any]
+LedgerStep = Callable[[dg.AssetExecutionContext, UsageSettings, LedgerReader, Warehouse], Any]
 
 
 def _ledger_derived_asset(
     settings: UsageSettings,
-    key: str,
-    deps: list[AssetDep],
+    key: dg.AssetKey,
+    deps: list[dg.AssetDep],
     description: str,
     step: LedgerStep,
-    check_specs: Sequence[AssetCheckSpec] = (),
+    check_specs: Sequence[dg.AssetCheckSpec] = (),
     table: Table | None = None,
-) -> AssetsDefinition:
+) -> dg.AssetsDefinition:
     """A daily asset computed in Python from the ledger into the warehouse (``table``)."""
 
-    @daily_asset(
-        key=AssetKey(key),
+    @common.daily_asset(
+        key=key,
         deps=deps,
         kinds={"python", ledger_kind(settings), warehouse_kind(settings.warehouse_url)},
         group="analysis",
@@ -281,24 +257,28 @@ def _ledger_derived_asset(
         table=table,
     )
     def ledger_derived(
-        context: AssetExecutionContext,
-        settings: ResourceParam[UsageSettings],
+        context: dg.AssetExecutionContext,
+        settings: dg.ResourceParam[UsageSettings],
         ledger: LedgerResource,
         warehouse: WarehouseResource,
-    ) -> MaterializeResult:
+    ) -> dg.MaterializeResult:
         return step(context, settings, ledger_reader(ledger), warehouse.get())
 
     return ledger_derived
 
 
-def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
+def build_budget_status_asset(settings: UsageSettings) -> dg.AssetsDefinition:
     return _ledger_derived_asset(
         settings,
-        "budget_status",
+        common.BUDGET_STATUS,
         [
-            AssetDep(RECONCILIATION),
-            AssetDep(LEDGER_DAILY_USAGE, partition_mapping=trailing_days(MONTH_TO_DATE_DAYS)),
-            AssetDep(CREDIT_LEDGER),  # read directly (credits month to date, budgets, pool)
+            dg.AssetDep(common.RECONCILIATION),
+            dg.AssetDep(
+                common.LEDGER_DAILY_USAGE, partition_mapping=trailing_days(MONTH_TO_DATE_DAYS)
+            ),
+            dg.AssetDep(
+                common.CREDIT_LEDGER
+            ),  # read directly (credits month to date, budgets, pool)
         ],
         "Per entity, as of each day: credits used month to date, monthly budget, percent, "
         "remaining, thresholds crossed, run-rate month-end forecast and overrun (budget_state "
@@ -307,9 +287,9 @@ def build_budget_status_asset(settings: UsageSettings) -> AssetsDefinition:
         _materialize_budgets,
         table=budget_status_table,
         check_specs=[
-            AssetCheckSpec(
+            dg.AssetCheckSpec(
                 WITHIN_BUDGET_CHECK,
-                asset=AssetKey("budget_status"),
+                asset=common.BUDGET_STATUS,
                 description="As of the run's last day no entity is over its monthly budget "
                 "(ERROR) or forecast to overrun it by month end (WARN); the metadata lists them. "
                 "Months without budgets (not_configured) pass, named in the description.",
@@ -323,7 +303,7 @@ WITHIN_BUDGET_CHECK = "within_budget"
 
 def _within_budget(
     budgets: Sequence[BudgetRow], months_without_budgets: Iterable[str] = ()
-) -> AssetCheckResult:
+) -> dg.AssetCheckResult:
     """Red in the UI when an entity is over budget on the last day, yellow when one is only
     forecast to overrun: the budget state at a glance, beside the pages the sensors send.
 
@@ -348,25 +328,38 @@ def _within_budget(
         description = f"every entity within budget as of {last}"
     if not_configured:
         description += f"; budgets not configured for {', '.join(not_configured)}"
-    return AssetCheckResult(
+    return dg.AssetCheckResult(
         check_name=WITHIN_BUDGET_CHECK,
         passed=not over and not overrun,
-        severity=AssetCheckSeverity.ERROR if over else AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR if over else dg.AssetCheckSeverity.WARN,
         description=description,
         metadata={
             "over_budget": len(over),
             "forecast_overruns": len(overrun),
-            "months_not_configured": MetadataValue.text(", ".join(not_configured) or "none"),
-            "entities": table(rows, BUDGET_COLUMNS),
+            "months_not_configured": dg.MetadataValue.text(", ".join(not_configured) or "none"),
+            "entities": common.table(rows, BUDGET_COLUMNS),
         },
     )
 
 
+def _replace_run_days(
+    context: dg.AssetExecutionContext,
+    wh: Warehouse,
+    table: Table,
+    days: Sequence[date],
+    rows: Sequence[AnomalyRow] | Sequence[ProviderCapRow],
+    day_column: str,
+) -> int:
+    """Replace one table's rows for the run's days (one transaction); the rows written."""
+    load = common.load_id(context)
+    return write_rows(wh, {table: (days, [r.record(load) for r in rows], day_column)})[table.name]
+
+
 def _materialize_budgets(
-    context: AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
-) -> MaterializeResult:
-    days = partition_days(context)
-    load = load_id(context)
+    context: dg.AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
+) -> dg.MaterializeResult:
+    days = common.partition_days(context)
+    load = common.load_id(context)
     run = compute_budget_run(reader, days, settings)
     write_rows(
         wh,
@@ -380,7 +373,7 @@ def _materialize_budgets(
         by_day[b.as_of_date].append(b)
     pool_of = {p.as_of_date: p for p in run.pools}
     _log_budgets(context, days, by_day, pool_of)
-    record_days(
+    common.record_days(
         context,
         lambda d: budget_day_metadata(
             d,
@@ -390,13 +383,13 @@ def _materialize_budgets(
             budgets_configured=month_of(d) not in run.months_without_budgets,
         ),
     )
-    return MaterializeResult(
+    return dg.MaterializeResult(
         check_results=[_within_budget(run.budgets, run.months_without_budgets)]
     )
 
 
 def _log_budgets(
-    context: AssetExecutionContext,
+    context: dg.AssetExecutionContext,
     days: Sequence[date],
     by_day: Mapping[date, Sequence[BudgetRow]],
     pool_of: Mapping[date, CreditPoolRow],
@@ -410,7 +403,7 @@ def _log_budgets(
         else f"pool not configured for {month_of(last)}"
     )
     context.log.info(
-        f"budgets {day_span(days)}: {len(latest)} entities as of {last}, "
+        f"budgets {common.day_span(days)}: {len(latest)} entities as of {last}, "
         f"{sum(b.over_budget for b in latest)} over budget, "
         f"{sum(b.forecast_overrun is not None for b in latest)} forecast to overrun; {pool_text}"
     )
@@ -430,8 +423,8 @@ def budget_day_metadata(
     not_configured = [b for b in latest if b.budget_state == NOT_CONFIGURED]
     worst = sorted(latest, key=lambda b: -(b.forecast_percent or b.budget_percent or Decimal(-1)))
     meta: dict[str, Any] = {
-        "as_of": MetadataValue.text(day.isoformat()),
-        "budgets_status": MetadataValue.text(
+        "as_of": dg.MetadataValue.text(day.isoformat()),
+        "budgets_status": dg.MetadataValue.text(
             "configured" if budgets_configured else "not configured"
         ),
         "entities": len(latest),
@@ -442,8 +435,8 @@ def budget_day_metadata(
         "forecast_overrun_credits": credits_metadata(
             sum((b.forecast_overrun or Decimal(0) for b in latest), Decimal(0))
         ),
-        "pool_status": MetadataValue.text("configured" if pool else "not configured"),
-        "budgets": table(
+        "pool_status": dg.MetadataValue.text("configured" if pool else "not configured"),
+        "budgets": common.table(
             [b.record("") for b in worst], BUDGET_COLUMNS, limit=settings.budgets.worst_rows_shown
         ),
     }
@@ -453,7 +446,7 @@ def budget_day_metadata(
             "pool_used": credits_metadata(pool.used),
             "pool_remaining": credits_metadata(pool.remaining),
             "pool_percent_used": _f(pool.percent_used),
-            "pool_projected_depletion": MetadataValue.text(
+            "pool_projected_depletion": dg.MetadataValue.text(
                 pool.projected_depletion_date.isoformat()
                 if pool.projected_depletion_date
                 else "not this month"
@@ -462,16 +455,16 @@ def budget_day_metadata(
     return {k: v for k, v in meta.items() if v is not None}
 
 
-def build_usage_anomalies_asset(settings: UsageSettings) -> AssetsDefinition:
+def build_usage_anomalies_asset(settings: UsageSettings) -> dg.AssetsDefinition:
     return _ledger_derived_asset(
         settings,
-        "usage_anomalies",
+        dg.AssetKey("usage_anomalies"),
         [
-            AssetDep(
-                LEDGER_DAILY_USAGE,
+            dg.AssetDep(
+                common.LEDGER_DAILY_USAGE,
                 partition_mapping=trailing_days(settings.budgets.anomaly_baseline_days),
             ),
-            AssetDep(CREDIT_LEDGER),  # read directly (the baseline's credits)
+            dg.AssetDep(common.CREDIT_LEDGER),  # read directly (the baseline's credits)
         ],
         "Each day's credits per entity and resource type against the trailing baseline (mean of "
         "the prior 14 days with ledger data), with impact in credits and percent (table "
@@ -482,15 +475,15 @@ def build_usage_anomalies_asset(settings: UsageSettings) -> AssetsDefinition:
 
 
 def _materialize_anomalies(
-    context: AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
-) -> MaterializeResult:
-    days = partition_days(context)
+    context: dg.AssetExecutionContext, settings: UsageSettings, reader: LedgerReader, wh: Warehouse
+) -> dg.MaterializeResult:
+    days = common.partition_days(context)
     rows = compute_anomalies(reader, days, settings)
-    written = write_rows(
-        wh, {usage_anomaly_table: (days, [r.record(load_id(context)) for r in rows], "usage_date")}
-    )
+    written = _replace_run_days(context, wh, usage_anomaly_table, days, rows, "usage_date")
     flagged = sorted((r for r in rows if r.is_anomaly), key=lambda r: -abs(r.impact_credits))
-    context.log.info(f"anomalies {day_span(days)}: {len(flagged)} of {len(rows)} series flagged")
+    context.log.info(
+        f"anomalies {common.day_span(days)}: {len(flagged)} of {len(rows)} series flagged"
+    )
     shown = settings.budgets.worst_rows_shown
     by_day: dict[date, list[AnomalyRow]] = {d: [] for d in days}
     for r in rows:
@@ -508,15 +501,15 @@ def _materialize_anomalies(
             "impact_credits": credits_metadata(
                 sum((r.impact_credits for r in day_flagged), Decimal(0))
             ),
-            "worst": table(
+            "worst": common.table(
                 _with_entity_names(names, day_flagged[:shown]), ANOMALY_COLUMNS, limit=shown
             ),
         }
 
-    record_days(context, day_metadata)  # each day its own anomalies
-    return MaterializeResult(
+    common.record_days(context, day_metadata)  # each day its own anomalies
+    return dg.MaterializeResult(
         metadata={
-            "rows_written": written[usage_anomaly_table.name],
+            "rows_written": written,
             "days": len(days),
             "days_judged": len({r.usage_date for r in rows}),
             "anomalies_in_run": len(flagged),
@@ -530,59 +523,52 @@ def _with_entity_names(names: EntityNames, rows: Sequence[AnomalyRow]) -> list[d
     return [{**r.record(""), "entity_name": names.name(r.entity_id, r.usage_date)} for r in rows]
 
 
-def build_provider_caps_asset(settings: UsageSettings) -> AssetsDefinition:
+def build_provider_caps_asset(settings: UsageSettings) -> dg.AssetsDefinition:
     providers = sorted(
         {c.provider for c in settings.budgets.provider_caps} & set(enabled_names(settings))
     )
     # One capped provider (Forge by default) gives the asset that provider's kind and tag.
     single = providers[0] if len(providers) == 1 else None
 
-    @daily_asset(
-        key=AssetKey("provider_cap_status"),
-        deps=[
-            AssetDep(
-                AssetKey(provider(p).asset_key),
-                partition_mapping=trailing_days(MONTH_TO_DATE_DAYS),
-            )
-            for p in providers
-        ],
+    @common.daily_asset(
+        key=common.PROVIDER_CAP_STATUS,
+        deps=common.provider_deps(
+            (provider(p) for p in providers), trailing_days(MONTH_TO_DATE_DAYS)
+        ),
         kinds={"python", warehouse_kind(settings.warehouse_url), *([single] if single else [])},
-        provider=single or ALL_PROVIDERS,
+        provider=single or common.ALL_PROVIDERS,
         group="analysis",
         table=provider_cap_table,
         description="Provider-side monthly allowances (e.g. the Forge free 100,000 GB-seconds of "
         "function compute) against month-to-date provider usage, with a run-rate forecast.",
         settings=settings,
         check_specs=[
-            AssetCheckSpec(
+            dg.AssetCheckSpec(
                 WITHIN_CAP_CHECK,
-                asset=AssetKey("provider_cap_status"),
+                asset=common.PROVIDER_CAP_STATUS,
                 description="As of the run's last day no provider allowance is used up (ERROR) "
                 "or forecast to be by month end (WARN); the metadata lists them.",
             )
         ],
     )
     def provider_cap_status(
-        context: AssetExecutionContext,
-        settings: ResourceParam[UsageSettings],
+        context: dg.AssetExecutionContext,
+        settings: dg.ResourceParam[UsageSettings],
         warehouse: WarehouseResource,
-    ) -> MaterializeResult:
-        days = partition_days(context)
+    ) -> dg.MaterializeResult:
+        days = common.partition_days(context)
         wh = warehouse.get()
         rows = compute_caps(wh, days, settings)
-        written = write_rows(
-            wh,
-            {provider_cap_table: (days, [r.record(load_id(context)) for r in rows], "as_of_date")},
-        )
+        written = _replace_run_days(context, wh, provider_cap_table, days, rows, "as_of_date")
         last = max(days)
         by_day: dict[date, list[ProviderCapRow]] = {d: [] for d in days}
         for r in rows:
             by_day.setdefault(r.as_of_date, []).append(r)
         # each day its own caps (the range's last day is the check's); the run's row count
-        record_days(context, lambda d: _caps_day_metadata(by_day[d]))
+        common.record_days(context, lambda d: _caps_day_metadata(by_day[d]))
         latest = by_day[last]
-        meta: dict[str, Any] = {"rows_written": written[provider_cap_table.name], "days": len(days)}
-        return MaterializeResult(metadata=meta, check_results=[_within_cap(latest, last)])
+        meta: dict[str, Any] = {"rows_written": written, "days": len(days)}
+        return dg.MaterializeResult(metadata=meta, check_results=[_within_cap(latest, last)])
 
     return provider_cap_status
 
@@ -595,33 +581,33 @@ def _caps_day_metadata(day: Sequence[ProviderCapRow]) -> dict[str, Any]:
         "caps": len(day),
         "over_cap": sum(1 for r in day if r.over_cap),
         "forecast_over_cap": sum(1 for r in day if r.forecast_overage is not None),
-        "caps_table": table([r.record("") for r in day], CAP_COLUMNS),
+        "caps_table": common.table([r.record("") for r in day], CAP_COLUMNS),
     }
     for r in day:
         meta[f"percent_used_{r.provider}_{r.metric}"] = float(r.percent_used)
     return meta
 
 
-def _within_cap(latest: Sequence[ProviderCapRow], last: date) -> AssetCheckResult:
+def _within_cap(latest: Sequence[ProviderCapRow], last: date) -> dg.AssetCheckResult:
     """Red when an allowance is used up (the provider bills overage), yellow when forecast to
     be: the caps at a glance in the catalog, beside the provider_cap alerts."""
     over = [r for r in latest if r.over_cap]
     forecast = [r for r in latest if not r.over_cap and r.forecast_overage is not None]
-    return AssetCheckResult(
+    return dg.AssetCheckResult(
         check_name=WITHIN_CAP_CHECK,
         passed=not over and not forecast,
-        severity=AssetCheckSeverity.ERROR if over else AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR if over else dg.AssetCheckSeverity.WARN,
         description=(
             f"{len(over)} allowance(s) used up, {len(forecast)} forecast to be, as of {last}"
             if over or forecast
             else f"every provider allowance within its cap as of {last}"
         ),
-        metadata={"caps": table([r.record("") for r in over + forecast], CAP_COLUMNS)},
+        metadata={"caps": common.table([r.record("") for r in over + forecast], CAP_COLUMNS)},
     )
 
 
-def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(
+def definitions(settings: UsageSettings) -> dg.Definitions:
+    return dg.Definitions(
         assets=[
             build_budget_status_asset(settings),
             build_usage_anomalies_asset(settings),

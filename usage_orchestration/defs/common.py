@@ -1,24 +1,14 @@
-"""Small helpers shared by the assets: partition days, run ids, metadata tables."""
+"""Small helpers shared by the assets: asset keys, partition days, run ids, metadata tables."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from dagster import (
-    AssetExecutionContext,
-    AssetKey,
-    BackfillPolicy,
-    MetadataValue,
-    TableColumn,
-    TableColumnConstraints,
-    TableConstraints,
-    TableRecord,
-    TableSchema,
-    asset,
-)
+import dagster as dg
 from sqlalchemy import Boolean, Date, DateTime, Integer, String, Table, Text
 
 from usage_orchestration.core.money import CONTEXT, credits_metadata
@@ -27,6 +17,7 @@ from usage_orchestration.defs.partitions import (
     current_partitions,
     daily_partitions_of,
 )
+from usage_orchestration.providers.registry import ProviderSpec
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.settings.alerts import AlertSettings
 from usage_orchestration.warehouse.schema import metadata as warehouse_metadata
@@ -36,9 +27,29 @@ _SHOWN = Decimal("0.000001")
 # The `provider` tag of an asset fed by every enabled provider, or by none (the ledger side).
 ALL_PROVIDERS = "all"
 
-CREDIT_LEDGER = AssetKey("credit_ledger")  # external: the platform's ledger, read only
-LEDGER_DAILY_USAGE = AssetKey("ledger_daily_usage")
-RECONCILIATION = AssetKey("usage_reconciliation")
+CREDIT_LEDGER = dg.AssetKey("credit_ledger")  # external: the platform's ledger, read only
+LEDGER_DAILY_USAGE = dg.AssetKey("ledger_daily_usage")
+RECONCILIATION = dg.AssetKey("usage_reconciliation")
+BUDGET_STATUS = dg.AssetKey("budget_status")
+PROVIDER_CAP_STATUS = dg.AssetKey("provider_cap_status")
+
+
+def provider_key(spec: ProviderSpec) -> dg.AssetKey:
+    """The asset of a provider's usage (``provider_usage`` rows of that provider)."""
+    return dg.AssetKey(spec.asset_key)
+
+
+def provider_deps(
+    specs: Iterable[ProviderSpec], partition_mapping: dg.PartitionMapping | None = None
+) -> list[dg.AssetDep]:
+    """Deps on the usage assets of ``specs`` (the default mapping: the same day)."""
+    return [dg.AssetDep(provider_key(s), partition_mapping=partition_mapping) for s in specs]
+
+
+def files_dir(settings: UsageSettings, name: str) -> Path:
+    """Where an asset's files go (``<state_dir>/<name>``): beside the other shared files of the
+    deployment."""
+    return Path(settings.state_dir) / name
 
 
 def owners(settings: UsageSettings | None = None) -> list[str]:
@@ -69,9 +80,9 @@ def daily_asset(
             **asset_args.get("metadata", {}),
             **column_schema_metadata(table),
         }
-    return asset(
+    return dg.asset(
         partitions_def=daily_partitions_of(settings) if settings else current_partitions(),
-        backfill_policy=BackfillPolicy.single_run(),
+        backfill_policy=dg.BackfillPolicy.single_run(),
         kinds=kinds,
         owners=owners(settings),
         tags={"provider": provider},
@@ -80,20 +91,20 @@ def daily_asset(
     )
 
 
-def column_schema(table: Table) -> TableSchema:
+def column_schema(table: Table) -> dg.TableSchema:
     """The catalog's column schema of a warehouse table, read from its SQLAlchemy definition
     (the one place the columns are declared): name, type, nullability and the primary key."""
     pk = [c.name for c in table.primary_key.columns]
-    return TableSchema(
+    return dg.TableSchema(
         columns=[
-            TableColumn(
+            dg.TableColumn(
                 c.name,
                 _sql_type(c.type),
-                constraints=TableColumnConstraints(nullable=bool(c.nullable)),
+                constraints=dg.TableColumnConstraints(nullable=bool(c.nullable)),
             )
             for c in table.columns
         ],
-        constraints=TableConstraints(other=[f"primary key ({', '.join(pk)})"]) if pk else None,
+        constraints=dg.TableConstraints(other=[f"primary key ({', '.join(pk)})"]) if pk else None,
     )
 
 
@@ -105,26 +116,28 @@ def column_schema_metadata(table: Table) -> dict[str, Any]:
     }
 
 
+# The catalog's name of each column type, most specific first (Text is a String).
+_SQL_TYPES: tuple[tuple[type, str], ...] = (
+    (ExactDecimal, "decimal(38,12)"),
+    (DateTime, "datetime"),
+    (Date, "date"),
+    (Boolean, "bool"),
+    (Integer, "int"),
+    (Text, "text"),
+)
+
+
 def _sql_type(t: Any) -> str:
-    if isinstance(t, ExactDecimal):
-        return "decimal(38,12)"
-    if isinstance(t, DateTime):
-        return "datetime"
-    if isinstance(t, Date):
-        return "date"
-    if isinstance(t, Boolean):
-        return "bool"
-    if isinstance(t, Integer):
-        return "int"
-    if isinstance(t, Text):
-        return "text"
+    for sql_type, name in _SQL_TYPES:
+        if isinstance(t, sql_type):
+            return name
     if isinstance(t, String):
         return f"string({t.length})" if t.length else "string"
     return str(t).lower()
 
 
 def record_days(
-    context: AssetExecutionContext,
+    context: dg.AssetExecutionContext,
     figures: Callable[[date], Mapping[str, Any]],
 ) -> None:
     """Give every partition of the run its own metadata: ``figures(day)`` for each day.
@@ -138,13 +151,13 @@ def record_days(
         context.add_asset_metadata(dict(figures(day)), partition_key=day.isoformat())
 
 
-def partition_days(context: AssetExecutionContext) -> list[date]:
+def partition_days(context: dg.AssetExecutionContext) -> list[date]:
     """Every day of the run's partition range (a single-run backfill covers many days: each one
     must be handled, not only the window's start)."""
     return [date.fromisoformat(k) for k in context.partition_keys]
 
 
-def load_id(context: AssetExecutionContext) -> str:
+def load_id(context: dg.AssetExecutionContext) -> str:
     return context.run.run_id
 
 
@@ -189,15 +202,15 @@ def _column_type(values: list[Any]) -> str:
 
 def table(
     rows: Iterable[Mapping[str, Any]], columns: Sequence[str], limit: int = 20
-) -> MetadataValue:
+) -> dg.MetadataValue:
     """A table for the Dagster UI (the first ``limit`` rows), typed per column."""
     shown = list(rows)[:limit]
-    schema = TableSchema(
-        columns=[TableColumn(c, _column_type([r.get(c) for r in shown])) for c in columns]
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(c, _column_type([r.get(c) for r in shown])) for c in columns]
     )
-    return MetadataValue.table(
+    return dg.MetadataValue.table(
         records=[
-            TableRecord({c: _cell(r.get(c), is_money_column(c)) for c in columns}) for r in shown
+            dg.TableRecord({c: _cell(r.get(c), is_money_column(c)) for c in columns}) for r in shown
         ],
         schema=schema,
     )

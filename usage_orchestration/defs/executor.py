@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
+import dagster as dg
 
 from usage_orchestration.providers.registry import enabled_providers
 from usage_orchestration.settings import UsageSettings
@@ -51,13 +51,13 @@ def start_method(execution: ExecutionSettings) -> dict[str, Any]:
     return {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}
 
 
-def build_executor(settings: UsageSettings) -> ExecutorDefinition:
+def build_executor(settings: UsageSettings) -> dg.ExecutorDefinition:
     execution = settings.execution
     engine = execution.resolved_engine(settings.profile)
     if engine == "in_process":
-        return in_process_executor
+        return dg.in_process_executor
     if engine == "multiprocess":
-        return multiprocess_executor.configured(
+        return dg.multiprocess_executor.configured(
             {
                 "max_concurrent": step_processes(settings),
                 "start_method": start_method(execution),

@@ -11,34 +11,18 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from dagster import (
-    AssetDep,
-    AssetExecutionContext,
-    AssetKey,
-    AssetsDefinition,
-    Definitions,
-    MaterializeResult,
-    MetadataValue,
-    ResourceParam,
-)
+import dagster as dg
 
 from usage_orchestration.core.dates import month_start
 from usage_orchestration.core.focus import FOCUS_VERSION, ChargeUsage, DayFigures, focus_row
 from usage_orchestration.core.money import credits_metadata
-from usage_orchestration.defs.common import (
-    daily_asset,
-    day_span,
-    load_id,
-    partition_days,
-    record_days,
-    table,
-)
+from usage_orchestration.defs import common
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.registry import enabled_providers
 from usage_orchestration.settings import UsageSettings
 from usage_orchestration.warehouse.focus import export_month, focus_cost_row, replace_focus_days
 
-FOCUS_COSTS = AssetKey("focus_costs")
+FOCUS_COSTS = dg.AssetKey("focus_costs")
 PREVIEW_COLUMNS = [
     "ChargePeriodStart",
     "ProviderName",
@@ -56,8 +40,7 @@ PREVIEW_COLUMNS = [
 
 
 def export_dir(settings: UsageSettings) -> Path:
-    """Where the monthly files go: beside the other shared files of the deployment."""
-    return Path(settings.state_dir) / "focus"
+    return common.files_dir(settings, "focus")
 
 
 def _day_metadata(fig: DayFigures) -> dict[str, Any]:
@@ -68,13 +51,13 @@ def _day_metadata(fig: DayFigures) -> dict[str, Any]:
         "rows_exportable": fig.rows_exportable,
         # FOCUS allows no null cost: these rows stay in the table, out of the files
         "rows_cost_unknown": sum(unknown.values()),
-        "cost_unknown_providers": MetadataValue.text(
+        "cost_unknown_providers": dg.MetadataValue.text(
             ", ".join(f"{p} ({n})" for p, n in sorted(unknown.items())) or "none"
         ),
         # credits and costs as people read them: 2 decimals of the exact sum (core/money.py)
         "billed_cost": credits_metadata(fig.billed_cost),
         "credits_list_cost": credits_metadata(fig.credits_list_cost),
-        "preview": table(fig.preview, PREVIEW_COLUMNS),
+        "preview": common.table(fig.preview, PREVIEW_COLUMNS),
     }
     for provider, n in sorted(fig.by_provider.items()):
         meta[f"rows_{provider}"] = n
@@ -92,18 +75,16 @@ def _export(wh: Any, settings: UsageSettings, days: list[date]) -> dict[str, Any
     for month in sorted({month_start(d) for d in days}):
         csv_path, parquet_path, n = export_month(wh, export_dir(settings), month)
         key = month.strftime("%Y_%m")
-        files[f"export_csv_{key}"] = MetadataValue.path(str(csv_path.resolve()))
-        files[f"export_parquet_{key}"] = MetadataValue.path(str(parquet_path.resolve()))
+        files[f"export_csv_{key}"] = dg.MetadataValue.path(str(csv_path.resolve()))
+        files[f"export_parquet_{key}"] = dg.MetadataValue.path(str(parquet_path.resolve()))
         files[f"export_rows_{key}"] = n
     return files
 
 
-def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
-    deps = [AssetDep(AssetKey(p.asset_key)) for p in enabled_providers(settings)]
-
-    @daily_asset(
+def build_focus_asset(settings: UsageSettings) -> dg.AssetsDefinition:
+    @common.daily_asset(
         key=FOCUS_COSTS,
-        deps=deps,
+        deps=common.provider_deps(enabled_providers(settings)),
         kinds={"python", warehouse_kind(settings.warehouse_url), "parquet"},
         group="finops",
         table=focus_cost_row,
@@ -113,11 +94,11 @@ def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
         "Columns and sources: docs/focus.md.",
     )
     def focus_costs(
-        context: AssetExecutionContext,
-        settings: ResourceParam[UsageSettings],
+        context: dg.AssetExecutionContext,
+        settings: dg.ResourceParam[UsageSettings],
         warehouse: WarehouseResource,
-    ) -> MaterializeResult:
-        days = partition_days(context)
+    ) -> dg.MaterializeResult:
+        days = common.partition_days(context)
         wh = warehouse.get()
         providers = [p.name for p in enabled_providers(settings)]
         figures = {d: DayFigures(columns=PREVIEW_COLUMNS) for d in days}
@@ -128,15 +109,17 @@ def build_focus_asset(settings: UsageSettings) -> AssetsDefinition:
                 figures[r["usage_date"]].add(r)
             return rows
 
-        written = replace_focus_days(wh, days, providers, build, load_id(context))
+        written = replace_focus_days(wh, days, providers, build, common.load_id(context))
         files = _export(wh, settings, days)
-        context.log.info(f"focus_costs {day_span(days)}: {written} rows, files {sorted(files)}")
+        context.log.info(
+            f"focus_costs {common.day_span(days)}: {written} rows, files {sorted(files)}"
+        )
         # each day its month's files (the run may touch several months)
-        record_days(context, lambda d: _day_metadata(figures[d]) | _month_files(files, d))
-        return MaterializeResult(metadata={"focus_version": FOCUS_VERSION})
+        common.record_days(context, lambda d: _day_metadata(figures[d]) | _month_files(files, d))
+        return dg.MaterializeResult(metadata={"focus_version": FOCUS_VERSION})
 
     return focus_costs
 
 
-def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(assets=[build_focus_asset(settings)])
+def definitions(settings: UsageSettings) -> dg.Definitions:
+    return dg.Definitions(assets=[build_focus_asset(settings)])

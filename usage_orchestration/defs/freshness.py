@@ -18,17 +18,7 @@ import warnings
 from collections.abc import Sequence
 from datetime import time
 
-from dagster import (
-    AssetChecksDefinition,
-    AssetCheckSeverity,
-    AssetKey,
-    AssetsDefinition,
-    DailyPartitionsDefinition,
-    DefaultSensorStatus,
-    Definitions,
-    build_sensor_for_freshness_checks,
-    build_time_partition_freshness_checks,
-)
+import dagster as dg
 
 from usage_orchestration.defs.partitions import daily_partitions_of
 from usage_orchestration.settings import UsageSettings
@@ -42,42 +32,42 @@ def deadline_cron(deadline: time) -> str:
 
 
 def daily_asset_keys(
-    parts: Sequence[Definitions], daily: DailyPartitionsDefinition
-) -> list[AssetKey]:
+    parts: Sequence[dg.Definitions], daily: dg.DailyPartitionsDefinition
+) -> list[dg.AssetKey]:
     """Every asset of ``parts`` on the daily partitioning. The monthly statement is not one: it
     is provisional until its month closes and refreshed at 14:00, so a 09:00 deadline is wrong
     for it."""
-    keys: set[AssetKey] = set()
+    keys: set[dg.AssetKey] = set()
     for part in parts:
         for asset in part.assets or []:
-            if isinstance(asset, AssetsDefinition) and asset.partitions_def == daily:
+            if isinstance(asset, dg.AssetsDefinition) and asset.partitions_def == daily:
                 keys.update(asset.keys)
     return sorted(keys, key=lambda k: k.to_user_string())
 
 
 def freshness_checks(
-    settings: UsageSettings, keys: Sequence[AssetKey]
-) -> Sequence[AssetChecksDefinition]:
+    settings: UsageSettings, keys: Sequence[dg.AssetKey]
+) -> Sequence[dg.AssetChecksDefinition]:
     with warnings.catch_warnings():
         # superseded by FreshnessPolicy, which does not yet fail a partition in the catalog
         # the way a check does; the builders are still supported in 1.13
         warnings.simplefilter("ignore")
-        return build_time_partition_freshness_checks(
+        return dg.build_time_partition_freshness_checks(
             assets=list(keys),
             deadline_cron=deadline_cron(settings.alerts.stale_deadline_utc),
             timezone="UTC",
-            severity=AssetCheckSeverity.ERROR,
+            severity=dg.AssetCheckSeverity.ERROR,
         )
 
 
-def definitions(settings: UsageSettings, parts: Sequence[Definitions]) -> Definitions:
+def definitions(settings: UsageSettings, parts: Sequence[dg.Definitions]) -> dg.Definitions:
     checks = freshness_checks(settings, daily_asset_keys(parts, daily_partitions_of(settings)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sensor = build_sensor_for_freshness_checks(
+        sensor = dg.build_sensor_for_freshness_checks(
             freshness_checks=checks,
             minimum_interval_seconds=settings.alerts.freshness_interval_s,
             name=SENSOR_NAME,
-            default_status=DefaultSensorStatus.RUNNING,
+            default_status=dg.DefaultSensorStatus.RUNNING,
         )
-    return Definitions(asset_checks=checks, sensors=[sensor])
+    return dg.Definitions(asset_checks=checks, sensors=[sensor])

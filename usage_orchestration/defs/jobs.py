@@ -2,16 +2,7 @@
 
 from datetime import timedelta
 
-from dagster import (
-    AssetSelection,
-    DefaultScheduleStatus,
-    Definitions,
-    RunRequest,
-    ScheduleDefinition,
-    ScheduleEvaluationContext,
-    define_asset_job,
-    schedule,
-)
+import dagster as dg
 
 from usage_orchestration.settings import UsageSettings
 
@@ -20,43 +11,45 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 # Every daily-partitioned asset, upstream first: providers, ledger, reconciliation, budgets.
 # Not the monthly statement: a job has one partitioning (it has its own job, defs/statement.py).
-daily_usage_job = define_asset_job(
+daily_usage_job = dg.define_asset_job(
     "daily_usage_job",
-    selection=AssetSelection.all() - AssetSelection.assets("monthly_statement"),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("monthly_statement"),
     description="Providers → ledger → reconciliation → budgets for one day (or a range as one run).",
 )
 
 
 # Yesterday's partition at 06:00 UTC: Phala bills per minute and Neon refreshes every ~15 min,
 # so yesterday has settled by then.
-@schedule(
+@dg.schedule(
     job=daily_usage_job,
     cron_schedule="0 6 * * *",
     execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Materializes yesterday's partition of every asset at 06:00 UTC.",
 )
-def daily_usage_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+def daily_usage_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     yesterday = context.scheduled_execution_time.date() - timedelta(days=1)
-    return RunRequest(run_key=f"daily-{yesterday.isoformat()}", partition_key=yesterday.isoformat())
+    return dg.RunRequest(
+        run_key=f"daily-{yesterday.isoformat()}", partition_key=yesterday.isoformat()
+    )
 
 
-def late_data_refresh_of(late_days: int) -> ScheduleDefinition:
+def late_data_refresh_of(late_days: int) -> dg.ScheduleDefinition:
     """The trailing ``late_days`` days (``budgets.late_data_days``) as one run at 13:30 UTC."""
 
-    @schedule(
+    @dg.schedule(
         name="late_data_refresh",
         job=daily_usage_job,
         cron_schedule="30 13 * * *",
         execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.RUNNING,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Re-materializes the trailing {late_days} days as one run at 13:30 UTC, "
         "after Forge's daily 12:00 UTC refresh and any late provider corrections.",
     )
-    def late_data_refresh(context: ScheduleEvaluationContext) -> RunRequest:
+    def late_data_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         today = context.scheduled_execution_time.date()
         start, end = today - timedelta(days=late_days), today - timedelta(days=1)
-        return RunRequest(
+        return dg.RunRequest(
             run_key=f"late-data-{today.isoformat()}",
             tags={
                 RANGE_START_TAG: start.isoformat(),
@@ -68,8 +61,8 @@ def late_data_refresh_of(late_days: int) -> ScheduleDefinition:
     return late_data_refresh
 
 
-def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(
+def definitions(settings: UsageSettings) -> dg.Definitions:
+    return dg.Definitions(
         jobs=[daily_usage_job],
         schedules=[daily_usage_schedule, late_data_refresh_of(settings.budgets.late_data_days)],
     )

@@ -16,34 +16,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    AssetDep,
-    AssetExecutionContext,
-    AssetsDefinition,
-    AssetSpec,
-    ConfigurableResource,
-    Definitions,
-    EnvVar,
-    MaterializeResult,
-    MetadataValue,
-)
+import dagster as dg
 
 from usage_orchestration.core.dates import month_of
 from usage_orchestration.core.money import credits_metadata
-from usage_orchestration.defs.common import (
-    CREDIT_LEDGER,
-    LEDGER_DAILY_USAGE,
-    daily_asset,
-    day_span,
-    load_id,
-    owners,
-    partition_days,
-    record_days,
-    table,
-)
+from usage_orchestration.defs import common
 from usage_orchestration.defs.resources import (
     WarehouseResource,
     database_url_config,
@@ -69,7 +46,7 @@ DATABASE_URL_ENV = LEDGER_DATABASE_URL_ENV
 SYNC_CHECK = "ledger_license_sync"
 
 
-class LedgerResource(ConfigurableResource):
+class LedgerResource(dg.ConfigurableResource):
     """Where the credit ledger is read: ``backend`` ``sql`` (``database_url``, read only) or
     ``http`` (the Usage Reporting API at ``api_base_url`` with ``api_token`` from
     LEDGER_API_TOKEN)."""
@@ -85,14 +62,8 @@ class LedgerResource(ConfigurableResource):
     def reader(self) -> LedgerReader:
         if self.backend == "sql":
             return sql_ledger(self.database_url)
-        cfg = LedgerSettings(
-            backend=self.backend,
-            database_url=self.database_url,
-            api_base_url=self.api_base_url,
-            timeout_s=self.timeout_s,
-            max_attempts=self.max_attempts,
-            retry_after_cap_s=self.retry_after_cap_s,
-        )
+        # the resource carries every ledger setting (and the token beside them)
+        cfg = LedgerSettings(**{name: getattr(self, name) for name in LedgerSettings.model_fields})
         return make_ledger_reader(cfg, self.api_token)
 
     def describe(self) -> str:
@@ -140,22 +111,22 @@ def _sync_metadata(status: SyncStatus | None, problem: str | None) -> dict[str, 
 
     meta: dict[str, Any] = {
         "sync_ok": problem is None,
-        "sync_problem": MetadataValue.text(problem or ""),
+        "sync_problem": dg.MetadataValue.text(problem or ""),
     }
     if status is not None:
-        meta["sync_synced_at"] = MetadataValue.text(ts(status.synced_at))
-        meta["sync_last_failed_at"] = MetadataValue.text(ts(status.last_sync_failed_at))
-        meta["sync_failure_code"] = MetadataValue.text(status.last_sync_failure_code or "")
-        meta["sync_staleness_level"] = MetadataValue.text(status.staleness_level or "")
+        meta["sync_synced_at"] = dg.MetadataValue.text(ts(status.synced_at))
+        meta["sync_last_failed_at"] = dg.MetadataValue.text(ts(status.last_sync_failed_at))
+        meta["sync_failure_code"] = dg.MetadataValue.text(status.last_sync_failure_code or "")
+        meta["sync_staleness_level"] = dg.MetadataValue.text(status.staleness_level or "")
         if status.synced_at is not None:
             age = (datetime.now(UTC) - status.synced_at).total_seconds() / 3600
             meta["sync_age_hours"] = round(age, 2)
     return meta
 
 
-SYNC_CHECK_SPEC = AssetCheckSpec(
+SYNC_CHECK_SPEC = dg.AssetCheckSpec(
     SYNC_CHECK,
-    asset=LEDGER_DAILY_USAGE,
+    asset=common.LEDGER_DAILY_USAGE,
     description="The ledger's License Manager sync succeeded last time (a failed or stale "
     "sync means ledger figures may lag).",
 )
@@ -176,26 +147,26 @@ def ledger_location(settings: UsageSettings) -> str:
     return f"http {settings.ledger.api_base_url}"
 
 
-def credit_ledger_spec(settings: UsageSettings) -> AssetSpec:
+def credit_ledger_spec(settings: UsageSettings) -> dg.AssetSpec:
     """The credit ledger as an external asset: in the lineage, never materialized here."""
-    return AssetSpec(
-        CREDIT_LEDGER,
+    return dg.AssetSpec(
+        common.CREDIT_LEDGER,
         description="The platform's append-only credit ledger (usage events, budgets, credit "
         "pool, License Manager sync), written by the platform and only read here, through a "
         "read-only connection or the Usage Reporting API.",
         kinds={ledger_kind(settings)},
-        owners=owners(settings),
+        owners=common.owners(settings),
         group_name="ledger",
-        metadata={"location": MetadataValue.text(ledger_location(settings))},
+        metadata={"location": dg.MetadataValue.text(ledger_location(settings))},
     )
 
 
-def build_ledger_asset(settings: UsageSettings) -> AssetsDefinition:
+def build_ledger_asset(settings: UsageSettings) -> dg.AssetsDefinition:
     """``ledger_daily_usage``; its kinds name the ledger's system and the warehouse's."""
 
-    @daily_asset(
-        key=LEDGER_DAILY_USAGE,
-        deps=[AssetDep(CREDIT_LEDGER)],
+    @common.daily_asset(
+        key=common.LEDGER_DAILY_USAGE,
+        deps=[dg.AssetDep(common.CREDIT_LEDGER)],
         pool="ledger",
         kinds={ledger_kind(settings), warehouse_kind(settings.warehouse_url)},
         group="ledger",
@@ -209,23 +180,23 @@ def build_ledger_asset(settings: UsageSettings) -> AssetsDefinition:
         "ledger_unavailable, not as leaks.",
     )
     def ledger_daily_usage(
-        context: AssetExecutionContext,
+        context: dg.AssetExecutionContext,
         ledger: LedgerResource,
         warehouse: WarehouseResource,
-    ) -> MaterializeResult:
+    ) -> dg.MaterializeResult:
         return _materialize_ledger_days(context, ledger, warehouse)
 
     return ledger_daily_usage
 
 
 def _materialize_ledger_days(
-    context: AssetExecutionContext, ledger: LedgerResource, warehouse: WarehouseResource
-) -> MaterializeResult:
-    days = partition_days(context)
+    context: dg.AssetExecutionContext, ledger: LedgerResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    days = common.partition_days(context)
     reader = ledger_reader(ledger)
-    context.log.info(f"ledger: reading {day_span(days)} from {ledger.describe()}")
+    context.log.info(f"ledger: reading {common.day_span(days)} from {ledger.describe()}")
     # one transaction for the whole range
-    usage = store_ledger_days(reader, warehouse.get(), days, load_id(context))
+    usage = store_ledger_days(reader, warehouse.get(), days, common.load_id(context))
     status, problem = _sync_health(reader)
     if problem:
         context.log.warning(f"ledger: {problem}")
@@ -240,23 +211,23 @@ def _materialize_ledger_days(
         )
     context.log.info(
         f"ledger: wrote {len(usage)} rows ({sum(u.events for u in usage)} events) "
-        f"for {day_span(days)}"
+        f"for {common.day_span(days)}"
     )
     # each partition gets its own day's figures; the result holds what is true of every day
-    record_days(context, lambda d: _usage_metadata(by_day[d]))
+    common.record_days(context, lambda d: _usage_metadata(by_day[d]))
     meta: dict[str, Any] = {
-        "backend": MetadataValue.text(ledger.backend),
-        "ledger": MetadataValue.text(ledger.describe()),
+        "backend": dg.MetadataValue.text(ledger.backend),
+        "ledger": dg.MetadataValue.text(ledger.describe()),
         **_sync_metadata(status, problem),
     }
-    return MaterializeResult(
+    return dg.MaterializeResult(
         metadata=meta,
         check_results=[
-            AssetCheckResult(
+            dg.AssetCheckResult(
                 check_name=SYNC_CHECK,
                 passed=problem is None,
-                severity=AssetCheckSeverity.WARN,
-                metadata={"problem": MetadataValue.text(problem or "")},
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"problem": dg.MetadataValue.text(problem or "")},
             )
         ],
     )
@@ -298,12 +269,12 @@ def _usage_metadata(usage: Sequence[LedgerDailyUsage]) -> dict[str, Any]:
     """One day's figures (numbers, so the UI plots them over the partitions)."""
     totals = _totals_by_resource_type(usage)
     meta: dict[str, Any] = {
-        "ledger_coverage": MetadataValue.text(ledger_coverage(usage)),
+        "ledger_coverage": dg.MetadataValue.text(ledger_coverage(usage)),
         "rows": len(usage),
         "events": sum(u.events for u in usage),
         "credits_total": credits_metadata(sum((u.credits for u in usage), Decimal(0))),
         "entities": len({u.entity_id for u in usage}),
-        "by_resource_type": table(
+        "by_resource_type": common.table(
             totals, ["resource_type", "unit", "rows", "events", "quantity", "credits"]
         ),
     }
@@ -312,9 +283,9 @@ def _usage_metadata(usage: Sequence[LedgerDailyUsage]) -> dict[str, Any]:
     return meta
 
 
-def definitions(settings: UsageSettings) -> Definitions:
+def definitions(settings: UsageSettings) -> dg.Definitions:
     cfg = settings.ledger
-    return Definitions(
+    return dg.Definitions(
         assets=[credit_ledger_spec(settings), build_ledger_asset(settings)],
         resources={
             "ledger": LedgerResource(
@@ -328,7 +299,7 @@ def definitions(settings: UsageSettings) -> Definitions:
                 max_attempts=cfg.max_attempts,
                 retry_after_cap_s=cfg.retry_after_cap_s,
                 # Only the HTTP backend needs the token: the SQL backend works without it set.
-                api_token=EnvVar(TOKEN_ENV) if cfg.backend == "http" else None,
+                api_token=dg.EnvVar(TOKEN_ENV) if cfg.backend == "http" else None,
             )
         },
     )

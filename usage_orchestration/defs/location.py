@@ -7,7 +7,7 @@ assets, checks, sensors and the resources only it uses; the resources every part
 
 from __future__ import annotations
 
-from dagster import Definitions
+import dagster as dg
 
 from usage_orchestration.defs import (
     alerts,
@@ -29,11 +29,11 @@ from usage_orchestration.settings.secrets import WAREHOUSE_URL_ENV
 PARTS = (providers, ledger, reconcile, budgets, focus, statement, alerts, jobs)
 
 
-def build_definitions(settings: UsageSettings) -> Definitions:
+def build_definitions(settings: UsageSettings) -> dg.Definitions:
     """Every part built from ``settings`` (their partitions start at ``partitions_start``)."""
     url = database_url_config("warehouse_url", WAREHOUSE_URL_ENV, settings.warehouse_url)
     with building(settings):
-        shared = Definitions(
+        shared = dg.Definitions(
             # the profile's engine by default (demo: in_process, a process per step costs ~3 s on
             # 2 cores; production: multiprocess, providers overlap); settings/execution.py
             executor=build_executor(settings),
@@ -45,4 +45,4 @@ def build_definitions(settings: UsageSettings) -> Definitions:
         )
         parts = [part.definitions(settings) for part in PARTS]
         # freshness checks on every daily asset the parts define
-        return Definitions.merge(shared, *parts, freshness.definitions(settings, parts))
+        return dg.Definitions.merge(shared, *parts, freshness.definitions(settings, parts))

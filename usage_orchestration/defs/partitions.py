@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from datetime import date
 from functools import lru_cache
 
-from dagster import DailyPartitionsDefinition, MonthlyPartitionsDefinition
+import dagster as dg
 
 from usage_orchestration.settings import UsageSettings
 
@@ -25,12 +25,12 @@ _building: ContextVar[UsageSettings | None] = ContextVar("usage_building", defau
 
 
 @lru_cache(maxsize=16)
-def partitions_from(start: date) -> DailyPartitionsDefinition:
+def partitions_from(start: date) -> dg.DailyPartitionsDefinition:
     # one object per start day: every asset of a location shares it (jobs need one partitioning)
-    return DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC")
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC")
 
 
-def daily_partitions_of(settings: UsageSettings) -> DailyPartitionsDefinition:
+def daily_partitions_of(settings: UsageSettings) -> dg.DailyPartitionsDefinition:
     return partitions_from(settings.partitions_start)
 
 
@@ -49,7 +49,7 @@ def building_settings() -> UsageSettings | None:
     return _building.get()
 
 
-def current_partitions() -> DailyPartitionsDefinition:
+def current_partitions() -> dg.DailyPartitionsDefinition:
     """The partitions of the settings being built (the default start outside ``building``)."""
     settings = _building.get()
     return partitions_from(settings.partitions_start if settings else DEFAULT_START)
@@ -61,13 +61,13 @@ daily_partitions = partitions_from(DEFAULT_START)
 
 
 @lru_cache(maxsize=16)
-def monthly_partitions_from(start: date) -> MonthlyPartitionsDefinition:
+def monthly_partitions_from(start: date) -> dg.MonthlyPartitionsDefinition:
     """The months of the daily partitions (UTC), from the month of the first day. ``end_offset=1``
     lists the month in progress too, so its statement can be materialized as provisional."""
-    return MonthlyPartitionsDefinition(
+    return dg.MonthlyPartitionsDefinition(
         start_date=start.replace(day=1).isoformat(), timezone="UTC", end_offset=1
     )
 
 
-def monthly_partitions_of(settings: UsageSettings) -> MonthlyPartitionsDefinition:
+def monthly_partitions_of(settings: UsageSettings) -> dg.MonthlyPartitionsDefinition:
     return monthly_partitions_from(settings.partitions_start)

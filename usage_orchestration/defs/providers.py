@@ -11,33 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSpec,
-    AssetExecutionContext,
-    AssetKey,
-    AssetsDefinition,
-    ConfigurableResource,
-    DagsterRunStatus,
-    Definitions,
-    EnvVar,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    RetryRequested,
-    RunsFilter,
-)
+import dagster as dg
 
 from usage_orchestration.core.money import credits_metadata
-from usage_orchestration.defs.common import (
-    daily_asset,
-    day_span,
-    load_id,
-    partition_days,
-    record_days,
-    slug,
-    table,
-)
+from usage_orchestration.defs import common
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.http import ProviderError
 from usage_orchestration.providers.records import FetchStats
@@ -56,10 +33,14 @@ from usage_orchestration.warehouse.request_budget import request_budgets
 
 AUDIT_CHECK = "no_unexplained_drop"
 # A run in these states may have rows staged that it has yet to publish.
-_RUNNING = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+_RUNNING = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
-class ProviderApiResource(ConfigurableResource):
+class ProviderApiResource(dg.ConfigurableResource):
     """A provider's credentials (``values``: credential name → secret), each from its environment
     variable through ``EnvVar`` (the registry names them); never shown in the UI or logs."""
 
@@ -67,11 +48,11 @@ class ProviderApiResource(ConfigurableResource):
 
 
 def api_resource(spec: ProviderSpec) -> ProviderApiResource:
-    return ProviderApiResource(values={k: EnvVar(env) for k, env in spec.secrets.items()})
+    return ProviderApiResource(values={k: dg.EnvVar(env) for k, env in spec.secrets.items()})
 
 
-def _drops_table(drops: Sequence[DayDrop]) -> MetadataValue:
-    return table(
+def _drops_table(drops: Sequence[DayDrop]) -> dg.MetadataValue:
+    return common.table(
         [
             {
                 "usage_date": d.usage_date,
@@ -125,7 +106,7 @@ def _totals_metadata(totals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "rows": int(sum(t["rows"] for t in totals)),
         "list_cost_credits": credits_metadata(sum((t["list_cost"] or 0) for t in totals)),
         "unmapped_rows": int(sum(t["rows"] - t["mapped_rows"] for t in totals)),
-        "totals_by_metric": table(
+        "totals_by_metric": common.table(
             totals, ["metric", "consumed_unit", "rows", "quantity", "billed_cost", "list_cost"]
         ),
     }
@@ -140,11 +121,11 @@ def _caps_metadata(caps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The free allowances month to date (through the run's last day)."""
     meta: dict[str, Any] = {}
     if caps:
-        meta["free_allowance"] = table(
+        meta["free_allowance"] = common.table(
             caps, ["metric", "unit", "month", "through", "used", "allowance", "used_pct"]
         )
     for cap in caps:
-        key = f"{slug(str(cap['metric']))}_{slug(str(cap['unit']))}"
+        key = f"{common.slug(str(cap['metric']))}_{common.slug(str(cap['unit']))}"
         meta[f"month_to_date_{key}"] = float(cap["used"])
         meta[f"free_allowance_used_pct_{key}"] = float(cap["used_pct"])
     return meta
@@ -198,14 +179,14 @@ def _metadata(
         "budget_wait_s": round(stats.budget_wait_s, 3),
         # one row per (account, reason) with its span, not one per day: Dagster copies a range
         # run's metadata into every partition's materialization (365 x a 300-row table)
-        "unavailable_days": table(_unavailable_spans(unavailable), _SPAN_COLUMNS),
-        "warehouse": MetadataValue.text(warehouse.describe()),
+        "unavailable_days": common.table(_unavailable_spans(unavailable), _SPAN_COLUMNS),
+        "warehouse": dg.MetadataValue.text(warehouse.describe()),
         **_audit_metadata(report),
     }
 
 
 def _load(
-    context: AssetExecutionContext,
+    context: dg.AssetExecutionContext,
     spec: ProviderSpec,
     settings: UsageSettings,
     credentials: ProviderApiResource,
@@ -220,7 +201,7 @@ def _load(
     written), a refused drop names the run tag that accepts it."""
     allow_drop = context.run.tags.get(ALLOW_DROP_TAG, "").lower() == "true"
     # runs still in progress keep their staged rows; a killed run's are cleared by this load
-    live = {r.run_id for r in context.instance.get_runs(RunsFilter(statuses=_RUNNING))}
+    live = {r.run_id for r in context.instance.get_runs(dg.RunsFilter(statuses=_RUNNING))}
     budgets = request_budgets(settings, warehouse.get())
     stream = spec.stream(settings, credentials.values, days, budgets=budgets)
     try:
@@ -230,7 +211,7 @@ def _load(
             days,
             stream,
             settings,
-            load_id(context),
+            common.load_id(context),
             allow_drop=allow_drop,
             live_loads=live,
         )
@@ -243,22 +224,22 @@ def _load(
             f"{spec.name}: transient failure, retrying the step in {wait:.0f} s "
             f"(retry {context.retry_number + 1} of {retries.max_retries}): {exc}"
         )
-        raise RetryRequested(max_retries=retries.max_retries, seconds_to_wait=wait) from exc
+        raise dg.RetryRequested(max_retries=retries.max_retries, seconds_to_wait=wait) from exc
     except DropAuditError as exc:
-        raise Failure(
+        raise dg.Failure(
             description=str(exc),
             metadata={"drops": _drops_table(exc.drops), "days": len(days)},
         ) from None
     except AuditError as exc:
-        raise Failure(description=f"audit failed, nothing written: {exc}") from None
+        raise dg.Failure(description=f"audit failed, nothing written: {exc}") from None
     return report, stream.stats
 
 
-def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinition:
+def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> dg.AssetsDefinition:
     """The daily usage asset of one provider."""
 
     # A backfill range is one run (daily_asset): one request series per account for the range.
-    @daily_asset(
+    @common.daily_asset(
         name=spec.asset_key,
         settings=settings,
         # One step of this provider at a time across runs (dagster.yaml pools); the clients'
@@ -272,9 +253,9 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
         description=spec.description,
         required_resource_keys={"settings", "warehouse", spec.resource_key},
         check_specs=[
-            AssetCheckSpec(
+            dg.AssetCheckSpec(
                 AUDIT_CHECK,
-                asset=AssetKey(spec.asset_key),
+                asset=common.provider_key(spec),
                 blocking=True,
                 description="No day's usage vanished or fell by more than audit.max_drop_share "
                 "since the last load (a load that fails it writes nothing and fails the run; "
@@ -282,27 +263,27 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             )
         ],
     )
-    def provider_usage_asset(context: AssetExecutionContext) -> MaterializeResult:
+    def provider_usage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         settings: UsageSettings = context.resources.settings
         warehouse: WarehouseResource = context.resources.warehouse
         credentials: ProviderApiResource = getattr(context.resources, spec.resource_key)
-        days = partition_days(context)
+        days = common.partition_days(context)
         context.log.info(
             f"{spec.name}: fetching {len(spec.configured_accounts(settings))} account(s) "
-            f"for {day_span(days)}"
+            f"for {common.day_span(days)}"
         )
         report, stats = _load(context, spec, settings, credentials, warehouse, days)
         unavailable = sum(1 for c in report.coverage if c.status == "unavailable")
         context.log.info(
-            f"{spec.name}: wrote {report.rows_written} rows for {day_span(days)} in "
+            f"{spec.name}: wrote {report.rows_written} rows for {common.day_span(days)} in "
             f"{stats.requests} requests; {unavailable} account-day(s) unavailable"
         )
         if report.days_kept:
             context.log.warning(
-                f"{spec.name}: no account answered for {day_span(report.days_kept)}; the "
+                f"{spec.name}: no account answered for {common.day_span(report.days_kept)}; the "
                 "previous load's complete figures were kept for those days"
             )
-        check = AssetCheckResult(
+        check = dg.AssetCheckResult(
             check_name=AUDIT_CHECK,
             passed=True,
             description=(
@@ -313,8 +294,8 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
             metadata={**_audit_metadata(report), "drops": _drops_table(report.drops)},
         )
         figures = _day_figures(spec, settings, warehouse, days, report)
-        record_days(context, lambda d: figures[d])
-        return MaterializeResult(
+        common.record_days(context, lambda d: figures[d])
+        return dg.MaterializeResult(
             metadata=_metadata(spec, settings, warehouse, days, report, stats),
             check_results=[check],
         )
@@ -322,8 +303,8 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> AssetsDefinit
     return provider_usage_asset
 
 
-def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(
+def definitions(settings: UsageSettings) -> dg.Definitions:
+    return dg.Definitions(
         assets=[provider_asset(p, settings) for p in PROVIDERS if p.enabled(settings)],
         resources={p.resource_key: api_resource(p) for p in PROVIDERS},
     )

@@ -11,20 +11,10 @@ returned with the materialization:
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    AssetDep,
-    AssetExecutionContext,
-    AssetKey,
-    AssetsDefinition,
-    Definitions,
-    MaterializeResult,
-    MetadataValue,
-    ResourceParam,
-)
+import dagster as dg
 
 from usage_orchestration.core.money import credits_metadata, format_credits
 from usage_orchestration.core.reconcile import (
@@ -33,16 +23,7 @@ from usage_orchestration.core.reconcile import (
     ReconciliationSummary,
     summarize,
 )
-from usage_orchestration.defs.common import (
-    LEDGER_DAILY_USAGE,
-    RECONCILIATION,
-    daily_asset,
-    day_span,
-    load_id,
-    partition_days,
-    record_days,
-    table,
-)
+from usage_orchestration.defs import common
 from usage_orchestration.defs.ledger import EntityNames, LedgerResource, ledger_reader
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.providers.registry import (
@@ -59,10 +40,62 @@ from usage_orchestration.warehouse.analysis import (
 )
 from usage_orchestration.warehouse.analysis_schema import usage_reconciliation as recon_table
 
-CHECK_TOLERANCE = "within_tolerance"
-CHECK_BLOCKING = "no_blocking_breaks"
-CHECK_COMPLETENESS = "completeness"
-CHECK_UNMAPPED = "unmapped_usage"
+
+@dataclass(frozen=True)
+class _Check:
+    """A check of the reconciliation: what it asks, and how red it goes when it fails."""
+
+    name: str
+    severity: dg.AssetCheckSeverity
+    description: str
+    blocking: bool = False
+
+    def spec(self) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            self.name,
+            asset=common.RECONCILIATION,
+            blocking=self.blocking,
+            description=self.description,
+        )
+
+    def result(
+        self, found: int, metadata: dict[str, Any], description: str | None = None
+    ) -> dg.AssetCheckResult:
+        """Passes when it ``found`` nothing wrong."""
+        return dg.AssetCheckResult(
+            check_name=self.name,
+            passed=not found,
+            severity=self.severity,
+            description=description,
+            metadata=metadata,
+        )
+
+
+WITHIN_TOLERANCE = _Check(
+    "within_tolerance",
+    dg.AssetCheckSeverity.ERROR,
+    "Every (day, entity, resource type) within the rate card's tolerance.",
+)
+NO_BLOCKING_BREAKS = _Check(
+    "no_blocking_breaks",
+    dg.AssetCheckSeverity.ERROR,
+    "No break of a resource type marked block_downstream in the rate card; "
+    "a failure stops the downstream assets of the run.",
+    blocking=True,
+)
+COMPLETENESS = _Check(
+    "completeness",
+    dg.AssetCheckSeverity.ERROR,
+    "Every configured provider account has fetch coverage for every day.",
+)
+UNMAPPED_USAGE = _Check(
+    "unmapped_usage",
+    dg.AssetCheckSeverity.WARN,
+    "All provider usage maps to a ledger entity and resource type.",
+)
+CHECK_SPECS = [
+    c.spec() for c in (WITHIN_TOLERANCE, NO_BLOCKING_BREAKS, COMPLETENESS, UNMAPPED_USAGE)
+]
 
 WORST_COLUMNS = [
     "usage_date",
@@ -86,38 +119,13 @@ UNMAPPED_COLUMNS = [
     "reason",
 ]
 
-CHECK_SPECS = [
-    AssetCheckSpec(
-        CHECK_TOLERANCE,
-        asset=RECONCILIATION,
-        description="Every (day, entity, resource type) within the rate card's tolerance.",
-    ),
-    AssetCheckSpec(
-        CHECK_BLOCKING,
-        asset=RECONCILIATION,
-        blocking=True,
-        description="No break of a resource type marked block_downstream in the rate card; "
-        "a failure stops the downstream assets of the run.",
-    ),
-    AssetCheckSpec(
-        CHECK_COMPLETENESS,
-        asset=RECONCILIATION,
-        description="Every configured provider account has fetch coverage for every day.",
-    ),
-    AssetCheckSpec(
-        CHECK_UNMAPPED,
-        asset=RECONCILIATION,
-        description="All provider usage maps to a ledger entity and resource type.",
-    ),
-]
-
 
 def _rows_table(
     rows: Sequence[ReconciliationRow],
     columns: list[str],
     limit: int,
     names: EntityNames | None = None,
-) -> MetadataValue:
+) -> dg.MetadataValue:
     records = [
         {
             **r.record(""),
@@ -125,42 +133,36 @@ def _rows_table(
         }
         for r in rows[:limit]
     ]
-    return table(records, columns, limit=limit)
+    return common.table(records, columns, limit=limit)
 
 
 def _tolerance_check(
     summary: ReconciliationSummary, breaks: int, limit: int, names: EntityNames
-) -> AssetCheckResult:
-    return AssetCheckResult(
-        check_name=CHECK_TOLERANCE,
-        passed=not breaks,
-        severity=AssetCheckSeverity.ERROR,
-        description=None
-        if not breaks
-        else f"{breaks} break(s) on {len(summary.days_with_breaks)} day(s)",
-        metadata={
+) -> dg.AssetCheckResult:
+    return WITHIN_TOLERANCE.result(
+        breaks,
+        {
             "breaks": breaks,
             "leak_credits": credits_metadata(summary.leak_credits),
             "overcharge_credits": credits_metadata(summary.overcharge_credits),
-            "days_with_breaks": MetadataValue.text(
+            "days_with_breaks": dg.MetadataValue.text(
                 ", ".join(d.isoformat() for d in summary.days_with_breaks) or "none"
             ),
             "worst_breaks": _rows_table(summary.worst, WORST_COLUMNS, limit, names),
         },
+        None if not breaks else f"{breaks} break(s) on {len(summary.days_with_breaks)} day(s)",
     )
 
 
 def _blocking_check(
     blocking: Sequence[ReconciliationRow], settings: UsageSettings, names: EntityNames
-) -> AssetCheckResult:
+) -> dg.AssetCheckResult:
     types = sorted(k for k, v in settings.rate_card.items() if v.block_downstream)
-    return AssetCheckResult(
-        check_name=CHECK_BLOCKING,
-        passed=not blocking,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
+    return NO_BLOCKING_BREAKS.result(
+        len(blocking),
+        {
             "blocking_breaks": len(blocking),
-            "blocking_resource_types": MetadataValue.text(", ".join(types) or "none"),
+            "blocking_resource_types": dg.MetadataValue.text(", ".join(types) or "none"),
             "breaks": _rows_table(
                 blocking, WORST_COLUMNS, settings.budgets.worst_rows_shown, names
             ),
@@ -168,16 +170,14 @@ def _blocking_check(
     )
 
 
-def _completeness_check(found: Completeness) -> AssetCheckResult:
-    return AssetCheckResult(
-        check_name=CHECK_COMPLETENESS,
-        passed=not found.missing,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
+def _completeness_check(found: Completeness) -> dg.AssetCheckResult:
+    return COMPLETENESS.result(
+        len(found.missing),
+        {
             "days_incomplete": len(found.missing),
             "accounts_missing": sum(len(v) for v in found.missing.values()),
             "accounts_unavailable": found.unavailable,
-            "missing": table(
+            "missing": common.table(
                 [
                     {"usage_date": d, "accounts": ", ".join(v)}
                     for d, v in sorted(found.missing.items())
@@ -190,12 +190,10 @@ def _completeness_check(found: Completeness) -> AssetCheckResult:
 
 def _unmapped_check(
     unmapped: Sequence[ReconciliationRow], summary: ReconciliationSummary
-) -> AssetCheckResult:
-    return AssetCheckResult(
-        check_name=CHECK_UNMAPPED,
-        passed=not unmapped,
-        severity=AssetCheckSeverity.WARN,
-        metadata={
+) -> dg.AssetCheckResult:
+    return UNMAPPED_USAGE.result(
+        len(unmapped),
+        {
             "unmapped_groups": len(unmapped),
             "unmapped_rows": summary.unmapped_rows,
             "unmapped": _rows_table(unmapped, UNMAPPED_COLUMNS, 20),
@@ -215,7 +213,7 @@ def _day_metadata(
         "leak_credits": credits_metadata(summary.leak_credits),
         "overcharge_credits": credits_metadata(summary.overcharge_credits),
         "unmapped_rows": summary.unmapped_rows,
-        "ledger_coverage": MetadataValue.text(
+        "ledger_coverage": dg.MetadataValue.text(
             "unavailable" if any(r.status == "ledger_unavailable" for r in rows) else "complete"
         ),
         "worst_breaks": _rows_table(
@@ -227,14 +225,13 @@ def _day_metadata(
     return meta
 
 
-def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
+def build_reconciliation_asset(settings: UsageSettings) -> dg.AssetsDefinition:
     providers = enabled_providers(settings)
-    deps = [AssetDep(LEDGER_DAILY_USAGE)] + [AssetDep(AssetKey(p.asset_key)) for p in providers]
 
     # A backfill range is one run: three grouped queries for the whole range.
-    @daily_asset(
-        key=RECONCILIATION,
-        deps=deps,
+    @common.daily_asset(
+        key=common.RECONCILIATION,
+        deps=[dg.AssetDep(common.LEDGER_DAILY_USAGE), *common.provider_deps(providers)],
         kinds={"python", warehouse_kind(settings.warehouse_url)},
         group="analysis",
         settings=settings,
@@ -246,21 +243,21 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
         "ledger_unavailable); a day's rows are replaced atomically.",
     )
     def usage_reconciliation(
-        context: AssetExecutionContext,
-        settings: ResourceParam[UsageSettings],
+        context: dg.AssetExecutionContext,
+        settings: dg.ResourceParam[UsageSettings],
         warehouse: WarehouseResource,
         ledger: LedgerResource,
-    ) -> MaterializeResult:
-        days = partition_days(context)
+    ) -> dg.MaterializeResult:
+        days = common.partition_days(context)
         wh = warehouse.get()
         # names beside ids in the tables (the ledger's budgets; ids only if it cannot be read)
         names = EntityNames(ledger_reader(ledger), context.log.warning)
         by_day = reconcile_days(wh, days, reconcile_config(settings))
         rows = [r for d in sorted(by_day) for r in by_day[d]]
-        written = write_reconciliation(wh, days, rows, load_id(context))
+        written = write_reconciliation(wh, days, rows, common.load_id(context))
         summary = summarize(rows, worst=settings.budgets.worst_rows_shown)
         context.log.info(
-            f"reconciliation {day_span(days)}: {written} rows, {summary.breaks} break(s), "
+            f"reconciliation {common.day_span(days)}: {written} rows, {summary.breaks} break(s), "
             f"leak {format_credits(summary.leak_credits)} credits, "
             f"overcharge {format_credits(summary.overcharge_credits)}"
         )
@@ -271,14 +268,14 @@ def build_reconciliation_asset(settings: UsageSettings) -> AssetsDefinition:
             _completeness_check(completeness(wh, days, expected_accounts(settings))),
             _unmapped_check([r for r in rows if r.status == "unmapped"], summary),
         ]
-        record_days(context, lambda d: _day_metadata(by_day.get(d, []), settings, names))
+        common.record_days(context, lambda d: _day_metadata(by_day.get(d, []), settings, names))
         providers_shown = ", ".join(p.name for p in providers) or "none"
-        return MaterializeResult(
-            metadata={"providers": MetadataValue.text(providers_shown)}, check_results=checks
+        return dg.MaterializeResult(
+            metadata={"providers": dg.MetadataValue.text(providers_shown)}, check_results=checks
         )
 
     return usage_reconciliation
 
 
-def definitions(settings: UsageSettings) -> Definitions:
-    return Definitions(assets=[build_reconciliation_asset(settings)])
+def definitions(settings: UsageSettings) -> dg.Definitions:
+    return dg.Definitions(assets=[build_reconciliation_asset(settings)])

@@ -12,7 +12,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from dagster import ConfigurableResource, EnvVar
+import dagster as dg
 from sqlalchemy import make_url
 
 from usage_orchestration.settings import SettingsError
@@ -41,10 +41,10 @@ def database_url_config(key: str, env: str, url: str) -> Any:
             f"{key}: holds a password but does not come from {env}; set the whole URL in "
             f"{env} (the environment), so that Dagster stores only the variable's name"
         )
-    return EnvVar(env)
+    return dg.EnvVar(env)
 
 
-class WarehouseResource(ConfigurableResource):
+class WarehouseResource(dg.ConfigurableResource):
     """The project's own tables (SQLAlchemy URL; a password belongs in the environment)."""
 
     url: str

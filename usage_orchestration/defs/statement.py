@@ -14,31 +14,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from dagster import (
-    AssetDep,
-    AssetExecutionContext,
-    AssetKey,
-    AssetsDefinition,
-    AssetSelection,
-    BackfillPolicy,
-    DefaultScheduleStatus,
-    Definitions,
-    MaterializeResult,
-    MetadataValue,
-    ResourceParam,
-    RunRequest,
-    ScheduleDefinition,
-    ScheduleEvaluationContext,
-    TimeWindowPartitionMapping,
-    asset,
-    define_asset_job,
-    schedule,
-)
+import dagster as dg
 
 from usage_orchestration.core.dates import month_start
-from usage_orchestration.core.money import credits_metadata, display_credits
+from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.core.statement import Statement, build_statement
-from usage_orchestration.defs.common import ALL_PROVIDERS, RECONCILIATION, load_id, owners, table
+from usage_orchestration.defs import common
 from usage_orchestration.defs.partitions import monthly_partitions_of
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
 from usage_orchestration.settings import UsageSettings
@@ -52,7 +33,7 @@ from usage_orchestration.warehouse.statement import (
 )
 from usage_orchestration.warehouse.store import Warehouse
 
-MONTHLY_STATEMENT = AssetKey("monthly_statement")
+MONTHLY_STATEMENT = dg.AssetKey("monthly_statement")
 STATEMENT_JOB = "monthly_statement_job"
 ENTITY_COLUMNS = [
     "entity_name",
@@ -68,25 +49,15 @@ ENTITY_COLUMNS = [
     "break_rows",
     "breaks",
 ]
-_MONEY = {
-    "monthly_budget",
-    "credits_used",
-    "forecast_month_end",
-    "forecast_overrun",
-    "credits_charged",
-    "expected_credits",
-    "delta_credits",
-}
 
 
 def statements_dir(settings: UsageSettings) -> Path:
-    """Where the monthly files go: beside the other shared files of the deployment."""
-    return Path(settings.state_dir) / "statements"
+    return common.files_dir(settings, "statements")
 
 
-def _month_days() -> TimeWindowPartitionMapping:
+def _month_days() -> dg.TimeWindowPartitionMapping:
     # A month reads its days; days before the daily partitions' start are simply absent.
-    return TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+    return dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
 
 
 def compute_statement(wh: Warehouse, month: Any, settings: UsageSettings) -> Statement:
@@ -104,23 +75,19 @@ def compute_statement(wh: Warehouse, month: Any, settings: UsageSettings) -> Sta
 
 
 def _metadata(s: Statement, csv_path: Path, html_path: Path, rows: int) -> dict[str, Any]:
-    # people see credits at 2 decimals (the table keeps all 12)
-    entities = [
-        {k: display_credits(v) if k in _MONEY and v is not None else v for k, v in r.items()}
-        for r in s.records("")
-        if r["provider"] == "all"
-    ]
+    # table() shows the credits columns at 2 decimals (the warehouse table keeps all 12)
+    entities = [r for r in s.records("") if r["provider"] == "all"]
     html = html_path.resolve()
     meta: dict[str, Any] = {
-        "month": MetadataValue.text(s.month_key),
+        "month": dg.MetadataValue.text(s.month_key),
         "closed": s.closed,
-        "state": MetadataValue.text(
+        "state": dg.MetadataValue.text(
             "closed"
             if s.closed
             else f"provisional until {s.closes_at.isoformat()} (late-data window of "
             f"{s.late_days} days)"
         ),
-        "as_of": MetadataValue.text(s.as_of.isoformat() if s.as_of else "no day materialized"),
+        "as_of": dg.MetadataValue.text(s.as_of.isoformat() if s.as_of else "no day materialized"),
         "days_materialized": s.days_materialized,
         "rows": rows,
         "entities": len(s.entities),
@@ -129,27 +96,27 @@ def _metadata(s: Statement, csv_path: Path, html_path: Path, rows: int) -> dict[
             sum((e.budget.credits_used for e in s.entities if e.budget), Decimal(0))
         ),
         "break_rows": sum(n for n, _ in s.breaks_by_status().values()),
-        "statement": table(entities, ENTITY_COLUMNS, limit=50),
-        "html": MetadataValue.path(str(html)),
-        "html_url": MetadataValue.url(html.as_uri()),
-        "csv": MetadataValue.path(str(csv_path.resolve())),
+        "statement": common.table(entities, ENTITY_COLUMNS, limit=50),
+        "html": dg.MetadataValue.path(str(html)),
+        "html_url": dg.MetadataValue.url(html.as_uri()),
+        "csv": dg.MetadataValue.path(str(csv_path.resolve())),
     }
     return meta
 
 
-def build_statement_asset(settings: UsageSettings) -> AssetsDefinition:
-    @asset(
+def build_statement_asset(settings: UsageSettings) -> dg.AssetsDefinition:
+    @dg.asset(
         key=MONTHLY_STATEMENT,
         partitions_def=monthly_partitions_of(settings),
-        backfill_policy=BackfillPolicy.single_run(),
+        backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[
-            AssetDep(AssetKey("budget_status"), partition_mapping=_month_days()),
-            AssetDep(RECONCILIATION, partition_mapping=_month_days()),
-            AssetDep(AssetKey("provider_cap_status"), partition_mapping=_month_days()),
+            dg.AssetDep(common.BUDGET_STATUS, partition_mapping=_month_days()),
+            dg.AssetDep(common.RECONCILIATION, partition_mapping=_month_days()),
+            dg.AssetDep(common.PROVIDER_CAP_STATUS, partition_mapping=_month_days()),
         ],
         kinds={"python", warehouse_kind(settings.warehouse_url), "html"},
-        owners=owners(settings),
-        tags={"provider": ALL_PROVIDERS},
+        owners=common.owners(settings),
+        tags={"provider": common.ALL_PROVIDERS},
         group_name="finops",
         description="The month per entity and provider: usage, credits charged and expected, "
         "reconciliation breaks by status with their delta, budget, percent used, forecast at "
@@ -158,10 +125,10 @@ def build_statement_asset(settings: UsageSettings) -> AssetsDefinition:
         "Provisional until month end + the late-data window. docs/statement.md.",
     )
     def monthly_statement(
-        context: AssetExecutionContext,
-        settings: ResourceParam[UsageSettings],
+        context: dg.AssetExecutionContext,
+        settings: dg.ResourceParam[UsageSettings],
         warehouse: WarehouseResource,
-    ) -> MaterializeResult:
+    ) -> dg.MaterializeResult:
         wh = warehouse.get()
         meta: dict[str, Any] = {}
         files: dict[str, Any] = {}
@@ -169,19 +136,19 @@ def build_statement_asset(settings: UsageSettings) -> AssetsDefinition:
         for key in context.partition_keys:
             month = month_start(datetime.fromisoformat(key).date())
             s = compute_statement(wh, month, settings)
-            rows = write_statement(wh, s, load_id(context))
+            rows = write_statement(wh, s, common.load_id(context))
             csv_path, html_path = export_statement(wh, statements_dir(settings), s)
             context.log.info(
                 f"statement {s.month_key} ({s.state}, as of {s.as_of}): {len(s.entities)} "
                 f"entities, {rows} rows; {html_path}"
             )
             meta = _metadata(s, csv_path, html_path, rows)  # the last month's figures
-            files[f"html_{s.month_key.replace('-', '_')}"] = MetadataValue.path(
+            files[f"html_{s.month_key.replace('-', '_')}"] = dg.MetadataValue.path(
                 str(html_path.resolve())
             )
         if len(files) > 1:
             meta |= files  # every month's page when a range ran as one run
-        return MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata=meta)
 
     return monthly_statement
 
@@ -194,21 +161,21 @@ def _months_to_refresh(today: Any, late_days: int) -> list[Any]:
     return sorted({month_start(yesterday), month_start(closing)})
 
 
-def build_statement_schedule(settings: UsageSettings, job: Any) -> ScheduleDefinition:
+def build_statement_schedule(settings: UsageSettings, job: Any) -> dg.ScheduleDefinition:
     late_days = settings.budgets.late_data_days
 
-    @schedule(
+    @dg.schedule(
         job=job,
         cron_schedule="0 14 * * *",
         execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.RUNNING,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description="At 14:00 UTC (after the late-data refresh): yesterday's month as a "
         "provisional statement, and the previous month until its late-data window has closed it.",
     )
-    def monthly_statement_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+    def monthly_statement_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         today = context.scheduled_execution_time.date()
         return [
-            RunRequest(
+            dg.RunRequest(
                 run_key=f"statement-{m.isoformat()}-{today.isoformat()}",
                 partition_key=m.isoformat(),
             )
@@ -218,13 +185,13 @@ def build_statement_schedule(settings: UsageSettings, job: Any) -> ScheduleDefin
     return monthly_statement_schedule
 
 
-def definitions(settings: UsageSettings) -> Definitions:
-    job = define_asset_job(
+def definitions(settings: UsageSettings) -> dg.Definitions:
+    job = dg.define_asset_job(
         STATEMENT_JOB,
-        selection=AssetSelection.assets(MONTHLY_STATEMENT),
+        selection=dg.AssetSelection.assets(MONTHLY_STATEMENT),
         description="The monthly statement of one month (table, CSV, HTML).",
     )
-    return Definitions(
+    return dg.Definitions(
         assets=[build_statement_asset(settings)],
         jobs=[job],
         schedules=[build_statement_schedule(settings, job)],
