@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict, Unpack
 
 import httpx
 
@@ -178,6 +178,15 @@ def _classify(
     return SendResult("rejected", status, f"HTTP {status}: {reason}")
 
 
+class HttpOptions(TypedDict, total=False):
+    """What every HTTP channel takes beside its own address and secret."""
+
+    timeout_s: float  # default 10
+    connect_timeout_s: float  # default 3, at most timeout_s
+    transport: httpx.BaseTransport | None
+    oncall: OnCall | None
+
+
 class _HttpChannel:
     name = "http"
 
@@ -241,18 +250,9 @@ class PagerDutyChannel(_HttpChannel):
         *,
         source: str = "usage_orchestration",
         client_url: str = "",
-        timeout_s: float = 10.0,
-        connect_timeout_s: float = 3.0,
-        transport: httpx.BaseTransport | None = None,
-        oncall: OnCall | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        super().__init__(
-            timeout_s=timeout_s,
-            connect_timeout_s=connect_timeout_s,
-            transport=transport,
-            secrets=[routing_key],
-            oncall=oncall,
-        )
+        super().__init__(secrets=[routing_key], **http)
         self.events_url = events_url
         self._routing_key = routing_key
         self.source = source
@@ -314,19 +314,9 @@ class SlackChannel(_HttpChannel):
     def __init__(
         self,
         webhook_url: str,
-        *,
-        timeout_s: float = 10.0,
-        connect_timeout_s: float = 3.0,
-        transport: httpx.BaseTransport | None = None,
-        oncall: OnCall | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
-        super().__init__(
-            timeout_s=timeout_s,
-            connect_timeout_s=connect_timeout_s,
-            transport=transport,
-            secrets=[webhook_url],
-            oncall=oncall,
-        )
+        super().__init__(secrets=[webhook_url], **http)
         self._webhook_url = webhook_url
 
     def _unconfirmed(self, exc: httpx.TimeoutException) -> SendResult:

@@ -8,10 +8,10 @@ database; the ``read_*`` functions fetch those rows with SQLAlchemy Core.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 from sqlalchemy import Engine, Table, and_, func, select
@@ -67,6 +67,16 @@ def _ui_link(ui_url: str, asset: str, partition: str = "") -> dict[str, str]:
     if partition:
         href += f"?partition={quote(partition)}"
     return {"href": href, "text": f"{asset} in Dagster"}
+
+
+def _day_alert(settings: UsageSettings, asset: str, day: date, **alert: Any) -> Alert:
+    """An alert about one day's data: the day is its period, its link the asset's partition of
+    that day."""
+    return Alert(
+        period=day.isoformat(),
+        links=[_ui_link(settings.alerts.dagster_ui_url, asset, day.isoformat())],
+        **alert,
+    )
 
 
 # ---------------------------------------------------------------------------------- budgets
@@ -220,89 +230,97 @@ def budget_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
 
 
 # ----------------------------------------------------------------- credit pool, provider caps
+class MonthStatus(TypedDict):
+    """What is wrong in a month's status row (pool, cap): the fields of its alert."""
+
+    kind: AlertKind
+    severity: Severity
+    subject: str
+    threshold: str
+    summary: str
+
+
 def alerts_from_pool_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
     """The shared credit pool's projected depletion before its month ends (or already empty)."""
-    out: list[Alert] = []
-    for r, active in with_latest_month_active(rows):
-        month = r["month"]
-        as_of: date = r["as_of_date"]
-        remaining = r["remaining"]
-        depletion = r["projected_depletion_date"]
-        y, m = int(month[:4]), int(month[5:7])
-        month_end = (date(y + (m == 12), m % 12 + 1, 1)) - timedelta(days=1)
-        empty = bool(r.get("depleted")) or (remaining is not None and Decimal(remaining) <= 0)
-        if not empty and (depletion is None or depletion > month_end):
-            continue
-        when = "is exhausted" if empty else f"is projected to run out on {depletion}"
-        out.append(
-            _month_status_alert(
-                r,
-                active,
-                settings,
-                "budget_status",
-                kind=AlertKind.CREDIT_POOL_DEPLETION,
-                severity="critical" if empty else "error",
-                subject="credit-pool",
-                threshold="exhausted" if empty else "",
-                summary=f"The shared credit pool {when} ({money(remaining)} credits left for "
-                f"{month}, as of {as_of.isoformat()})",
-            )
-        )
-    return out
+    return _month_status_alerts(rows, settings, "budget_status", _pool_status)
+
+
+def _pool_status(r: Row) -> MonthStatus | None:
+    month = r["month"]
+    as_of: date = r["as_of_date"]
+    remaining = r["remaining"]
+    depletion = r["projected_depletion_date"]
+    y, m = int(month[:4]), int(month[5:7])
+    month_end = (date(y + (m == 12), m % 12 + 1, 1)) - timedelta(days=1)
+    empty = bool(r.get("depleted")) or (remaining is not None and Decimal(remaining) <= 0)
+    if not empty and (depletion is None or depletion > month_end):
+        return None
+    when = "is exhausted" if empty else f"is projected to run out on {depletion}"
+    return MonthStatus(
+        kind=AlertKind.CREDIT_POOL_DEPLETION,
+        severity="critical" if empty else "error",
+        subject="credit-pool",
+        threshold="exhausted" if empty else "",
+        summary=f"The shared credit pool {when} ({money(remaining)} credits left for "
+        f"{month}, as of {as_of.isoformat()})",
+    )
 
 
 def alerts_from_cap_rows(rows: Iterable[Row], settings: UsageSettings) -> list[Alert]:
     """A provider-side monthly allowance used up, or forecast to be used up, this month."""
+    return _month_status_alerts(rows, settings, "provider_cap_status", _cap_status)
+
+
+def _cap_status(r: Row) -> MonthStatus | None:
+    used = r["used_quantity"]
+    cap = r["cap_quantity"]
+    forecast = r["forecast_month_end"]
+    over = bool(r["over_cap"]) or (
+        used is not None and cap is not None and Decimal(used) >= Decimal(cap)
+    )
+    forecast_over = (r["forecast_overage"] or 0) > 0 or (
+        forecast is not None and cap is not None and Decimal(forecast) > Decimal(cap)
+    )
+    if not (over or forecast_over):
+        return None
+    what = f"{r['provider']} {r['metric']}"
+    return MonthStatus(
+        kind=AlertKind.PROVIDER_CAP,
+        severity="error" if over else "warning",
+        subject=f"provider/{r['provider']}/{r['metric']}",
+        threshold="reached" if over else "forecast",
+        summary=(
+            f"{what}: {fmt(used)} of the {fmt(cap)} {r['unit']} monthly allowance "
+            + ("used" if over else f"used, forecast {fmt(forecast)} by month end")
+            + f" ({r['month']}, as of {r['as_of_date'].isoformat()})"
+        ),
+    )
+
+
+def _month_status_alerts(
+    rows: Iterable[Row],
+    settings: UsageSettings,
+    asset: str,
+    status_of: Callable[[Row], MonthStatus | None],
+) -> list[Alert]:
+    """An alert for each month's status row (pool, cap) that ``status_of`` finds wrong: the row
+    as details, a link to the asset's partition of the row's day, inactive for earlier months."""
     out: list[Alert] = []
     for r, active in with_latest_month_active(rows):
-        month = r["month"]
-        as_of: date = r["as_of_date"]
-        used = r["used_quantity"]
-        cap = r["cap_quantity"]
-        forecast = r["forecast_month_end"]
-        over = bool(r["over_cap"]) or (
-            used is not None and cap is not None and Decimal(used) >= Decimal(cap)
-        )
-        forecast_over = (r["forecast_overage"] or 0) > 0 or (
-            forecast is not None and cap is not None and Decimal(forecast) > Decimal(cap)
-        )
-        if not (over or forecast_over):
+        status = status_of(r)
+        if status is None:
             continue
-        what = f"{r['provider']} {r['metric']}"
-        unit = r["unit"]
+        as_of = r["as_of_date"].isoformat()
         out.append(
-            _month_status_alert(
-                r,
-                active,
-                settings,
-                "provider_cap_status",
-                kind=AlertKind.PROVIDER_CAP,
-                severity="error" if over else "warning",
-                subject=f"provider/{r['provider']}/{r['metric']}",
-                threshold="reached" if over else "forecast",
-                summary=(
-                    f"{what}: {fmt(used)} of the {fmt(cap)} {unit} monthly allowance "
-                    + ("used" if over else f"used, forecast {fmt(forecast)} by month end")
-                    + f" ({month}, as of {as_of.isoformat()})"
-                ),
+            Alert(
+                period=r["month"],
+                details=row_details(r),
+                links=[_ui_link(settings.alerts.dagster_ui_url, asset, as_of)],
+                active=active,
+                **status,
             )
         )
     return out
-
-
-def _month_status_alert(
-    r: Row, active: bool, settings: UsageSettings, asset: str, **alert: Any
-) -> Alert:
-    """An alert about a month's status row (pool, cap): the row as details, a link to the
-    asset's partition of the row's day."""
-    as_of = r["as_of_date"].isoformat()
-    return Alert(
-        period=r["month"],
-        details=row_details(r),
-        links=[_ui_link(settings.alerts.dagster_ui_url, asset, as_of)],
-        active=active,
-        **alert,
-    )
 
 
 def pool_and_cap_alerts(engine: Engine, settings: UsageSettings) -> list[Alert]:
@@ -336,11 +354,13 @@ def alerts_from_reconciliation_rows(
         entity = r["entity_id"] or "(unmapped)"
         big = delta is not None and abs(Decimal(delta)) >= page_at and r["status"] != "unmapped"
         out.append(
-            Alert(
+            _day_alert(
+                settings,
+                "usage_reconciliation",
+                day,
                 kind=AlertKind.RECONCILIATION_BREAK,
                 severity="error" if big else "warning",
                 subject=f"{r['provider']}/{entity}/{r['resource_type']}",
-                period=day.isoformat(),
                 summary=(
                     f"Reconciliation break {r['status']} on {day.isoformat()}: {r['provider']} "
                     f"{_named(entity, names)} {r['resource_type']} expected {fmt(r.get('expected_credits'))} credits, "
@@ -358,11 +378,6 @@ def alerts_from_reconciliation_rows(
                     "delta_pct": fmt(r.get("delta_pct")),
                     "reason": r.get("reason") or "",
                 },
-                links=[
-                    _ui_link(
-                        settings.alerts.dagster_ui_url, "usage_reconciliation", day.isoformat()
-                    )
-                ],
             )
         )
     return out
@@ -380,20 +395,19 @@ def alerts_from_anomaly_rows(
         impact = r["impact_credits"]
         direction = r["direction"]
         out.append(
-            Alert(
+            _day_alert(
+                settings,
+                "usage_anomalies",
+                day,
                 kind=AlertKind.ANOMALY,
                 severity="warning",
                 subject=f"entity/{entity}/{rtype}",
-                period=day.isoformat(),
                 summary=(
                     f"Spend {direction} on {day.isoformat()}: {_named(entity, names)} {rtype} "
                     f"{fmt(r['credits'])} credits against a baseline of "
                     f"{fmt(r['baseline_credits'])} (impact {fmt(impact)}, driven by {rtype})"
                 ),
                 details={**row_details(r), "entity_name": names.get(entity, "")},
-                links=[
-                    _ui_link(settings.alerts.dagster_ui_url, "usage_anomalies", day.isoformat())
-                ],
             )
         )
     return out
@@ -464,18 +478,15 @@ def alerts_from_coverage(
                 else f"Stale data: {p} usage for {d.isoformat()} could not be fetched ({cut('; '.join(why), 300)})"
             )
             out.append(
-                Alert(
+                _day_alert(
+                    settings,
+                    provider(p).asset_key,
+                    d,
                     kind=AlertKind.STALE_DATA,
                     severity="error",
                     subject=f"provider/{p}",
-                    period=d.isoformat(),
                     summary=summary,
                     details={"provider": p, "usage_date": d.isoformat(), "unavailable": why or []},
-                    links=[
-                        _ui_link(
-                            settings.alerts.dagster_ui_url, provider(p).asset_key, d.isoformat()
-                        )
-                    ],
                 )
             )
     return out

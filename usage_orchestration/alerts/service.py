@@ -12,7 +12,13 @@ import httpx
 from sqlalchemy import Engine
 
 from usage_orchestration.alerts import rules
-from usage_orchestration.alerts.channels import Channel, OnCall, PagerDutyChannel, SlackChannel
+from usage_orchestration.alerts.channels import (
+    Channel,
+    HttpOptions,
+    OnCall,
+    PagerDutyChannel,
+    SlackChannel,
+)
 from usage_orchestration.alerts.model import Alert, AlertKind
 from usage_orchestration.alerts.outbox import DeliveryReport, Outbox, SyncReport
 from usage_orchestration.settings import UsageSettings
@@ -26,25 +32,21 @@ def build_channels(
     slack_webhook_url: str,
     transport: httpx.BaseTransport | None = None,
 ) -> dict[str, Channel]:
-    oncall = OnCall(owner=settings.owner, runbook_url=settings.runbook_url)
+    http = HttpOptions(
+        timeout_s=settings.timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        transport=transport,
+        oncall=OnCall(owner=settings.owner, runbook_url=settings.runbook_url),
+    )
     return {
         "pagerduty": PagerDutyChannel(
             settings.pagerduty_events_url,
             pagerduty_routing_key,
             source=settings.source,
             client_url=settings.dagster_ui_url,
-            timeout_s=settings.timeout_s,
-            connect_timeout_s=settings.connect_timeout_s,
-            transport=transport,
-            oncall=oncall,
+            **http,
         ),
-        "slack": SlackChannel(
-            slack_webhook_url,
-            timeout_s=settings.timeout_s,
-            connect_timeout_s=settings.connect_timeout_s,
-            transport=transport,
-            oncall=oncall,
-        ),
+        "slack": SlackChannel(slack_webhook_url, **http),
     }
 
 

@@ -20,7 +20,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from usage_orchestration.core.budgets import BudgetRow  # one budget_status row
+from usage_orchestration.core.budgets import (
+    BudgetRow,  # one budget_status row
+    ProviderCapRow,  # one provider_cap_status row: a provider allowance as of a day
+)
 from usage_orchestration.core.dates import (
     days_in_month,
     month_end,
@@ -62,21 +65,6 @@ class BreakLine:
     status: str
     rows: int
     delta_credits: Decimal | None  # None: rows not compared (e.g. unmapped usage)
-
-
-@dataclass(frozen=True)
-class CapLine:
-    """A provider allowance as of the statement's day (``provider_cap_status``)."""
-
-    provider: str
-    metric: str
-    unit: str
-    cap_quantity: Decimal
-    used_quantity: Decimal
-    percent_used: Decimal
-    forecast_month_end: Decimal | None
-    forecast_overage: Decimal | None
-    over_cap: bool
 
 
 @dataclass(frozen=True)
@@ -128,7 +116,7 @@ class Statement:
     late_days: int
     days_materialized: int
     entities: list[EntityStatement]
-    caps: list[CapLine] = field(default_factory=list)
+    caps: list[ProviderCapRow] = field(default_factory=list)
 
     @property
     def month_key(self) -> str:
@@ -324,7 +312,7 @@ def build_statement(
     budget_days: Iterable[BudgetRow],
     lines: Iterable[ProviderLine],
     breaks: Iterable[BreakLine],
-    caps: Iterable[CapLine],
+    caps: Iterable[ProviderCapRow],
     *,
     now: datetime,
     late_days: int,

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from usage_orchestration.sandbox.server import HOP_HEADERS, BackgroundServer, LoopbackHandler
+
 STATUS_5XX = (500, 502, 503, 504)
 BAD_BODY_KINDS = ("truncated", "truncated_conn", "garbled")
 # Every kind the proxy can record; "http_5xx" and "bad_body" are the groups of FaultRates.
@@ -30,7 +32,6 @@ FAULT_KINDS = (
     "timeout",
     *BAD_BODY_KINDS,
 )
-_HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,12 @@ class _State:
 
 
 def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(LoopbackHandler):
+        # the forwarded body is decoded (httpx), so its encoding is not passed on either
+        dropped_headers = HOP_HEADERS | {"content-encoding"}
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._request_body()
             number, kind = state.take(self.command, self.path)
             rng = random.Random(f"{state.seed}/{number}/body")
             try:
@@ -129,7 +130,7 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self, body: bytes) -> httpx.Response | None:
             """The sandbox's answer; None (connection closed) once the proxy is stopping."""
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
             headers.pop("Host", None)
             try:
                 return state.client.request(
@@ -163,32 +164,10 @@ def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
             self._send(200, headers, cut, length=len(full))
             self.close_connection = True
 
-        def _send(
-            self,
-            status: int,
-            headers: httpx.Headers | dict[str, str],
-            payload: bytes,
-            *,
-            length: int | None = None,
-        ) -> None:
-            self.send_response(status)
-            for k, v in headers.items():
-                if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding":
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload) if length is None else length))
-            self.end_headers()
-            self.wfile.write(payload)
-            self.wfile.flush()
-
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: object) -> None:
-            return  # quiet: the proxy's own events record what matters
-
     return Handler
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     """A running loopback proxy to ``upstream``; ``url`` is its base URL. ``counts`` holds how
     many requests met each fault kind (and ``forwarded``: passed through untouched)."""
 
@@ -207,7 +186,6 @@ class FaultProxy:
         self.httpd = ThreadingHTTPServer((host, 0), _handler_for(self._state))
         self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
-        self._thread: threading.Thread | None = None
 
     @property
     def counts(self) -> Counter[str]:
@@ -232,14 +210,8 @@ class FaultProxy:
             if e.kind != "forwarded"
         )
 
-    def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().stop()
         self._state.client.close()
 
     def __enter__(self) -> FaultProxy:

@@ -6,20 +6,62 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import httpx
 
 from usage_orchestration.sandbox.core import Sandbox
 from usage_orchestration.settings.urls import loopback_host, url_host
 
+# Hop-by-hop headers: never passed on (the handler sends the Content-Length of its own body).
+HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+
+
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """An HTTP/1.1 handler that answers every method with ``_serve`` and logs nothing: the
+    sandbox's journal (and the fault proxy's events) record what matters."""
+
+    protocol_version = "HTTP/1.1"
+    dropped_headers: frozenset[str] = HOP_HEADERS  # headers of an answer not passed on
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_DELETE = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def _request_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(
+        self,
+        status: int,
+        headers: httpx.Headers | dict[str, str],
+        payload: bytes,
+        *,
+        length: int | None = None,
+    ) -> None:
+        """Answer ``status`` with ``payload``; ``length`` claims another Content-Length."""
+        self.send_response(status)
+        for k, v in headers.items():
+            if k.lower() not in self.dropped_headers:
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload) if length is None else length))
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
 
 def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(LoopbackHandler):
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._request_body()
             host = self.headers.get("Host", "127.0.0.1")
             request = httpx.Request(
                 self.command,
@@ -28,20 +70,7 @@ def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
                 content=body,
             )
             response = sandbox.handle(request)
-            payload = response.content
-            self.send_response(response.status_code)
-            for k, v in response.headers.items():
-                if k.lower() in ("content-length", "transfer-encoding", "connection"):
-                    continue
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: object) -> None:
-            return  # quiet: the sandbox's journal records what matters
+            self._send(response.status_code, response.headers, response.content)
 
     return Handler
 
@@ -90,7 +119,23 @@ class _IPv6Server(_Server):
     address_family = socket.AF_INET6
 
 
-class SandboxServer:
+class BackgroundServer:
+    """An ``httpd`` served from a daemon thread between ``start`` and ``stop``."""
+
+    httpd: ThreadingHTTPServer
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class SandboxServer(BackgroundServer):
     """A running loopback server; ``url`` is its base URL. A taken port raises
     ``PortTakenError`` (never shares another sandbox)."""
 
@@ -100,16 +145,6 @@ class SandboxServer:
         self.httpd = _bind(host, port, sandbox)
         self.host, self.port = host, int(self.httpd.server_address[1])
         self.url = f"http://{url_host(self.host, self.port)}"
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SandboxServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

@@ -5,9 +5,32 @@ Each is replaced per day (``as_of_date`` / ``usage_date``) in one transaction.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Boolean, Column, Date, Integer, PrimaryKeyConstraint, String, Table, Text
 
-from usage_orchestration.warehouse.schema import MONEY, QUANTITY, metadata
+from usage_orchestration.warehouse.schema import MONEY, QUANTITY, load_id_column, metadata
+
+
+def month_day_columns() -> tuple[Column[Any], ...]:
+    """The day a month-to-date status row is as of, and its month (YYYY-MM)."""
+    return Column("as_of_date", Date, nullable=False), Column("month", String(7), nullable=False)
+
+
+def statement_key_columns() -> tuple[Column[Any], ...]:
+    """The key every statement row starts with: the month (YYYY-MM), the entity ("" for
+    unmapped usage), the provider ("all" on the entity's own line) and the resource type ("" on
+    the entity's line)."""
+    return (
+        Column("month", String(7), nullable=False),
+        Column("entity_id", String(128), nullable=False),
+        Column("provider", String(32), nullable=False),
+        Column("resource_type", String(64), nullable=False),
+    )
+
+
+STATEMENT_KEY = tuple(c.name for c in statement_key_columns())
+
 
 usage_reconciliation = Table(
     "usage_reconciliation",
@@ -28,7 +51,7 @@ usage_reconciliation = Table(
     Column("status", String(32), nullable=False),
     Column("within_tolerance", Boolean, nullable=False),
     Column("reason", Text),
-    Column("load_id", String(64), nullable=False),
+    load_id_column(),
     # added with issue 5: how much data each side holds, and whether credits were compared
     Column("provider_rows", Integer),
     Column("ledger_events", Integer),
@@ -42,8 +65,7 @@ usage_reconciliation = Table(
 budget_status = Table(
     "budget_status",
     metadata,
-    Column("as_of_date", Date, nullable=False),
-    Column("month", String(7), nullable=False),  # YYYY-MM
+    *month_day_columns(),
     Column("entity_id", String(128), nullable=False),
     Column("entity_type", String(64)),
     Column("entity_name", String(256)),
@@ -56,7 +78,7 @@ budget_status = Table(
     Column("days_of_data", Integer, nullable=False),
     Column("forecast_month_end", MONEY),  # null until forecast_min_days of data
     Column("forecast_overrun", MONEY),  # forecast - budget when positive
-    Column("load_id", String(64), nullable=False),
+    load_id_column(),
     # added with issue 5
     Column("thresholds_crossed", Text),  # e.g. "50,80" (percent), "" when none
     Column("forecast_percent", QUANTITY),  # forecast / budget × 100
@@ -70,8 +92,7 @@ budget_status = Table(
 credit_pool_status = Table(
     "credit_pool_status",
     metadata,
-    Column("as_of_date", Date, nullable=False),
-    Column("month", String(7), nullable=False),
+    *month_day_columns(),
     Column("included", MONEY, nullable=False),
     Column("used", MONEY, nullable=False),
     Column("remaining", MONEY, nullable=False),
@@ -82,15 +103,14 @@ credit_pool_status = Table(
     Column("forecast_remaining", MONEY),  # < 0: the pool runs out this month
     Column("projected_depletion_date", Date),  # null: not within the month at this rate
     Column("depleted", Boolean, nullable=False),
-    Column("load_id", String(64), nullable=False),
+    load_id_column(),
     PrimaryKeyConstraint("as_of_date", name="pk_credit_pool_status"),
 )
 
 provider_cap_status = Table(
     "provider_cap_status",
     metadata,
-    Column("as_of_date", Date, nullable=False),
-    Column("month", String(7), nullable=False),
+    *month_day_columns(),
     Column("provider", String(32), nullable=False),
     Column("metric", String(128), nullable=False),
     Column("unit", String(64), nullable=False),
@@ -104,7 +124,7 @@ provider_cap_status = Table(
     Column("forecast_overage", QUANTITY),  # forecast - cap when positive
     Column("projected_exhaustion_date", Date),
     Column("reason", Text),
-    Column("load_id", String(64), nullable=False),
+    load_id_column(),
     PrimaryKeyConstraint("as_of_date", "provider", "metric", "unit", name="pk_provider_cap_status"),
 )
 
@@ -122,7 +142,7 @@ usage_anomaly = Table(
     Column("impact_pct", QUANTITY),  # null when the baseline is zero (new usage)
     Column("direction", String(8), nullable=False),  # spike | drop
     Column("is_anomaly", Boolean, nullable=False),
-    Column("load_id", String(64), nullable=False),
+    load_id_column(),
     PrimaryKeyConstraint("usage_date", "entity_id", "resource_type", name="pk_usage_anomaly"),
 )
 
@@ -132,10 +152,7 @@ usage_anomaly = Table(
 monthly_statement = Table(
     "monthly_statement",
     metadata,
-    Column("month", String(7), nullable=False),  # YYYY-MM
-    Column("entity_id", String(128), nullable=False),  # "" for unmapped usage
-    Column("provider", String(32), nullable=False),  # "all": the entity's own line
-    Column("resource_type", String(64), nullable=False),  # "" on the entity's line
+    *statement_key_columns(),
     Column("entity_name", String(256)),
     Column("entity_type", String(64)),
     Column("ledger_unit", String(64)),
@@ -157,29 +174,17 @@ monthly_statement = Table(
     Column("days_of_data", Integer),
     Column("as_of_date", Date),  # the month's last materialized budget day
     Column("closed", Boolean, nullable=False),  # false: provisional (late-data window open)
-    Column("load_id", String(64), nullable=False),
-    PrimaryKeyConstraint(
-        "month", "entity_id", "provider", "resource_type", name="pk_monthly_statement"
-    ),
+    load_id_column(),
+    PrimaryKeyConstraint(*STATEMENT_KEY, name="pk_monthly_statement"),
 )
 
 monthly_statement_break = Table(
     "monthly_statement_break",
     metadata,
-    Column("month", String(7), nullable=False),
-    Column("entity_id", String(128), nullable=False),
-    Column("provider", String(32), nullable=False),
-    Column("resource_type", String(64), nullable=False),
+    *statement_key_columns(),
     Column("status", String(32), nullable=False),
     Column("row_count", Integer, nullable=False),
     Column("delta_credits", MONEY),
-    Column("load_id", String(64), nullable=False),
-    PrimaryKeyConstraint(
-        "month",
-        "entity_id",
-        "provider",
-        "resource_type",
-        "status",
-        name="pk_monthly_statement_break",
-    ),  # fmt: skip
+    load_id_column(),
+    PrimaryKeyConstraint(*STATEMENT_KEY, "status", name="pk_monthly_statement_break"),
 )

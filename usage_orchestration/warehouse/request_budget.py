@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import KW_ONLY, dataclass
 
 from sqlalchemy import Column, Double, Integer, String, Table, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -194,20 +195,16 @@ class WarehouseRequestBudget:
         return time.time()
 
 
+@dataclass(frozen=True, eq=False)  # one budget source is not equal to another
 class WarehouseBudgets:
     """``RequestBudgets`` in one warehouse: budget ``provider:account`` for every provider
-    account, shared by every process using the warehouse."""
+    account, shared by every process using the warehouse; ``clock`` and ``sleep`` go to each
+    budget (``WarehouseRequestBudget``)."""
 
-    def __init__(
-        self,
-        warehouse: Warehouse,
-        *,
-        clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.warehouse = warehouse
-        self._clock = clock
-        self._sleep = sleep
+    warehouse: Warehouse
+    _: KW_ONLY
+    clock: Callable[[], float] | None = None
+    sleep: Callable[[float], None] = time.sleep
 
     def budget(
         self, provider: str, account: str, max_requests: int, per_seconds: float
@@ -218,8 +215,8 @@ class WarehouseBudgets:
             account,
             max_requests,
             per_seconds,
-            clock=self._clock,
-            sleep=self._sleep,
+            clock=self.clock,
+            sleep=self.sleep,
         )
 
 

@@ -10,6 +10,8 @@ needs a revision (docs/operations.md). Other modules add their tables to the sam
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Column,
     Date,
@@ -29,6 +31,18 @@ metadata = MetaData()
 
 QUANTITY = ExactDecimal()
 MONEY = ExactDecimal()
+
+
+def load_id_column() -> Column[str]:
+    """The load that wrote the row, on every warehouse table (a new Column each: a Column
+    belongs to one table)."""
+    return Column("load_id", String(64), nullable=False)
+
+
+def provider_load_columns() -> tuple[Column[Any], ...]:
+    """The load that wrote a provider row and when it fetched the row's data."""
+    return load_id_column(), Column("fetched_at", DateTime, nullable=False)
+
 
 provider_usage = Table(
     "provider_usage",
@@ -54,8 +68,7 @@ provider_usage = Table(
     Column("entity_id", String(128)),
     Column("entity_type", String(64)),
     Column("resource_type", String(64)),
-    Column("load_id", String(64), nullable=False),
-    Column("fetched_at", DateTime, nullable=False),
+    *provider_load_columns(),
     PrimaryKeyConstraint("provider", "usage_date", "source_key", name="pk_provider_usage"),
 )
 
@@ -78,8 +91,7 @@ provider_coverage = Table(
     Column("status", String(16), nullable=False),  # complete | unavailable
     Column("reason", Text),
     Column("row_count", Integer, nullable=False),
-    Column("load_id", String(64), nullable=False),
-    Column("fetched_at", DateTime, nullable=False),
+    *provider_load_columns(),
     PrimaryKeyConstraint("provider", "account_id", "usage_date", name="pk_provider_coverage"),
 )
 
@@ -94,7 +106,7 @@ ledger_daily_usage = Table(
     Column("quantity", QUANTITY),  # null: the ledger backend cannot tell (HTTP API)
     Column("credits", MONEY, nullable=False),
     Column("events", Integer, nullable=False),
-    Column("load_id", String(64), nullable=False),
+    load_id_column(),
     PrimaryKeyConstraint(
         "usage_date", "entity_id", "resource_type", "unit", name="pk_ledger_daily_usage"
     ),

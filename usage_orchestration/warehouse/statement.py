@@ -17,18 +17,17 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Select, Table, and_, case, func, select
 
-from usage_orchestration.core.budgets import BudgetRow
+from usage_orchestration.core.budgets import BudgetRow, ProviderCapRow
 from usage_orchestration.core.dates import month_end, month_of, month_start
 from usage_orchestration.core.statement import (
     MATCHED,
     STATEMENT_COLUMNS,
     BreakLine,
-    CapLine,
     ProviderLine,
     Statement,
 )
@@ -43,89 +42,88 @@ from usage_orchestration.warehouse.analysis_schema import (
 from usage_orchestration.warehouse.store import Warehouse, insert_rows, lock_replace
 from usage_orchestration.warehouse.types import exact_sum
 
+T = TypeVar("T")
+
 
 def _span(column: Any, month: date) -> Any:
     return and_(column >= month_start(month), column <= month_end(month))
 
 
+def _read(warehouse: Warehouse, query: Select[Any], row: Callable[..., T]) -> list[T]:
+    """``query``'s rows, each made into ``row`` from its columns by name."""
+    warehouse.ensure_schema()
+    with warehouse.engine.connect() as conn:
+        return [row(**r._mapping) for r in conn.execute(query)]
+
+
+def _fields_of(table: Table, row: type[Any]) -> list[Any]:
+    """The columns of ``table`` that the dataclass ``row`` holds, in its field order."""
+    return [table.c[name] for name in row.__dataclass_fields__]
+
+
+def _month_reconciliation(
+    month: date, keys: Sequence[str], *sums: Any, where: Sequence[Any] = ()
+) -> Select[Any]:
+    """The month's ``usage_reconciliation`` rows that meet ``where``, summed (``sums``) per
+    ``keys``, in their order."""
+    t = usage_reconciliation
+    by = [t.c[k] for k in keys]
+    return (
+        select(*by, *sums).where(_span(t.c.usage_date, month), *where).group_by(*by).order_by(*by)
+    )
+
+
 def budget_days(warehouse: Warehouse, month: date) -> list[BudgetRow]:
     """Every ``budget_status`` row of the month (one per materialized day and entity)."""
     t = budget_status
-    warehouse.ensure_schema()
-    with warehouse.engine.connect() as conn:
-        rows = conn.execute(
-            select(*(t.c[name] for name in BudgetRow.__dataclass_fields__))
-            .where(_span(t.c.as_of_date, month))
-            .order_by(t.c.as_of_date, t.c.entity_id)
-        )
-        return [BudgetRow(**r._mapping) for r in rows]
+    query = (
+        select(*_fields_of(t, BudgetRow))
+        .where(_span(t.c.as_of_date, month))
+        .order_by(t.c.as_of_date, t.c.entity_id)
+    )
+    return _read(warehouse, query, BudgetRow)
 
 
 def provider_lines(warehouse: Warehouse, month: date) -> list[ProviderLine]:
     """The month's reconciliation summed per entity, provider, resource type and unit."""
     t = usage_reconciliation
-    keys = (t.c.entity_id, t.c.provider, t.c.resource_type, t.c.ledger_unit)
-    warehouse.ensure_schema()
-    with warehouse.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                *keys,
-                exact_sum(t.c.expected_quantity).label("usage_quantity"),
-                exact_sum(t.c.expected_credits).label("expected_credits"),
-                exact_sum(t.c.recorded_credits).label("credits_charged"),
-                exact_sum(t.c.delta_credits).label("delta_credits"),
-                func.count(func.distinct(t.c.usage_date)).label("days"),
-            )
-            .where(_span(t.c.usage_date, month))
-            .group_by(*keys)
-            .order_by(*keys)
-        )
-        return [ProviderLine(**r._mapping) for r in rows]
+    query = _month_reconciliation(
+        month,
+        ("entity_id", "provider", "resource_type", "ledger_unit"),
+        exact_sum(t.c.expected_quantity).label("usage_quantity"),
+        exact_sum(t.c.expected_credits).label("expected_credits"),
+        exact_sum(t.c.recorded_credits).label("credits_charged"),
+        exact_sum(t.c.delta_credits).label("delta_credits"),
+        func.count(func.distinct(t.c.usage_date)).label("days"),
+    )
+    return _read(warehouse, query, ProviderLine)
 
 
 def break_lines(warehouse: Warehouse, month: date) -> list[BreakLine]:
     """The month's reconciliation rows that did not match, per entity, provider, resource type
     and status, with their summed delta."""
     t = usage_reconciliation
-    keys = (t.c.entity_id, t.c.provider, t.c.resource_type, t.c.status)
-    warehouse.ensure_schema()
-    with warehouse.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                *keys,
-                func.count().label("rows"),
-                exact_sum(t.c.delta_credits).label("delta_credits"),
-            )
-            .where(_span(t.c.usage_date, month), t.c.status != MATCHED)
-            .group_by(*keys)
-            .order_by(*keys)
-        )
-        return [BreakLine(**r._mapping) for r in rows]
+    query = _month_reconciliation(
+        month,
+        ("entity_id", "provider", "resource_type", "status"),
+        func.count().label("rows"),
+        exact_sum(t.c.delta_credits).label("delta_credits"),
+        where=[t.c.status != MATCHED],
+    )
+    return _read(warehouse, query, BreakLine)
 
 
-def cap_lines(warehouse: Warehouse, as_of: date | None) -> list[CapLine]:
+def cap_lines(warehouse: Warehouse, as_of: date | None) -> list[ProviderCapRow]:
     """The provider caps as of ``as_of`` (none without a day)."""
     if as_of is None:
         return []
     t = provider_cap_status
-    warehouse.ensure_schema()
-    with warehouse.engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                t.c.provider,
-                t.c.metric,
-                t.c.unit,
-                t.c.cap_quantity,
-                t.c.used_quantity,
-                t.c.percent_used,
-                t.c.forecast_month_end,
-                t.c.forecast_overage,
-                t.c.over_cap,
-            )
-            .where(t.c.as_of_date == as_of)
-            .order_by(t.c.provider, t.c.metric, t.c.unit)
-        )
-        return [CapLine(**r._mapping) for r in rows]
+    query = (
+        select(*_fields_of(t, ProviderCapRow))
+        .where(t.c.as_of_date == as_of)
+        .order_by(t.c.provider, t.c.metric, t.c.unit)
+    )
+    return _read(warehouse, query, ProviderCapRow)
 
 
 def write_statement(warehouse: Warehouse, statement: Statement, load_id: str) -> int:
@@ -147,22 +145,18 @@ def statement_rows(warehouse: Warehouse, month: date) -> list[dict[str, Any]]:
     """The month's stored ``monthly_statement`` rows: each entity's line first, then its
     providers."""
     t = monthly_statement
-    warehouse.ensure_schema()
-    with warehouse.engine.connect() as conn:
-        return [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(t)
-                .where(t.c.month == month_of(month))
-                .order_by(
-                    case((t.c.entity_id == "", 1), else_=0),
-                    t.c.entity_id,
-                    case((t.c.provider == "all", 0), else_=1),
-                    t.c.provider,
-                    t.c.resource_type,
-                )
-            )
-        ]
+    query = (
+        select(t)
+        .where(t.c.month == month_of(month))
+        .order_by(
+            case((t.c.entity_id == "", 1), else_=0),
+            t.c.entity_id,
+            case((t.c.provider == "all", 0), else_=1),
+            t.c.provider,
+            t.c.resource_type,
+        )
+    )
+    return _read(warehouse, query, dict)
 
 
 def statement_paths(directory: str | Path, month: date) -> tuple[Path, Path]:
