@@ -41,7 +41,6 @@ from usage_orchestration.providers.records import (
     UsageRow,
     day_coverage,
 )
-from usage_orchestration.settings.phala import PhalaSettings
 
 PROVIDER = "phala"
 USAGE_PATH = "/api/v1/apps/{app_id}/usage"
@@ -403,20 +402,4 @@ def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> Usage
             {**(details or {}), "event_type": rec.event_type, "project_id": rec.project_id},
             sort_keys=True,
         ),
-    )
-
-
-def client_from_settings(
-    cfg: PhalaSettings, api_key: str, *, transport: httpx.BaseTransport | None = None
-) -> PhalaClient:
-    """A client with the settings' policy (no request budget: Phala documents no rate limit)."""
-    return PhalaClient(
-        cfg.base_url,
-        api_key,
-        api_version=cfg.api_version,
-        page_size=cfg.page_size,
-        max_pages=cfg.max_pages,
-        timeout_s=cfg.timeout_s,
-        retry=RetryPolicy(max_attempts=cfg.max_attempts, retry_after_cap_s=cfg.retry_after_cap_s),
-        transport=transport,
     )

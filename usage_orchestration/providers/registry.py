@@ -22,7 +22,7 @@ import httpx
 
 from usage_orchestration.core.reconcile import CoverageAccount, ReconcileConfig
 from usage_orchestration.providers import forge, neon, phala
-from usage_orchestration.providers.http import ProviderClient, RequestBudgets
+from usage_orchestration.providers.http import ProviderClient, RequestBudgets, RetryPolicy
 from usage_orchestration.providers.records import FetchChunk, FetchResult, FetchStats, FetchStream
 from usage_orchestration.settings import UsageSettings
 
@@ -123,9 +123,16 @@ def _phala_client(
     credentials: Mapping[str, str],
     **options: Unpack[FetchOptions],
 ) -> phala.PhalaClient:
-    # options["budgets"] goes unused: Phala documents no rate limit
-    return phala.client_from_settings(
-        settings.phala, credentials.get("api_key", ""), transport=options.get("transport")
+    cfg = settings.phala
+    return phala.PhalaClient(
+        cfg.base_url,
+        credentials.get("api_key", ""),
+        api_version=cfg.api_version,
+        page_size=cfg.page_size,
+        max_pages=cfg.max_pages,
+        timeout_s=cfg.timeout_s,
+        retry=RetryPolicy(max_attempts=cfg.max_attempts, retry_after_cap_s=cfg.retry_after_cap_s),
+        transport=options.get("transport"),  # no budgets: Phala documents no rate limit
     )
 
 
