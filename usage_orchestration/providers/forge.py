@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from usage_orchestration.core.dates import day_bounds, iso_utc, utc_midnight
 from usage_orchestration.providers.http import (
     PageGuard,
     ProviderClient,
@@ -39,9 +40,9 @@ from usage_orchestration.providers.http import (
     RequestBudget,
     RequestBudgets,
     RetryPolicy,
-    SharedRateBudget,
     body_json,
 )
+from usage_orchestration.providers.policy import account_budget, schema_problem
 from usage_orchestration.providers.records import (
     CoverageStatus,
     DayCoverage,
@@ -334,10 +335,6 @@ def _basic_credentials(email: str, api_token: str) -> str:
     return base64.b64encode(f"{email}:{api_token}".encode()).decode() if email and api_token else ""
 
 
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def period_day(period: str) -> date:
     """``period`` ("2025-09-01", or a date-time at midnight UTC) → its UTC day. A date-time
     at any other instant does not name one day: refused rather than mis-dated."""
@@ -486,8 +483,8 @@ class ForgeClient(ProviderClient):
         filters: dict[str, Any] = {
             "resource": resource,
             "interval": {
-                "start": _iso(datetime.combine(start, time(0), tzinfo=UTC)),
-                "end": _iso(datetime.combine(end_inclusive, time(23, 59, 59), tzinfo=UTC)),
+                "start": iso_utc(utc_midnight(start)),
+                "end": iso_utc(datetime.combine(end_inclusive, time(23, 59, 59), tzinfo=UTC)),
             },
             "page": page,
         }
@@ -559,12 +556,7 @@ class ForgeClient(ProviderClient):
         try:
             parsed = UsageResponse.model_validate(located)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise fail(
-                f"malformed appResourceUsage: field {where!r}: {first['msg']} "
-                f"({exc.error_count()} problem(s))"
-            ) from None
+            raise fail(f"malformed appResourceUsage: {schema_problem(exc)}") from None
         if app.group_by and parsed.typename == FLAT:
             raise fail(f"asked for groupBy {app.group_by}, got the flat fragment")
         return parsed
@@ -595,13 +587,24 @@ class ForgeClient(ProviderClient):
         out: list[UsagePoint] = []
         for item in parsed.items:
             d = day_of(item.period, item.resolution)
-            if isinstance(item, FlatUsage):
-                out.append(_point(item.period, d, item.resolution, None, None, item))
-            else:
-                out += [
-                    _point(item.period, d, item.resolution, g.groupBy, g.groupValue, g)
-                    for g in item.groups
-                ]
+            # (group_by, group_value, quantity) of each reading: a flat period is one, ungrouped
+            readings: list[tuple[str | None, str | None, FlatUsage | UsageGroup]] = (
+                [(None, None, item)]
+                if isinstance(item, FlatUsage)
+                else [(g.groupBy, g.groupValue, g) for g in item.groups]
+            )
+            out += [
+                UsagePoint(
+                    period=item.period,
+                    day=d,
+                    resolution=item.resolution,
+                    group_by=group_by,
+                    group_value=group_value,
+                    quantity=usage.tokensConsumed,
+                    unit=usage.tokenUnit,
+                )
+                for group_by, group_value, usage in readings
+            ]
         return out
 
     def available(self, day: date) -> bool:
@@ -662,30 +665,12 @@ class ForgeClient(ProviderClient):
         return out
 
 
-def _point(
-    period: str,
-    day: date,
-    resolution: str | None,
-    group_by: str | None,
-    group_value: str | None,
-    usage: FlatUsage | UsageGroup,
-) -> UsagePoint:
-    return UsagePoint(
-        period=period,
-        day=day,
-        resolution=resolution,
-        group_by=group_by,
-        group_value=group_value,
-        quantity=usage.tokensConsumed,
-        unit=usage.tokenUnit,
-    )
-
-
 def normalize(point: UsagePoint, app: ForgeApp, resource: str, account_id: str) -> UsageRow:
-    start = datetime.combine(point.day, time(0), tzinfo=UTC)
+    start, end = day_bounds(point.day, point.day)
     details = {"period": point.period, "resolution": point.resolution}
     if point.group_value is not None:
         details["group_by"] = point.group_by
+    # no billed_cost: Forge reports tokens, never a price
     return UsageRow(
         provider=PROVIDER,
         billing_account_id=account_id,
@@ -694,14 +679,12 @@ def normalize(point: UsagePoint, app: ForgeApp, resource: str, account_id: str) 
         sub_account_id=point.group_value,
         metric=resource,
         charge_period_start=start,
-        charge_period_end=start + timedelta(days=1),
+        charge_period_end=end,
         usage_date=point.day,
         consumed_quantity=point.quantity,
         consumed_unit=point.unit,
         raw_quantity=point.quantity,
         raw_unit=point.unit,
-        billed_cost=None,
-        billing_currency=None,
         source_key=source_key(
             app.app_id, resource, point.period, point.group_by, point.group_value
         ),
@@ -727,14 +710,13 @@ def client_from_settings(
     """A client with the settings' policy and the cross-process request budget of the account
     (``rate_limit_max_requests`` per ``rate_limit_per_seconds`` plus the safety margin): drawn
     from ``budgets`` when given (e.g. the warehouse's), else the file under ``state_dir``."""
-    max_requests = settings.rate_limit_max_requests
-    per_seconds = settings.rate_limit_per_seconds + settings.rate_limit_margin_s
-    budget: RequestBudget = (
-        budgets.budget("forge", settings.account_id, max_requests, per_seconds)
-        if budgets is not None
-        else SharedRateBudget(
-            budget_path(state_dir, settings.account_id), max_requests, per_seconds
-        )
+    budget = account_budget(
+        PROVIDER,
+        settings.account_id,
+        settings.rate_limit_max_requests,
+        settings.rate_limit_per_seconds + settings.rate_limit_margin_s,
+        budgets=budgets,
+        path=budget_path(state_dir, settings.account_id),
     )
     return ForgeClient(
         settings.base_url,

@@ -22,14 +22,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from usage_orchestration.core.dates import (
+    aware_utc,
+    day_bounds,
+    iso_utc,
+    month_start,
+    next_month,
+    utc_midnight,
+)
 from usage_orchestration.providers.http import (
     PageGuard,
     ProviderClient,
@@ -39,10 +47,10 @@ from usage_orchestration.providers.http import (
     RequestBudget,
     RequestBudgets,
     RetryPolicy,
-    SharedRateBudget,
     body_json,
     offending_item,
 )
+from usage_orchestration.providers.policy import account_budget, schema_problem
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow, day_coverage
 from usage_orchestration.settings.neon import NEON_ID, NEON_ID_PATTERN, NeonSettings
 
@@ -108,38 +116,37 @@ def _text_datetime(v: Any) -> Any:
     return v
 
 
+def _text_or_null(v: Any) -> Any:
+    # null is left to the field's own type (required, or optional like period_end)
+    return v if v is None else _text_datetime(v)
+
+
+def _count(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"must be an integer, got {v!r}")
+    if v < 0:
+        raise ValueError(f"must not be negative, got {v!r}")
+    return v
+
+
+Count = Annotated[int, BeforeValidator(_count)]
+UtcText = Annotated[datetime, BeforeValidator(_text_datetime), AfterValidator(aware_utc)]
+PeriodText = Annotated[datetime, BeforeValidator(_text_or_null)]
+
+
 class NeonMetricValue(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     metric_name: str
-    value: int
-
-    @field_validator("value", mode="before")
-    @classmethod
-    def _integer(cls, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"must be an integer, got {v!r}")
-        if v < 0:
-            raise ValueError(f"must not be negative, got {v!r}")
-        return v
+    value: Count
 
 
 class NeonTimeframe(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    timeframe_start: datetime
-    timeframe_end: datetime
+    timeframe_start: UtcText
+    timeframe_end: UtcText
     metrics: list[NeonMetricValue]  # sparse, but present (an empty list is "no usage")
-
-    @field_validator("timeframe_start", "timeframe_end", mode="before")
-    @classmethod
-    def _text(cls, v: Any) -> Any:
-        return _text_datetime(v)
-
-    @field_validator("timeframe_start", "timeframe_end")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
 
 class NeonPeriod(BaseModel):
@@ -147,14 +154,9 @@ class NeonPeriod(BaseModel):
 
     period_id: str
     period_plan: str | None = None
-    period_start: datetime
-    period_end: datetime | None = None  # only on past billing periods
+    period_start: PeriodText
+    period_end: PeriodText | None = None  # only on past billing periods
     consumption: list[NeonTimeframe]
-
-    @field_validator("period_start", "period_end", mode="before")
-    @classmethod
-    def _text(cls, v: Any) -> Any:
-        return v if v is None else _text_datetime(v)
 
 
 class NeonProject(BaseModel):
@@ -182,21 +184,13 @@ class NeonPage(BaseModel):
 
 
 # -- windows ------------------------------------------------------------------------------------
-def _midnight(d: date) -> datetime:
-    return datetime.combine(d, time(0), tzinfo=UTC)
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _ceil_day(dt: datetime) -> date:
     d = dt.astimezone(UTC).date()
-    return d if _midnight(d) == dt else d + timedelta(days=1)
+    return d if utc_midnight(d) == dt else d + timedelta(days=1)
 
 
 def _window(granularity: str, start: datetime, end: datetime) -> str:
-    return f"{_iso(start)}..{_iso(end)} granularity {granularity}"
+    return f"{iso_utc(start)}..{iso_utc(end)} granularity {granularity}"
 
 
 def _project_of(response: httpx.Response, loc: tuple[Any, ...]) -> str:
@@ -211,14 +205,6 @@ def _row_counts(rows: Sequence[UsageRow]) -> dict[tuple[str, date], int]:
     for r in rows:
         counts[(r.resource_id, r.usage_date)] = counts.get((r.resource_id, r.usage_date), 0) + 1
     return counts
-
-
-def _month_start(d: date) -> date:
-    return d.replace(day=1)
-
-
-def _next_month(d: date) -> date:
-    return (d.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 class Windows(BaseModel):
@@ -238,7 +224,7 @@ class Windows(BaseModel):
         edge = now + timedelta(seconds=margin_s)  # assume Neon's clock may be ahead
         daily = max(_ceil_day(edge - timedelta(days=daily_days)), EARLIEST.date())
         month_edge = _ceil_day(edge - timedelta(days=monthly_days))
-        monthly = month_edge if month_edge.day == 1 else _next_month(month_edge)
+        monthly = month_edge if month_edge.day == 1 else next_month(month_edge)
         return cls(now=now, daily_earliest=daily, monthly_earliest=max(monthly, EARLIEST.date()))
 
     def is_daily(self, d: date) -> bool:
@@ -343,8 +329,8 @@ class NeonClient(ProviderClient):
             ("org_id", self.org_id),
             ("metrics", ",".join(self.metrics)),
             ("granularity", granularity),
-            ("from", _iso(start)),
-            ("to", _iso(end)),
+            ("from", iso_utc(start)),
+            ("to", iso_utc(end)),
             ("limit", str(self.page_limit)),
         ]
         out: list[NeonProject] = []
@@ -433,7 +419,7 @@ class NeonClient(ProviderClient):
                 t0, t1 = frame.timeframe_start, frame.timeframe_end
                 where = (
                     f"project {project.project_id} period {period.period_id} timeframe "
-                    f"{_iso(t0)}..{_iso(t1)}"
+                    f"{iso_utc(t0)}..{iso_utc(t1)}"
                 )
                 if t0 == end:
                     # the other reading of `to` (inclusive): the bucket it starts was not asked
@@ -442,25 +428,20 @@ class NeonClient(ProviderClient):
                 if not start <= t0 < end:
                     raise self._error(f"{where} lies outside the requested window", window)
                 if granularity == "daily":
-                    whole = t0 == _midnight(t0.date()) and t1 - t0 == timedelta(days=1)
+                    whole = t0 == utc_midnight(t0.date()) and t1 - t0 == timedelta(days=1)
                     if not whole:
                         raise self._error(f"{where} is not one whole UTC day", window)
                 elif granularity == "monthly":
-                    month = _midnight(_month_start(t0.date()))
-                    if t0 != month or t1 != _midnight(_next_month(t0.date())):
+                    month = utc_midnight(month_start(t0.date()))
+                    if t0 != month or t1 != utc_midnight(next_month(t0.date())):
                         raise self._error(f"{where} is not one calendar month", window)
 
     def _parse_page(self, response: httpx.Response, window: str, page_no: int) -> NeonPage:
         try:
             return NeonPage.model_validate(body_json(response))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise self._error(
-                f"malformed consumption page {page_no}: {_project_of(response, first['loc'])}"
-                f"field {where!r}: {first['msg']} ({exc.error_count()} problem(s))",
-                window,
-            ) from None
+            problem = schema_problem(exc, lambda loc: _project_of(response, loc))
+            raise self._error(f"malformed consumption page {page_no}: {problem}", window) from None
 
     # -- days ------------------------------------------------------------------------------------
     def accounts(self) -> list[str]:
@@ -502,7 +483,7 @@ class NeonClient(ProviderClient):
     def _fetch_daily(
         self, daily: list[date], fetched_at: datetime
     ) -> tuple[list[UsageRow], list[DayCoverage]]:
-        start, end = _midnight(daily[0]), _midnight(daily[-1] + timedelta(days=1))
+        start, end = day_bounds(daily[0], daily[-1])
         window = _window("daily", start, end)
         projects = self.fetch_projects("daily", start, end)
         wanted = set(daily)
@@ -518,17 +499,17 @@ class NeonClient(ProviderClient):
         """Outside days that are the first day of a month wholly outside the daily window and
         inside the monthly one."""
         months = {
-            _month_start(d)
+            month_start(d)
             for d in outside
             if d < win.daily_earliest
-            and _next_month(d) <= win.daily_earliest
-            and _month_start(d) >= win.monthly_earliest
+            and next_month(d) <= win.daily_earliest
+            and month_start(d) >= win.monthly_earliest
         }
         wanted = set(outside)
         return {m: m for m in months if m in wanted}
 
     def _fetch_monthly(self, months: list[date], fetched_at: datetime) -> list[UsageRow]:
-        start, end = _midnight(months[0]), _midnight(_next_month(months[-1]))
+        start, end = utc_midnight(months[0]), utc_midnight(next_month(months[-1]))
         projects = self.fetch_projects("monthly", start, end)
         rows = self._unique_rows(projects, "monthly", fetched_at, _window("monthly", start, end))
         wanted = set(months)
@@ -619,7 +600,7 @@ class NeonClient(ProviderClient):
     def _reason(
         self, d: date, win: Windows, policy: OutsideWindow, monthly_days: dict[date, date]
     ) -> str:
-        clock = _iso(win.now)
+        clock = iso_utc(win.now)
         if d > win.now.date():
             return f"provider_unavailable: {d} is after Neon's clock ({clock})"
         base = (
@@ -628,10 +609,10 @@ class NeonClient(ProviderClient):
         )
         if policy != "monthly":
             return base
-        month = _month_start(d)
+        month = month_start(d)
         if d == month and month in monthly_days:
             return f"{base}; the monthly figure for {month:%Y-%m} (granularity monthly) is recorded on this day"
-        if _next_month(d) > win.daily_earliest:
+        if next_month(d) > win.daily_earliest:
             return f"{base}; {month:%Y-%m} is partly inside the daily window, so no monthly figure is used"
         if month < win.monthly_earliest:
             return f"{base}; monthly consumption is kept only from {win.monthly_earliest}"
@@ -679,7 +660,7 @@ def normalize_timeframe(
         if m.metric_name in reported:
             raise ProviderResponseError(
                 PROVIDER,
-                f"project {project_id} period {period.period_id} timeframe {_iso(frame.timeframe_start)}: "
+                f"project {project_id} period {period.period_id} timeframe {iso_utc(frame.timeframe_start)}: "
                 f"field 'metrics' lists {m.metric_name!r} twice",
                 account=f"org {org_id}",
                 window=window or frame.timeframe_start.date().isoformat(),
@@ -691,8 +672,8 @@ def normalize_timeframe(
             "granularity": granularity,
             "period_id": period.period_id,
             "period_plan": period.period_plan,
-            "period_start": _iso(period.period_start),
-            "period_end": _iso(period.period_end) if period.period_end else None,
+            "period_start": iso_utc(period.period_start),
+            "period_end": iso_utc(period.period_end) if period.period_end else None,
         },
         sort_keys=True,
     )
@@ -710,12 +691,12 @@ def normalize_timeframe(
                 charge_period_start=start,
                 charge_period_end=frame.timeframe_end,
                 # a monthly figure is attributed to its month: recorded on the month's first day
-                usage_date=_month_start(start.date()) if granularity == "monthly" else start.date(),
+                usage_date=month_start(start.date()) if granularity == "monthly" else start.date(),
                 consumed_quantity=Decimal(raw) / unit.divide_by,
                 consumed_unit=unit.billing_unit,
                 raw_quantity=Decimal(raw),
                 raw_unit=unit.raw_unit,
-                source_key=f"{project_id}|{period.period_id}|{_iso(start)}|{name}",
+                source_key=f"{project_id}|{period.period_id}|{iso_utc(start)}|{name}",
                 details=details,
             )
         )
@@ -752,12 +733,13 @@ def client_from_settings(
 ) -> NeonClient:
     """A client with the settings' policy and the cross-process request budget of the org:
     drawn from ``budgets`` when given (e.g. the warehouse's), else the file under ``state_dir``."""
-    budget: RequestBudget = (
-        budgets.budget("neon", cfg.org_id, cfg.rate_limit_requests, cfg.rate_limit_window_s)
-        if budgets is not None
-        else SharedRateBudget(
-            budget_path(state_dir, cfg.org_id), cfg.rate_limit_requests, cfg.rate_limit_window_s
-        )
+    budget = account_budget(
+        PROVIDER,
+        cfg.org_id,
+        cfg.rate_limit_requests,
+        cfg.rate_limit_window_s,
+        budgets=budgets,
+        path=budget_path(state_dir, cfg.org_id),
     )
     return NeonClient(
         cfg.base_url,

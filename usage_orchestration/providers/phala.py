@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from usage_orchestration.core.dates import iso_utc, utc_midnight
 from usage_orchestration.providers.http import (
     PageGuard,
     ProviderClient,
@@ -31,6 +32,7 @@ from usage_orchestration.providers.http import (
     body_json,
     offending_item,
 )
+from usage_orchestration.providers.policy import schema_problem
 from usage_orchestration.providers.records import (
     DayCoverage,
     FetchChunk,
@@ -105,14 +107,6 @@ class PhalaUsagePage(BaseModel):
     @classmethod
     def _number(cls, v: Any) -> Any:
         return _json_number(v)
-
-
-def _utc(d: date) -> datetime:
-    return datetime.combine(d, time(0), tzinfo=UTC)
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _error(app_id: str, window: str, message: str) -> ProviderResponseError:
@@ -222,8 +216,8 @@ class PhalaClient(ProviderClient):
         window = f"{start.isoformat()}..{end_inclusive.isoformat()}"
         after = end_inclusive + timedelta(days=1)  # end_date: the midnight ending the window
         params_base = {
-            "start_date": _iso(_utc(start)),
-            "end_date": _iso(_utc(after)),
+            "start_date": iso_utc(utc_midnight(start)),
+            "end_date": iso_utc(utc_midnight(after)),
             "limit": self.page_size,
         }
         guard = PageGuard(PROVIDER, self.max_pages, account=f"app {app_id}", window=window)
@@ -297,13 +291,9 @@ class PhalaClient(ProviderClient):
         try:
             return PhalaUsagePage.model_validate(body_json(response))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
+            problem = schema_problem(exc, lambda loc: _record_of(response, loc))
             raise _error(
-                app_id,
-                window,
-                f"malformed usage page at offset {offset}: {_record_of(response, first['loc'])}"
-                f"field {where!r}: {first['msg']} ({exc.error_count()} problem(s))",
+                app_id, window, f"malformed usage page at offset {offset}: {problem}"
             ) from None
 
     def fetch_days(self, app_ids: Sequence[str], days: Sequence[date]) -> FetchResult:

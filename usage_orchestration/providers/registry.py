@@ -16,21 +16,32 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import httpx
 
 from usage_orchestration.core.reconcile import CoverageAccount, ReconcileConfig
 from usage_orchestration.providers import forge, neon, phala
-from usage_orchestration.providers.http import RequestBudgets, RetryPolicy
+from usage_orchestration.providers.http import ProviderClient, RequestBudgets, RetryPolicy
 from usage_orchestration.providers.records import FetchChunk, FetchResult, FetchStats, FetchStream
 from usage_orchestration.settings import UsageSettings
 
 # A configured coverage account and the provider resource it covers (None: all of them).
 Account = CoverageAccount
 
+
+class FetchOptions(TypedDict, total=False):
+    """How a fetch reaches its provider (both optional)."""
+
+    transport: httpx.BaseTransport | None  # None: the network
+    budgets: RequestBudgets | None  # where the request budgets live (None: files under state_dir)
+
+
+# fetch(settings, credentials, days, **options) → rows and coverage for every day
 Fetch = Callable[..., FetchResult]
+# stream(settings, credentials, days, **options) → the fetch as chunks, for the loader
 Stream = Callable[..., FetchStream]
+C = TypeVar("C", bound=ProviderClient)
 
 
 @dataclass(frozen=True)
@@ -38,14 +49,10 @@ class ProviderSpec:
     name: str  # the `provider` column, pool, tag and asset key prefix
     title: str  # for people: "Phala Cloud"
     secrets: Mapping[str, str]  # credential name → environment variable
-    # fetch(settings, credentials, days, transport=None, budgets=None) → rows and coverage for
-    # every day; budgets: where the request budgets live (None: the files under state_dir)
     fetch: Fetch
     # the configured accounts of the provider's settings
     accounts: Callable[[Any], list[Account]]
     description: str
-    # stream(settings, credentials, days, transport=None, budgets=None) → the fetch as chunks,
-    # for the loader;
     # None: the whole fetch as one chunk (its rows are bounded by the provider's lookback)
     stream_fetch: Stream | None = None
 
@@ -76,19 +83,15 @@ class ProviderSpec:
         settings: UsageSettings,
         credentials: Mapping[str, str],
         days: Sequence[date],
-        *,
-        transport: httpx.BaseTransport | None = None,
-        budgets: RequestBudgets | None = None,
+        **options: Unpack[FetchOptions],
     ) -> FetchStream:
         """The fetch of ``days`` as a stream of chunks (requests go out as it is read)."""
         if self.stream_fetch is not None:
-            return self.stream_fetch(
-                settings, credentials, days, transport=transport, budgets=budgets
-            )
+            return self.stream_fetch(settings, credentials, days, **options)
         stats = FetchStats()
 
         def whole() -> Iterator[FetchChunk]:
-            result = self.fetch(settings, credentials, days, transport=transport, budgets=budgets)
+            result = self.fetch(settings, credentials, days, **options)
             stats.requests, stats.retries = result.requests, result.retries
             stats.budget_wait_s = result.budget_wait_s
             yield FetchChunk(list(result.rows), list(result.coverage))
@@ -97,10 +100,28 @@ class ProviderSpec:
 
 
 # -- per-provider adapters: the settings and credentials → one fetch of a set of days -------------
+def _client_fetch(
+    open_client: Callable[..., C], read: Callable[[C, UsageSettings, Sequence[date]], FetchResult]
+) -> Fetch:
+    """A ``ProviderSpec.fetch``: ``read`` through a client that ``open_client`` makes from the
+    settings, credentials and options, closed when the fetch returns."""
+
+    def fetch(
+        settings: UsageSettings,
+        credentials: Mapping[str, str],
+        days: Sequence[date],
+        **options: Unpack[FetchOptions],
+    ) -> FetchResult:
+        with open_client(settings, credentials, **options) as client:
+            return read(client, settings, days)
+
+    return fetch
+
+
 def _phala_client(
     settings: UsageSettings,
     credentials: Mapping[str, str],
-    transport: httpx.BaseTransport | None,
+    **options: Unpack[FetchOptions],
 ) -> phala.PhalaClient:
     cfg = settings.phala
     return phala.PhalaClient(
@@ -111,32 +132,18 @@ def _phala_client(
         max_pages=cfg.max_pages,
         timeout_s=cfg.timeout_s,
         retry=RetryPolicy(max_attempts=cfg.max_attempts, retry_after_cap_s=cfg.retry_after_cap_s),
-        transport=transport,
+        transport=options.get("transport"),  # no budgets: Phala documents no rate limit
     )
-
-
-def _phala_fetch(
-    settings: UsageSettings,
-    credentials: Mapping[str, str],
-    days: Sequence[date],
-    *,
-    transport: httpx.BaseTransport | None = None,
-    budgets: RequestBudgets | None = None,  # unused: Phala documents no rate limit
-) -> FetchResult:
-    with _phala_client(settings, credentials, transport) as client:
-        return client.fetch_days(settings.phala.app_ids, days)
 
 
 def _phala_stream(
     settings: UsageSettings,
     credentials: Mapping[str, str],
     days: Sequence[date],
-    *,
-    transport: httpx.BaseTransport | None = None,
-    budgets: RequestBudgets | None = None,  # unused: Phala documents no rate limit
+    **options: Unpack[FetchOptions],
 ) -> FetchStream:
     """Phala page by page: a year of hourly records per app is the one large fetch."""
-    client = _phala_client(settings, credentials, transport)
+    client = _phala_client(settings, credentials, **options)
 
     def chunks() -> Iterator[FetchChunk]:
         with client:  # open while the loader reads the pages, closed when it stops
@@ -145,43 +152,28 @@ def _phala_stream(
     return FetchStream(chunks(), client.stats)
 
 
-def _neon_fetch(
+def _neon_client(
     settings: UsageSettings,
     credentials: Mapping[str, str],
-    days: Sequence[date],
-    *,
-    transport: httpx.BaseTransport | None = None,
-    budgets: RequestBudgets | None = None,
-) -> FetchResult:
-    client = neon.client_from_settings(
-        settings.neon,
-        credentials.get("api_key", ""),
-        settings.state_dir,
-        transport=transport,
-        budgets=budgets,
+    **options: Unpack[FetchOptions],
+) -> neon.NeonClient:
+    return neon.client_from_settings(
+        settings.neon, credentials.get("api_key", ""), settings.state_dir, **options
     )
-    with client:
-        return client.fetch_days(days, outside_window=settings.neon.outside_window)
 
 
-def _forge_fetch(
+def _forge_client(
     settings: UsageSettings,
     credentials: Mapping[str, str],
-    days: Sequence[date],
-    *,
-    transport: httpx.BaseTransport | None = None,
-    budgets: RequestBudgets | None = None,
-) -> FetchResult:
-    client = forge.client_from_settings(
+    **options: Unpack[FetchOptions],
+) -> forge.ForgeClient:
+    return forge.client_from_settings(
         settings.forge,
         credentials.get("email", ""),
         credentials.get("api_token", ""),
         settings.state_dir,
-        transport=transport,
-        budgets=budgets,
+        **options,
     )
-    with client:
-        return client.fetch_days(settings.forge.apps, days)
 
 
 def _phala_accounts(cfg: Any) -> list[Account]:
@@ -207,7 +199,7 @@ PHALA = ProviderSpec(
     name="phala",
     title="Phala Cloud",
     secrets={"api_key": "PHALA_API_KEY"},
-    fetch=_phala_fetch,
+    fetch=_client_fetch(_phala_client, lambda c, s, days: c.fetch_days(s.phala.app_ids, days)),
     stream_fetch=_phala_stream,
     accounts=_phala_accounts,
     description="Phala Cloud CVM metered usage (compute, storage) per app, normalized into "
@@ -217,7 +209,10 @@ NEON = ProviderSpec(
     name="neon",
     title="Neon",
     secrets={"api_key": "NEON_API_KEY"},
-    fetch=_neon_fetch,
+    fetch=_client_fetch(
+        _neon_client,
+        lambda c, s, days: c.fetch_days(days, outside_window=s.neon.outside_window),
+    ),
     accounts=_neon_accounts,
     description="Neon consumption metrics v2 (compute CU-hours, storage GB-months, transfer GB) "
     "per project, normalized into provider_usage. Days outside Neon's 60-day daily window are "
@@ -227,7 +222,7 @@ FORGE = ProviderSpec(
     name="forge",
     title="Atlassian Forge",
     secrets={"email": "FORGE_EMAIL", "api_token": "FORGE_API_TOKEN"},
-    fetch=_forge_fetch,
+    fetch=_client_fetch(_forge_client, lambda c, s, days: c.fetch_days(s.forge.apps, days)),
     accounts=_forge_accounts,
     description="Atlassian Forge app resource usage (FUNCTION_COMPUTE GB-seconds and any "
     "configured resource) per app, flat or grouped by site or environment, normalized into "
