@@ -17,11 +17,11 @@ import csv
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,7 +52,7 @@ from usage_orchestration.core.focus import (
     export_sources,
 )
 from usage_orchestration.warehouse.schema import MONEY, QUANTITY, metadata, provider_usage
-from usage_orchestration.warehouse.store import Warehouse, insert_rows
+from usage_orchestration.warehouse.store import Warehouse, each_distinct, insert_columns
 from usage_orchestration.warehouse.types import decimal_text, exact_sum
 
 _IN_CHUNK = 500
@@ -118,24 +118,18 @@ def _charge_stmt(days: Sequence[date], providers: Sequence[str]) -> Select[Any]:
 
 
 def _charges(conn: Connection, days: Sequence[date], providers: Sequence[str]) -> list[ChargeUsage]:
+    """``provider_usage`` of ``days`` summed per charge (provider, account, resource,
+    sub-account, metric, charge period, units, currency), in SQL (the sums exact Decimals on
+    every backend). ``rows_with_cost`` counts the rows that reported a cost, so a partly priced
+    charge is not taken for a priced one."""
     out: list[ChargeUsage] = []
     if not providers or not days:
         return out
     ordered = sorted(set(days))
     for i in range(0, len(ordered), _IN_CHUNK):
         stmt = _charge_stmt(ordered[i : i + _IN_CHUNK], providers)
-        out.extend(ChargeUsage(**_decimals(r._mapping)) for r in conn.execute(stmt))
+        out.extend(ChargeUsage(**r._mapping) for r in conn.execute(stmt))
     return out
-
-
-def charge_usage(
-    warehouse: Warehouse, days: Sequence[date], providers: Sequence[str]
-) -> list[ChargeUsage]:
-    """``provider_usage`` of ``days`` summed per charge (provider, account, resource,
-    sub-account, metric, charge period, units, currency), in SQL. ``rows_with_cost`` counts
-    the rows that reported a cost, so a partly priced charge is not taken for a priced one."""
-    with warehouse.engine.connect() as conn:
-        return _charges(conn, days, providers)
 
 
 def day_chunks(days: Sequence[date], size: int) -> Iterator[list[date]]:
@@ -162,46 +156,29 @@ def replace_focus_days(
         warehouse.replace_days(focus_cost_row, days, [], conn=conn)
         for chunk in day_chunks(days, CHUNK_DAYS):
             # fetched whole before inserting: one cursor at a time on the connection
-            records = _records(build(_charges(conn, chunk, providers)), load_id)
+            columns = _stored_columns(build(_charges(conn, chunk, providers)), load_id)
             allowed = set(chunk)
-            for r in records:
-                if r["usage_date"] not in allowed:
-                    raise ValueError(f"focus_cost_row: row for {r['usage_date']} outside {chunk}")
-            insert_rows(conn, focus_cost_row, records)
-            written += len(records)
+            for day in columns["usage_date"]:
+                if day not in allowed:
+                    raise ValueError(f"focus_cost_row: row for {day} outside {chunk}")
+            insert_columns(conn, focus_cost_row, columns)
+            written += len(columns["usage_date"])
     return written
 
 
-def _decimals(row: Mapping[str, Any]) -> dict[str, Any]:
-    # SQLite's SUM of NUMERIC comes back as float: back to the decimal it stored
-    out = dict(row)
-    for k in ("consumed_quantity", "raw_quantity", "billed_cost"):
-        v = out[k]
-        if v is not None and not isinstance(v, Decimal):
-            out[k] = Decimal(str(v))
-    return out
+_BUILT = [c.name for c in focus_cost_row.columns if c.name != "load_id"]
 
 
-def write_focus_rows(
-    warehouse: Warehouse, days: Sequence[date], rows: Iterable[Mapping[str, Any]], load_id: str
-) -> int:
-    """Replace ``days`` of ``focus_cost_row`` with ``rows`` in one transaction."""
-    return warehouse.replace_days(focus_cost_row, days, _records(rows, load_id))
+def _stored_columns(rows: Sequence[Mapping[str, Any]], load_id: str) -> dict[str, list[Any]]:
+    """FOCUS rows by column of ``focus_cost_row``: timestamps naive UTC, as stored (each
+    distinct one converted once: a month's billing period, an hour's charges)."""
+    columns = {name: [r.get(name) for r in rows] for name in _BUILT}
+    for name in _DATETIMES:
+        columns[name] = each_distinct(naive_utc, columns[name])
+    columns["load_id"] = [load_id] * len(rows)
+    return columns
 
 
-def _records(rows: Iterable[Mapping[str, Any]], load_id: str) -> list[dict[str, Any]]:
-    names = [c.name for c in focus_cost_row.columns if c.name != "load_id"]
-    records = []
-    for r in rows:
-        rec = {name: r.get(name) for name in names}
-        for name in _DATETIMES:
-            rec[name] = naive_utc(rec[name])
-        rec["load_id"] = load_id
-        records.append(rec)
-    return records
-
-
-_T = TypeVar("_T")
 _STORED = [*FOCUS_COLUMNS, *CUSTOM_COLUMNS]
 
 
@@ -306,12 +283,6 @@ def _csv_decimal(v: Any) -> str:
     return f"{text}0" if text.endswith(".") else text
 
 
-def _each_once(convert: Callable[[Any], _T], column: Sequence[Any]) -> list[_T]:
-    # a month's billing period, an hour's charges, a price: few distinct values per batch
-    done = {v: convert(v) for v in set(column)}
-    return [done[v] for v in column]
-
-
 # A batch of export rows by column, in the order of ``export_columns()``: the query yields it,
 # and each file converts a column at a time.
 Columns = Sequence[Sequence[Any]]
@@ -341,7 +312,8 @@ class _CsvSink:
 
     def write(self, columns: Columns) -> None:
         cells = [
-            col if convert is None else _each_once(convert, col)
+            # few distinct values per batch: a month's billing period, an hour's charges, a price
+            col if convert is None else each_distinct(convert, col)
             for col, convert in zip(columns, self._cells, strict=True)
         ]
         self._writer.writerows(zip(*cells, strict=True))
@@ -391,7 +363,7 @@ class _ParquetSink:
             pa.array(
                 # pyarrow takes datetimes (naive ones as UTC, as stored), text and integers as
                 # they are; only decimals need converting (float(): correctly rounded)
-                _each_once(_float, col) if kind == "decimal" else col,
+                each_distinct(_float, col) if kind == "decimal" else col,
                 type=_ARROW[kind],
             )
             for col, kind in zip(columns, self._kinds, strict=True)
