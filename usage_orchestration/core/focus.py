@@ -348,12 +348,15 @@ def export_columns() -> dict[str, ColumnKind]:
     return {**FOCUS_COLUMNS, **aliases, **CUSTOM_COLUMNS}
 
 
+def export_sources() -> dict[str, str]:
+    """Every column of the export file, in order, and the stored column it is read from (an
+    alias: its 1.0 column)."""
+    return {name: VALIDATOR_ALIASES.get(name, name) for name in export_columns()}
+
+
 def export_record(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored FOCUS row as an export record (aliases filled in, nothing else added)."""
-    out = {c: row.get(c) for c in (*FOCUS_COLUMNS, *CUSTOM_COLUMNS)}
-    for alias, column in VALIDATOR_ALIASES.items():
-        out[alias] = row.get(column)
-    return {c: out[c] for c in export_columns()}
+    return {name: row.get(source) for name, source in export_sources().items()}
 
 
 def exportable(row: Mapping[str, Any]) -> bool:

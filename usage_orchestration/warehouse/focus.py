@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -48,11 +49,11 @@ from usage_orchestration.core.focus import (
     ChargeUsage,
     ColumnKind,
     export_columns,
-    export_record,
+    export_sources,
 )
 from usage_orchestration.warehouse.schema import MONEY, QUANTITY, metadata, provider_usage
-from usage_orchestration.warehouse.store import Warehouse, insert_rows
-from usage_orchestration.warehouse.types import exact_sum
+from usage_orchestration.warehouse.store import Warehouse, each_distinct, insert_columns
+from usage_orchestration.warehouse.types import decimal_text, exact_sum
 
 _IN_CHUNK = 500
 # Days read, built and inserted at a time: a week of the demo's charges is a few thousand rows.
@@ -117,24 +118,18 @@ def _charge_stmt(days: Sequence[date], providers: Sequence[str]) -> Select[Any]:
 
 
 def _charges(conn: Connection, days: Sequence[date], providers: Sequence[str]) -> list[ChargeUsage]:
+    """``provider_usage`` of ``days`` summed per charge (provider, account, resource,
+    sub-account, metric, charge period, units, currency), in SQL (the sums exact Decimals on
+    every backend). ``rows_with_cost`` counts the rows that reported a cost, so a partly priced
+    charge is not taken for a priced one."""
     out: list[ChargeUsage] = []
     if not providers or not days:
         return out
     ordered = sorted(set(days))
     for i in range(0, len(ordered), _IN_CHUNK):
         stmt = _charge_stmt(ordered[i : i + _IN_CHUNK], providers)
-        out.extend(ChargeUsage(**_decimals(r._mapping)) for r in conn.execute(stmt))
+        out.extend(ChargeUsage(**r._mapping) for r in conn.execute(stmt))
     return out
-
-
-def charge_usage(
-    warehouse: Warehouse, days: Sequence[date], providers: Sequence[str]
-) -> list[ChargeUsage]:
-    """``provider_usage`` of ``days`` summed per charge (provider, account, resource,
-    sub-account, metric, charge period, units, currency), in SQL. ``rows_with_cost`` counts
-    the rows that reported a cost, so a partly priced charge is not taken for a priced one."""
-    with warehouse.engine.connect() as conn:
-        return _charges(conn, days, providers)
 
 
 def day_chunks(days: Sequence[date], size: int) -> Iterator[list[date]]:
@@ -161,78 +156,63 @@ def replace_focus_days(
         warehouse.replace_days(focus_cost_row, days, [], conn=conn)
         for chunk in day_chunks(days, CHUNK_DAYS):
             # fetched whole before inserting: one cursor at a time on the connection
-            records = _records(build(_charges(conn, chunk, providers)), load_id)
+            columns = _stored_columns(build(_charges(conn, chunk, providers)), load_id)
             allowed = set(chunk)
-            for r in records:
-                if r["usage_date"] not in allowed:
-                    raise ValueError(f"focus_cost_row: row for {r['usage_date']} outside {chunk}")
-            insert_rows(conn, focus_cost_row, records)
-            written += len(records)
+            for day in columns["usage_date"]:
+                if day not in allowed:
+                    raise ValueError(f"focus_cost_row: row for {day} outside {chunk}")
+            insert_columns(conn, focus_cost_row, columns)
+            written += len(columns["usage_date"])
     return written
 
 
-def _decimals(row: Mapping[str, Any]) -> dict[str, Any]:
-    # SQLite's SUM of NUMERIC comes back as float: back to the decimal it stored
-    out = dict(row)
-    for k in ("consumed_quantity", "raw_quantity", "billed_cost"):
-        v = out[k]
-        if v is not None and not isinstance(v, Decimal):
-            out[k] = Decimal(str(v))
-    return out
+_BUILT = [c.name for c in focus_cost_row.columns if c.name != "load_id"]
 
 
-def write_focus_rows(
-    warehouse: Warehouse, days: Sequence[date], rows: Iterable[Mapping[str, Any]], load_id: str
-) -> int:
-    """Replace ``days`` of ``focus_cost_row`` with ``rows`` in one transaction."""
-    return warehouse.replace_days(focus_cost_row, days, _records(rows, load_id))
+def _stored_columns(rows: Sequence[Mapping[str, Any]], load_id: str) -> dict[str, list[Any]]:
+    """FOCUS rows by column of ``focus_cost_row``: timestamps naive UTC, as stored (each
+    distinct one converted once: a month's billing period, an hour's charges)."""
+    columns = {name: [r.get(name) for r in rows] for name in _BUILT}
+    for name in _DATETIMES:
+        columns[name] = each_distinct(naive_utc, columns[name])
+    columns["load_id"] = [load_id] * len(rows)
+    return columns
 
 
-def _records(rows: Iterable[Mapping[str, Any]], load_id: str) -> list[dict[str, Any]]:
-    names = [c.name for c in focus_cost_row.columns if c.name != "load_id"]
-    records = []
-    for r in rows:
-        rec = {name: r.get(name) for name in names}
-        for name in _DATETIMES:
-            rec[name] = naive_utc(rec[name])
-        rec["load_id"] = load_id
-        records.append(rec)
-    return records
+_STORED = [*FOCUS_COLUMNS, *CUSTOM_COLUMNS]
 
 
-def _month_stmt(month: date, *, exportable_only: bool) -> Select[Any]:
+def _month_stmt(month: date) -> Select[Any]:
+    """The month's exportable rows, in a stable order; decimals as their stored text (the files
+    want text and floats, not Decimals)."""
     t = focus_cost_row
-    stmt = select(t).where(t.c.usage_date >= month_start(month), t.c.usage_date < next_month(month))
-    if exportable_only:
-        stmt = stmt.where(t.c.x_CostStatus == COST_REPORTED)
-    stmt = stmt.order_by(
+    kinds = {**FOCUS_COLUMNS, **CUSTOM_COLUMNS}
+    columns = [
+        decimal_text(t.c[name]).label(name) if kinds[name] == "decimal" else t.c[name]
+        for name in _STORED
+    ]
+    stmt = select(*columns).where(
+        t.c.usage_date >= month_start(month),
+        t.c.usage_date < next_month(month),
+        t.c.x_CostStatus == COST_REPORTED,
+    )
+    return stmt.order_by(
         t.c.usage_date, t.c.x_Provider, t.c.BillingAccountId, t.c.ResourceId, t.c.SubAccountId,
         t.c.x_Metric, t.c.ChargePeriodStart, t.c.PricingUnit,
     )  # fmt: skip
-    return stmt
 
 
-def month_rows(warehouse: Warehouse, month: date, *, exportable_only: bool) -> list[dict[str, Any]]:
-    """The month's rows of ``focus_cost_row``, in a stable order."""
+def _month_batches(warehouse: Warehouse, month: date) -> Iterator[Columns]:
+    """The month's export, ``EXPORT_BATCH`` rows at a time, each batch by export column (an
+    alias is its source's column again; ``yield_per``: a server-side cursor on PostgreSQL, so
+    the month is never in memory at once)."""
     warehouse.ensure_schema()
+    sources = list(export_sources().values())
     with warehouse.engine.connect() as conn:
-        return [
-            dict(r._mapping)
-            for r in conn.execute(_month_stmt(month, exportable_only=exportable_only))
-        ]
-
-
-def iter_month_batches(
-    warehouse: Warehouse, month: date, *, exportable_only: bool, batch: int | None = None
-) -> Iterator[list[Mapping[str, Any]]]:
-    """The month's rows in the order of ``month_rows``, ``batch`` at a time (``yield_per``: a
-    server-side cursor on PostgreSQL, so the month is never in memory at once)."""
-    warehouse.ensure_schema()
-    stmt = _month_stmt(month, exportable_only=exportable_only)
-    with warehouse.engine.connect() as conn:
-        result = conn.execution_options(yield_per=batch or EXPORT_BATCH).execute(stmt)
+        result = conn.execution_options(yield_per=EXPORT_BATCH).execute(_month_stmt(month))
         for part in result.partitions():
-            yield [r._mapping for r in part]  # read-only mappings: no copy of each row
+            stored = dict(zip(_STORED, zip(*part, strict=True), strict=True))
+            yield [stored[name] for name in sources]
 
 
 def export_paths(export_dir: str | Path, month: date) -> tuple[Path, Path]:
@@ -254,11 +234,10 @@ def export_month(
         try:
             n = 0
             with _CsvSink(csv_tmp) as csv_sink, _ParquetSink(parquet_tmp) as parquet_sink:
-                for rows in iter_month_batches(warehouse, month, exportable_only=True):
-                    records = [export_record(r) for r in rows]
-                    csv_sink.write(records)
-                    parquet_sink.write(records)
-                    n += len(records)
+                for columns in _month_batches(warehouse, month):
+                    csv_sink.write(columns)
+                    parquet_sink.write(columns)
+                    n += len(columns[0])
             # each file replaced whole: a reader sees the old month or the new one
             os.replace(csv_tmp, csv_path)
             os.replace(parquet_tmp, parquet_path)
@@ -275,10 +254,6 @@ def _temp_path(path: Path) -> Path:
     return Path(tmp)
 
 
-def _csv_text(v: Any) -> str:
-    return "" if v is None else str(v)
-
-
 def _csv_cell(v: Any) -> str:
     if v is None:
         return ""  # FOCUS CSV: an empty field is null
@@ -292,20 +267,56 @@ def _csv_cell(v: Any) -> str:
     return str(v)
 
 
+# Stored decimal text (``decimal_text``); at most 28 digits, which normalize() keeps exact.
+_CANONICAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]{12}")
+_CANONICAL_LEN = 29
+
+
+def _csv_decimal(v: Any) -> str:
+    """``_csv_cell`` of a decimal, straight from its stored text: the trailing zeros dropped,
+    the point kept (any other spelling goes through Decimal)."""
+    if type(v) is not str:
+        return _csv_cell(v)
+    if len(v) > _CANONICAL_LEN or _CANONICAL.fullmatch(v) is None:
+        return _csv_cell(Decimal(v))
+    text = v.rstrip("0")
+    return f"{text}0" if text.endswith(".") else text
+
+
+# A batch of export rows by column, in the order of ``export_columns()``: the query yields it,
+# and each file converts a column at a time.
+Columns = Sequence[Sequence[Any]]
+
+# The csv module writes text and integers as str() does and None as an empty field: only
+# decimals and timestamps need their FOCUS form.
+_CSV_CELLS: dict[ColumnKind, Callable[[Any], str] | None] = {
+    "decimal": _csv_decimal,
+    "datetime": _csv_cell,
+    "string": None,
+    "integer": None,
+}
+
+
+def _by_column(records: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    return [[r[name] for r in records] for name in export_columns()]
+
+
 class _CsvSink:
-    """A CSV file written a batch of records at a time (header first, even with no rows)."""
+    """A CSV file written a batch at a time (header first, even with no rows)."""
 
     def __init__(self, path: Path) -> None:
-        self._kinds = list(export_columns().items())
-        self.columns = [c for c, _ in self._kinds]
+        self._cells = [_CSV_CELLS[kind] for kind in export_columns().values()]
         self._file = path.open("w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
-        self._writer.writerow(self.columns)
+        self._writer.writerow(export_columns())
 
-    def write(self, records: Iterable[Mapping[str, Any]]) -> None:
-        # one converter per column by its kind: str() of text, the generic cell otherwise
-        cells = [(c, _csv_cell if k != "string" else _csv_text) for c, k in self._kinds]
-        self._writer.writerows([cell(r[c]) for c, cell in cells] for r in records)
+    def write(self, columns: Columns) -> None:
+        cells = [
+            # few distinct values per batch: a month's billing period, an hour's charges, a price
+            col if convert is None else each_distinct(convert, col)
+            for col, convert in zip(columns, self._cells, strict=True)
+        ]
+        self._writer.writerows(zip(*cells, strict=True))
 
     def __enter__(self) -> _CsvSink:
         return self
@@ -314,9 +325,9 @@ class _CsvSink:
         self._file.close()
 
 
-def write_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+def write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
     with _CsvSink(path) as sink:
-        sink.write(records)
+        sink.write(_by_column(records))
 
 
 _ARROW: dict[ColumnKind, pa.DataType] = {
@@ -332,28 +343,30 @@ def _schema() -> pa.Schema:
     return pa.schema([(name, _ARROW[kind]) for name, kind in export_columns().items()])
 
 
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
 class _ParquetSink:
-    """A Parquet file written one record batch (row group) per batch of records; a file with no
-    rows still carries the schema."""
+    """A Parquet file written one record batch (row group) per batch; a file with no rows still
+    carries the schema."""
 
     def __init__(self, path: Path) -> None:
         self.schema = _schema()
-        self._kinds = list(export_columns().items())
+        self._kinds = list(export_columns().values())
         self._writer = pq.ParquetWriter(path, self.schema)
 
-    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        if not records:
+    def write(self, columns: Columns) -> None:
+        if not columns[0]:
             return
         arrays = [
             pa.array(
                 # pyarrow takes datetimes (naive ones as UTC, as stored), text and integers as
-                # they are; only decimals need converting, one by one (float(): correctly rounded)
-                [None if r[name] is None else float(r[name]) for r in records]
-                if kind == "decimal"
-                else [r[name] for r in records],
+                # they are; only decimals need converting (float(): correctly rounded)
+                each_distinct(_float, col) if kind == "decimal" else col,
                 type=_ARROW[kind],
             )
-            for name, kind in self._kinds
+            for col, kind in zip(columns, self._kinds, strict=True)
         ]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
 
@@ -366,4 +379,4 @@ class _ParquetSink:
 
 def write_parquet(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
     with _ParquetSink(path) as sink:
-        sink.write(records)
+        sink.write(_by_column(records))

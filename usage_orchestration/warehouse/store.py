@@ -4,10 +4,10 @@ replacement of a set of days."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Engine,
@@ -21,12 +21,14 @@ from sqlalchemy import (
     make_url,
     select,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.types import TypeEngine
 
-from usage_orchestration.core.money import check_storable, fits
+from usage_orchestration.core.money import check_storable, fits, range_problem
 from usage_orchestration.warehouse.types import ExactDecimal, install_sqlite_functions
 
 _IN_CHUNK = 500
+_T = TypeVar("_T")
 
 
 def normalize_url(url: str) -> str:
@@ -127,7 +129,7 @@ class Warehouse:
             conds += [table.c[k] == v for k, v in match.items()]
             conn.execute(table.delete().where(and_(*conds)))
         if rows:
-            _insert(conn, table, rows)
+            insert_rows(conn, table, rows)
         return len(rows)
 
 
@@ -154,26 +156,42 @@ def _lock_key(text: str) -> int:
     return zlib.crc32(text.encode()) - 2**31
 
 
+# Rows given by column: each column's values, in row order (all of one length).
+Columns = Mapping[str, Sequence[Any]]
+
+
 def insert_rows(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -> None:
     """Insert ``rows`` inside ``conn``'s transaction (COPY for large sets on PostgreSQL)."""
     if rows:
-        _insert(conn, table, rows)
+        insert_columns(conn, table, by_column(table, rows))
 
 
-def check_rows(table: Table, rows: list[Mapping[str, Any]]) -> None:
+def by_column(table: Table, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """``rows`` by column: every column of ``table`` some row has (None where a row lacks it)."""
+    names = [c.name for c in table.columns if any(c.name in r for r in rows)]
+    return {name: [r.get(name) for r in rows] for name in names}
+
+
+def check_columns(table: Table, columns: Columns) -> None:
     """Every money and quantity value fits NUMERIC(38, 12), checked before anything is written
     (COPY would fail mid-stream, SQLite would store anything): the error names the table, the
-    row's key (provider, account or entity, day) and the field."""
-    exact = [c.name for c in table.columns if isinstance(c.type, ExactDecimal)]
-    if not exact:
+    row's key (provider, account or entity, day) and the field (the first row's first field
+    that does not fit)."""
+    exact = [
+        c.name for c in table.columns if isinstance(c.type, ExactDecimal) and c.name in columns
+    ]
+    bad: list[tuple[int, int]] = []  # (row, field) of each field's first value that does not fit
+    for field, name in enumerate(exact):
+        for row, value in enumerate(columns[name]):
+            if value is not None and not fits(value) and range_problem(value) is not None:
+                bad.append((row, field))
+                break
+    if not bad:
         return
-    keys = _row_keys(table)
-    for r in rows:
-        for name in exact:
-            value = r.get(name)
-            if value is not None and not fits(value):
-                where = f"{table.name} " + " ".join(f"{k} {r.get(k)}" for k in keys)
-                check_storable(value, where, name)
+    row, field = min(bad)
+    name = exact[field]
+    named = " ".join(f"{k} {columns[k][row] if k in columns else None}" for k in _row_keys(table))
+    check_storable(columns[name][row], f"{table.name} {named}", name)
 
 
 # What names a row to an operator besides its key: the account, the FOCUS row's provider.
@@ -193,21 +211,56 @@ def _row_keys(table: Table) -> list[str]:
 _COPY_MIN_ROWS = 200
 
 
-def _insert(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` inside ``conn``'s transaction. On PostgreSQL with psycopg 3, large sets go
-    through COPY: the server parses a multi-row INSERT's literals ~7x slower than a COPY stream
-    (720 rows: ~20 ms against ~3 ms), which a year's backfill of a provider pays per day."""
-    check_rows(table, rows)
-    if (
-        len(rows) < _COPY_MIN_ROWS
-        or conn.dialect.name != "postgresql"
-        or conn.dialect.driver != "psycopg"
-    ):
-        conn.execute(table.insert(), rows)
+def insert_columns(conn: Connection, table: Table, columns: Columns) -> None:
+    """Insert rows given by column inside ``conn``'s transaction. On PostgreSQL with psycopg 3,
+    large sets go through COPY: the server parses a multi-row INSERT's literals ~7x slower than
+    a COPY stream (720 rows: ~20 ms against ~3 ms), which a year's backfill of a provider pays
+    per day. On a positional driver (SQLite) each column is bound at once by its type's own bind
+    processor and the rows sent in one executemany of the Core INSERT: SQLAlchemy's executemany
+    builds and processes a parameter dict per row, which doubled a year's FOCUS insert."""
+    n = len(next(iter(columns.values()), ()))
+    if n == 0:
         return
+    check_columns(table, columns)
+    names = list(columns)
+    dialect = conn.dialect
+    if n >= _COPY_MIN_ROWS and dialect.name == "postgresql" and dialect.driver == "psycopg":
+        _copy(conn, table, columns)
+        return
+    compiled = table.insert().compile(dialect=dialect, column_keys=names)
+    order = list(compiled.positiontup or ()) if compiled.positional else []
+    if sorted(order) != sorted(names):  # a named paramstyle, or bind names not the columns'
+        conn.execute(table.insert(), [dict(zip(names, r, strict=True)) for r in _rows(columns)])
+        return
+    bound = [_bound(table.c[name].type, columns[name], dialect) for name in order]
+    conn.exec_driver_sql(compiled.string, list(zip(*bound, strict=True)))
+
+
+def _rows(columns: Columns) -> Iterator[tuple[Any, ...]]:
+    return zip(*columns.values(), strict=True)
+
+
+def _bound(type_: TypeEngine[Any], values: Sequence[Any], dialect: Dialect) -> Sequence[Any]:
+    """``values`` as the driver takes them: through the type's bind processor, as SQLAlchemy
+    does (an exact decimal's text depends on its value alone: each distinct one once)."""
+    bind = type_.dialect_impl(dialect).bind_processor(dialect)
+    if bind is None:
+        return values
+    if isinstance(type_, ExactDecimal):
+        return each_distinct(bind, values)
+    return [bind(v) for v in values]
+
+
+def each_distinct(convert: Callable[[Any], _T], values: Sequence[Any]) -> list[_T]:
+    """``[convert(v) for v in values]``, calling ``convert`` once per distinct value: for
+    conversions whose result depends on the value alone, over columns whose values repeat."""
+    done = {v: convert(v) for v in set(values)}
+    return [done[v] for v in values]
+
+
+def _copy(conn: Connection, table: Table, columns: Columns) -> None:
     from psycopg import sql  # the driver's own identifier quoting: no SQL built from strings
 
-    columns = [c.name for c in table.columns if any(c.name in r for r in rows)]
     target = (
         sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
     )
@@ -217,5 +270,5 @@ def _insert(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -> No
     dbapi_connection = conn.connection.dbapi_connection
     assert dbapi_connection is not None
     with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
-        for r in rows:
-            copy.write_row([r.get(c) for c in columns])
+        for r in _rows(columns):
+            copy.write_row(r)

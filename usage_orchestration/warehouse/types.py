@@ -18,7 +18,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Numeric, Text, func
+from sqlalchemy import Numeric, Text, cast, func
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -29,6 +29,7 @@ from usage_orchestration.core.money import (
     CONTEXT,
     PRECISION,
     SCALE,
+    fits,
     range_problem,
     storage_text,
 )
@@ -60,6 +61,8 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None or dialect.name != "sqlite":
             return value
+        if fits(value):  # the common case, checked quickly: a finite Decimal in range
+            return storage_text(value)
         if isinstance(value, float):
             raise ValueError(f"{value!r}: a binary float where an exact decimal is stored")
         problem = range_problem(value)
@@ -91,6 +94,28 @@ def _sum(element: exact_sum, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(exact_sum, "sqlite")
 def _sum_sqlite(element: exact_sum, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(getattr(func, SQLITE_SUM)(*element.clauses.clauses), **kw)
+
+
+class decimal_text(FunctionElement[str]):  # lower case: reads like a column in queries
+    """A money or quantity column as its canonical decimal text (fixed 12 decimals, ``str``),
+    read without making a Decimal of it: for files written straight from a query. SQLite stores
+    that text; PostgreSQL's NUMERIC(38, 12) spells it so when cast."""
+
+    name = "decimal_text"
+    inherit_cache = True
+    type = Text()
+
+
+@compiles(decimal_text)
+def _text(element: decimal_text, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element.clauses.clauses
+    return compiler.process(cast(column, Text), **kw)
+
+
+@compiles(decimal_text, "sqlite")
+def _text_sqlite(element: decimal_text, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element.clauses.clauses
+    return compiler.process(column, **kw)
 
 
 class DecimalSum:
