@@ -79,6 +79,20 @@ def test_rows_outside_the_replaced_days_are_refused(db_url: str) -> None:
         wh.replace_days(provider_coverage, [date(2026, 11, 1)], [_cov(date(2026, 11, 2), "a")])
 
 
+def test_a_row_missing_a_field_is_refused_and_nothing_is_written(db_url: str) -> None:
+    wh = Warehouse(db_url)
+    d1 = date(2026, 11, 1)
+    wh.replace_days(provider_coverage, [d1], [_cov(d1, "a")], match={"provider": "phala"})
+    lacking = {k: v for k, v in _cov(d1, "c").items() if k != "row_count"}
+    with pytest.raises(ValueError, match="provider_coverage: a row lacks the field 'row_count'"):
+        wh.replace_days(
+            provider_coverage, [d1], [_cov(d1, "b"), lacking], match={"provider": "phala"}
+        )
+    with wh.engine.connect() as conn:
+        rows = conn.execute(select(provider_coverage.c.account_id)).scalars().all()
+    assert rows == ["a"]
+
+
 def test_urls_pin_the_driver_and_hide_passwords() -> None:
     assert normalize_url("postgresql://u:pw@h/db").startswith("postgresql+psycopg://")
     assert normalize_url("postgresql+psycopg2://u@h/db").startswith("postgresql+psycopg2://")

@@ -167,9 +167,13 @@ def insert_rows(conn: Connection, table: Table, rows: list[Mapping[str, Any]]) -
 
 
 def by_column(table: Table, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """``rows`` by column: every column of ``table`` some row has (None where a row lacks it)."""
-    names = [c.name for c in table.columns if any(c.name in r for r in rows)]
-    return {name: [r.get(name) for r in rows] for name in names}
+    """``rows`` by column: the columns of ``table`` the first row has, which every row must
+    have (a row that lacks one is a bug upstream, refused rather than stored as NULL)."""
+    names = [c.name for c in table.columns if c.name in rows[0]]
+    try:
+        return {name: [r[name] for r in rows] for name in names}
+    except KeyError as exc:
+        raise ValueError(f"{table.name}: a row lacks the field {exc.args[0]!r}") from None
 
 
 def check_columns(table: Table, columns: Columns) -> None:
