@@ -26,18 +26,18 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Unpack
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from usage_orchestration.core.dates import day_bounds, iso_utc, utc_midnight
 from usage_orchestration.providers.http import (
+    HttpOptions,
     PageGuard,
     ProviderClient,
     ProviderHttp,
     ProviderResponseError,
-    RequestBudget,
     RequestBudgets,
     RetryPolicy,
     body_json,
@@ -426,6 +426,15 @@ class _Series:
 class ForgeClient(ProviderClient):
     """Fetches and normalizes Forge app resource usage over windows of whole UTC days."""
 
+    SETTINGS_OPTIONS = (
+        "experimental_api",
+        "account_id",
+        "user_agent",
+        "max_pages",
+        "lookback_days",
+        "timeout_s",
+    )
+
     def __init__(
         self,
         base_url: str,
@@ -437,12 +446,8 @@ class ForgeClient(ProviderClient):
         user_agent: str = USER_AGENT,
         max_pages: int = 100,
         lookback_days: int | None = 60,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy | None = None,
-        budget: RequestBudget | None = None,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] | None = None,
         today: Callable[[], date] | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not email or not api_token:
             raise ValueError(
@@ -455,7 +460,6 @@ class ForgeClient(ProviderClient):
         self.max_pages = max_pages
         self.lookback_days = lookback_days
         self._today = today or (lambda: datetime.now(UTC).date())
-        kwargs: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
         self.http = ProviderHttp(
             PROVIDER,
             origin,
@@ -466,14 +470,9 @@ class ForgeClient(ProviderClient):
                 "Content-Type": "application/json",
             },
             auth=httpx.BasicAuth(email, api_token),
-            timeout_s=timeout_s,
-            retry=retry,
-            budget=budget,
-            retry_statuses={429, 500, 502, 503, 504},
-            transport=transport,
             # the email is a secret too (README), and both travel base64-encoded in the header
             secrets=[api_token, email, _basic_credentials(email, api_token)],
-            **kwargs,
+            **http,
         )
 
     @staticmethod
@@ -722,15 +721,8 @@ def client_from_settings(
         settings.base_url,
         email,
         api_token,
-        experimental_api=settings.experimental_api,
-        account_id=settings.account_id,
-        user_agent=settings.user_agent,
-        max_pages=settings.max_pages,
-        lookback_days=settings.lookback_days,
-        timeout_s=settings.timeout_s,
-        retry=RetryPolicy(
-            max_attempts=settings.max_attempts, retry_after_cap_s=settings.retry_after_cap_s
-        ),
+        **ForgeClient.settings_options(settings),
+        retry=RetryPolicy.of(settings),
         budget=budget,
         transport=transport,
         today=today,

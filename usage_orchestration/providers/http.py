@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self, TypedDict
 
 import httpx
 from filelock import FileLock
@@ -98,6 +98,13 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
+class RetrySettings(Protocol):
+    """What a provider's (or the ledger's) settings say about retries."""
+
+    max_attempts: int
+    retry_after_cap_s: float
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5
@@ -105,6 +112,16 @@ class RetryPolicy:
     max_delay_s: float = 30.0
     retry_after_cap_s: float = 60.0
     jitter: bool = True
+
+    @classmethod
+    def of(cls, settings: RetrySettings, **overrides: Any) -> RetryPolicy:
+        """The policy ``settings`` configure (attempts and the ``Retry-After`` cap); the rest
+        default unless ``overrides`` set it."""
+        return cls(
+            max_attempts=settings.max_attempts,
+            retry_after_cap_s=settings.retry_after_cap_s,
+            **overrides,
+        )
 
     def backoff_s(self, attempt: int) -> float:
         """Delay after failed attempt number ``attempt`` (1-based), exponential and capped."""
@@ -323,6 +340,16 @@ class Closing:
         self.close()
 
 
+class HttpOptions(TypedDict, total=False):
+    """The options of ``ProviderHttp`` that a provider client takes and passes on unchanged."""
+
+    timeout_s: float
+    retry: RetryPolicy | None
+    budget: RequestBudget | None
+    transport: httpx.BaseTransport | None
+    sleep: Callable[[float], None] | None
+
+
 class ProviderHttp(Closing):
     """One provider's HTTP session: base URL, fixed headers, timeout, retries, request budget."""
 
@@ -339,7 +366,7 @@ class ProviderHttp(Closing):
         retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
         transport: httpx.BaseTransport | None = None,
         secrets: Iterable[str] = (),
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.provider = provider
         self.retry = retry or RetryPolicy()
@@ -350,7 +377,7 @@ class ProviderHttp(Closing):
         self._secrets = sorted(
             {*(s for s in secrets if s), *secret_values()}, key=len, reverse=True
         )
-        self._sleep = sleep
+        self._sleep = sleep or time.sleep
         self._client = httpx.Client(
             base_url=base_url,
             headers=dict(headers or {}),
@@ -449,6 +476,14 @@ class ProviderClient(Closing):
 
     http: ProviderHttp
     _stats: FetchStats | None = None
+    # the constructor's options that the provider's settings hold under the same names
+    SETTINGS_OPTIONS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def settings_options(cls, settings: Any) -> dict[str, Any]:
+        """The constructor options ``settings`` (the provider's settings) hold under the same
+        names, each passed on as it is."""
+        return {name: getattr(settings, name) for name in cls.SETTINGS_OPTIONS}
 
     @property
     def stats(self) -> FetchStats:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Unpack
 
 import httpx
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -39,12 +39,12 @@ from usage_orchestration.core.dates import (
     utc_midnight,
 )
 from usage_orchestration.providers.http import (
+    HttpOptions,
     PageGuard,
     ProviderClient,
     ProviderError,
     ProviderHttp,
     ProviderResponseError,
-    RequestBudget,
     RequestBudgets,
     RetryPolicy,
     body_json,
@@ -245,6 +245,17 @@ _ERROR_HINTS = {
 class NeonClient(ProviderClient):
     """Fetches and normalizes one organization's consumption over whole UTC days."""
 
+    SETTINGS_OPTIONS = (
+        "metrics",
+        "project_ids",
+        "page_limit",
+        "max_pages",
+        "daily_lookback_days",
+        "monthly_lookback_days",
+        "window_margin_s",
+        "timeout_s",
+    )
+
     def __init__(
         self,
         base_url: str,
@@ -255,15 +266,11 @@ class NeonClient(ProviderClient):
         project_ids: Sequence[str] = (),
         page_limit: int = MAX_LIMIT,
         max_pages: int = 1000,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy | None = None,
-        budget: RequestBudget | None = None,
         daily_lookback_days: int = 60,
         monthly_lookback_days: int = 365,
         window_margin_s: float = 0.0,
         now: Callable[[], datetime] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] | None = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not api_key:
             raise ValueError("neon: the API key is empty; set NEON_API_KEY")
@@ -283,18 +290,13 @@ class NeonClient(ProviderClient):
         self.monthly_lookback_days = monthly_lookback_days
         self.window_margin_s = window_margin_s
         self._now = now or (lambda: datetime.now(UTC))
-        kwargs: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
         self.http = ProviderHttp(
             PROVIDER,
             base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
-            timeout_s=timeout_s,
-            retry=retry,
-            budget=budget,
             retry_statuses=RETRY_STATUSES,
-            transport=transport,
             secrets=[api_key],
-            **kwargs,
+            **http,
         )
 
     @property
@@ -745,20 +747,9 @@ def client_from_settings(
         cfg.base_url,
         api_key,
         cfg.org_id,
-        metrics=cfg.metrics,
-        project_ids=cfg.project_ids,
-        page_limit=cfg.page_limit,
-        max_pages=cfg.max_pages,
-        timeout_s=cfg.timeout_s,
-        retry=RetryPolicy(
-            max_attempts=cfg.max_attempts,
-            base_delay_s=cfg.backoff_base_s,
-            retry_after_cap_s=cfg.retry_after_cap_s,
-        ),
+        **NeonClient.settings_options(cfg),
+        retry=RetryPolicy.of(cfg, base_delay_s=cfg.backoff_base_s),
         budget=budget,
-        daily_lookback_days=cfg.daily_lookback_days,
-        monthly_lookback_days=cfg.monthly_lookback_days,
-        window_margin_s=cfg.window_margin_s,
         now=now,
         transport=transport,
         sleep=sleep,

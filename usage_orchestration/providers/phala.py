@@ -17,18 +17,18 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from usage_orchestration.core.dates import iso_utc, utc_midnight
 from usage_orchestration.providers.http import (
+    HttpOptions,
     PageGuard,
     ProviderClient,
     ProviderHttp,
     ProviderResponseError,
-    RetryPolicy,
     body_json,
     offending_item,
 )
@@ -166,6 +166,8 @@ def check_record(rec: PhalaUsageRecord, app_id: str, start: date, end_inclusive:
 class PhalaClient(ProviderClient):
     """Fetches and normalizes one app's usage over a window of whole UTC days."""
 
+    SETTINGS_OPTIONS = ("api_version", "page_size", "max_pages", "timeout_s")
+
     def __init__(
         self,
         base_url: str,
@@ -174,16 +176,12 @@ class PhalaClient(ProviderClient):
         api_version: str = "2026-01-21",
         page_size: int = 500,
         max_pages: int = 1000,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Any = None,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not api_key:
             raise ValueError("phala: the API key is empty; set PHALA_API_KEY")
         self.page_size = page_size
         self.max_pages = max_pages
-        kwargs: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
         self.http = ProviderHttp(
             PROVIDER,
             base_url,
@@ -192,12 +190,8 @@ class PhalaClient(ProviderClient):
                 "X-Phala-Version": api_version,
                 "Accept": "application/json",
             },
-            timeout_s=timeout_s,
-            retry=retry,
-            retry_statuses={429, 500, 502, 503, 504},
-            transport=transport,
             secrets=[api_key],
-            **kwargs,
+            **http,
         )
 
     def fetch_records(

@@ -127,11 +127,8 @@ def _phala_client(
     return phala.PhalaClient(
         cfg.base_url,
         credentials.get("api_key", ""),
-        api_version=cfg.api_version,
-        page_size=cfg.page_size,
-        max_pages=cfg.max_pages,
-        timeout_s=cfg.timeout_s,
-        retry=RetryPolicy(max_attempts=cfg.max_attempts, retry_after_cap_s=cfg.retry_after_cap_s),
+        **phala.PhalaClient.settings_options(cfg),
+        retry=RetryPolicy.of(cfg),
         transport=options.get("transport"),  # no budgets: Phala documents no rate limit
     )
 
