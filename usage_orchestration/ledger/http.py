@@ -29,16 +29,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
-from usage_orchestration.ledger.base import (
-    CreditPool,
-    EntityBudget,
-    LedgerDailyUsage,
-    LedgerLocation,
-    ResourceType,
-    SyncStatus,
-    check_span,
-    in_key_order,
-)
+from usage_orchestration.ledger import base
 from usage_orchestration.ledger.sql import CreditPoolNotConfigured, check_month, q
 from usage_orchestration.providers.http import ProviderHttp, ProviderResponseError, RetryPolicy
 
@@ -80,7 +71,7 @@ class BudgetItem(_Api):
     entity: BudgetEntity | None = None
 
 
-class SyncBlock(_Api, SyncStatus):
+class SyncBlock(_Api, base.SyncStatus):
     """The ``sync`` block: ``SyncStatus``'s fields in camelCase."""
 
 
@@ -91,14 +82,14 @@ class UsageResponse(_Api):
     daily_totals: list[DailyTotal] = []
     budgets: list[BudgetItem] = []
     # required; null when the ledger has no credit pool for the month (not configured)
-    credit_pool: CreditPool | None  # one-word fields: the same in camelCase
+    credit_pool: base.CreditPool | None  # one-word fields: the same in camelCase
     sync: SyncBlock = SyncBlock()
 
 
 T = TypeVar("T")
 
 
-class HttpLedger(LedgerLocation):
+class HttpLedger(base.LedgerLocation):
     """``LedgerReader`` over the Usage Reporting API at ``base_url`` (bearer ``token``)."""
 
     backend = "http"
@@ -162,9 +153,9 @@ class HttpLedger(LedgerLocation):
         return result
 
     # -- LedgerReader -----------------------------------------------------------------------
-    def daily_usage(self, day: date) -> list[LedgerDailyUsage]:
-        return in_key_order(
-            LedgerDailyUsage.of(
+    def daily_usage(self, day: date) -> list[base.LedgerDailyUsage]:
+        return base.in_key_order(
+            base.LedgerDailyUsage.of(
                 day, s, unit=None, quantity=None, credits=q(s.total_credits), events=s.total_events
             )
             for s in self.usage(day, day).usage_summary
@@ -173,7 +164,7 @@ class HttpLedger(LedgerLocation):
     def credits_by_day(
         self, start: date, end_inclusive: date
     ) -> list[tuple[date, str, str, str, Decimal]]:
-        check_span(start, end_inclusive, "credits_by_day")
+        base.check_span(start, end_inclusive, "credits_by_day")
         out: list[tuple[date, str, str, str, Decimal]] = []
         day = start
         while day <= end_inclusive:
@@ -184,12 +175,12 @@ class HttpLedger(LedgerLocation):
             day = date.fromordinal(day.toordinal() + 1)
         return out
 
-    def budgets(self, month: str) -> list[EntityBudget]:
+    def budgets(self, month: str) -> list[base.EntityBudget]:
         check_month(month)
         y, m = int(month[:4]), int(month[5:])
         first, last = date(y, m, 1), date(y, m, calendar.monthrange(y, m)[1])
         return [
-            EntityBudget(
+            base.EntityBudget(
                 entity_id=b.entity_id,
                 entity_type=b.entity_type,
                 name=b.entity.name if b.entity else None,
@@ -198,22 +189,24 @@ class HttpLedger(LedgerLocation):
             for b in sorted(self.usage(first, last).budgets, key=lambda b: b.entity_id)
         ]
 
-    def credit_pool(self, as_of: date) -> CreditPool:
+    def credit_pool(self, as_of: date) -> base.CreditPool:
         pool = self.usage(as_of.replace(day=1), as_of).credit_pool
         if pool is None:
             raise CreditPoolNotConfigured(
                 f"ledger (http {self.location}): creditPool is null for "
                 f"{as_of.replace(day=1).isoformat()}..{as_of.isoformat()}: no credit pool set"
             )
-        return CreditPool(included=q(pool.included), used=q(pool.used), remaining=q(pool.remaining))
+        return base.CreditPool(
+            included=q(pool.included), used=q(pool.used), remaining=q(pool.remaining)
+        )
 
-    def sync_status(self) -> SyncStatus:
+    def sync_status(self) -> base.SyncStatus:
         today = datetime.now(UTC).date()
-        return SyncStatus.of(self.usage(today, today).sync)
+        return base.SyncStatus.of(self.usage(today, today).sync)
 
-    def resource_types(self) -> list[ResourceType]:
+    def resource_types(self) -> list[base.ResourceType]:
         # one-word fields: the API's items are ResourceTypes as they stand
-        items: list[ResourceType] = self._get(
-            "/api/usage/resource-types", {}, "registry", list[ResourceType]
+        items: list[base.ResourceType] = self._get(
+            "/api/usage/resource-types", {}, "registry", list[base.ResourceType]
         )
         return sorted(items, key=lambda r: r.slug)

@@ -24,14 +24,16 @@ from usage_orchestration.sandbox.server import HOP_HEADERS, BackgroundServer, Lo
 
 STATUS_5XX = (500, 502, 503, 504)
 BAD_BODY_KINDS = ("truncated", "truncated_conn", "garbled")
-# Every kind the proxy can record; "http_5xx" and "bad_body" are the groups of FaultRates.
-FAULT_KINDS = (
-    *(f"http_{s}" for s in STATUS_5XX),
-    "http_429_retry_after",
-    "http_429",
-    "timeout",
-    *BAD_BODY_KINDS,
-)
+# The fault groups of FaultRates, in drawing order, and the kinds a faulted request of each
+# group draws from (uniformly).
+FAULT_GROUPS: dict[str, tuple[str, ...]] = {
+    "http_5xx": tuple(f"http_{s}" for s in STATUS_5XX),
+    "http_429": ("http_429_retry_after", "http_429"),
+    "timeout": ("timeout",),
+    "bad_body": BAD_BODY_KINDS,
+}
+# Every kind the proxy can record.
+FAULT_KINDS = tuple(kind for kinds in FAULT_GROUPS.values() for kind in kinds)
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,14 @@ class FaultRates:
     retry_after_s: tuple[int, ...] = (0, 1)  # Retry-After values a 429 may carry
 
     def __post_init__(self) -> None:
-        rates = (self.http_5xx, self.http_429, self.timeout, self.bad_body)
+        rates = tuple(self.rate(group) for group in FAULT_GROUPS)
         if any(r < 0 for r in rates) or sum(rates) > 1:
             raise ValueError(f"fault rates must be >= 0 and sum to at most 1, got {rates}")
+
+    def rate(self, group: str) -> float:
+        """The probability of fault group ``group`` (a ``FAULT_GROUPS`` key)."""
+        value: float = getattr(self, group)
+        return value
 
 
 @dataclass
@@ -62,20 +69,10 @@ def choose_fault(rates: FaultRates, seed: int, number: int) -> str | None:
     """The fault of request ``number`` under ``seed`` (None: forward it untouched)."""
     rng = random.Random(f"{seed}/{number}")  # str seeds hash deterministically (sha512)
     x = rng.random()
-    for group, rate in (
-        ("http_5xx", rates.http_5xx),
-        ("http_429", rates.http_429),
-        ("timeout", rates.timeout),
-        ("bad_body", rates.bad_body),
-    ):
+    for group, kinds in FAULT_GROUPS.items():
+        rate = rates.rate(group)
         if x < rate:
-            if group == "http_5xx":
-                return f"http_{rng.choice(STATUS_5XX)}"
-            if group == "http_429":
-                return rng.choice(("http_429_retry_after", "http_429"))
-            if group == "bad_body":
-                return rng.choice(BAD_BODY_KINDS)
-            return group
+            return rng.choice(kinds)
         x -= rate
     return None
 
