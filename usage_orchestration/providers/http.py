@@ -313,12 +313,25 @@ def offending_item(response: httpx.Response, loc: tuple[Any, ...], list_key: str
     return item.get(key) if isinstance(item, dict) else None
 
 
+# A 2xx body up to this size keeps its decoded tree for the client's parser (decoded once); a
+# larger one (a Phala page of 5,000 records) is only checked, so the tree (~3x the body in
+# Python objects) is never held beside the models its client builds from the bytes.
+KEEP_DECODED_MAX_BYTES = 1 << 20
+
+
+def _drop_object(_pairs: list[tuple[str, Any]]) -> None:
+    return None
+
+
 def _unreadable_body(response: httpx.Response) -> str | None:
     """Why a 2xx body cannot be read as JSON (empty, truncated, garbled), or None if it can."""
     if not response.content.strip():
         return "2xx response with an empty body"
     try:
-        body_json(response)
+        if len(response.content) <= KEEP_DECODED_MAX_BYTES:
+            body_json(response)
+        else:  # a large page: checked without keeping its tree (its parser reads the bytes)
+            json.loads(response.content, object_pairs_hook=_drop_object)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         return (
             f"2xx response body is truncated or not JSON ({len(response.content)} bytes; "

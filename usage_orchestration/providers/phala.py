@@ -29,7 +29,6 @@ from usage_orchestration.providers.http import (
     ProviderClient,
     ProviderHttp,
     ProviderResponseError,
-    body_json,
     offending_item,
 )
 from usage_orchestration.providers.policy import schema_problem
@@ -283,7 +282,8 @@ class PhalaClient(ProviderClient):
         response: httpx.Response, app_id: str, window: str, offset: int
     ) -> PhalaUsagePage:
         try:
-            return PhalaUsagePage.model_validate(body_json(response))
+            # from the bytes: a 5,000-record page never exists as a dict tree beside its models
+            return PhalaUsagePage.model_validate_json(response.content)
         except ValidationError as exc:
             problem = schema_problem(exc, lambda loc: _record_of(response, loc))
             raise _error(
