@@ -57,49 +57,36 @@ class ProviderProfile(BaseModel):
         return self.metric_categories.get(metric, self.service_category)
 
 
+def _profile(
+    company: str,
+    service: str,
+    resource_type: str,
+    category: ServiceCategory,
+    **metric_categories: ServiceCategory,
+) -> ProviderProfile:
+    """A provider that publishes and invoices its own service (all of ours do)."""
+    return ProviderProfile(
+        provider_name=company,
+        publisher_name=company,
+        invoice_issuer_name=company,
+        service_name=service,
+        resource_type=resource_type,
+        service_category=category,
+        metric_categories=metric_categories,
+    )
+
+
 PROFILES: dict[str, ProviderProfile] = {
-    "phala": ProviderProfile(
-        provider_name="Phala Network",
-        publisher_name="Phala Network",
-        invoice_issuer_name="Phala Network",
-        service_name="Phala Cloud",
-        resource_type="App",
-        service_category="Compute",
-        metric_categories={"storage": "Storage"},
-    ),
-    "neon": ProviderProfile(
-        provider_name="Neon",
-        publisher_name="Neon",
-        invoice_issuer_name="Neon",
-        service_name="Neon Serverless Postgres",
-        resource_type="Project",
-        service_category="Databases",
-    ),
-    "forge": ProviderProfile(
-        provider_name="Atlassian",
-        publisher_name="Atlassian",
-        invoice_issuer_name="Atlassian",
-        service_name="Atlassian Forge",
-        resource_type="App",
-        service_category="Compute",
-    ),
+    "phala": _profile("Phala Network", "Phala Cloud", "App", "Compute", storage="Storage"),
+    "neon": _profile("Neon", "Neon Serverless Postgres", "Project", "Databases"),
+    "forge": _profile("Atlassian", "Atlassian Forge", "App", "Compute"),
 }
 
 
 def profile(provider: str) -> ProviderProfile:
     """The provider's profile; a provider added to the registry without one still maps, under
     its slug and the category "Other", rather than being dropped."""
-    found = PROFILES.get(provider)
-    if found is not None:
-        return found
-    return ProviderProfile(
-        provider_name=provider,
-        publisher_name=provider,
-        invoice_issuer_name=provider,
-        service_name=provider,
-        resource_type="Resource",
-        service_category="Other",
-    )
+    return PROFILES.get(provider) or _profile(provider, provider, "Resource", "Other")
 
 
 class ChargeUsage(BaseModel):

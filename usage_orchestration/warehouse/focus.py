@@ -17,11 +17,12 @@ import csv
 import os
 import re
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -301,7 +302,32 @@ def _by_column(records: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     return [[r[name] for r in records] for name in export_columns()]
 
 
-class _CsvSink:
+class _Sink(ABC):
+    """An export file written a batch (by column) at a time, closed on leaving its block."""
+
+    @abstractmethod
+    def __init__(self, path: Path) -> None: ...
+
+    @abstractmethod
+    def write(self, columns: Columns) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @classmethod
+    def write_file(cls, path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+        """``records`` (dicts by export column) as one whole file at ``path``."""
+        with cls(path) as sink:
+            sink.write(_by_column(records))
+
+
+class _CsvSink(_Sink):
     """A CSV file written a batch at a time (header first, even with no rows)."""
 
     def __init__(self, path: Path) -> None:
@@ -318,16 +344,11 @@ class _CsvSink:
         ]
         self._writer.writerows(zip(*cells, strict=True))
 
-    def __enter__(self) -> _CsvSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self._file.close()
 
 
-def write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    with _CsvSink(path) as sink:
-        sink.write(_by_column(records))
+write_csv = _CsvSink.write_file
 
 
 _ARROW: dict[ColumnKind, pa.DataType] = {
@@ -347,7 +368,7 @@ def _float(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-class _ParquetSink:
+class _ParquetSink(_Sink):
     """A Parquet file written one record batch (row group) per batch; a file with no rows still
     carries the schema."""
 
@@ -370,13 +391,8 @@ class _ParquetSink:
         ]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
 
-    def __enter__(self) -> _ParquetSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self._writer.close()
 
 
-def write_parquet(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    with _ParquetSink(path) as sink:
-        sink.write(_by_column(records))
+write_parquet = _ParquetSink.write_file
