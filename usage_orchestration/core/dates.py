@@ -20,16 +20,20 @@ def day_bounds(start: date, end_inclusive: date) -> tuple[datetime, datetime]:
     return utc_midnight(start), utc_midnight(end_inclusive + timedelta(days=1))
 
 
+def as_utc(dt: datetime) -> datetime:
+    """``dt`` in UTC; a naive one is taken as UTC already (as stored), never as local time,
+    which ``astimezone`` would assume on a host whose zone is not UTC."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
 def iso_utc(dt: datetime) -> str:
-    """``2026-03-01T00:00:00Z``: RFC 3339 in UTC, to the second."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2026-03-01T00:00:00Z``: RFC 3339 in UTC, to the second (naive: UTC)."""
+    return as_utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def aware_utc(dt: datetime | None) -> datetime | None:
-    """A timestamp in UTC; a naive one is taken as UTC already."""
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    """``as_utc``, passing None through."""
+    return None if dt is None else as_utc(dt)
 
 
 def naive_utc(dt: datetime) -> datetime:

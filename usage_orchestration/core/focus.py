@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from usage_orchestration.core.dates import month_start, next_month, utc_midnight
+from usage_orchestration.core.dates import as_utc, month_start, next_month, utc_midnight
 from usage_orchestration.core.mapping import resolve_mapping, to_ledger_quantity
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 
@@ -122,13 +122,9 @@ class ChargeUsage(BaseModel):
         )
 
 
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
 def billing_period(start: datetime) -> tuple[datetime, datetime]:
     """The calendar month (UTC) of the charge: the providers here invoice monthly."""
-    day = _utc(start).date()
+    day = as_utc(start).date()
     return utc_midnight(month_start(day)), utc_midnight(next_month(day))
 
 
@@ -216,8 +212,8 @@ def focus_row(
         "BillingAccountName": None,
         "BillingPeriodStart": period_start,
         "BillingPeriodEnd": period_end,
-        "ChargePeriodStart": _utc(usage.charge_period_start),
-        "ChargePeriodEnd": _utc(usage.charge_period_end),
+        "ChargePeriodStart": as_utc(usage.charge_period_start),
+        "ChargePeriodEnd": as_utc(usage.charge_period_end),
         "ChargeCategory": USAGE,
         "ChargeClass": None,  # not a correction
         "ChargeDescription": _description(usage, prof),

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, Unpack
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from usage_orchestration.core.dates import day_bounds, iso_utc, utc_midnight
+from usage_orchestration.core.dates import as_utc, day_bounds, iso_utc, utc_midnight
 from usage_orchestration.providers.http import (
     HttpOptions,
     PageGuard,
@@ -344,7 +344,7 @@ def period_day(period: str) -> date:
         dt = datetime.fromisoformat(period.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"period {period[:40]!r} is not a date") from None
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    dt = as_utc(dt)
     if dt.time() != time(0):
         raise ValueError(f"period {period[:40]!r} is not midnight UTC, so not one day")
     return dt.date()

@@ -423,6 +423,9 @@ class ProviderHttp(Closing):
         ``(retryable, message)`` when the body itself reports an error (GraphQL). With
         ``expect_json`` a 2xx whose body is truncated or not JSON is retried (every attempt counts
         against the request budget) and, once the attempts are spent, fails as retryable."""
+        # Long on purpose: the branches of one attempt are the retry policy, and their order
+        # (transport error, retry status, other 4xx/5xx, unreadable 2xx, in-band error) is the
+        # contract the hostile suites pin; split up, that order would be spread over helpers.
         # every error of this request names the same provider, account, endpoint and window
         fail = partial(
             ProviderError,

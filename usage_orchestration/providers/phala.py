@@ -22,7 +22,7 @@ from typing import Any, Unpack
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from usage_orchestration.core.dates import iso_utc, utc_midnight
+from usage_orchestration.core.dates import as_utc, iso_utc, utc_midnight
 from usage_orchestration.providers.http import (
     HttpOptions,
     PageGuard,
@@ -125,7 +125,7 @@ def _parse_ts(value: str, *, field: str, app_id: str, window: str) -> datetime:
         raise _error(
             app_id, window, f"field {field!r} is not an ISO date/time: {value[:40]!r}"
         ) from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return as_utc(dt)
 
 
 def check_record(rec: PhalaUsageRecord, app_id: str, start: date, end_inclusive: date) -> None:

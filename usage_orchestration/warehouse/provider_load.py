@@ -112,6 +112,8 @@ def store_fetch(
     transaction. A failed audit raises ``AuditError`` and leaves every table as it was (staged
     rows are discarded). With ``live_loads`` (the load ids of the runs still in progress), rows
     that loads no longer running left staged (a killed run) are cleared first."""
+    # Long on purpose: staging, the audits and the publishing transaction are one sequence
+    # whose order is what keeps a killed or failed load from publishing half a range.
     stream = FetchStream.of(result) if isinstance(result, FetchResult) else result
     report = LoadReport()
     fetched_at = datetime.now(UTC)
