@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -149,6 +149,13 @@ def test_credit_pool_depletion(db_url: str) -> None:
         "depleted": False,
     }
     assert rules.alerts_from_pool_rows([ok], S) == []
+    # running out on the month's last day pages; the day after is next month's problem
+    for month, last in (("2026-05", date(2026, 5, 31)), ("2026-12", date(2026, 12, 31))):
+        row = {**ok, "month": month, "as_of_date": last.replace(day=10), "remaining": Decimal(9)}
+        on_last = {**row, "projected_depletion_date": last}
+        after = {**row, "projected_depletion_date": last + timedelta(days=1)}
+        assert len(rules.alerts_from_pool_rows([on_last], S)) == 1, month
+        assert rules.alerts_from_pool_rows([after], S) == [], month
 
 
 def test_provider_cap(db_url: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Table, and_, func, select
 
 from usage_orchestration.alerts.channels import PD_SUMMARY_LIMIT, cut
 from usage_orchestration.alerts.model import Alert, AlertKind
+from usage_orchestration.core.dates import month_end
 from usage_orchestration.core.money import format_credits
 from usage_orchestration.providers.registry import enabled_names, provider
 from usage_orchestration.settings import UsageSettings
@@ -250,10 +251,9 @@ def _pool_status(r: Row) -> MonthStatus | None:
     as_of: date = r["as_of_date"]
     remaining = r["remaining"]
     depletion = r["projected_depletion_date"]
-    y, m = int(month[:4]), int(month[5:7])
-    month_end = (date(y + (m == 12), m % 12 + 1, 1)) - timedelta(days=1)
+    last_day = month_end(date.fromisoformat(f"{month[:7]}-01"))
     empty = bool(r.get("depleted")) or (remaining is not None and Decimal(remaining) <= 0)
-    if not empty and (depletion is None or depletion > month_end):
+    if not empty and (depletion is None or depletion > last_day):
         return None
     when = "is exhausted" if empty else f"is projected to run out on {depletion}"
     return MonthStatus(
