@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -10,12 +11,14 @@ import httpx
 import pytest
 
 from usage_orchestration.providers.http import (
+    KEEP_DECODED_MAX_BYTES,
     PageGuard,
     ProviderError,
     ProviderHttp,
     ProviderResponseError,
     RetryPolicy,
     SharedRateBudget,
+    body_json,
     parse_retry_after,
 )
 
@@ -136,6 +139,23 @@ def test_a_truncated_or_garbled_2xx_body_is_retried_like_a_5xx_and_counts_in_the
     response = _http(script, sleeps, attempts=4, budget=budget).request("GET", "/x")
     assert response.json() == {"usage": []}
     assert script.calls == 4 and budget.taken == 4 and len(sleeps) == 3
+
+
+def test_a_large_body_is_checked_the_same_way_without_keeping_its_decoded_tree() -> None:
+    # over KEEP_DECODED_MAX_BYTES (a Phala page) the check parses and drops the tree: a cut or
+    # garbled large body is still retried, a whole one returned, and body_json decodes it anew
+    big = json.dumps({"usage": [{"billing_key": f"k{i}", "cost": 1.5} for i in range(30_000)]})
+    assert len(big) > KEEP_DECODED_MAX_BYTES
+    sleeps: list[float] = []
+    budget = CountingBudget()
+    script = Script(
+        httpx.Response(200, content=big[: len(big) // 2].encode()),  # cut mid-body
+        httpx.Response(200, content=big.encode() + b"<html>"),  # garbled tail
+        httpx.Response(200, content=big.encode()),
+    )
+    response = _http(script, sleeps, attempts=3, budget=budget).request("GET", "/x")
+    assert script.calls == 3 and budget.taken == 3 and len(sleeps) == 2
+    assert body_json(response)["usage"][-1] == {"billing_key": "k29999", "cost": 1.5}
 
 
 def test_bad_bodies_until_the_last_attempt_fail_as_retryable_naming_the_body() -> None:
