@@ -169,3 +169,11 @@ def test_30_day_backfill_of_every_asset_survives_faults(tmp_path: Path) -> None:
         print(f)  # a failing seed says which faults it met
     assert len(passed) >= 9, "\n\n".join(failures)
     assert all(totals[k] > 0 for k in FAULT_KINDS), f"a fault kind was never injected: {totals}"
+
+
+def test_fault_rates_name_only_known_groups_and_sum_to_at_most_one() -> None:
+    assert FaultRates(http_5xx=0.2).rate("timeout") == 0.0
+    with pytest.raises(ValueError, match="unknown fault groups"):
+        FaultRates(http_503=0.1)  # a status, not a group: must not silently inject nothing
+    with pytest.raises(ValueError, match="at most 1"):
+        FaultRates(http_5xx=0.6, http_429=0.5)

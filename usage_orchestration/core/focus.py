@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from dataclasses import field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from usage_orchestration.core.dates import as_utc, month_start, next_month, utc_midnight
 from usage_orchestration.core.mapping import resolve_mapping, to_ledger_quantity
+from usage_orchestration.core.usage import Charge
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 
 FOCUS_VERSION = "1.0"
@@ -39,76 +42,48 @@ ServiceCategory = Literal[
 ]  # fmt: skip
 
 
-class ProviderProfile(BaseModel):
-    """What FOCUS names about a provider that its usage rows do not carry."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ProviderProfile:
+    """What FOCUS names about a provider that its usage rows do not carry. Every provider here
+    publishes and invoices its own service, so one company name fills all three name columns."""
 
     provider_name: str
-    publisher_name: str
-    invoice_issuer_name: str
     service_name: str
     resource_type: str
     service_category: ServiceCategory
     # provider metric → category, where it differs from the provider's default
-    metric_categories: dict[str, ServiceCategory] = Field(default_factory=dict)
+    metric_categories: dict[str, ServiceCategory] = field(default_factory=dict)
+
+    @property
+    def publisher_name(self) -> str:
+        return self.provider_name
+
+    @property
+    def invoice_issuer_name(self) -> str:
+        return self.provider_name
 
     def category(self, metric: str) -> ServiceCategory:
         return self.metric_categories.get(metric, self.service_category)
 
 
-def _profile(
-    company: str,
-    service: str,
-    resource_type: str,
-    category: ServiceCategory,
-    **metric_categories: ServiceCategory,
-) -> ProviderProfile:
-    """A provider that publishes and invoices its own service (all of ours do)."""
-    return ProviderProfile(
-        provider_name=company,
-        publisher_name=company,
-        invoice_issuer_name=company,
-        service_name=service,
-        resource_type=resource_type,
-        service_category=category,
-        metric_categories=metric_categories,
-    )
-
-
 PROFILES: dict[str, ProviderProfile] = {
-    "phala": _profile("Phala Network", "Phala Cloud", "App", "Compute", storage="Storage"),
-    "neon": _profile("Neon", "Neon Serverless Postgres", "Project", "Databases"),
-    "forge": _profile("Atlassian", "Atlassian Forge", "App", "Compute"),
+    "phala": ProviderProfile(
+        "Phala Network", "Phala Cloud", "App", "Compute", {"storage": "Storage"}
+    ),
+    "neon": ProviderProfile("Neon", "Neon Serverless Postgres", "Project", "Databases"),
+    "forge": ProviderProfile("Atlassian", "Atlassian Forge", "App", "Compute"),
 }
 
 
 def profile(provider: str) -> ProviderProfile:
     """The provider's profile; a provider added to the registry without one still maps, under
     its slug and the category "Other", rather than being dropped."""
-    return PROFILES.get(provider) or _profile(provider, provider, "Resource", "Other")
+    return PROFILES.get(provider) or ProviderProfile(provider, provider, "Resource", "Other")
 
 
-class ChargeUsage(BaseModel):
+class ChargeUsage(Charge):
     """``provider_usage`` summed per charge (the SQL of ``warehouse/focus.py``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    usage_date: date
-    provider: str
-    billing_account_id: str
-    resource_id: str
-    resource_name: str | None = None
-    sub_account_id: str | None = None
-    metric: str
-    charge_period_start: datetime  # naive UTC (as stored) or aware
-    charge_period_end: datetime
-    consumed_quantity: Decimal  # in consumed_unit: the provider's billing unit
-    consumed_unit: str
-    raw_quantity: Decimal  # as the provider measured it
-    raw_unit: str
-    billed_cost: Decimal | None = None  # sum over the rows that report a cost
-    billing_currency: str | None = None
     rows: int = Field(ge=1)
     rows_with_cost: int = Field(ge=0)
 

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict
 
 from usage_orchestration.core.dates import aware_utc
 
+# What names the entity a ledger record is about, on every backend.
+ENTITY_KEY = ("entity_id", "entity_type", "resource_type")
+
 
 class LedgerDailyUsage(BaseModel):
     """One (day, entity, resource type, unit) aggregate of usage_event."""
@@ -31,28 +34,10 @@ class LedgerDailyUsage(BaseModel):
     events: int
 
     @classmethod
-    def of(
-        cls,
-        day: date,
-        key: Any,
-        *,
-        unit: str | None,
-        quantity: Decimal | None,
-        credits: Decimal,
-        events: int,
-    ) -> LedgerDailyUsage:
-        """``day``'s figures of a backend record naming ``entity_id``, ``entity_type`` and
-        ``resource_type`` (an aggregate row, an API summary item)."""
-        return cls(
-            usage_date=day,
-            entity_id=key.entity_id,
-            entity_type=key.entity_type,
-            resource_type=key.resource_type,
-            unit=unit,
-            quantity=quantity,
-            credits=credits,
-            events=events,
-        )
+    def of(cls, day: date, key: Any, **figures: Any) -> LedgerDailyUsage:
+        """``day``'s ``figures`` (unit, quantity, credits, events: validated as the fields) of a
+        backend record naming the ``ENTITY_KEY`` fields (an aggregate row, an API summary item)."""
+        return cls(usage_date=day, **{name: getattr(key, name) for name in ENTITY_KEY}, **figures)
 
 
 def in_key_order(usage: Iterable[LedgerDailyUsage]) -> list[LedgerDailyUsage]:

@@ -48,7 +48,6 @@ from usage_orchestration.providers.records import (
     DayCoverage,
     FetchResult,
     UsageRow,
-    day_coverage,
 )
 from usage_orchestration.settings.forge import ForgeApp, ForgeSettings
 
@@ -651,7 +650,7 @@ class ForgeClient(ProviderClient):
         counts = Counter(r.usage_date for r in rows)
 
         def day(d: date, status: CoverageStatus, reason: str | None) -> DayCoverage:
-            return day_coverage(PROVIDER, acct, d, status, reason, counts[d])
+            return DayCoverage(PROVIDER, acct, d, status, reason, counts[d])
 
         out: list[DayCoverage] = []
         for d in fetchable:

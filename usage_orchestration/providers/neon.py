@@ -51,7 +51,7 @@ from usage_orchestration.providers.http import (
     offending_item,
 )
 from usage_orchestration.providers.policy import account_budget, schema_problem
-from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow, day_coverage
+from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
 from usage_orchestration.settings.neon import NEON_ID, NEON_ID_PATTERN, NeonSettings
 
 PROVIDER = "neon"
@@ -476,7 +476,7 @@ class NeonClient(ProviderClient):
         for d in outside:
             reason = self._reason(d, win, outside_window, monthly_days)
             coverage += [
-                day_coverage(PROVIDER, a, d, "unavailable", reason, self._count(counts, a, d))
+                DayCoverage(PROVIDER, a, d, "unavailable", reason, self._count(counts, a, d))
                 for a in self.accounts()
             ]
         coverage.sort(key=lambda c: (c.usage_date, c.account_id))
@@ -560,7 +560,7 @@ class NeonClient(ProviderClient):
                 reason = gap or (None if d in org_days else self._no_history(d))
                 status: Literal["complete", "unavailable"] = "unavailable" if reason else "complete"
                 out.append(
-                    day_coverage(
+                    DayCoverage(
                         PROVIDER, account, d, status, reason, self._count(counts, account, d)
                     )
                 )

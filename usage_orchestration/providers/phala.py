@@ -38,7 +38,6 @@ from usage_orchestration.providers.records import (
     FetchResult,
     FetchStream,
     UsageRow,
-    day_coverage,
 )
 
 PROVIDER = "phala"
@@ -341,11 +340,11 @@ def app_coverage(
             f"provider_unavailable: Phala's answer holds no usage record for app {app_id} in "
             f"{window} (a live app is billed storage every minute, so none is not zero usage)"
         )
-        return [day_coverage(PROVIDER, app_id, d, "unavailable", reason, 0) for d in wanted]
+        return [DayCoverage(PROVIDER, app_id, d, "unavailable", reason, 0) for d in wanted]
     # A day without records while the app has records on other days stays complete: the app
     # did not exist yet or was deleted that day (the contract has no per-day "no data" signal,
     # and the answer covered the whole window).
-    return [day_coverage(PROVIDER, app_id, d, "complete", None, per_day[d]) for d in wanted]
+    return [DayCoverage(PROVIDER, app_id, d, "complete", None, per_day[d]) for d in wanted]
 
 
 def app_day_rows(

@@ -4,71 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from usage_orchestration.core.usage import Charge
 
 
-class UsageRow(BaseModel):
+class UsageRow(Charge):
     """One row per (provider, account, resource, metric, charge period, group)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    provider: str  # FOCUS ServiceProviderName, lower-case slug: phala | neon | forge
-    billing_account_id: str  # Phala team, Neon org, Forge developer account/app owner
-    resource_id: str  # Phala app id, Neon project id, Forge app id
-    resource_name: str | None = None
-    sub_account_id: str | None = None  # Forge environment/site ARI, Phala instance
-    metric: str  # provider-native: Phala usage_type, Neon metric_name, Forge resource
-    charge_period_start: datetime  # UTC, inclusive
-    charge_period_end: datetime  # UTC, exclusive
-    usage_date: date  # the partition
-    consumed_quantity: Decimal  # in consumed_unit (billing unit)
-    consumed_unit: str
-    raw_quantity: Decimal  # as the provider reported it
-    raw_unit: str
-    billed_cost: Decimal | None = None  # when the provider reports cost (Phala)
-    billing_currency: str | None = None
     source_key: str = Field(min_length=1)  # idempotency key within (provider, usage_date)
     details: str | None = None  # provider details as JSON text
-
-
-class DayCoverage(BaseModel):
-    """Whether (provider, account, day) was fetched. ``unavailable`` days carry a reason and are
-    never written as zero usage."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    provider: str
-    account_id: str  # the configured account: Phala app, Neon project/org, Forge app+resource
-    usage_date: date
-    status: Literal["complete", "unavailable"]
-    reason: str | None = None
-    row_count: int = 0
 
 
 CoverageStatus = Literal["complete", "unavailable"]
 
 
-def day_coverage(
-    provider: str,
-    account_id: str,
-    usage_date: date,
-    status: CoverageStatus,
-    reason: str | None = None,
-    row_count: int = 0,
-) -> DayCoverage:
-    """One account's coverage of one day (positional, so the clients stay short)."""
-    return DayCoverage(
-        provider=provider,
-        account_id=account_id,
-        usage_date=usage_date,
-        status=status,
-        reason=reason,
-        row_count=row_count,
-    )
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class DayCoverage:
+    """Whether (provider, account, day) was fetched. ``unavailable`` days carry a reason and are
+    never written as zero usage. A (validating) dataclass, so the clients build it positionally."""
+
+    provider: str
+    account_id: str  # the configured account: Phala app, Neon project/org, Forge app+resource
+    usage_date: date
+    status: CoverageStatus
+    reason: str | None = None
+    row_count: int = 0
 
 
 class FetchResult(BaseModel):

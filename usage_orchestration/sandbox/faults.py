@@ -36,25 +36,23 @@ FAULT_GROUPS: dict[str, tuple[str, ...]] = {
 FAULT_KINDS = tuple(kind for kinds in FAULT_GROUPS.values() for kind in kinds)
 
 
-@dataclass(frozen=True)
 class FaultRates:
-    """Per-request probabilities of each fault group (their sum is at most 1)."""
+    """Per-request probabilities of each fault group, by ``FAULT_GROUPS`` key (a group not
+    named is 0; the sum is at most 1), and the ``Retry-After`` values a 429 may carry."""
 
-    http_5xx: float = 0.0
-    http_429: float = 0.0
-    timeout: float = 0.0
-    bad_body: float = 0.0
-    retry_after_s: tuple[int, ...] = (0, 1)  # Retry-After values a 429 may carry
-
-    def __post_init__(self) -> None:
-        rates = tuple(self.rate(group) for group in FAULT_GROUPS)
-        if any(r < 0 for r in rates) or sum(rates) > 1:
-            raise ValueError(f"fault rates must be >= 0 and sum to at most 1, got {rates}")
+    def __init__(self, retry_after_s: tuple[int, ...] = (0, 1), **rates: float) -> None:
+        unknown = sorted(set(rates) - set(FAULT_GROUPS))
+        if unknown:
+            raise ValueError(f"unknown fault groups {unknown}; known: {sorted(FAULT_GROUPS)}")
+        self._rates = {group: float(rates.get(group, 0.0)) for group in FAULT_GROUPS}
+        self.retry_after_s = retry_after_s
+        values = tuple(self._rates.values())
+        if any(r < 0 for r in values) or sum(values) > 1:
+            raise ValueError(f"fault rates must be >= 0 and sum to at most 1, got {values}")
 
     def rate(self, group: str) -> float:
         """The probability of fault group ``group`` (a ``FAULT_GROUPS`` key)."""
-        value: float = getattr(self, group)
-        return value
+        return self._rates[group]
 
 
 @dataclass

@@ -4,7 +4,7 @@ coverage, all days of a load in one transaction)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -141,8 +141,7 @@ def store_fetch(
                 "usage_date: coverage outside the requested days"
             )
         records = [
-            {**c.model_dump(), "load_id": load_id, "fetched_at": naive_utc(fetched_at)}
-            for c in coverage
+            {**asdict(c), "load_id": load_id, "fetched_at": naive_utc(fetched_at)} for c in coverage
         ]
         with warehouse.engine.begin() as conn:
             lock_replace(conn, provider_usage.name, {"provider": provider})
