@@ -4,9 +4,10 @@
 
 The sandbox (loopback, this process, default demo data and limits: Forge 5 requests / 60 s)
 answers the run; the demo ledger is seeded for the range beforehand (not timed). Each range runs
-``daily_usage_job`` (every asset, the code location's executor) in a fresh child process, with a
-persistent SQLite Dagster instance in a temporary ``DAGSTER_HOME`` (as the demo and ``dagster
-dev`` record events) and a fresh warehouse, so neither run sees the other's memory or rows.
+``daily_usage_job`` (every asset, the code location's executor) in a fresh child process, with an
+ephemeral (in-memory) Dagster instance by default (``--instance sqlite``: a persistent SQLite one
+in a temporary ``DAGSTER_HOME``, as the demo and ``dagster dev`` record events) and a fresh
+warehouse, so neither run sees the other's memory or rows.
 
 Figures per range (the last line printed is a JSON object):
 
