@@ -31,7 +31,7 @@ class AlertKind(StrEnum):
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
 DEDUP_PREFIX = "usage-orchestration"
-_MAX_KEY = 255  # PagerDuty's dedup_key limit
+MAX_DEDUP_KEY = 255  # PagerDuty's dedup_key limit
 
 
 def dedup_key(kind: str, subject: str, period: str, threshold: str = "") -> str:
@@ -40,10 +40,10 @@ def dedup_key(kind: str, subject: str, period: str, threshold: str = "") -> str:
     SHA-256 digest so the key stays unique and within PagerDuty's limit."""
     parts = [DEDUP_PREFIX, kind, subject, period] + ([threshold] if threshold else [])
     key = "/".join(parts)
-    if len(key) <= _MAX_KEY:
+    if len(key) <= MAX_DEDUP_KEY:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return key[: _MAX_KEY - len(digest) - 1] + "#" + digest
+    return key[: MAX_DEDUP_KEY - len(digest) - 1] + "#" + digest
 
 
 def period_end(period: str) -> date | None:

@@ -54,14 +54,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from usage_orchestration.alerts.channels import Channel, Notification
-from usage_orchestration.alerts.model import SEVERITY_RANK, Alert, is_recent
+from usage_orchestration.alerts.model import MAX_DEDUP_KEY, SEVERITY_RANK, Alert, is_recent
 from usage_orchestration.settings.alerts import AlertSettings, SilenceRule
 from usage_orchestration.warehouse.schema import metadata
 
 alert_outbox = Table(
     "alert_outbox",
     metadata,
-    Column("dedup_key", String(255), nullable=False),
+    Column("dedup_key", String(MAX_DEDUP_KEY), nullable=False),  # as PagerDuty takes it
     Column("kind", String(64), nullable=False),
     Column("severity", String(16), nullable=False),
     Column("subject", String(512), nullable=False),

@@ -93,10 +93,9 @@ def build_focus_asset(settings: UsageSettings) -> dg.AssetsDefinition:
         "provider cost is unknown stay in the table (x_CostStatus=unknown), out of the files. "
         "Columns and sources: docs/focus.md.",
     )
+    # the settings are the builder's (they chose the deps and kinds), not a resource of their own
     def focus_costs(
-        context: dg.AssetExecutionContext,
-        settings: dg.ResourceParam[UsageSettings],
-        warehouse: WarehouseResource,
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         days = common.partition_days(context)
         wh = warehouse.get()

@@ -36,18 +36,10 @@ from usage_orchestration.warehouse.store import Warehouse
 MONTHLY_STATEMENT = dg.AssetKey("monthly_statement")
 STATEMENT_JOB = "monthly_statement_job"
 ENTITY_COLUMNS = [
-    "entity_name",
-    "entity_id",
-    "monthly_budget",
-    "credits_used",
-    "budget_percent",
-    "forecast_month_end",
-    "forecast_overrun",
-    "credits_charged",
-    "expected_credits",
-    "delta_credits",
-    "break_rows",
-    "breaks",
+    *("entity_name", "entity_id"),  # who
+    *("monthly_budget", "credits_used", "budget_percent"),  # the budget, month to date
+    *("forecast_month_end", "forecast_overrun"),  # and at month end
+    *("credits_charged", "expected_credits", "delta_credits", "break_rows", "breaks"),  # reconciled
 ]
 
 

@@ -175,14 +175,8 @@ TABLES = (
         text("SubAccountId"),
         string("SubAccountName", length=256),
         text("Tags"),
-        string(
-            "x_Provider",
-            "x_Metric",
-            "x_EntityId",
-            "x_EntityType",
-            "x_LedgerResourceType",
-            length=256,
-        ),
+        string("x_Provider", "x_Metric", length=256),  # the provider's side
+        string("x_EntityId", "x_EntityType", "x_LedgerResourceType", length=256),  # the ledger's
         numeric("x_LedgerQuantity"),
         string("x_LedgerUnit", length=256),
         numeric("x_CreditsListUnitPrice", "x_CreditsListCost"),
