@@ -134,46 +134,64 @@ def budget_status(
         types.setdefault(eid, etype)
     by_entity = {b.entity_id: b for b in budgets}
     month_state: BudgetState = "no_budget" if by_entity else NOT_CONFIGURED
-    dim = days_in_month(as_of)
-    out: list[BudgetRow] = []
-    for eid in sorted(set(used) | set(by_entity)):
-        b = by_entity.get(eid)
-        spent = used.get(eid, Decimal(0))
-        budget = b.monthly_budget if b else None
-        pct = _pct(spent, budget) if budget is not None else None
-        crossed = thresholds_crossed(pct, thresholds)
-        if budget is not None and budget == 0 and spent > 0:
-            crossed = sorted(thresholds)  # any spend against a zero budget crosses everything
-        forecast = run_rate_forecast(spent, as_of, len(data_days), forecast_min_days)
-        overrun = None
-        if forecast is not None and budget is not None and forecast > budget:
-            overrun = forecast - budget
-        out.append(
-            BudgetRow(
-                as_of_date=as_of,
-                month=month_of(as_of),
-                entity_id=eid,
-                entity_type=(b.entity_type if b else None) or types.get(eid),
-                entity_name=b.name if b else None,
-                credits_used=_m(spent) or Decimal(0),
-                monthly_budget=_m(budget),
-                budget_percent=pct,
-                budget_remaining=_m(budget - spent) if budget is not None else None,
-                over_budget=budget is not None and spent > budget,
-                highest_threshold_crossed=crossed[-1] if crossed else None,
-                thresholds_crossed=_fmt_thresholds(crossed),
-                days_of_data=len(data_days),
-                days_elapsed=as_of.day,
-                days_in_month=dim,
-                forecast_month_end=_m(forecast),
-                forecast_percent=_pct(forecast, budget)
-                if forecast is not None and budget
-                else None,
-                forecast_overrun=_m(overrun),
-                budget_state="configured" if b else month_state,
-            )
+    return [
+        _entity_row(
+            as_of,
+            eid,
+            by_entity.get(eid),
+            used.get(eid, Decimal(0)),
+            types.get(eid),
+            len(data_days),
+            month_state,
+            thresholds,
+            forecast_min_days,
         )
-    return out
+        for eid in sorted(set(used) | set(by_entity))
+    ]
+
+
+def _entity_row(
+    as_of: date,
+    eid: str,
+    b: EntityBudget | None,
+    spent: Decimal,
+    ledger_type: str | None,
+    data_days: int,
+    month_state: BudgetState,
+    thresholds: Sequence[Decimal],
+    forecast_min_days: int,
+) -> BudgetRow:
+    """One entity's month to date: its spend against its budget (if any) and the forecast."""
+    budget = b.monthly_budget if b else None
+    pct = _pct(spent, budget) if budget is not None else None
+    crossed = thresholds_crossed(pct, thresholds)
+    if budget is not None and budget == 0 and spent > 0:
+        crossed = sorted(thresholds)  # any spend against a zero budget crosses everything
+    forecast = run_rate_forecast(spent, as_of, data_days, forecast_min_days)
+    overrun = None
+    if forecast is not None and budget is not None and forecast > budget:
+        overrun = forecast - budget
+    return BudgetRow(
+        as_of_date=as_of,
+        month=month_of(as_of),
+        entity_id=eid,
+        entity_type=(b.entity_type if b else None) or ledger_type,
+        entity_name=b.name if b else None,
+        credits_used=_m(spent) or Decimal(0),
+        monthly_budget=_m(budget),
+        budget_percent=pct,
+        budget_remaining=_m(budget - spent) if budget is not None else None,
+        over_budget=budget is not None and spent > budget,
+        highest_threshold_crossed=crossed[-1] if crossed else None,
+        thresholds_crossed=_fmt_thresholds(crossed),
+        days_of_data=data_days,
+        days_elapsed=as_of.day,
+        days_in_month=days_in_month(as_of),
+        forecast_month_end=_m(forecast),
+        forecast_percent=_pct(forecast, budget) if forecast is not None and budget else None,
+        forecast_overrun=_m(overrun),
+        budget_state="configured" if b else month_state,
+    )
 
 
 @dataclass(frozen=True)

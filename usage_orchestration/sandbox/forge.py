@@ -35,6 +35,7 @@ import math
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
@@ -412,32 +413,36 @@ def served_days(start: datetime, end: datetime, today: date, lookback: int | Non
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def register(sb: Sandbox) -> None:
-    def state() -> dict[str, Any]:
-        return sb.state.setdefault("forge", {})
+def _state(sb: Sandbox) -> dict[str, Any]:
+    return sb.state.setdefault("forge", {})
 
-    def rate_limited(account: str) -> float | None:
-        """Seconds until a slot frees when ``account`` is above the limit, else None (and the
-        request is counted)."""
-        with sb.lock:
-            limit = state().get("rate_limit", DEFAULT_RATE_LIMIT)
-            if not limit:
-                return None
-            window = float(limit["per_seconds"])
-            now = time.monotonic()
-            # accepted requests per account (kept in the state, so a reset clears them too)
-            q = state().setdefault("_arrivals", {}).setdefault(account, deque())
-            while q and q[0] <= now - window:
-                q.popleft()
-            if len(q) >= int(limit["max_requests"]):
-                return q[0] + window - now
-            q.append(now)
+
+def _rate_limited(sb: Sandbox, account: str) -> float | None:
+    """Seconds until a slot frees when ``account`` is above the limit, else None (and the
+    request is counted)."""
+    with sb.lock:
+        limit = _state(sb).get("rate_limit", DEFAULT_RATE_LIMIT)
+        if not limit:
             return None
+        window = float(limit["per_seconds"])
+        now = time.monotonic()
+        # accepted requests per account (kept in the state, so a reset clears them too)
+        q = _state(sb).setdefault("_arrivals", {}).setdefault(account, deque())
+        while q and q[0] <= now - window:
+            q.popleft()
+        if len(q) >= int(limit["max_requests"]):
+            return q[0] + window - now
+        q.append(now)
+        return None
+
+
+def _usage_resolver(sb: Sandbox) -> Callable[..., dict[str, Any]]:
+    """The ``appResourceUsage`` resolver: the sandbox's answer for one app, filter and page."""
 
     def resolve_usage(
         _info: Any, appId: str, filters: dict[str, Any], groupBy: str | None = None
     ) -> dict[str, Any]:
-        st = state()
+        st = _state(sb)
         interval = filters["interval"]
         start, end = interval["start"], interval["end"]
         if end < start:
@@ -477,7 +482,11 @@ def register(sb: Sandbox) -> None:
             "error": None,
         }
 
-    root = {"ecosystem": {"devConsole": {"appResourceUsage": resolve_usage}}}
+    return resolve_usage
+
+
+def register(sb: Sandbox) -> None:
+    root = {"ecosystem": {"devConsole": {"appResourceUsage": _usage_resolver(sb)}}}
 
     @sb.route("forge", "POST", "/forge/graphql/?")
     def handle(req: httpx.Request, _p: dict[str, str]) -> httpx.Response:
@@ -486,7 +495,7 @@ def register(sb: Sandbox) -> None:
             return json_response(
                 401, {"message": "Unauthorized: basic auth with email and API token required"}
             )
-        wait = rate_limited(account)
+        wait = _rate_limited(sb, account)
         if wait is not None:
             sb.record("forge", {"account": account, "status": 429, "t": time.time()})
             return json_response(
@@ -511,8 +520,8 @@ def register(sb: Sandbox) -> None:
             "experimental_api": req.headers.get("X-ExperimentalAPI"),
             "t": time.time(),
         }
-        refused = _refuse(state(), req, variables, sb)
-        out = refused or execute_operation(body, root, state())
+        refused = _refuse(_state(sb), req, variables, sb)
+        out = refused or execute_operation(body, root, _state(sb))
         errors = out.get("errors")
         sb.record(
             "forge",

@@ -318,19 +318,12 @@ def register(sb: Sandbox) -> None:
         return response
 
 
-def _consumption(sb: Sandbox, req: httpx.Request) -> httpx.Response:
-    if req.headers.get("Authorization") != f"Bearer {sb.API_KEYS['neon']}":
-        return _error(401, "authentication required", req)
-    state: dict[str, Any] = sb.state.get("neon", {})
+def _checked_query(
+    sb: Sandbox, req: httpx.Request, state: dict[str, Any], org_id: str
+) -> tuple[str, datetime, datetime, int, list[str], list[str]] | httpx.Response:
+    """The request's granularity, rounded window, page size, project filter and metrics, or the
+    error the API answers for the first parameter it refuses (in the document's order)."""
     q = req.url.params
-    org_id = q.get("org_id", "")
-    if _rate_limited(sb, org_id or "-", state):
-        headers = (
-            {"Retry-After": str(state["retry_after"])}
-            if state.get("retry_after") is not None
-            else None
-        )
-        return _error(429, "rate limit exceeded", req, code="RATE_LIMITED", headers=headers)
     if not re.fullmatch(r"[a-z0-9-]{1,60}", org_id):
         return _error(400, "org_id is required and must match ^[a-z0-9-]{1,60}$", req)
     metrics = _list_param(q, "metrics")
@@ -371,7 +364,27 @@ def _consumption(sb: Sandbox, req: httpx.Request) -> httpx.Response:
         return _error(406, "to must be after from (after rounding to the granularity)", req)
     if granularity == "hourly":
         return _error(400, "hourly granularity is not simulated by the sandbox", req)
+    return granularity, start, end, limit, wanted, metrics
 
+
+def _consumption(sb: Sandbox, req: httpx.Request) -> httpx.Response:
+    if req.headers.get("Authorization") != f"Bearer {sb.API_KEYS['neon']}":
+        return _error(401, "authentication required", req)
+    state: dict[str, Any] = sb.state.get("neon", {})
+    q = req.url.params
+    org_id = q.get("org_id", "")
+    if _rate_limited(sb, org_id or "-", state):
+        headers = (
+            {"Retry-After": str(state["retry_after"])}
+            if state.get("retry_after") is not None
+            else None
+        )
+        return _error(429, "rate limit exceeded", req, code="RATE_LIMITED", headers=headers)
+    query = _checked_query(sb, req, state, org_id)
+    if isinstance(query, httpx.Response):
+        return query
+    granularity, start, end, limit, wanted, metrics = query
+    now = sb.now()
     newest_first = list(reversed(project_ids(sb.seed, int(state.get("projects", 3)))))
     if wanted:
         allowed = set(wanted)

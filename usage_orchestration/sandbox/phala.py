@@ -114,6 +114,27 @@ def _validation_error(loc: list[Any], msg: str, typ: str) -> httpx.Response:
     return json_response(422, {"detail": [{"loc": loc, "msg": msg, "type": typ}]})
 
 
+def _served_records(
+    seed: int, app_id: str, start: datetime, end: datetime, duplicates: int
+) -> list[dict[str, Any]]:
+    """The app's records billed in [start, end), in the order the API pages them, with the
+    ``duplicates`` knob's repeated records spread over them."""
+    records: list[dict[str, Any]] = []
+    day = start.date()
+    while datetime(day.year, day.month, day.day, tzinfo=UTC) < end:
+        for rec in phala_records(seed, app_id, day):
+            if start <= _parse_dt(rec["billing_start"]) < end:  # type: ignore[operator]
+                records.append(rec)
+        day += timedelta(days=1)
+    # undocumented ordering: newest billing hour first, as a real ClickHouse query might
+    records.sort(key=lambda x: (x["billing_hour"], x["billing_key"]), reverse=True)
+    if duplicates and records:
+        step = max(1, len(records) // (duplicates + 1))
+        for i in range(duplicates):
+            records.insert(min(len(records), (i + 1) * step + i), dict(records[i * step]))
+    return records
+
+
 def register(sb: Sandbox) -> None:
     @sb.route("phala", "GET", "/phala/api/v1/apps/(?P<app_id>[^/]+)/usage")
     def usage(req: httpx.Request, p: dict[str, str]) -> httpx.Response:
@@ -154,20 +175,7 @@ def register(sb: Sandbox) -> None:
             )
         if end < start:
             return json_response(400, {"detail": "end_date must not be before start_date"})
-        records: list[dict[str, Any]] = []
-        day = start.date()
-        while datetime(day.year, day.month, day.day, tzinfo=UTC) < end:
-            for rec in phala_records(sb.seed, app_id, day):
-                if start <= _parse_dt(rec["billing_start"]) < end:  # type: ignore[operator]
-                    records.append(rec)
-            day += timedelta(days=1)
-        # undocumented ordering: newest billing hour first, as a real ClickHouse query might
-        records.sort(key=lambda x: (x["billing_hour"], x["billing_key"]), reverse=True)
-        dup = int(state.get("duplicates", 0))
-        if dup and records:
-            step = max(1, len(records) // (dup + 1))
-            for i in range(dup):
-                records.insert(min(len(records), (i + 1) * step + i), dict(records[i * step]))
+        records = _served_records(sb.seed, app_id, start, end, int(state.get("duplicates", 0)))
         page = records[offset : offset + limit]
         return json_response(
             200,
