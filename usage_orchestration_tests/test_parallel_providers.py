@@ -4,8 +4,8 @@ run builds the in-process run's warehouse, and the provider pools hold across tw
 Three runs share a temporary ``DAGSTER_HOME`` with the project's ``dagster.yaml`` (pools of 1,
 so pool slots are claimed through a persistent instance, not an ephemeral one), all
 ``execution.engine: multiprocess`` (forkserver). Run A, alone: ``daily_usage_job`` over days 1-3
-(``dagster job execute``). Then runs B and C, started together: the three provider assets over
-days 2-4 and 1-3 (``dagster asset materialize``). The sandbox delays every Forge answer (Forge's
+(``dagster job execute``). Then runs B and C together: the three provider assets over days 2-4
+and 1-3 (``dagster asset materialize``), C started once B's provider steps hold their slots. The sandbox delays every Forge answer (Forge's
 real budget is 5 requests a minute); Phala and Neon answer at once. Each run writes its own
 warehouse; all read one ledger.
 """
@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -42,8 +43,10 @@ from usage_orchestration_tests.chaos_support import (
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PROVIDERS = ("phala", "neon", "forge")
+PROVIDER_STEPS = tuple(f"{p}_usage" for p in PROVIDERS)
 POOLS = (*PROVIDERS, "ledger")  # dagster.yaml: default_limit 1 each
-FORGE_DELAY_S = 3.0  # every Forge answer (the others answer at once)
+FORGE_DELAY_S = 3.0  # every Forge answer of run A (the others answer at once)
+FORGE_HOLD_S = 20.0  # every Forge answer of runs B and C: B holds the forge pool while C starts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -65,7 +68,7 @@ def _settings_file(tmp: Path, name: str, base_url: str, ledger_url: str) -> tupl
         base_url, warehouse_url, ledger_url, tmp / name / "state", KILL_PROFILE
     )
     data = settings.model_dump(mode="json", exclude_unset=True)
-    data["forge"]["timeout_s"] = FORGE_DELAY_S * 5
+    data["forge"]["timeout_s"] = FORGE_HOLD_S * 2
     data["execution"] = {"engine": "multiprocess"}
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -88,13 +91,53 @@ def _steps(instance: Any, run_id: str, name: str) -> dict[str, Step]:
     return {k: Step(name, k, t, ends[k], pid) for k, (t, pid) in starts.items()}
 
 
+def _wait_for_steps_started(
+    home: Path, run_count: int, steps: Collection[str], timeout_s: float = 120.0
+) -> None:
+    """Wait until the instance holds ``run_count`` runs and the newest has started ``steps``."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    deadline = time.monotonic() + timeout_s
+    with DagsterInstance.from_config(str(home)) as instance:
+        while time.monotonic() < deadline:
+            runs = instance.get_runs()
+            if len(runs) >= run_count:
+                started = {
+                    e.step_key
+                    for e in instance.all_logs(runs[0].run_id, of_type=DagsterEventType.STEP_START)
+                }
+                if set(steps) <= started:
+                    return
+            time.sleep(0.2)
+    raise AssertionError(f"run {run_count} did not start {sorted(steps)} in {timeout_s:.0f} s")
+
+
+def _blocked_steps(instance: Any, run_id: str) -> dict[str, str]:
+    """The steps of a run that waited for a pool slot, and the pool ("Step blocked by limit for
+    pool <pool>", Dagster's engine event while a claim is pending)."""
+    prefix = "Step blocked by limit for pool "
+    blocked: dict[str, str] = {}
+    for e in instance.all_logs(run_id):
+        ev = e.dagster_event
+        if ev is not None and e.step_key and (ev.message or "").startswith(prefix):
+            blocked[e.step_key] = ev.message[len(prefix) :]
+    return blocked
+
+
 def _run_together(
-    tmp: Path, env: dict[str, str], commands: dict[str, tuple[Path, list[str]]]
+    tmp: Path,
+    env: dict[str, str],
+    commands: dict[str, tuple[Path, list[str]]],
+    between: Callable[[], None] | None = None,
 ) -> float:
-    """Start every command at once (each with its settings file); wait for all; the wall time."""
+    """Start every command (each with its settings file; ``between`` runs before each one after
+    the first); wait for all; the wall time."""
     started = time.monotonic()
-    procs = {
-        name: subprocess.Popen(
+    procs: dict[str, subprocess.Popen[str]] = {}
+    for name, (path, cmd) in commands.items():
+        if procs and between is not None:
+            between()
+        procs[name] = subprocess.Popen(
             cmd,
             cwd=tmp,
             env={**env, "USAGE_SETTINGS_FILE": str(path)},
@@ -102,8 +145,6 @@ def _run_together(
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for name, (path, cmd) in commands.items()
-    }
     outputs = {name: p.communicate(timeout=600)[0] for name, p in procs.items()}
     for name, p in procs.items():
         assert p.returncode == 0, f"run {name}:\n{outputs[name][-12000:]}"
@@ -151,11 +192,17 @@ def test_provider_steps_overlap_within_their_pools(tmp_path: Path) -> None:
         a_wall_s = _run_together(
             tmp_path, env, {"a": (files["a"][0], [*job, "--tags", json.dumps(a_tags)])}
         )
-        # runs B and C at once: the provider assets over overlapping days, one pool each
+        sandbox.latency_s["forge"] = FORGE_HOLD_S
+        # runs B and C together: the provider assets over overlapping days, one pool each. C
+        # starts once B's three provider steps hold their slots: Dagster claims a free slot by
+        # a SELECT ... FOR UPDATE SKIP LOCKED then an UPDATE of that row, which SQLite does not
+        # lock, so two runs claiming in the same instant can both get it (docs/operations.md).
+        # C's steps then queue behind B's, which is what the pools must show.
         bc_wall_s = _run_together(
             tmp_path,
             env,
             {"b": (files["b"][0], providers(b_days)), "c": (files["c"][0], providers(a_days))},
+            between=lambda: _wait_for_steps_started(home, run_count=2, steps=PROVIDER_STEPS),
         )
         forge_requests = sandbox.request_count("forge")
     finally:
@@ -171,6 +218,7 @@ def test_provider_steps_overlap_within_their_pools(tmp_path: Path) -> None:
             else:
                 by_name["b" if r.tags[RANGE_START_TAG] == b_days[0].isoformat() else "c"] = r
         steps = {n: _steps(instance, r.run_id, n) for n, r in by_name.items()}
+        c_blocked = _blocked_steps(instance, by_name["c"].run_id)
         pools = {p: instance.event_log_storage.get_concurrency_info(p) for p in POOLS}
 
     a = steps["a"]
@@ -185,7 +233,9 @@ def test_provider_steps_overlap_within_their_pools(tmp_path: Path) -> None:
     for n in "bc":
         assert {f"{p}_usage" for p in PROVIDERS} <= set(steps[n])  # (and their checks)
 
-    # the pools held across the two concurrent runs: never two steps of one provider at once
+    # the pools held across the two concurrent runs: C's Forge step waited for B's slot (B's
+    # Forge answers take FORGE_HOLD_S), and never two steps of one provider at once
+    assert c_blocked.get("forge_usage") == "forge", c_blocked
     for p in PROVIDERS:
         x, y = steps["b"][f"{p}_usage"], steps["c"][f"{p}_usage"]
         assert x.end <= y.start or y.end <= x.start, (p, x, y)
@@ -203,7 +253,7 @@ def test_provider_steps_overlap_within_their_pools(tmp_path: Path) -> None:
     print(
         f"run A {a_wall_s:.1f} s, runs B and C together {bc_wall_s:.1f} s; forge requests "
         f"{forge_requests} "
-        f"({FORGE_DELAY_S} s each); run A forge {forge.end - forge.start:.1f} s, phala "
+        f"({FORGE_DELAY_S} s each in run A, {FORGE_HOLD_S} s in B and C); run A forge {forge.end - forge.start:.1f} s, phala "
         f"{phala.start - forge.start:+.1f}..{phala.end - forge.start:+.1f} s, neon "
         f"{neon.start - forge.start:+.1f}..{neon.end - forge.start:+.1f} s from forge's start; "
         f"pools {order}"
