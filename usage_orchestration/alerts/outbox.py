@@ -272,14 +272,6 @@ class Outbox:
                     done.append(key)
         return done
 
-    def open_keys(self, kind: str, subject_prefix: str = "") -> list[str]:
-        q = select(alert_outbox.c.dedup_key).where(
-            and_(alert_outbox.c.kind == kind, alert_outbox.c.state.in_(OPEN_STATES))
-        )
-        if subject_prefix:
-            q = q.where(alert_outbox.c.subject.startswith(subject_prefix, autoescape=True))
-        return self._scalars(q)
-
     def _upsert(
         self,
         conn: Connection,
@@ -695,15 +687,6 @@ class Outbox:
     def due_count(self, now: datetime) -> int:
         """Actions a delivery pass would attempt now."""
         return len(self._scalars(select(alert_outbox.c.dedup_key).where(_due(now))))
-
-    def pending_count(self) -> int:
-        q = select(alert_outbox.c.dedup_key).where(
-            or_(
-                alert_outbox.c.trigger_status == "pending",
-                alert_outbox.c.resolve_status == "pending",
-            )
-        )
-        return len(self._scalars(q))
 
     def _rows(self, q: Any) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

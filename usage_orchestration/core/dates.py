@@ -41,10 +41,6 @@ def naive_utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
 
 
-def days_from(start: date, end_inclusive: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end_inclusive - start).days + 1)]
-
-
 def month_of(day: date) -> str:
     """``YYYY-MM``."""
     return f"{day.year:04d}-{day.month:02d}"

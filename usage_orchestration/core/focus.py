@@ -26,7 +26,6 @@ from usage_orchestration.core.usage import Charge
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 
 FOCUS_VERSION = "1.0"
-CREDITS = "credits"  # the platform's own unit of account (x_ columns), not an ISO currency
 COST_REPORTED = "reported"
 COST_UNKNOWN = "unknown"
 # Storage scale of NUMERIC(38, 12): a derived unit price is rounded once, here.

@@ -40,10 +40,6 @@ def quantize_credits(value: Decimal | None) -> Decimal | None:
     return quantize(value, CREDITS_QUANTUM)
 
 
-def quantize_quantity(value: Decimal | None) -> Decimal | None:
-    return quantize(value, QUANTITY_QUANTUM)
-
-
 def exact_add(a: Decimal, b: Decimal) -> Decimal:
     """``a + b`` without the default context's 28-digit rounding."""
     return CONTEXT.add(a, b)

@@ -347,20 +347,6 @@ def app_coverage(
     return [DayCoverage(PROVIDER, app_id, d, "complete", None, per_day[d]) for d in wanted]
 
 
-def app_day_rows(
-    app_id: str, records: Sequence[PhalaUsageRecord], days: Sequence[date], fetched_at: datetime
-) -> tuple[list[UsageRow], list[DayCoverage]]:
-    """One app's rows for ``days`` and its coverage per day."""
-    wanted = sorted(set(days))
-    per_day: dict[date, int] = dict.fromkeys(wanted, 0)
-    rows: list[UsageRow] = []
-    for rec in records:
-        if rec.billing_day in per_day:  # other days of the span were not asked for
-            rows.append(normalize(rec, app_id, fetched_at))
-            per_day[rec.billing_day] += 1
-    return rows, app_coverage(app_id, wanted, per_day, len(records))
-
-
 def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> UsageRow:
     window = rec.billing_day.isoformat()
     try:
