@@ -128,3 +128,15 @@ def test_the_owner_pages_name_owns_every_asset(tmp_path: Path) -> None:
 def test_an_owner_dagster_cannot_show_is_refused_at_load() -> None:
     with pytest.raises(ValidationError, match="owner"):
         AlertSettings(owner="Alice from finance")
+
+
+def test_every_asset_has_a_provider_tag_the_ui_can_filter_by() -> None:
+    """``tag:provider=<name>`` selects a provider's assets in the UI and the CLI: every asset
+    (the external ledger included) names one registered provider or ``all``."""
+    from usage_orchestration.providers.registry import PROVIDERS
+
+    current = asset_specs(build_definitions(load_settings()))
+    allowed = {p.name for p in PROVIDERS} | {"all"}
+    assert current and {k: s["tags"].get("provider") in allowed for k, s in current.items()} == {
+        k: True for k in current
+    }, {k: s["tags"] for k, s in current.items()}

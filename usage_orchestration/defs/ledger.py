@@ -156,6 +156,7 @@ def credit_ledger_spec(settings: UsageSettings) -> dg.AssetSpec:
         "read-only connection or the Usage Reporting API.",
         kinds={ledger_kind(settings)},
         owners=common.owners(settings),
+        tags={"provider": common.ALL_PROVIDERS},  # it holds every provider's usage events
         group_name="ledger",
         metadata={"location": dg.MetadataValue.text(ledger_location(settings))},
     )
