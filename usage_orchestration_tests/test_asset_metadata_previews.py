@@ -1,6 +1,6 @@
-"""Per-partition metadata of a range run (``record_days``, defs/common.py): every day keeps its
-figures; table previews are kept on every day of a run up to 31 days, on the last day only of a
-longer one (the other days say where the preview is)."""
+"""Per-partition metadata of a range run (``record_days``, ``run_metadata``, defs/common.py):
+every day keeps its figures; table previews (the day's and the run's) are kept on every day of a
+run up to 31 days, on the last day only of a longer one (the other days say where they are)."""
 
 from datetime import date, timedelta
 from typing import Any
@@ -24,7 +24,8 @@ def daily_figures(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "preview": common.table([{"day": d, "rows": d.day}], ["day", "rows"]),
         },
     )
-    return dg.MaterializeResult(metadata={"run_wide": 1})
+    run_wide = {"run_wide": 1, "run_table": common.table([{"n": 1}], ["n"])}
+    return dg.MaterializeResult(metadata=common.run_metadata(context, run_wide))
 
 
 def _run(days: int) -> tuple[list[date], dict[str, dict[str, Any]]]:
@@ -62,6 +63,7 @@ def test_a_daily_run_or_a_month_keeps_a_preview_on_every_day(days: int) -> None:
         preview = meta[d.isoformat()]["preview"]
         assert isinstance(preview, dg.TableMetadataValue)
         assert preview.records[0].data == {"day": d.isoformat(), "rows": d.day}
+        assert isinstance(meta[d.isoformat()]["run_table"], dg.TableMetadataValue)
 
 
 def test_a_long_range_keeps_previews_on_its_last_day_and_every_figure_on_every_day() -> None:
@@ -77,7 +79,10 @@ def test_a_long_range_keeps_previews_on_its_last_day_and_every_figure_on_every_d
         if d == last:
             assert isinstance(day["preview"], dg.TableMetadataValue)
             assert day["preview"].records[0].data["day"] == last.isoformat()
+            # the run-wide table too (the result's metadata is copied into every partition)
+            assert isinstance(day["run_table"], dg.TableMetadataValue)
         else:
-            # the key stays, saying where the preview went
-            assert isinstance(day["preview"], dg.TextMetadataValue)
-            assert last.isoformat() in day["preview"].value
+            # the keys stay, saying where the tables went
+            for key in ("preview", "run_table"):
+                assert isinstance(day[key], dg.TextMetadataValue)
+                assert last.isoformat() in day[key].value

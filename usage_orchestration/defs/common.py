@@ -189,6 +189,22 @@ def record_days(
         context.add_asset_metadata(meta, partition_key=day.isoformat())
 
 
+def run_metadata(context: dg.AssetExecutionContext, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``MaterializeResult`` metadata of a run whose ``meta`` is true of the whole run.
+
+    Dagster copies it into every partition's materialization; on a range with previews on its
+    last day only (``preview_days``), its tables go to that day alone, like ``record_days``'
+    (the other days keep the key, saying where the table is)."""
+    days = partition_days(context)
+    if len(preview_days(days)) == len(days):
+        return dict(meta)
+    last = max(days)
+    tables = {k: v for k, v in meta.items() if isinstance(v, dg.TableMetadataValue)}
+    if tables:
+        context.add_asset_metadata(tables, partition_key=last.isoformat())
+    return without_previews(meta, last)
+
+
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
     """Every day of the run's partition range (a single-run backfill covers many days: each one
     must be handled, not only the window's start)."""
