@@ -105,6 +105,7 @@ def worker(args: argparse.Namespace) -> None:
     logging.disable(logging.WARNING)
     from dagster import DagsterInstance
 
+    import usage_orchestration
     from usage_orchestration.definitions import defs
 
     job = defs.resolve_job_def("daily_usage_job")
@@ -169,6 +170,8 @@ def worker(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "success": result.success,
+                # the checkout measured (the child must import this one, not an installed copy)
+                "package": str(Path(usage_orchestration.__file__).resolve().parent),
                 "wall_s": round(wall, 3),
                 "peak_rss_mb": peak_rss,
                 "rss_before_run_mb": rss_before,
@@ -268,6 +271,11 @@ def run_range(
     env.update(env_vars)
     env.update({k: sandbox.API_KEYS[api] for k, api in SECRETS.items()})
     env.update({"DAGSTER_HOME": str(home), "PYTHONWARNINGS": "ignore"})
+    # the child runs in ``tmp``: a relative PYTHONPATH (``PYTHONPATH=.``) would no longer name
+    # this checkout, and the package would be imported from wherever the venv installed it
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    )
     old = dict(os.environ)
     os.environ.update(env_vars)
     try:

@@ -136,6 +136,35 @@ def _sql_type(t: Any) -> str:
     return str(t).lower()
 
 
+# A range run over more than this many days (a year's backfill, not a normal daily run or a
+# month's) keeps its table previews on its last day only: Dagster stores every partition's
+# metadata, and a table per asset per day was most of a year's event volume.
+PREVIEW_EVERY_DAY_MAX_DAYS = 31
+
+
+def preview_days(days: Sequence[date]) -> set[date]:
+    """The days of a run whose partitions carry table previews (``MetadataValue.table``): every
+    day of a run of up to ``PREVIEW_EVERY_DAY_MAX_DAYS`` days, the last day of a longer one."""
+    if len(days) <= PREVIEW_EVERY_DAY_MAX_DAYS:
+        return set(days)
+    return {max(days)}
+
+
+def preview_elsewhere(last: date) -> dg.MetadataValue:
+    """What a day without its preview shows in the table's place: where the preview is."""
+    return dg.MetadataValue.text(
+        f"not kept for this day: a range run over {PREVIEW_EVERY_DAY_MAX_DAYS} days keeps table "
+        f"previews on its last day only ({last.isoformat()}); the warehouse table has every row"
+    )
+
+
+def without_previews(meta: Mapping[str, Any], last: date) -> dict[str, Any]:
+    """``meta`` with each table preview replaced by ``preview_elsewhere(last)`` (every number
+    and text kept)."""
+    note = preview_elsewhere(last)
+    return {k: note if isinstance(v, dg.TableMetadataValue) else v for k, v in meta.items()}
+
+
 def record_days(
     context: dg.AssetExecutionContext,
     figures: Callable[[date], Mapping[str, Any]],
@@ -146,9 +175,34 @@ def record_days(
     ``MaterializeResult`` goes to all of them alike (so every day would show the range's
     totals and plots over time would be flat). Partition-scoped metadata
     (``add_asset_metadata(partition_key=...)``) is merged over it, day by day, so keep only
-    what is true of every day in the result and the figures here."""
-    for day in partition_days(context):
-        context.add_asset_metadata(dict(figures(day)), partition_key=day.isoformat())
+    what is true of every day in the result and the figures here.
+
+    Every figure is kept on every day (the UI's plots over time); table previews only on the
+    days of ``preview_days`` (a long range: its last day), the others say where it is."""
+    days = partition_days(context)
+    shown = preview_days(days)
+    last = max(days) if days else None
+    for day in days:
+        meta = dict(figures(day))
+        if day not in shown and last is not None:
+            meta = without_previews(meta, last)
+        context.add_asset_metadata(meta, partition_key=day.isoformat())
+
+
+def run_metadata(context: dg.AssetExecutionContext, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``MaterializeResult`` metadata of a run whose ``meta`` is true of the whole run.
+
+    Dagster copies it into every partition's materialization; on a range with previews on its
+    last day only (``preview_days``), its tables go to that day alone, like ``record_days``'
+    (the other days keep the key, saying where the table is)."""
+    days = partition_days(context)
+    if len(preview_days(days)) == len(days):
+        return dict(meta)
+    last = max(days)
+    tables = {k: v for k, v in meta.items() if isinstance(v, dg.TableMetadataValue)}
+    if tables:
+        context.add_asset_metadata(tables, partition_key=last.isoformat())
+    return without_previews(meta, last)
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:

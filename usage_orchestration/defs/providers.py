@@ -178,7 +178,8 @@ def _metadata(
         "retries": stats.retries,
         "budget_wait_s": round(stats.budget_wait_s, 3),
         # one row per (account, reason) with its span, not one per day: Dagster copies a range
-        # run's metadata into every partition's materialization (365 x a 300-row table)
+        # run's metadata into every partition's materialization (common.run_metadata: a long
+        # range's last day only)
         "unavailable_days": common.table(_unavailable_spans(unavailable), _SPAN_COLUMNS),
         "warehouse": dg.MetadataValue.text(warehouse.describe()),
         **_audit_metadata(report),
@@ -296,7 +297,9 @@ def provider_asset(spec: ProviderSpec, settings: UsageSettings) -> dg.AssetsDefi
         figures = _day_figures(spec, settings, warehouse, days, report)
         common.record_days(context, lambda d: figures[d])
         return dg.MaterializeResult(
-            metadata=_metadata(spec, settings, warehouse, days, report, stats),
+            metadata=common.run_metadata(
+                context, _metadata(spec, settings, warehouse, days, report, stats)
+            ),
             check_results=[check],
         )
 

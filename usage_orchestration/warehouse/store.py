@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Date,
+    DateTime,
     Engine,
     Integer,
     Table,
@@ -246,11 +248,15 @@ def _rows(columns: Columns) -> Iterator[tuple[Any, ...]]:
 
 def _bound(type_: TypeEngine[Any], values: Sequence[Any], dialect: Dialect) -> Sequence[Any]:
     """``values`` as the driver takes them: through the type's bind processor, as SQLAlchemy
-    does (an exact decimal's text depends on its value alone: each distinct one once)."""
+    does (an exact decimal's text, a day's or a timestamp's, depends on its value alone: each
+    distinct one once; a year's load repeats its charge periods and fetch time on every row)."""
     bind = type_.dialect_impl(dialect).bind_processor(dialect)
     if bind is None:
         return values
-    if isinstance(type_, ExactDecimal):
+    if isinstance(type_, ExactDecimal | Date) or (
+        # aware timestamps equal as instants may spell different wall times: naive ones only
+        isinstance(type_, DateTime) and all(v is None or v.tzinfo is None for v in values)
+    ):
         return each_distinct(bind, values)
     return [bind(v) for v in values]
 
