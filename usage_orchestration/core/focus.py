@@ -21,7 +21,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from usage_orchestration.core.dates import as_utc, month_start, next_month, utc_midnight
-from usage_orchestration.core.mapping import resolve_mapping, to_ledger_quantity
+from usage_orchestration.core.mapping import MappingResolver, to_ledger_quantity
 from usage_orchestration.core.usage import Charge
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 
@@ -169,15 +169,15 @@ def _description(usage: ChargeUsage, prof: ProviderProfile) -> str:
 
 def focus_row(
     usage: ChargeUsage,
-    mappings: Sequence[UsageMapping],
+    mappings: Sequence[UsageMapping] | MappingResolver,
     rate_card: Mapping[str, RateCardEntry],
 ) -> dict[str, Any]:
     """One FOCUS row (FOCUS names, then ``x_`` columns) for one charge. Raises
-    ``MappingError`` when the rate card cannot convert a mapped usage's unit."""
+    ``MappingError`` when the rate card cannot convert a mapped usage's unit. ``mappings``: the
+    rules, or a resolver to reuse over many charges."""
     prof = profile(usage.provider)
-    mapping = resolve_mapping(
-        mappings, usage.provider, usage.resource_id, usage.metric, usage.sub_account_id
-    )
+    resolve = mappings if isinstance(mappings, MappingResolver) else MappingResolver(mappings)
+    mapping = resolve(usage.provider, usage.resource_id, usage.metric, usage.sub_account_id)
     period_start, period_end = billing_period(usage.charge_period_start)
     return {
         "usage_date": usage.usage_date,

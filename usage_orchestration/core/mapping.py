@@ -29,6 +29,26 @@ def resolve_mapping(
     return best
 
 
+class MappingResolver:
+    """``resolve_mapping`` over one rule list, each distinct (provider, resource, metric,
+    sub-account) resolved once: a year's load or FOCUS build maps ~60,000 charges of a few
+    hundred such keys, against every rule each time."""
+
+    def __init__(self, mappings: Sequence[UsageMapping]) -> None:
+        self._mappings = mappings
+        self._seen: dict[tuple[str, str, str, str | None], UsageMapping | None] = {}
+
+    def __call__(
+        self, provider: str, resource_id: str, metric: str, sub_account_id: str | None = None
+    ) -> UsageMapping | None:
+        key = (provider, resource_id, metric, sub_account_id)
+        try:
+            return self._seen[key]
+        except KeyError:
+            found = self._seen[key] = resolve_mapping(self._mappings, *key)
+            return found
+
+
 def to_ledger_quantity(
     rate_card: dict[str, RateCardEntry], resource_type: str, quantity: Decimal, unit: str
 ) -> Decimal:

@@ -15,6 +15,7 @@ import dagster as dg
 
 from usage_orchestration.core.dates import month_start
 from usage_orchestration.core.focus import FOCUS_VERSION, ChargeUsage, DayFigures, focus_row
+from usage_orchestration.core.mapping import MappingResolver
 from usage_orchestration.core.money import credits_metadata
 from usage_orchestration.defs import common
 from usage_orchestration.defs.resources import WarehouseResource, warehouse_kind
@@ -101,9 +102,10 @@ def build_focus_asset(settings: UsageSettings) -> dg.AssetsDefinition:
         wh = warehouse.get()
         providers = [p.name for p in enabled_providers(settings)]
         figures = {d: DayFigures(columns=PREVIEW_COLUMNS) for d in days}
+        mappings = MappingResolver(settings.mappings)  # one per run: each key resolved once
 
         def build(charges: list[ChargeUsage]) -> list[dict[str, Any]]:
-            rows = [focus_row(u, settings.mappings, settings.rate_card) for u in charges]
+            rows = [focus_row(u, mappings, settings.rate_card) for u in charges]
             for r in rows:
                 figures[r["usage_date"]].add(r)
             return rows

@@ -13,10 +13,9 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
 from usage_orchestration.core.dates import naive_utc
-from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
+from usage_orchestration.core.mapping import MappingError, MappingResolver, to_ledger_quantity
 from usage_orchestration.providers.records import DayCoverage, FetchResult, FetchStream, UsageRow
 from usage_orchestration.settings import UsageSettings
-from usage_orchestration.settings.mapping import UsageMapping
 from usage_orchestration.warehouse.audit import (
     AuditError,
     DayDrop,
@@ -37,37 +36,18 @@ ALLOW_DROP_TAG = "usage/allow_drop"
 _IN_CHUNK = 500
 
 
-# What a row's mapping depends on: (provider, resource, metric, sub-account).
-MappingKey = tuple[str, str, str, str | None]
-
-
-class RowMappings:
-    """``resolve_mapping`` of each distinct (provider, resource, metric, sub-account) once: a
-    year's load maps ~60,000 rows of a few hundred such keys, against every rule each time."""
-
-    def __init__(self, settings: UsageSettings) -> None:
-        self._mappings = settings.mappings
-        self._seen: dict[MappingKey, UsageMapping | None] = {}
-
-    def of(self, row: UsageRow) -> UsageMapping | None:
-        key = (row.provider, row.resource_id, row.metric, row.sub_account_id)
-        try:
-            return self._seen[key]
-        except KeyError:
-            found = self._seen[key] = resolve_mapping(self._mappings, *key)
-            return found
-
-
 def usage_record(
     row: UsageRow,
     settings: UsageSettings,
     load_id: str,
     fetched_at: datetime,
-    mappings: RowMappings | None = None,
+    mappings: MappingResolver | None = None,
 ) -> dict[str, Any]:
     """A provider_usage row: the normalized usage plus its mapping and list cost (credits).
-    ``mappings``: resolved mappings to reuse over a load's rows (else resolved for this row)."""
-    mapping = (mappings or RowMappings(settings)).of(row)
+    ``mappings``: the resolver to reuse over a load's rows (else the rules are read for this
+    row alone)."""
+    resolve = mappings or MappingResolver(settings.mappings)
+    mapping = resolve(row.provider, row.resource_id, row.metric, row.sub_account_id)
     list_cost = None
     if mapping is not None:
         try:
@@ -235,7 +215,7 @@ def _stage(
 ) -> None:
     """The mapped rows into the staging table, in chunks (each its own transaction)."""
     chunk: list[dict[str, Any]] = []
-    mappings = RowMappings(settings)
+    mappings = MappingResolver(settings.mappings)
     for row in rows:
         if row.provider != provider:
             raise AuditError(
