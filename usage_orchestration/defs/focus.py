@@ -101,7 +101,11 @@ def build_focus_asset(settings: UsageSettings) -> dg.AssetsDefinition:
         days = common.partition_days(context)
         wh = warehouse.get()
         providers = [p.name for p in enabled_providers(settings)]
-        figures = {d: DayFigures(columns=PREVIEW_COLUMNS) for d in days}
+        # preview rows only for the days that show them (a long range: its last day)
+        shown = common.preview_days(days)
+        figures = {
+            d: DayFigures(preview=20 if d in shown else 0, columns=PREVIEW_COLUMNS) for d in days
+        }
         mappings = MappingResolver(settings.mappings)  # one per run: each key resolved once
 
         def build(charges: list[ChargeUsage]) -> list[dict[str, Any]]:
