@@ -7,8 +7,10 @@ rest downstream of all of them), each ``BackfillPolicy.single_run()``, whose ste
 record ``--figures`` numbers per day (``add_asset_metadata(partition_key=...)``, as
 ``defs/common.record_days`` does) and return an empty ``MaterializeResult``. Each range runs
 once with ``execute_in_process`` on an ephemeral instance (as ``range_scaling.py``) in a fresh
-child process. What is measured is what Dagster spends per partition: a planned event per
-asset and day when the run is created, and a materialization per asset and day as it runs.
+child process (``--instance home``: the persistent instance of ``$DAGSTER_HOME`` instead, whose
+``dagster.yaml`` chooses SQLite or PostgreSQL storage). What is measured is what Dagster spends
+per partition: a planned event per asset and day when the run is created, and a
+materialization per asset and day as it runs.
 
 The last line printed is a JSON object: per range ``wall_s_<n>`` (the ``execute_in_process``
 call), ``create_run_s_<n>`` (from the call to the run's start: creating the run and its planned
@@ -40,7 +42,7 @@ def _is_run_start(record: dg.EventLogEntry) -> bool:
     return ev is not None and ev.event_type == dg.DagsterEventType.RUN_START
 
 
-def _worker(days: int, assets: int, figures: int) -> None:
+def _worker(days: int, assets: int, figures: int, instance_kind: str) -> None:
     import logging
     import warnings
 
@@ -72,7 +74,10 @@ def _worker(days: int, assets: int, figures: int) -> None:
     defs += [build(f"derived_{i}", roots) for i in range(assets - ROOTS)]
     job = dg.define_asset_job("floor_job", selection=dg.AssetSelection.all())
     resolved = dg.Definitions(assets=defs, jobs=[job]).resolve_job_def("floor_job")
-    instance = dg.DagsterInstance.ephemeral()
+    # "home": the persistent instance of $DAGSTER_HOME (its dagster.yaml: SQLite or PostgreSQL)
+    instance = (
+        dg.DagsterInstance.get() if instance_kind == "home" else dg.DagsterInstance.ephemeral()
+    )
     t0 = time.time()
     result = resolved.execute_in_process(
         instance=instance,
@@ -101,15 +106,22 @@ def main() -> int:
     parser.add_argument("--days", type=int, nargs="+", default=[30, 365])
     parser.add_argument("--assets", type=int, default=9)  # daily_usage_job's partitioned assets
     parser.add_argument("--figures", type=int, default=8)  # numbers recorded per asset and day
+    parser.add_argument(
+        "--instance",
+        choices=["ephemeral", "home"],
+        default="ephemeral",
+        help="home: the persistent instance of $DAGSTER_HOME (SQLite or PostgreSQL storage)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        _worker(args.worker, args.assets, args.figures)
+        _worker(args.worker, args.assets, args.figures, args.instance)
         return 0
     out: dict[str, float | int] = {}
     for n in args.days:
         cmd = [sys.executable, __file__, "--worker", str(n)]
         cmd += ["--assets", str(args.assets), "--figures", str(args.figures)]
+        cmd += ["--instance", args.instance]
         line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         fig = json.loads(line.strip().splitlines()[-1])
         if not fig["success"]:
