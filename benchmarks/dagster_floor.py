@@ -14,8 +14,10 @@ materialization per asset and day as it runs.
 
 The last line printed is a JSON object: per range ``wall_s_<n>`` (the ``execute_in_process``
 call), ``create_run_s_<n>`` (from the call to the run's start: creating the run and its planned
-events) and ``events_<n>`` (the run's event count); and ``floor_ratio`` = ``wall_s_365 /
-wall_s_30`` when both ran. ``range_scaling.py``'s run of every asset spends at least this floor
+events) and ``events_<n>`` (the run's event count), ``peak_rss_mb_<n>`` (the child's ``VmHWM`` after the
+run: on the ephemeral instance the run's events stay in this process, in its in-memory event
+log); and ``floor_ratio`` = ``wall_s_365 / wall_s_30`` and ``rss_ratio`` (the same of the peaks)
+when both ran. ``range_scaling.py``'s run of every asset spends at least this floor
 on top of its own work, so its 365-day time is at least ``wall_s_365`` here.
 
 ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1`` in the environment shows what Dagster's
@@ -40,6 +42,15 @@ ROOTS = 3
 def _is_run_start(record: dg.EventLogEntry) -> bool:
     ev = record.dagster_event
     return ev is not None and ev.event_type == dg.DagsterEventType.RUN_START
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set so far (the kernel's ``VmHWM``), as range_scaling.py."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def _worker(days: int, assets: int, figures: int, instance_kind: str) -> None:
@@ -78,6 +89,7 @@ def _worker(days: int, assets: int, figures: int, instance_kind: str) -> None:
     instance = (
         dg.DagsterInstance.get() if instance_kind == "home" else dg.DagsterInstance.ephemeral()
     )
+    rss_before = _peak_rss_mb()
     t0 = time.time()
     result = resolved.execute_in_process(
         instance=instance,
@@ -87,6 +99,7 @@ def _worker(days: int, assets: int, figures: int, instance_kind: str) -> None:
         },
     )
     wall = time.time() - t0
+    peak_rss = _peak_rss_mb()  # before the events are read back (that costs memory of its own)
     events = instance.all_logs(result.run_id)
     print(
         json.dumps(
@@ -96,6 +109,8 @@ def _worker(days: int, assets: int, figures: int, instance_kind: str) -> None:
                 # the run created (its planned events written) until it starts
                 "create_run_s": round(min(e.timestamp for e in events if _is_run_start(e)) - t0, 2),
                 "events": len(events),
+                "peak_rss_mb": peak_rss,
+                "rss_before_run_mb": rss_before,
             }
         )
     )
@@ -129,8 +144,10 @@ def main() -> int:
         print(json.dumps({"days": n, **fig}))
         out |= {f"wall_s_{n}": fig["wall_s"], f"create_run_s_{n}": fig["create_run_s"]}
         out[f"events_{n}"] = fig["events"]
+        out[f"peak_rss_mb_{n}"] = fig["peak_rss_mb"]
     if "wall_s_30" in out and "wall_s_365" in out:
         out["floor_ratio"] = round(float(out["wall_s_365"]) / float(out["wall_s_30"]), 2)
+        out["rss_ratio"] = round(float(out["peak_rss_mb_365"]) / float(out["peak_rss_mb_30"]), 2)
     print(json.dumps(out))
     return 0
 

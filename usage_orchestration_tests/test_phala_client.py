@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
 
+from usage_orchestration.providers import phala
 from usage_orchestration.providers.http import ProviderError, ProviderResponseError, RetryPolicy
 from usage_orchestration.providers.phala import PhalaClient
 from usage_orchestration.sandbox import Sandbox
@@ -74,6 +75,28 @@ def test_duplicates_across_pages_are_dropped_on_billing_key(sandbox: Sandbox) ->
     assert len(keys) == len(set(keys))
     expected = _expected(sandbox.seed, [D1, D3])
     assert len(keys) == len(expected)
+
+
+def test_a_full_page_is_handed_to_the_loader_in_slices(sandbox: Sandbox) -> None:
+    """Memory: a 5,000-record page reaches the loader ``ROWS_PER_CHUNK`` rows at a time (its
+    rows and their warehouse records never all exist at once), one request per page still, and
+    every record exactly once."""
+    days = [date(2026, 10, 1) + timedelta(days=i) for i in range(40)]
+    expected = _expected(sandbox.seed, days)
+    # one page (under the limit), which must need several slices
+    assert 2 * phala.ROWS_PER_CHUNK < len(expected) < 5000
+    client, rec, _ = _client(sandbox, page_size=5000)
+    chunks = list(client.stream_days([APP], days))
+    sizes = [len(c.rows) for c in chunks if c.rows]
+    assert max(sizes) == phala.ROWS_PER_CHUNK
+    assert len(sizes) == -(-len(expected) // phala.ROWS_PER_CHUNK)
+    keys = [r.source_key for c in chunks for r in c.rows]
+    assert sorted(keys) == sorted(r["billing_key"] for r in expected)
+    assert len(rec.requests) == 1
+    # the coverage comes once, after the app's last slice, counting every row of each day
+    coverage = [cov for c in chunks for cov in c.coverage]
+    assert [c.usage_date for c in coverage] == days
+    assert sum(c.row_count for c in coverage) == len(expected)
 
 
 def test_rows_are_normalized_with_decoded_details(sandbox: Sandbox) -> None:

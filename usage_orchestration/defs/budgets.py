@@ -67,13 +67,12 @@ def _credits_span(
 
 @dataclass(frozen=True)
 class BudgetRun:
-    """Budget and pool rows of a range, and the months the ledger has no budgets or no pool
-    for (reported as not configured)."""
+    """Budget and pool rows of a range, and the months the ledger has no budgets for (reported
+    as not configured; a day without a pool row is one whose month has no pool)."""
 
     budgets: list[BudgetRow]
     pools: list[CreditPoolRow]
     months_without_budgets: frozenset[str]
-    months_without_pool: frozenset[str]
 
 
 def compute_budgets(
@@ -126,7 +125,6 @@ def compute_budget_run(
         budgets,
         pools,
         frozenset(m for m, b in months.items() if not b),
-        frozenset(pool_missing),
     )
 
 

@@ -42,6 +42,8 @@ from usage_orchestration.providers.records import (
 
 PROVIDER = "phala"
 USAGE_PATH = "/api/v1/apps/{app_id}/usage"
+# rows handed to the loader at a time (a page holds up to 5,000 records)
+ROWS_PER_CHUNK = 1000
 
 
 def _json_number(v: Any) -> Any:
@@ -310,15 +312,18 @@ class PhalaClient(ProviderClient):
             records = 0
             for page in self.record_pages(app_id, start, end):
                 records += len(page)
-                rows = [
-                    normalize(rec, app_id, fetched_at)
-                    for rec in page
-                    if rec.billing_day in per_day  # other days of the span were not asked for
-                ]
-                for row in rows:
-                    per_day[row.usage_date] += 1
                 self.sync_stats()
-                yield FetchChunk(rows, [])
+                # a full page (5,000 records) is normalized and handed on a slice at a time:
+                # its rows, their warehouse records and their insert never all exist at once
+                for first in range(0, len(page), ROWS_PER_CHUNK):
+                    rows = [
+                        normalize(rec, app_id, fetched_at)
+                        for rec in page[first : first + ROWS_PER_CHUNK]
+                        if rec.billing_day in per_day  # other days of the span were not asked for
+                    ]
+                    for row in rows:
+                        per_day[row.usage_date] += 1
+                    yield FetchChunk(rows, [])
             yield FetchChunk([], app_coverage(app_id, wanted, per_day, records))
         self.sync_stats()
 

@@ -201,7 +201,8 @@ def _days_to_keep(
     return sorted(held)
 
 
-_STAGE_CHUNK = 5000
+# rows per staging insert (each its own transaction): what a chunk holds as warehouse records
+_STAGE_CHUNK = 1000
 
 
 def _stage(
