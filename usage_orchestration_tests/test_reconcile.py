@@ -204,6 +204,16 @@ def test_a_ledger_day_without_any_event_is_unavailable_not_a_wall_of_leaks() -> 
     assert s.breaks == 0 and s.leak_credits == 0 and s.counts["ledger_unavailable"] == 2
 
 
+def test_a_ledger_answer_listing_entities_with_zero_events_is_still_unavailable() -> None:
+    # a summary may list every entity, used or not: rows of 0 events are no event at all, the
+    # same rule as the ledger asset's coverage (ledger_coverage), never leaks against them
+    idle = [ledger(ENT_A, "0", "0").model_copy(update={"events": 0})]
+    rows = reconcile_day(DAY, [phala(APP_A, "100"), phala(APP_B, "50")], idle, ALL_COMPLETE, CONFIG)
+    assert {r.status for r in rows} == {"ledger_unavailable"}
+    s = summarize(rows)
+    assert s.breaks == 0 and s.leak_credits == 0
+
+
 def test_missing_at_provider() -> None:
     # ledger charged ENT_B 12 credits; Phala (complete for the day) reports nothing for it
     rows = reconcile_day(DAY, [], [ledger(ENT_B, "1200", "12")], ALL_COMPLETE, CONFIG)

@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 
 from usage_orchestration.core.mapping import MappingError, resolve_mapping, to_ledger_quantity
 from usage_orchestration.core.money import QUANTITY_QUANTUM, quantize
-from usage_orchestration.ledger.base import LedgerDailyUsage
+from usage_orchestration.ledger.base import LedgerDailyUsage, holds_events
 from usage_orchestration.settings.mapping import RateCardEntry, UsageMapping
 
 Status = Literal[
@@ -530,7 +530,7 @@ def reconcile_day(
             rules,
             by_provider,
             config,
-            not ledger_rows,
+            not holds_events(ledger_rows),
         )
         for key in sorted(set(expected) | set(recorded))
     ]

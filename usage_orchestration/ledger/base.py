@@ -40,6 +40,13 @@ class LedgerDailyUsage(BaseModel):
         return cls(usage_date=day, **{name: getattr(key, name) for name in ENTITY_KEY}, **figures)
 
 
+def holds_events(day_usage: Iterable[LedgerDailyUsage]) -> bool:
+    """Whether a day's ledger usage holds any event. The platform always records some usage, so
+    a day without one is a ledger or sync problem, even when the answer lists entities with
+    zero events (a summary may list every entity, not only those that used something)."""
+    return any(u.events for u in day_usage)
+
+
 def in_key_order(usage: Iterable[LedgerDailyUsage]) -> list[LedgerDailyUsage]:
     """A day's usage in the order every backend returns it: entity, resource type, unit."""
     return sorted(usage, key=lambda u: (u.entity_id, u.resource_type, u.unit or ""))

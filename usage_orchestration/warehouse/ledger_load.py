@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from usage_orchestration.ledger.base import LedgerDailyUsage, LedgerReader
+from usage_orchestration.ledger.base import LedgerDailyUsage, LedgerReader, holds_events
 from usage_orchestration.warehouse.schema import ledger_daily_usage
 from usage_orchestration.warehouse.store import Warehouse
 
@@ -27,14 +27,14 @@ def ledger_record(u: LedgerDailyUsage, load_id: str) -> dict[str, Any]:
 
 # Ledger coverage of a day: "complete" when the ledger holds events that day, "unavailable" when
 # it holds none at all (the platform always records some usage: an empty day is a ledger or
-# License Manager sync problem). Reconciliation reads the same rule from ledger_daily_usage
-# (core/reconcile.py: no row for the day → ledger_unavailable).
+# License Manager sync problem). Reconciliation applies the same rule (``holds_events``) to the
+# ledger_daily_usage rows of the day (core/reconcile.py → ledger_unavailable).
 LEDGER_COMPLETE = "complete"
 LEDGER_UNAVAILABLE = "unavailable"
 
 
 def ledger_coverage(day_usage: Sequence[LedgerDailyUsage]) -> str:
-    return LEDGER_COMPLETE if any(u.events for u in day_usage) else LEDGER_UNAVAILABLE
+    return LEDGER_COMPLETE if holds_events(day_usage) else LEDGER_UNAVAILABLE
 
 
 def usage_by_day(
