@@ -193,3 +193,55 @@ def test_an_answer_without_the_credit_pool_block_is_an_error_not_a_missing_pool(
     with pytest.raises(ProviderResponseError, match="creditPool") as info:
         http.credit_pool(DAYS[0])
     assert not isinstance(info.value, CreditPoolNotConfigured)
+
+
+def test_a_surprise_in_one_block_does_not_fail_the_other_reads() -> None:
+    """Each block of /api/usage is read by its own method: an untyped stalenessLevel, a null
+    monthlyBudget or a null creditPool.remaining (none typed by the document) must not fail the
+    daily usage behind reconciliation, and each is read for what it says."""
+    body = {
+        "usageSummary": [
+            {
+                "entityId": "e1",
+                "entityType": "app",
+                "resourceType": "app_compute",
+                "totalCredits": 12.5,
+                "totalEvents": 3,
+            }
+        ],
+        "budgets": [
+            {
+                "entityId": "e1",
+                "entityType": "app",
+                "monthlyBudget": None,
+                "creditsUsed": 12.5,
+                "isOverBudget": False,
+            },
+            {
+                "entityId": "e2",
+                "entityType": "app",
+                "monthlyBudget": 100,
+                "creditsUsed": 0,
+                "isOverBudget": False,
+            },
+        ],
+        "creditPool": {"included": 50000, "used": 12340, "remaining": None},
+        "sync": {"syncedAt": "2026-05-04T10:00:00Z", "stalenessLevel": 2},
+    }
+    http = HttpLedger(
+        "http://ledger.test",
+        TOKEN,
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=body)),
+        sleep=lambda s: None,
+    )
+    [usage] = http.daily_usage(DAYS[3])
+    assert (usage.entity_id, usage.credits, usage.events) == ("e1", Decimal("12.5"), 3)
+    assert [b.entity_id for b in http.budgets("2026-05")] == ["e2"]  # e1 has no budget
+    pool = http.credit_pool(DAYS[3])
+    assert (pool.used, pool.remaining) == (Decimal(12340), Decimal(37660))
+    assert http.sync_status().staleness_level == "2"
+    # a block that is wrong is still an error, naming the field, for the method that reads it
+    body["usageSummary"][0]["totalCredits"] = "lots"
+    with pytest.raises(ProviderResponseError, match="usageSummary.0"):
+        http.daily_usage(DAYS[3])
+    assert http.sync_status().staleness_level == "2"

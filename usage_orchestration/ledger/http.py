@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from usage_orchestration.ledger import base
@@ -63,7 +63,7 @@ class BudgetEntity(_Api):
 class BudgetItem(_Api):
     entity_id: str
     entity_type: str
-    monthly_budget: Decimal
+    monthly_budget: Decimal | None  # null: the entity has no budget (left out of ``budgets``)
     credits_used: Decimal
     is_over_budget: bool
     budget_percent: Decimal | None = None
@@ -74,19 +74,86 @@ class BudgetItem(_Api):
 class SyncBlock(_Api, base.SyncStatus):
     """The ``sync`` block: ``SyncStatus``'s fields in camelCase."""
 
+    @field_validator("staleness_level", mode="before")
+    @classmethod
+    def _level_text(cls, v: Any) -> Any:
+        # the document shows only null: a number (a level) is kept as its text
+        return str(v) if isinstance(v, int | float | Decimal) and not isinstance(v, bool) else v
 
-class UsageResponse(_Api):
-    """``GET /api/usage``."""
 
-    usage_summary: list[UsageSummaryItem]
-    daily_totals: list[DailyTotal] = []
-    budgets: list[BudgetItem] = []
-    # required; null when the ledger has no credit pool for the month (not configured)
-    credit_pool: base.CreditPool | None  # one-word fields: the same in camelCase
-    sync: SyncBlock = SyncBlock()
+class PoolBlock(_Api):
+    """The ``creditPool`` block; a null ``remaining`` is what is left of ``included``."""
+
+    included: Decimal
+    used: Decimal
+    remaining: Decimal | None = None
+
+
+class UsageResponse:
+    """``GET /api/usage``, each block validated only when a reader asks for it: a surprise in a
+    block one method does not use (an untyped ``stalenessLevel``, a null budget) must not fail
+    the others' reads (the daily usage behind reconciliation above all)."""
+
+    def __init__(self, body: Any, window: str) -> None:
+        if not isinstance(body, dict):
+            raise ProviderResponseError(
+                PROVIDER, "GET /api/usage: the body is not a JSON object", window=window
+            )
+        self._body = body
+        self.window = window
+
+    def block(self, key: str, model: Any, *, required: bool = True, default: Any = None) -> Any:
+        """The block ``key`` (camelCase, as sent) validated as ``model``; ``default`` when an
+        optional block is absent."""
+        if key not in self._body:
+            if required:
+                raise ProviderResponseError(
+                    PROVIDER, f"GET /api/usage: field {key!r}: missing", window=self.window
+                )
+            return default
+        return _validated(self._body[key], model, "/api/usage", self.window, prefix=(key,))
+
+    @property
+    def usage_summary(self) -> list[UsageSummaryItem]:
+        items: list[UsageSummaryItem] = self.block("usageSummary", list[UsageSummaryItem])
+        return items
+
+    @property
+    def budgets(self) -> list[BudgetItem]:
+        items: list[BudgetItem] = self.block(
+            "budgets", list[BudgetItem], required=False, default=[]
+        )
+        return items
+
+    @property
+    def credit_pool(self) -> base.CreditPool | None:
+        # required; null when the ledger has no credit pool for the month (not configured)
+        pool: PoolBlock | None = self.block("creditPool", PoolBlock | None)
+        if pool is None:
+            return None
+        left = pool.remaining if pool.remaining is not None else pool.included - pool.used
+        return base.CreditPool(included=pool.included, used=pool.used, remaining=left)
+
+    @property
+    def sync(self) -> SyncBlock:
+        block: SyncBlock = self.block("sync", SyncBlock, required=False, default=SyncBlock())
+        return block
 
 
 T = TypeVar("T")
+
+
+def _validated(value: Any, model: Any, path: str, window: str, prefix: tuple[str, ...] = ()) -> Any:
+    try:
+        return TypeAdapter(model).validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in (*prefix, *first["loc"])) or "<body>"
+        raise ProviderResponseError(
+            PROVIDER,
+            f"GET {path}: field {field!r}: {first['msg']} ({exc.error_count()} error(s))",
+            window=window,
+        ) from None
 
 
 class HttpLedger(base.LedgerLocation):
@@ -134,23 +201,13 @@ class HttpLedger(base.LedgerLocation):
             raise ProviderResponseError(
                 PROVIDER, f"GET {path}: the body is not JSON", window=window
             ) from None
-        try:
-            return TypeAdapter(model).validate_python(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "<body>"
-            raise ProviderResponseError(
-                PROVIDER,
-                f"GET {path}: field {field!r}: {first['msg']} ({exc.error_count()} error(s))",
-                window=window,
-            ) from None
+        return _validated(body, model, path, window)
 
     def usage(self, start: date, end_inclusive: date) -> UsageResponse:
         """``GET /api/usage`` for the inclusive date range."""
         window = start.isoformat() if start == end_inclusive else f"{start}..{end_inclusive}"
         params = {"startDate": start.isoformat(), "endDate": end_inclusive.isoformat()}
-        result: UsageResponse = self._get("/api/usage", params, window, UsageResponse)
-        return result
+        return UsageResponse(self._get("/api/usage", params, window, Any), window)
 
     # -- LedgerReader -----------------------------------------------------------------------
     def daily_usage(self, day: date) -> list[base.LedgerDailyUsage]:
@@ -187,6 +244,7 @@ class HttpLedger(base.LedgerLocation):
                 monthly_budget=q(b.monthly_budget),
             )
             for b in sorted(self.usage(first, last).budgets, key=lambda b: b.entity_id)
+            if b.monthly_budget is not None
         ]
 
     def credit_pool(self, as_of: date) -> base.CreditPool:
