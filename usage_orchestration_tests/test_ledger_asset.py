@@ -223,3 +223,29 @@ def test_definitions_load_without_the_token_for_sql(
     assert definitions(settings).resources["ledger"].api_token is None
     http = definitions(load_settings(state_dir=str(tmp_path / "s"), ledger={"backend": "http"}))
     assert http.resources["ledger"].api_token is not None  # an EnvVar, resolved at run time
+
+
+class _TwoTypesOneId:
+    """A ledger answering one entity id under two entity types on one day."""
+
+    def daily_usage(self, day: date) -> list[Any]:
+        from usage_orchestration.ledger.base import LedgerDailyUsage
+
+        return [
+            LedgerDailyUsage(
+                usage_date=day, entity_id="e1", entity_type=kind, resource_type="app_compute",
+                unit=None, quantity=None, credits=Decimal(credits), events=2,
+            )
+            for kind, credits in (("app", "5"), ("workspace", "7"))
+        ]  # fmt: skip
+
+
+def test_one_entity_id_twice_on_a_day_is_a_clear_error_and_writes_nothing(db_url: str) -> None:
+    from usage_orchestration.warehouse.ledger_load import LedgerAnswerError, store_ledger_days
+
+    wh = Warehouse(db_url)
+    wh.ensure_schema()
+    day = date(2026, 5, 3)
+    with pytest.raises(LedgerAnswerError, match="2026-05-03: entity e1 resource type app_compute"):
+        store_ledger_days(_TwoTypesOneId(), wh, [day], "load-1")  # type: ignore[arg-type]
+    assert _rows(db_url) == []

@@ -47,6 +47,28 @@ def usage_by_day(
     return out
 
 
+class LedgerAnswerError(ValueError):
+    """The ledger's answer for a day cannot be stored as it stands (nothing was written)."""
+
+
+def _once_per_key(day_usage: list[LedgerDailyUsage], day: date) -> list[LedgerDailyUsage]:
+    """``day_usage``, refused when one (entity, resource type, unit) comes twice (two entity
+    types under one id, or one aggregate repeated): summing or picking one would misstate the
+    entity's credits, and the table's key would refuse it with no day or entity named."""
+    seen: dict[tuple[str, str, str], LedgerDailyUsage] = {}
+    for u in day_usage:
+        key = (u.entity_id, u.resource_type, u.unit or "")
+        if key in seen:
+            first = seen[key]
+            raise LedgerAnswerError(
+                f"ledger day {day.isoformat()}: entity {u.entity_id} resource type "
+                f"{u.resource_type} is reported twice (entity types {first.entity_type!r} and "
+                f"{u.entity_type!r}, credits {first.credits} and {u.credits}); nothing was written"
+            )
+        seen[key] = u
+    return day_usage
+
+
 def store_ledger_days(
     reader: LedgerReader, warehouse: Warehouse, days: Sequence[date], load_id: str
 ) -> list[LedgerDailyUsage]:
@@ -54,7 +76,7 @@ def store_ledger_days(
     ``ledger_daily_usage`` in one transaction. Returns what was written."""
     usage: list[LedgerDailyUsage] = []
     for day in days:
-        usage += reader.daily_usage(day)
+        usage += _once_per_key(reader.daily_usage(day), day)
     records = [ledger_record(u, load_id) for u in usage]
     warehouse.ensure_schema()
     with warehouse.engine.begin() as conn:
