@@ -7,6 +7,7 @@ import base64
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -286,6 +287,59 @@ def test_inband_429_and_5xx_are_retried(sb: Sandbox, code: int) -> None:
     with make_client(sb, rec) as client:
         result = client.fetch_days([ForgeApp(app_id="app-a")], days(date(2026, 3, 1), 2))
     assert len(result.rows) == 2 and result.retries == 2 and len(rec.requests) == 3
+
+
+def _rate_limited(layer: str) -> dict:
+    """A 200 answer whose GraphQL error (top-level or in-band) says 429."""
+    if layer == "errors":
+        return {
+            "data": None,
+            "errors": [{"message": "rate limited", "extensions": {"statusCode": 429}}],
+        }
+    error = {"message": "rate limited", "extensions": {"statusCode": 429}}
+    node = {"__typename": FLAT, "resourceUsage": None, "pagination": None, "error": error}
+    return {"data": {"ecosystem": {"devConsole": {"appResourceUsage": node}}}}
+
+
+@pytest.mark.parametrize("layer", ["errors", "inband"])
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_graphql_429_with_http_200_honours_retry_after(sb: Sandbox, layer: str, form: str) -> None:
+    # the Gateway may rate-limit inside a 200 answer; its Retry-After is the wait it asks for
+    header = "30"
+    if form == "http-date":
+        header = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    rec = Recorder(sb)
+    sent = rec.transport()
+
+    def handle(req: httpx.Request) -> httpx.Response:
+        if not rec.requests:
+            rec.requests.append(req)
+            return json_response(200, _rate_limited(layer), headers={"Retry-After": header})
+        return sent.handle_request(req)
+
+    with make_client(sb, rec, transport=httpx.MockTransport(handle)) as client:
+        result = client.fetch_days([ForgeApp(app_id="app-a")], days(date(2026, 3, 1), 2))
+    assert len(result.rows) == 2 and result.retries == 1 and len(rec.requests) == 2
+    assert len(rec.sleeps) == 1 and rec.sleeps[0] == pytest.approx(30.0, abs=2.0)
+
+
+@pytest.mark.parametrize("layer", ["errors", "inband"])
+def test_graphql_429_retry_after_beyond_the_cap_is_handed_to_the_caller(
+    sb: Sandbox, layer: str
+) -> None:
+    rec = Recorder(sb)
+
+    def handle(req: httpx.Request) -> httpx.Response:
+        rec.requests.append(req)
+        return json_response(200, _rate_limited(layer), headers={"Retry-After": "3600"})
+
+    client = make_client(sb, rec, transport=httpx.MockTransport(handle))
+    with client, pytest.raises(ProviderError) as err:
+        client.fetch_days([ForgeApp(app_id="app-a")], days(date(2026, 3, 1), 2))
+    assert err.value.retryable and err.value.retry_after_s == 3600.0
+    assert len(rec.requests) == 1 and rec.sleeps == []
+    msg = str(err.value)
+    assert "3600" in msg and "app-a" in msg and "FUNCTION_COMPUTE" in msg and "rate limited" in msg
 
 
 def test_inband_client_error_is_not_retried_and_names_app_resource_interval(sb: Sandbox) -> None:

@@ -172,6 +172,30 @@ def _split_day_over_pages(page: int) -> Any:
     return envelope(node(items, grouped=True, page=page, page_size=4))
 
 
+OUT_OF_RANGE = {"message": "page out of range", "extensions": {"statusCode": 400}}
+
+
+def _short_by_periods_then(past_end: Callable[[int], Any], *, page_size: int = 4) -> Body:
+    """All 6 rows on page 1: 3 periods (short of ``page_size``) but 6 rows (full), so page 2
+    is asked for only in case ``pageSize`` counts rows; ``past_end`` answers it."""
+    first = envelope(node(grouped_items(), grouped=True, page_size=page_size))
+    return lambda page: first if page == 1 else past_end(page)
+
+
+def _full_by_both_then(past_end: Callable[[int], Any]) -> Body:
+    """3 periods of 3 on page 1: full by either count, so page 2 is owed."""
+    first = envelope(node(flat_items(), page_size=3))
+    return lambda page: first if page == 1 else past_end(page)
+
+
+def _inband_out_of_range(page: int) -> Any:
+    return envelope({"resourceUsage": None, "pagination": None, "error": OUT_OF_RANGE})
+
+
+def _repeat_grouped(page: int) -> Any:
+    return envelope(node(grouped_items(), grouped=True, page=page, page_size=4))
+
+
 def _no_typename(answer: dict[str, Any]) -> dict[str, Any]:
     n = usage_node(answer)
     del n["__typename"]
@@ -298,6 +322,43 @@ CASES: dict[str, Case] = {
         _new_group_every_page, "more than 5 pages", grouped=True, max_pages=5
     ),
     "day-split-over-pages": Case(_split_day_over_pages, rows=GOOD_GROUPED, grouped=True),
+    # a probe page (the last was short by periods, full by rows) refused or repeated: the end
+    "probe-page-inband-out-of-range": Case(
+        _short_by_periods_then(_inband_out_of_range), rows=GOOD_GROUPED, grouped=True
+    ),
+    "probe-page-errors-out-of-range": Case(
+        _short_by_periods_then(lambda _p: {"data": None, "errors": [OUT_OF_RANGE]}),
+        rows=GOOD_GROUPED,
+        grouped=True,
+    ),
+    "probe-page-repeats-last-page": Case(
+        _short_by_periods_then(_repeat_grouped), rows=GOOD_GROUPED, grouped=True
+    ),
+    "probe-page-repeats-last-page-as-page-1": Case(
+        _short_by_periods_then(
+            lambda _p: envelope(node(grouped_items(), grouped=True, page_size=4))
+        ),
+        rows=GOOD_GROUPED,
+        grouped=True,
+    ),
+    "probe-page-rate-limited-is-no-end": Case(
+        _short_by_periods_then(
+            lambda _p: {
+                "data": None,
+                "errors": [{"message": "slow", "extensions": {"statusCode": 429}}],
+            }
+        ),
+        "gave up",
+        grouped=True,
+    ),
+    # the page was full by both counts: page 2 is owed, so refusing or repeating it is an error
+    "full-page-then-out-of-range": Case(
+        _full_by_both_then(_inband_out_of_range), "page out of range"
+    ),
+    "full-page-then-repeated": Case(
+        _full_by_both_then(lambda p: envelope(node(flat_items(), page=p, page_size=3))),
+        "repeats periods of earlier pages",
+    ),
     # duplicates
     "duplicate-conflicting": Case(_duplicate("9.000000"), "reported twice"),
     "duplicate-conflicting-datetime-spelling": Case(

@@ -6,6 +6,7 @@ says ``complete`` only for days the answer had a period entry for."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from usage_orchestration.providers.forge import FLAT, ForgeClient, effective_group_by
-from usage_orchestration.providers.http import RetryPolicy
+from usage_orchestration.providers.http import ProviderError, RetryPolicy
 from usage_orchestration.sandbox import Sandbox
 from usage_orchestration.sandbox.core import json_response
 from usage_orchestration.sandbox.forge import usage_items
@@ -35,11 +36,18 @@ def sb(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-def client(sb: Sandbox, pages: list[int] | None = None, **kw: object) -> ForgeClient:
+def client(
+    sb: Sandbox,
+    pages: list[int] | None = None,
+    route: Callable[[httpx.Request], httpx.Response] | None = None,
+    **kw: object,
+) -> ForgeClient:
+    """A client of the sandbox (or of ``route``), recording the page of every request."""
+
     def handle(req: httpx.Request) -> httpx.Response:
         if pages is not None:
             pages.append(json.loads(req.content)["variables"]["filters"]["page"])
-        return sb.handle(req)
+        return (route or sb.handle)(req)
 
     return ForgeClient(
         "http://sandbox.test/forge/graphql",
@@ -110,6 +118,92 @@ def test_both_readings_of_page_size_give_the_exact_rows(
     assert fetched(result) == expected_rows(sb, app, window)
     assert len({r.source_key for r in result.rows}) == len(result.rows)
     assert [c.status for c in result.coverage] == ["complete"] * n_days
+
+
+def _page_past_the_end(sb: Sandbox, req: httpx.Request, answer: str) -> httpx.Response:
+    """How a server whose ``pageSize`` counts periods may answer a page past its last one
+    (page 1 here): an in-band 4xx in either GraphQL layer, or its last page again, echoing the
+    page asked for or the page it clamped to."""
+    body = json.loads(req.content)
+    error = {
+        "message": "page out of range",
+        "extensions": {"statusCode": 400, "errorType": "BAD_REQUEST"},
+    }
+    if answer == "inband-400":
+        node = {"__typename": None, "resourceUsage": None, "pagination": None, "error": error}
+        return json_response(
+            200, {"data": {"ecosystem": {"devConsole": {"appResourceUsage": node}}}}
+        )
+    if answer == "errors-400":
+        return json_response(200, {"data": None, "errors": [error]})
+    if answer == "inband-429":
+        error["extensions"]["statusCode"] = 429
+        return json_response(200, {"data": None, "errors": [error]})
+    asked = body["variables"]["filters"]["page"]
+    body["variables"]["filters"]["page"] = 1
+    headers = {k: v for k, v in req.headers.items() if k.lower() != "content-length"}
+    last = sb.handle(httpx.Request("POST", req.url, headers=headers, json=body))
+    if answer == "repeat-as-asked":
+        out = json.loads(last.content)
+        out["data"]["ecosystem"]["devConsole"]["appResourceUsage"]["pagination"]["page"] = asked
+        return json_response(200, out)
+    assert answer == "repeat-as-last"
+    return last
+
+
+PAST_THE_END = ["inband-400", "errors-400", "repeat-as-asked", "repeat-as-last"]
+
+
+def _ends_after_page_1(sb: Sandbox, answer: str, pages: list[int]) -> ForgeClient:
+    def route(req: httpx.Request) -> httpx.Response:
+        page = json.loads(req.content)["variables"]["filters"]["page"]
+        return sb.handle(req) if page == 1 else _page_past_the_end(sb, req, answer)
+
+    return client(sb, pages, route)
+
+
+@pytest.mark.parametrize("answer", PAST_THE_END)
+def test_a_page_asked_for_only_because_rows_filled_the_last_may_end_the_series(
+    sb: Sandbox, answer: str
+) -> None:
+    # 60 days x 3 environments: 60 periods (short of 100) but 180 rows (full), so page 2 is a
+    # probe; a periods-counting server refusing or repeating it has said everything
+    sb.state["forge"].update(page_size=100, page_size_counts="periods")
+    window = days(date(2026, 1, 19), 60)
+    pages: list[int] = []
+    with _ends_after_page_1(sb, answer, pages) as c:
+        result = c.fetch_days([ENV_APP], window)
+    assert pages == [1, 2]
+    assert fetched(result) == expected_rows(sb, ENV_APP, window) and len(result.rows) == 180
+    assert [c.status for c in result.coverage] == ["complete"] * 60
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ("inband-400", "page out of range"),
+        ("errors-400", "page out of range"),
+        ("repeat-as-asked", "repeats periods of earlier pages"),
+        ("repeat-as-last", "asked for page 2, got page 1"),
+    ],
+)
+def test_after_a_page_full_by_both_counts_a_refusal_or_a_repeat_still_fails(
+    sb: Sandbox, answer: str, error: str
+) -> None:
+    # 20 periods and 60 rows of 20: full whatever pageSize counts, so page 2 is owed
+    sb.state["forge"].update(page_size=20, page_size_counts="periods")
+    window = days(date(2026, 1, 19), 60)
+    with _ends_after_page_1(sb, answer, []) as c, pytest.raises(ProviderError) as err:
+        c.fetch_days([ENV_APP], window)
+    msg = str(err.value)
+    assert error in msg and "app-p" in msg and "FUNCTION_COMPUTE" in msg and "page 2" in msg
+
+
+def test_a_rate_limit_on_a_probe_page_is_not_taken_for_its_end(sb: Sandbox) -> None:
+    sb.state["forge"].update(page_size=100, page_size_counts="periods")
+    with _ends_after_page_1(sb, "inband-429", []) as c, pytest.raises(ProviderError) as err:
+        c.fetch_days([ENV_APP], days(date(2026, 1, 19), 60))
+    assert "gave up" in str(err.value) and "statusCode 429" in str(err.value)
 
 
 @pytest.mark.parametrize(

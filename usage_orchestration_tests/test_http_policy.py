@@ -218,6 +218,27 @@ def test_inband_errors_are_retried_or_raised() -> None:
     assert script.calls == 2 and len(sleeps) == 1
 
 
+def test_a_retryable_inband_error_honours_retry_after_under_the_same_cap() -> None:
+    def inband(resp: httpx.Response) -> tuple[bool, str] | None:
+        return (True, "in-band 429") if resp.json().get("error") else None
+
+    limited = {"error": 429}
+    sleeps: list[float] = []
+    script = Script(
+        httpx.Response(200, headers={"Retry-After": "3"}, json=limited),
+        httpx.Response(200, json={}),
+    )
+    _http(script, sleeps).request("POST", "/graphql", inband_error=inband)
+    assert sleeps == [3.0] and script.calls == 2
+    # beyond the cap (10 s here): handed to the caller with the wait, nothing slept
+    script = Script(httpx.Response(200, headers={"Retry-After": "3600"}, json=limited))
+    with pytest.raises(ProviderError) as err:
+        _http(script, sleeps).request("POST", "/graphql", inband_error=inband, account="acct-1")
+    assert err.value.retryable and err.value.retry_after_s == 3600.0
+    assert script.calls == 1 and sleeps == [3.0]
+    assert "in-band 429" in str(err.value) and "acct-1" in str(err.value)
+
+
 def test_page_guard_rejects_repeats_and_caps_pages() -> None:
     guard = PageGuard("neon", 3, account="org-1", window="w")
     guard.visit("a")

@@ -12,7 +12,9 @@ Readings the contract leaves open, all tolerated:
   ignore aliases); ``__typename`` may be missing (inferred from the shape); the answer may be the
   bare appResourceUsage object (the document's sample) instead of the GraphQL envelope;
 - ``pageSize`` may count periods or grouped rows: pages (``filters.page``, 1-based) go on while a
-  page is full by either count, under a page cap; a day split over two pages is merged.
+  page is full by either count, under a page cap; a day split over two pages is merged. A page
+  asked for only because the last was full by one count (a probe) may be refused with an
+  in-band 4xx or answered with the last page again: the series has ended.
 A missing or null list or pagination is an error, never zero usage, and a day is ``complete``
 only when the answer had a period entry for it.
 """
@@ -309,6 +311,43 @@ def graphql_error(response: httpx.Response) -> tuple[bool, str] | None:
     return None
 
 
+def _error_statuses(response: httpx.Response) -> list[int | None]:
+    """``extensions.statusCode`` of each GraphQL error of the answer (top-level ``errors[]``,
+    else the in-band error); empty when it reports none."""
+    try:
+        body = body_json(response)
+    except ValueError:
+        return []
+    if not isinstance(body, dict):
+        return []
+    errors = body.get("errors")
+    if errors:
+        items = errors if isinstance(errors, list) else [errors]
+    else:
+        node = _usage_node(body)
+        error = node.get("error") if isinstance(node, dict) else None
+        items = [error] if isinstance(error, dict) else []
+    out: list[int | None] = []
+    for e in items:
+        ext = e.get("extensions") if isinstance(e, dict) else None
+        status = ext.get("statusCode") if isinstance(ext, dict) else None
+        out.append(status if isinstance(status, int) and not isinstance(status, bool) else None)
+    return out
+
+
+def refuses_page(response: httpx.Response) -> bool:
+    """Whether the answer's GraphQL errors are all client errors (4xx other than 429), e.g.
+    "page out of range": how a server may answer a page past its last one."""
+    statuses = _error_statuses(response)
+    return bool(statuses) and all(s is not None and 400 <= s <= 499 and s != 429 for s in statuses)
+
+
+def _probe_error(response: httpx.Response) -> tuple[bool, str] | None:
+    """``graphql_error`` for a probe page, on which a client error is the end of the series
+    (left to the caller), not a failure; 429 and 5xx are retried as on any page."""
+    return None if refuses_page(response) else graphql_error(response)
+
+
 def _top_level_errors(errors: Any) -> tuple[bool, str]:
     items = errors if isinstance(errors, list) else [errors]
     msgs: list[str] = []
@@ -367,13 +406,14 @@ def source_key(
     return f"{app_id}|{resource}|{period}|{group}"
 
 
-def page_is_full(parsed: UsageResponse) -> bool:
-    """Whether another page may follow. ``pageSize`` may count periods or grouped rows (the
-    contract does not say): full by EITHER count means keep going; an empty page ends."""
+def page_fullness(parsed: UsageResponse) -> tuple[bool, bool]:
+    """(full counting periods, full counting grouped rows). ``pageSize`` may count either (the
+    contract does not say): full by EITHER means another page may follow; an empty page is
+    full by neither and ends."""
     if not parsed.items:
-        return False
+        return False, False
     size = parsed.pagination.pageSize
-    return len(parsed.items) >= size or parsed.row_count >= size
+    return len(parsed.items) >= size, parsed.row_count >= size
 
 
 def no_period_reason(app_id: str, resource: str) -> str:
@@ -503,6 +543,11 @@ class ForgeClient(ProviderClient):
         guard = PageGuard(PROVIDER, self.max_pages, account=account, window=window)
         series = _Series(account, window)
         page = 1
+        # The previous page's items when it was full by one count only: this page is then a
+        # probe the contract does not owe (pageSize counting periods, it was the last), and a
+        # server may refuse it (an in-band 4xx) or answer its last page again: both end the
+        # series. After a page full by both counts, either is an error as before.
+        probe_of: list[FlatUsage] | list[GroupedUsage] | None = None
         while True:
             guard.visit(page)
             where = f"{window}, page {page}"
@@ -516,15 +561,21 @@ class ForgeClient(ProviderClient):
                 },
                 account=account,
                 window=where,
-                inband_error=graphql_error,
+                inband_error=_probe_error if probe_of is not None else graphql_error,
             )
+            if probe_of is not None and refuses_page(response):
+                break
             parsed = self._parse(response, app, account, where)
+            if probe_of is not None and parsed.items == probe_of:
+                break  # the last page again (as the page asked for or as the one before)
             if parsed.pagination.page != page:
                 raise series.fail(f"asked for page {page}, got page {parsed.pagination.page}", page)
             points = self._points(parsed, account, where, (start, end_inclusive))
             series.add(parsed, points, page)
-            if not page_is_full(parsed):
+            by_periods, by_rows = page_fullness(parsed)
+            if not (by_periods or by_rows):
                 break
+            probe_of = None if by_periods and by_rows else parsed.items
             page += 1
         return SeriesUsage(
             points=list(series.points.values()), reported_days=series.days, pages=guard.pages

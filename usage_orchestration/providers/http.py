@@ -2,7 +2,7 @@
 
 Timeouts on every request; retries only for what is retryable (429, 5xx, connection errors,
 timeouts, and in-band errors a client marks retryable) with ``Retry-After`` honoured (seconds or
-HTTP date) under a cap and no sleep after the last attempt; a proactive request budget shared
+HTTP date; on a retry status and on a retryable in-band error alike) under a cap and no sleep after the last attempt; a proactive request budget shared
 across processes (a file under ``state_dir``, or any ``RequestBudgets`` the caller passes); pagination guards; and errors that name provider, account, window and status
 while never carrying a secret.
 """
@@ -406,6 +406,23 @@ class ProviderHttp(Closing):
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
 
+    def _retry_after(
+        self, response: httpx.Response, last: str, fail: Callable[..., ProviderError]
+    ) -> float | None:
+        """The response's ``Retry-After`` in seconds (None when absent or unreadable); beyond
+        the cap, a retryable error carrying the wait instead, so the caller retries later."""
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if retry_after is not None and retry_after > self.retry.retry_after_cap_s:
+            # longer than a step should sleep: the caller retries the step later
+            raise fail(
+                f"asked to retry after {retry_after:.0f} s (longer than the "
+                f"{self.retry.retry_after_cap_s:.0f} s cap); last error: {last}",
+                status=response.status_code,
+                retryable=True,
+                retry_after_s=retry_after,
+            )
+        return retry_after
+
     def request(
         self,
         method: str,
@@ -449,16 +466,7 @@ class ProviderHttp(Closing):
                 self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
                 if status in self.retry_statuses:
                     last, last_status = _error_message(response, self.redact), status
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    if retry_after is not None and retry_after > self.retry.retry_after_cap_s:
-                        # longer than a step should sleep: the caller retries the step later
-                        raise fail(
-                            f"asked to retry after {retry_after:.0f} s (longer than the "
-                            f"{self.retry.retry_after_cap_s:.0f} s cap); last error: {last}",
-                            status=status,
-                            retryable=True,
-                            retry_after_s=retry_after,
-                        )
+                    retry_after = self._retry_after(response, last, fail)
                 elif status >= 400:
                     hint = error_status(status) if error_status else None
                     message = _error_message(response, self.redact)
@@ -475,6 +483,8 @@ class ProviderHttp(Closing):
                     if not retryable:
                         raise fail(self.redact(message), status=status)
                     last, last_status = self.redact(message), status
+                    # a GraphQL 429 inside a 200 may carry Retry-After too: the same wait
+                    retry_after = self._retry_after(response, last, fail)
             if attempt == self.retry.max_attempts:
                 break  # no sleep after the last attempt
             self.stats.retries += 1
