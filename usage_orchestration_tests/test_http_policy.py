@@ -267,3 +267,18 @@ def test_shared_budget_waits_for_the_window(tmp_path: Path) -> None:
     waited = b.acquire()  # the 4th request in 10 s must wait until the first leaves the window
     assert waited == pytest.approx(7.0)
     assert clock[0] == pytest.approx(1010.0)
+
+
+def test_a_redirect_is_a_final_error_naming_where_it_points_never_an_empty_2xx() -> None:
+    """A login page or a moved endpoint answers 302: not followed (the credential would go
+    along), not retried, and said as it is; the Location's query (a token?) is not shown."""
+    sleeps: list[float] = []
+    script = Script(
+        httpx.Response(302, headers={"Location": "https://sso.test/login?token=abc123"})
+    )
+    with pytest.raises(ProviderError) as err:
+        _http(script, sleeps).request("GET", "/api/usage", window="2026-11-01")
+    assert script.calls == 1 and sleeps == []
+    msg = str(err.value)
+    assert "HTTP 302 redirect to https://sso.test/login" in msg and "abc123" not in msg
+    assert "empty body" not in msg and not err.value.retryable

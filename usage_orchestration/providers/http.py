@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, TypedDict
+from urllib.parse import urlsplit
 
 import httpx
 from filelock import FileLock
@@ -323,6 +324,17 @@ def _drop_object(_pairs: list[tuple[str, Any]]) -> None:
     return None
 
 
+def _redirect_message(response: httpx.Response, redact: Callable[[str], str]) -> str:
+    """A redirect answer: where it points (scheme, host and path only: a query or fragment may
+    carry a token) and what it usually means."""
+    target = urlsplit(response.headers.get("Location", ""))
+    where = f"{target.scheme}://{target.netloc}{target.path}" if target.netloc else target.path
+    return redact(
+        f"HTTP {response.status_code} redirect to {where or '(no Location)'}: the endpoint "
+        "moved or asks for a login; check the base URL and the credentials (not followed)"
+    )
+
+
 def _unreadable_body(response: httpx.Response) -> str | None:
     """Why a 2xx body cannot be read as JSON (empty, truncated, garbled), or None if it can."""
     if not response.content.strip():
@@ -471,6 +483,10 @@ class ProviderHttp(Closing):
                     hint = error_status(status) if error_status else None
                     message = _error_message(response, self.redact)
                     raise fail(f"{message}{' (' + hint + ')' if hint else ''}", status=status)
+                elif 300 <= status < 400:
+                    # redirects are not followed (a credential must not go to another host):
+                    # a moved endpoint or a login page, final, never "a 2xx with no body"
+                    raise fail(_redirect_message(response, self.redact), status=status)
                 elif expect_json and (broken := _unreadable_body(response)) is not None:
                     # a cut or garbled 2xx is a transport accident, not the provider's answer:
                     # retried like a 5xx (a body that parses but breaks the schema stays final)
