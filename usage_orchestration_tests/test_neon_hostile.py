@@ -182,8 +182,9 @@ def unasked_project(b: Body) -> None:
     b["projects"].append(project("p-stranger-333"))
 
 
-def raw(text: str) -> bytes:
-    return json.dumps(good_body()).replace('"value": 84', f'"value": {text}', 1).encode()
+def raw(text: str, was: str = "84") -> bytes:
+    # the first value `was` written as the literal JSON `text` (json.dumps cannot write NaN, 84.0)
+    return json.dumps(good_body()).replace(f'"value": {was}', f'"value": {text}', 1).encode()
 
 
 @dataclass
@@ -260,6 +261,9 @@ ERRORS = [
     Hostile("value-negative", on_metric("value", -84), says="negative"),
     Hostile("value-nan", body=raw("NaN"), says="integer"),
     Hostile("value-infinity", body=raw("Infinity"), says="integer"),
+    Hostile("value-float-negative-integral", body=raw("-84.0"), says="negative"),
+    # 2**53 + 2 as a float: integral, but past the floats that are exact integers
+    Hostile("value-float-not-exact", body=raw("9007199254740994.0"), says="integer"),
     Hostile("value-huge", on_metric("value", 10**27), says="26 digits", audit=True),
     # timeframes that do not answer the request
     Hostile("timeframe-after-window", replace_frames(frame(1), frame(5)), says="outside"),
@@ -357,6 +361,9 @@ TOLERATED = [
     Hostile("pagination-null", on_body("pagination", None)),
     Hostile("last-page-without-cursor", on_body("pagination", {})),
     Hostile("unknown-fields-ignored", on_frame("granularity_note", "x")),
+    # JSON Schema's integer matches a number with a zero fractional part, whatever its spelling
+    Hostile("value-integral-float", body=raw("84.0")),
+    Hostile("value-integral-float-exponent", body=raw("7.58513664e8", was="758513664")),
 ]
 EXTRA = {"unknown-metric-is-kept": {(P1, "future_metric_seconds", DAYS[0], Decimal(5))}}
 

@@ -121,7 +121,14 @@ def _text_or_null(v: Any) -> Any:
     return v if v is None else _text_datetime(v)
 
 
+_EXACT_FLOAT = 2**53  # floats below this magnitude hold every integer exactly
+
+
 def _count(v: Any) -> Any:
+    # JSON Schema's integer also matches 84.0 or 7.58513664e8: taken as that int when the float
+    # is exactly an integer; 84.5, NaN, Infinity and floats past 2**53 (rounded) are refused
+    if isinstance(v, float) and v.is_integer() and abs(v) < _EXACT_FLOAT:
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"must be an integer, got {v!r}")
     if v < 0:
