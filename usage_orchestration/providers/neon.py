@@ -2,9 +2,9 @@
 
 ``GET /api/v2/consumption_history/v2/projects`` with bearer auth; ``org_id``, ``metrics``,
 ``granularity``, ``from``/``to`` always sent, ``limit=100``. Configured projects go as
-``project_ids`` in chunks of at most 100; otherwise the whole organization is paged by cursor.
-Paging stops on a short or empty page (or a page without a cursor); a repeated cursor is an
-error. A range of days is one request series (chunks × pages) for the whole range, never one
+``project_ids`` in chunks of at most 100 and at most ``limit``; otherwise the whole
+organization is paged by cursor. Paging stops on a short or empty page (or a page without a
+cursor); a repeated cursor is an error. A range of days is one request series (chunks × pages) for the whole range, never one
 per day.
 
 Lookback: daily figures exist only ``daily_lookback_days`` (60) back from Neon's clock. Days
@@ -320,13 +320,14 @@ class NeonClient(ProviderClient):
 
     # -- requests ------------------------------------------------------------------------------
     def chunks(self) -> list[list[str] | None]:
-        """``project_ids`` chunks of at most 100, or ``[None]`` for the whole organization."""
+        """``project_ids`` chunks of at most 100 and at most ``page_limit``, or ``[None]`` for
+        the whole organization."""
         if not self.project_ids:
             return [None]
-        return [
-            self.project_ids[i : i + MAX_PROJECT_IDS]
-            for i in range(0, len(self.project_ids), MAX_PROJECT_IDS)
-        ]
+        # the document does not say `limit` applies with `project_ids`: a provider may answer a
+        # whole chunk on one page, which must then still fit the page check against `limit`
+        size = min(MAX_PROJECT_IDS, self.page_limit)
+        return [self.project_ids[i : i + size] for i in range(0, len(self.project_ids), size)]
 
     def fetch_projects(
         self, granularity: Granularity, start: datetime, end: datetime
