@@ -119,6 +119,36 @@ def test_configured_projects_go_in_chunks_of_at_most_100(sb: Sandbox) -> None:
     assert {p.project_id for p in projects} == set(ids)
 
 
+def test_chunks_are_no_longer_than_page_limit_when_the_provider_ignores_limit(
+    sb: Sandbox,
+) -> None:
+    """The document does not say ``limit`` applies when ``project_ids`` is given: a provider
+    answering every asked project on one page must not exceed the page limit we check."""
+    sb.state["neon"] = {"projects": 3}
+    ids = project_ids(7, 3)
+    sent: list[list[str]] = []
+
+    def ignores_limit(request: httpx.Request) -> httpx.Response:
+        asked = request.url.params.get("project_ids")
+        if asked:
+            sent.append(asked.split(","))
+            request = httpx.Request(
+                "GET", request.url.copy_set_param("limit", "100"), headers=request.headers
+            )
+        return sb.handle(request)
+
+    days = [date(2026, 3, 1), date(2026, 3, 2)]
+    with make_client(
+        sb, transport=httpx.MockTransport(ignores_limit), project_ids=ids, page_limit=2
+    ) as c:
+        result = c.fetch_days(days)
+    assert [len(x) for x in sent] == [2, 1] and sum(sent, []) == ids
+    assert {r.resource_id for r in result.rows} == set(ids)
+    assert sorted((cv.account_id, cv.usage_date, cv.status) for cv in result.coverage) == sorted(
+        (p, d, "complete") for p in ids for d in days
+    )
+
+
 def test_a_repeated_cursor_is_an_error(sb: Sandbox) -> None:
     def loop(request: httpx.Request) -> httpx.Response:
         projects = [{"project_id": f"p-{i}", "periods": []} for i in range(2)]

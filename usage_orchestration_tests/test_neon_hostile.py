@@ -164,6 +164,50 @@ def replace_frames(*frames: Body) -> Callable[[Body], None]:
     return mutate
 
 
+def part(day: int, t0: str, t1: str, cu: Any = 84, root: Any = 758513664) -> Body:
+    """A timeframe covering part of one UTC day (``24:00:00`` is the next midnight)."""
+    end = f"2026-03-{day + 1:02d}T00:00:00Z" if t1 == "24:00:00" else f"2026-03-{day:02d}T{t1}Z"
+    return {
+        **frame(day, cu, root),
+        "timeframe_start": f"2026-03-{day:02d}T{t0}Z",
+        "timeframe_end": end,
+    }
+
+
+def split_period(pid: str, head: list[Body], tail: list[Body]) -> list[Body]:
+    """Two billing periods turning over at 2026-03-01T18:04:52Z."""
+    return [
+        {
+            "period_id": f"period-{pid}",
+            "period_plan": "launch",
+            "period_start": "2026-02-01T18:04:52Z",
+            "period_end": "2026-03-01T18:04:52Z",
+            "consumption": head,
+        },
+        {
+            "period_id": f"period-{pid}-next",
+            "period_plan": "scale",
+            "period_start": "2026-03-01T18:04:52Z",
+            "consumption": tail,
+        },
+    ]
+
+
+def day_split_across_periods(b: Body) -> None:
+    # the day the period turns over, clipped at that instant: 60 + 24 and 700000000 + 58513664
+    b["projects"][0]["periods"] = split_period(
+        P1,
+        [part(1, "00:00:00", "18:04:52", cu=60, root=700000000)],
+        [part(1, "18:04:52", "24:00:00", cu=24, root=58513664), frame(2)],
+    )
+
+
+def overlap_across_periods(b: Body) -> None:
+    b["projects"][0]["periods"] = split_period(
+        P1, [part(1, "00:00:00", "18:04:52")], [part(1, "12:00:00", "24:00:00"), frame(2)]
+    )
+
+
 def conflicting_frame(b: Body) -> None:
     b["projects"][0]["periods"][0]["consumption"].append(frame(1, cu=999))
 
@@ -182,8 +226,9 @@ def unasked_project(b: Body) -> None:
     b["projects"].append(project("p-stranger-333"))
 
 
-def raw(text: str) -> bytes:
-    return json.dumps(good_body()).replace('"value": 84', f'"value": {text}', 1).encode()
+def raw(text: str, was: str = "84") -> bytes:
+    # the first value `was` written as the literal JSON `text` (json.dumps cannot write NaN, 84.0)
+    return json.dumps(good_body()).replace(f'"value": {was}', f'"value": {text}', 1).encode()
 
 
 @dataclass
@@ -260,6 +305,9 @@ ERRORS = [
     Hostile("value-negative", on_metric("value", -84), says="negative"),
     Hostile("value-nan", body=raw("NaN"), says="integer"),
     Hostile("value-infinity", body=raw("Infinity"), says="integer"),
+    Hostile("value-float-negative-integral", body=raw("-84.0"), says="negative"),
+    # 2**53 + 2 as a float: integral, but past the floats that are exact integers
+    Hostile("value-float-not-exact", body=raw("9007199254740994.0"), says="integer"),
     Hostile("value-huge", on_metric("value", 10**27), says="26 digits", audit=True),
     # timeframes that do not answer the request
     Hostile("timeframe-after-window", replace_frames(frame(1), frame(5)), says="outside"),
@@ -267,20 +315,36 @@ ERRORS = [
     Hostile(
         "timeframe-two-days",
         on_frame("timeframe_end", "2026-03-03T00:00:00Z"),
-        says="not one whole UTC day",
+        says="crosses a UTC midnight",
     ),
     Hostile(
-        "timeframe-not-at-midnight",
+        "timeframe-across-midnight",
         replace_frames(
-            {**frame(1), "timeframe_start": "2026-03-01T06:00:00Z"},
+            {
+                **frame(1),
+                "timeframe_start": "2026-03-01T18:00:00Z",
+                "timeframe_end": "2026-03-02T06:00:00Z",
+            },
         ),
-        says="not one whole UTC day",
+        says="crosses a UTC midnight",
     ),
     Hostile(
         "timeframe-end-before-start",
         on_frame("timeframe_end", "2026-02-28T00:00:00Z"),
-        says="not one whole UTC day",
+        says="does not end after it starts",
     ),
+    Hostile(
+        "timeframe-empty",
+        on_frame("timeframe_end", "2026-03-01T00:00:00Z"),
+        says="does not end after it starts",
+    ),
+    # parts of one day that overlap would count the overlap twice
+    Hostile(
+        "timeframes-overlap-in-a-period",
+        replace_frames(part(1, "00:00:00", "12:00:00"), part(1, "06:00:00", "24:00:00"), frame(2)),
+        says="overlaps",
+    ),
+    Hostile("timeframes-overlap-across-periods", overlap_across_periods, says="overlaps"),
     # duplicates that disagree
     Hostile("duplicate-timeframe-conflicting", conflicting_frame, says="twice with different"),
     Hostile("duplicate-project-conflicting", conflicting_project, says="twice with different"),
@@ -357,8 +421,29 @@ TOLERATED = [
     Hostile("pagination-null", on_body("pagination", None)),
     Hostile("last-page-without-cursor", on_body("pagination", {})),
     Hostile("unknown-fields-ignored", on_frame("granularity_note", "x")),
+    # JSON Schema's integer matches a number with a zero fractional part, whatever its spelling
+    # a daily timeframe may be part of a UTC day (the document never promises whole days)
+    Hostile(
+        "timeframe-part-of-a-day",
+        replace_frames({**frame(1), "timeframe_start": "2026-03-01T06:00:00Z"}, frame(2)),
+    ),
+    Hostile(
+        "day-in-parts-of-one-period-adds-up",
+        replace_frames(
+            part(1, "00:00:00", "06:00:00", cu=80, root=0),
+            part(1, "06:00:00", "24:00:00", cu=4, root=758513664),
+            frame(2),
+        ),
+    ),
+    Hostile("day-split-across-two-periods-adds-up", day_split_across_periods),
+    Hostile("value-integral-float", body=raw("84.0")),
+    Hostile("value-integral-float-exponent", body=raw("7.58513664e8", was="758513664")),
 ]
 EXTRA = {"unknown-metric-is-kept": {(P1, "future_metric_seconds", DAYS[0], Decimal(5))}}
+PARTS = {  # rows beyond one per (project, metric, day): a day answered in two parts
+    "day-in-parts-of-one-period-adds-up": len(METRICS),
+    "day-split-across-two-periods-adds-up": len(METRICS),
+}
 
 
 @pytest.mark.parametrize("case", TOLERATED, ids=[c.id for c in TOLERATED])
@@ -385,9 +470,11 @@ def test_tolerated_answer_writes_exactly_the_right_rows(
                 provider_coverage.c.status,
             )
         ).all()
-    assert {(r[0], r[1], r[2], Decimal(r[3])) for r in usage} == good_rows() | EXTRA.get(
-        case.id, set()
-    )
-    assert len(usage) == len(good_rows()) + len(EXTRA.get(case.id, set()))
+    # a day may come in several timeframes (rows): what users rely on is each day's exact sum
+    sums: dict[tuple[str, str, date], Decimal] = {}
+    for r in usage:
+        sums[(r[0], r[1], r[2])] = sums.get((r[0], r[1], r[2]), Decimal(0)) + Decimal(r[3])
+    assert {(*k, v) for k, v in sums.items()} == good_rows() | EXTRA.get(case.id, set())
+    assert len(usage) == len(good_rows()) + len(EXTRA.get(case.id, set())) + PARTS.get(case.id, 0)
     assert {r[4] for r in usage if r[1] == "future_metric_seconds"} <= {"unit"}
     assert sorted(cov) == sorted((p, d, "complete") for p in (P1, P2) for d in DAYS)

@@ -2,9 +2,9 @@
 
 ``GET /api/v2/consumption_history/v2/projects`` with bearer auth; ``org_id``, ``metrics``,
 ``granularity``, ``from``/``to`` always sent, ``limit=100``. Configured projects go as
-``project_ids`` in chunks of at most 100; otherwise the whole organization is paged by cursor.
-Paging stops on a short or empty page (or a page without a cursor); a repeated cursor is an
-error. A range of days is one request series (chunks × pages) for the whole range, never one
+``project_ids`` in chunks of at most 100 and at most ``limit``; otherwise the whole
+organization is paged by cursor. Paging stops on a short or empty page (or a page without a
+cursor); a repeated cursor is an error. A range of days is one request series (chunks × pages) for the whole range, never one
 per day.
 
 Lookback: daily figures exist only ``daily_lookback_days`` (60) back from Neon's clock. Days
@@ -121,7 +121,14 @@ def _text_or_null(v: Any) -> Any:
     return v if v is None else _text_datetime(v)
 
 
+_EXACT_FLOAT = 2**53  # floats below this magnitude hold every integer exactly
+
+
 def _count(v: Any) -> Any:
+    # JSON Schema's integer also matches 84.0 or 7.58513664e8: taken as that int when the float
+    # is exactly an integer; 84.5, NaN, Infinity and floats past 2**53 (rounded) are refused
+    if isinstance(v, float) and v.is_integer() and abs(v) < _EXACT_FLOAT:
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"must be an integer, got {v!r}")
     if v < 0:
@@ -313,13 +320,14 @@ class NeonClient(ProviderClient):
 
     # -- requests ------------------------------------------------------------------------------
     def chunks(self) -> list[list[str] | None]:
-        """``project_ids`` chunks of at most 100, or ``[None]`` for the whole organization."""
+        """``project_ids`` chunks of at most 100 and at most ``page_limit``, or ``[None]`` for
+        the whole organization."""
         if not self.project_ids:
             return [None]
-        return [
-            self.project_ids[i : i + MAX_PROJECT_IDS]
-            for i in range(0, len(self.project_ids), MAX_PROJECT_IDS)
-        ]
+        # the document does not say `limit` applies with `project_ids`: a provider may answer a
+        # whole chunk on one page, which must then still fit the page check against `limit`
+        size = min(MAX_PROJECT_IDS, self.page_limit)
+        return [self.project_ids[i : i + size] for i in range(0, len(self.project_ids), size)]
 
     def fetch_projects(
         self, granularity: Granularity, start: datetime, end: datetime
@@ -339,9 +347,36 @@ class NeonClient(ProviderClient):
         for chunk in self.chunks():
             params = base + ([("project_ids", ",".join(chunk))] if chunk else [])
             out += self._pages(params, chunk, window)
+        frames: dict[str, set[tuple[datetime, datetime]]] = {}
         for project in out:
             self._check_timeframes(project, granularity, start, end, window)
+            frames.setdefault(project.project_id, set()).update(
+                (f.timeframe_start, f.timeframe_end)
+                for per in project.periods
+                for f in per.consumption
+                if f.timeframe_start != end  # dropped below: not asked for
+            )
+        for pid, spans in frames.items():
+            self._check_overlaps(pid, spans, window)
         return out
+
+    def _check_overlaps(
+        self, project_id: str, spans: set[tuple[datetime, datetime]], window: str
+    ) -> None:
+        """Distinct timeframes of one project never overlap: their rows add up to the day, so
+        an overlap would count its usage twice. The same timeframe in two billing periods holds
+        each period's share (or is an identical copy, collapsed later), so it is not one."""
+        last: tuple[datetime, datetime] | None = None
+        for t0, t1 in sorted(spans):
+            if last is not None and t0 < last[1]:
+                raise self._error(
+                    f"project {project_id} timeframe {iso_utc(t0)}..{iso_utc(t1)} overlaps "
+                    f"timeframe {iso_utc(last[0])}..{iso_utc(last[1])}; refusing to count "
+                    "the overlap twice",
+                    window,
+                )
+            if last is None or t1 > last[1]:
+                last = (t0, t1)
 
     def _pages(
         self, params: list[tuple[str, str]], chunk: list[str] | None, window: str
@@ -414,8 +449,10 @@ class NeonClient(ProviderClient):
         end: datetime,
         window: str,
     ) -> None:
-        """Every timeframe lies inside the request and is one whole bucket of ``granularity``
-        (a day, or a calendar month recorded on its first day)."""
+        """Every timeframe lies inside the request and inside one bucket of ``granularity``: a
+        daily one within one UTC day (the document never promises whole days; a billing period
+        may turn over inside a day and clip its frames there), a monthly one a calendar month
+        recorded on its first day."""
         for period in project.periods:
             for frame in period.consumption:
                 t0, t1 = frame.timeframe_start, frame.timeframe_end
@@ -429,10 +466,15 @@ class NeonClient(ProviderClient):
                     continue
                 if not start <= t0 < end:
                     raise self._error(f"{where} lies outside the requested window", window)
+                if t1 <= t0:
+                    raise self._error(f"{where} does not end after it starts", window)
                 if granularity == "daily":
-                    whole = t0 == utc_midnight(t0.date()) and t1 - t0 == timedelta(days=1)
-                    if not whole:
-                        raise self._error(f"{where} is not one whole UTC day", window)
+                    if t1 > utc_midnight(t0.date() + timedelta(days=1)):
+                        raise self._error(
+                            f"{where} crosses a UTC midnight (a daily timeframe lies within "
+                            "one UTC day)",
+                            window,
+                        )
                 elif granularity == "monthly":
                     month = utc_midnight(month_start(t0.date()))
                     if t0 != month or t1 != utc_midnight(next_month(t0.date())):
