@@ -8,7 +8,8 @@ error); ``details`` is decoded from its JSON-encoded string.
 Every field of the response and of a record is required by the OpenAPI: an absent or null
 ``usage``, ``total`` or ``total_cost`` is an error, never an empty page. An app whose answer
 holds no record at all for the window is ``unavailable`` (storage is billed per minute even for
-stopped CVMs, so a live app always has records); see docs/providers/phala.md.
+stopped CVMs, so a live app always has records), and so is a day without records after the
+app's first record day (a gap or the provider's lag); see docs/providers/phala.md.
 """
 
 from __future__ import annotations
@@ -309,9 +310,11 @@ class PhalaClient(ProviderClient):
         fetched_at = datetime.now(UTC)
         for app_id in app_ids:
             per_day: dict[date, int] = dict.fromkeys(wanted, 0)
-            records = 0
+            first_day: date | None = None  # the app's first day with records in the span
             for page in self.record_pages(app_id, start, end):
-                records += len(page)
+                if page:
+                    earliest = min(rec.billing_day for rec in page)
+                    first_day = earliest if first_day is None else min(first_day, earliest)
                 self.sync_stats()
                 # a full page (5,000 records) is normalized and handed on a slice at a time:
                 # its rows, their warehouse records and their insert never all exist at once
@@ -324,7 +327,7 @@ class PhalaClient(ProviderClient):
                     for row in rows:
                         per_day[row.usage_date] += 1
                     yield FetchChunk(rows, [])
-            yield FetchChunk([], app_coverage(app_id, wanted, per_day, records))
+            yield FetchChunk([], app_coverage(app_id, wanted, per_day, first_day))
         self.sync_stats()
 
 
@@ -334,10 +337,11 @@ def _digest(rec: PhalaUsageRecord) -> int:
 
 
 def app_coverage(
-    app_id: str, wanted: list[date], per_day: dict[date, int], records: int
+    app_id: str, wanted: list[date], per_day: dict[date, int], first_day: date | None
 ) -> list[DayCoverage]:
-    """One app's coverage of ``wanted`` once its series ended (``per_day``: rows per day)."""
-    if not records:
+    """One app's coverage of ``wanted`` once its series ended (``per_day``: rows per day,
+    ``first_day``: the earliest ``billing_day`` of any record answered, None when none was)."""
+    if first_day is None:
         # storage is billed per minute even for stopped CVMs: a live app always has records,
         # so an answer with none is missing data (or a deleted app), not zero usage
         window = f"{wanted[0].isoformat()}..{wanted[-1].isoformat()}"
@@ -346,10 +350,22 @@ def app_coverage(
             f"{window} (a live app is billed storage every minute, so none is not zero usage)"
         )
         return [DayCoverage(PROVIDER, app_id, d, "unavailable", reason, 0) for d in wanted]
-    # A day without records while the app has records on other days stays complete: the app
-    # did not exist yet or was deleted that day (the contract has no per-day "no data" signal,
-    # and the answer covered the whole window).
-    return [DayCoverage(PROVIDER, app_id, d, "complete", None, per_day[d]) for d in wanted]
+    out: list[DayCoverage] = []
+    for d in wanted:
+        if per_day[d] or d < first_day:
+            # before its first record day the app did not exist yet (apps created mid-range):
+            # zero rows there is the truth, not a gap
+            out.append(DayCoverage(PROVIDER, app_id, d, "complete", None, per_day[d]))
+            continue
+        # once the app exists storage is billed every minute, so a day without records (a gap,
+        # or trailing days the provider has not loaded yet) is missing data, not zero usage
+        reason = (
+            f"provider_unavailable: Phala's answer holds no usage record for app {app_id} on "
+            f"{d.isoformat()} although it has records from {first_day.isoformat()} (storage is "
+            "billed every minute once an app exists, so none is not zero usage)"
+        )
+        out.append(DayCoverage(PROVIDER, app_id, d, "unavailable", reason, 0))
+    return out
 
 
 def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> UsageRow:
