@@ -320,6 +320,8 @@ TOLERATED = [
     Hostile("unknown-event-type-is-kept", on_record("event_type", "cvm_usage_v2")),
     Hostile("identical-duplicate-collapses", identical_copy),
     Hostile("details-null", on_record("details", None)),
+    Hostile("details-empty-string-is-null", on_record("details", "")),
+    Hostile("details-whitespace-is-null", on_record("details", " \n\t")),
     Hostile("total-counts-all-records", on_body("total", 99999)),  # the other reading of total
     Hostile("total-cost-disagrees", on_body("total_cost", 0)),  # not compared: INFERRED meaning
     Hostile("timestamp-later-than-the-period", late_stamp),

@@ -89,7 +89,8 @@ class PhalaUsageRecord(BaseModel):
         return v
 
     def decoded_details(self) -> dict[str, Any] | None:
-        if self.details is None:
+        # "" is a string column's default: no details, like null (never "not valid JSON")
+        if self.details is None or not self.details.strip():
             return None
         value = json.loads(self.details)
         return value if isinstance(value, dict) else {"value": value}
