@@ -191,3 +191,22 @@ def test_details_that_are_not_json_are_an_error(sandbox: Sandbox) -> None:
 def test_empty_api_key_is_refused() -> None:
     with pytest.raises(ValueError, match="PHALA_API_KEY"):
         PhalaClient("http://x", "")
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("0.30000000000000004", Decimal("0.300000000000")),  # Float64 noise: 12 decimals
+        ("0.1234567890125", Decimal("0.123456789012")),  # half-even, not half-up
+        ("0.1", Decimal("0.1")),  # exact floats unchanged
+        ("5", Decimal("5")),
+        ("1e-13", Decimal("0E-12")),
+    ],
+)
+def test_float_noise_beyond_the_storage_scale_is_rounded_half_even(
+    sent: str, kept: Decimal
+) -> None:
+    rec = phala_records(7, APP, D1)[0]
+    body = json.dumps({**rec, "cost": "@@"}).replace('"@@"', sent)
+    parsed = phala.PhalaUsageRecord.model_validate_json(body)
+    assert parsed.cost == kept and str(parsed.cost) == str(kept)

@@ -313,7 +313,14 @@ def day_at_end_date(b: Body) -> None:
     moved_to("2026-11-03")({"usage": [extra]})
 
 
+def float_noise(b: Body) -> None:
+    # conforming `type: number` values with binary noise beyond the warehouse's 12 decimals
+    b["usage"][0]["cost"] = 0.1 + 0.2  # 0.30000000000000004
+    b["usage"][0]["duration_minutes"] = 59.99999999999999
+
+
 TOLERATED = [
+    Hostile("float-noise-is-rounded-to-12-decimals", float_noise),
     Hostile("record-on-the-day-starting-at-end-date-is-dropped", day_at_end_date),
     Hostile("timestamp-is-the-hour-bucket-before-billing-start", hour_bucket_stamp),
     Hostile("unknown-usage-type-is-kept", extra_record),
@@ -333,6 +340,9 @@ def expected_rows(case_id: str) -> set[tuple]:
     recs = good_records()
     if case_id == "unknown-usage-type-is-kept":
         recs = [*recs, {**recs[0], "usage_type": "gpu", "billing_key": "gpu-1", "cost": 0.25}]
+    if case_id == "float-noise-is-rounded-to-12-decimals":  # half-even at 12 decimals
+        recs = [{**recs[0], "cost": "0.300000000000", "duration_minutes": "60.000000000000"}]
+        recs += good_records()[1:]
     return {
         (
             r["billing_key"],

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Unpack
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from usage_orchestration.core.dates import as_utc, iso_utc, utc_midnight
+from usage_orchestration.core.money import CONTEXT, QUANTUM, SCALE
 from usage_orchestration.providers.http import (
     HttpOptions,
     PageGuard,
@@ -49,10 +50,18 @@ ROWS_PER_CHUNK = 1000
 
 def _json_number(v: Any) -> Any:
     """``type: number``: a JSON number, never text or a boolean (pydantic would read "1.5" and
-    true as numbers). Floats go through str so 0.1 stays 0.1."""
+    true as numbers). Floats go through str so 0.1 stays 0.1; a float with more decimals than
+    the warehouse's scale (0.30000000000000004, a Float64 sum) is rounded half-even to it: the
+    digits beyond are binary noise, and kept they would fail the storage audit on every run."""
     if isinstance(v, bool) or not isinstance(v, int | float | Decimal):
         raise ValueError(f"must be a JSON number, got {v!r}")
-    return str(v) if isinstance(v, float) else v
+    if not isinstance(v, float):
+        return v
+    exact = Decimal(str(v))
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -SCALE:  # finite and over-precise
+        return exact.quantize(QUANTUM, rounding=ROUND_HALF_EVEN, context=CONTEXT)
+    return str(v)
 
 
 class PhalaUsageRecord(BaseModel):
