@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -210,3 +210,15 @@ def test_float_noise_beyond_the_storage_scale_is_rounded_half_even(
     body = json.dumps({**rec, "cost": "@@"}).replace('"@@"', sent)
     parsed = phala.PhalaUsageRecord.model_validate_json(body)
     assert parsed.cost == kept and str(parsed.cost) == str(kept)
+
+
+def test_integral_floats_are_integers_and_keep_their_text() -> None:
+    rec = phala_records(7, APP, D1)[0]
+    team, project = rec["team_id"], rec["project_id"]
+    parsed = phala.PhalaUsageRecord.model_validate_json(
+        json.dumps({**rec, "team_id": float(team), "project_id": float(project)})
+    )
+    assert (type(parsed.team_id), parsed.team_id, parsed.project_id) == (int, team, project)
+    row = phala.normalize(parsed, APP, datetime.now(UTC))
+    assert row.billing_account_id == str(team)  # "5001", never "5001.0"
+    assert json.loads(row.details or "{}")["project_id"] == project

@@ -205,7 +205,12 @@ ERRORS = [
     Hostile("cost-null", on_record("cost", None), says="JSON number"),
     Hostile("duration-string", on_record("duration_minutes", "60"), says="JSON number"),
     Hostile("project-id-string", on_record("project_id", "5001"), says="project_id"),
-    Hostile("project-id-float", on_record("project_id", 5001.0), says="project_id"),
+    Hostile("project-id-fractional", on_record("project_id", 5001.5), says="project_id"),
+    Hostile("team-id-fractional", on_record("team_id", 5001.5), says="team_id"),
+    Hostile("project-id-float-beyond-2-53", on_record("project_id", 2.0**53), says="project_id"),
+    Hostile("total-fractional", on_body("total", 3.5), says="total"),
+    Hostile("total-string", on_body("total", "3"), says="total"),
+    Hostile("total-bool", on_body("total", True), says="total"),
     Hostile("team-id-bool", on_record("team_id", True), says="team_id"),
     Hostile("billing-key-number", on_record("billing_key", 12), says="billing_key"),
     Hostile("billing-key-empty", on_record("billing_key", ""), says="billing_key"),
@@ -319,7 +324,15 @@ def float_noise(b: Body) -> None:
     b["usage"][0]["duration_minutes"] = 59.99999999999999
 
 
+def integral_floats(b: Body) -> None:
+    # JSON Schema integers: 5001.0 and 5e2 are integers (json.dumps writes them as floats)
+    b["usage"][0]["project_id"] = float(b["usage"][0]["project_id"])
+    b["usage"][0]["team_id"] = float(b["usage"][0]["team_id"])
+    b["total"] = 5e2
+
+
 TOLERATED = [
+    Hostile("integral-floats-are-integers", integral_floats),
     Hostile("float-noise-is-rounded-to-12-decimals", float_noise),
     Hostile("record-on-the-day-starting-at-end-date-is-dropped", day_at_end_date),
     Hostile("timestamp-is-the-hour-bucket-before-billing-start", hour_bucket_stamp),

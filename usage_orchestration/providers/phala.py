@@ -64,13 +64,24 @@ def _json_number(v: Any) -> Any:
     return str(v)
 
 
+def _json_integer(v: Any) -> Any:
+    """``type: integer``: JSON Schema (OpenAPI 3.1) counts 2.0 and 5e2 as integers, so a float
+    with no fractional part is that int; below 2**53 only, where a float is still exact. Text,
+    booleans and 5001.5 are not integers (strict int would read "5001" and true)."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"must be a JSON integer, got {v!r}")
+    return v
+
+
 class PhalaUsageRecord(BaseModel):
     """MeteredUsageResponse: every field is required by the contract."""
 
     model_config = ConfigDict(extra="ignore")
 
     instance_id: str
-    project_id: int = Field(strict=True)  # strict: "5001", 5001.0 and true are not integers
+    project_id: int = Field(strict=True)  # strict after _integer: "5001" and true are not ints
     team_id: int = Field(strict=True)
     timestamp: str
     event_type: str
@@ -88,6 +99,11 @@ class PhalaUsageRecord(BaseModel):
     @classmethod
     def _number(cls, v: Any) -> Any:
         return _json_number(v)
+
+    @field_validator("project_id", "team_id", mode="before")
+    @classmethod
+    def _integer(cls, v: Any) -> Any:
+        return _json_integer(v)
 
     @field_validator("billing_day", mode="before")
     @classmethod
@@ -118,6 +134,11 @@ class PhalaUsagePage(BaseModel):
     @classmethod
     def _number(cls, v: Any) -> Any:
         return _json_number(v)
+
+    @field_validator("total", mode="before")
+    @classmethod
+    def _integer(cls, v: Any) -> Any:
+        return _json_integer(v)
 
 
 def _error(app_id: str, window: str, message: str) -> ProviderResponseError:
