@@ -229,7 +229,8 @@ ERRORS = [
     Hostile("cost-minus-infinity", body=raw("-Infinity"), says="cost"),
     # records on days the request did not ask for, or that contradict their own day
     Hostile("billing-day-after-window", moved_to("2026-11-05"), says="outside the window"),
-    Hostile("billing-day-before-window", moved_to("2026-10-31"), says="outside the window"),
+    # 2026-10-31 is the padded day asked for before start (dropped); the day before it is not
+    Hostile("billing-day-before-window", moved_to("2026-10-30"), says="outside the window"),
     Hostile(
         "billing-day-disagrees-with-billing-start",
         on_record("billing_day", "2026-11-02"),
@@ -331,7 +332,15 @@ def integral_floats(b: Body) -> None:
     b["total"] = 5e2
 
 
+def day_before_start(b: Body) -> None:
+    # start_date is asked a day early: that day's records are answered, and dropped
+    extra = copy.deepcopy(b["usage"][0])
+    b["usage"].append(extra)
+    moved_to("2026-10-31")({"usage": [extra]})
+
+
 TOLERATED = [
+    Hostile("record-on-the-padded-day-before-start-is-dropped", day_before_start),
     Hostile("integral-floats-are-integers", integral_floats),
     Hostile("float-noise-is-rounded-to-12-decimals", float_noise),
     Hostile("record-on-the-day-starting-at-end-date-is-dropped", day_at_end_date),
@@ -392,3 +401,32 @@ def test_tolerated_answer_writes_exactly_the_right_rows(
     assert got == want and len(usage) == len(want)
     per_day = {d: sum(1 for w in want if w[2] == d) for d in DAYS}
     assert sorted(cov) == sorted((APP, d, "complete", per_day[d]) for d in DAYS)
+
+
+@pytest.mark.parametrize("exclusive", [False, True], ids=["inclusive-start", "exclusive-start"])
+def test_either_reading_of_start_date_yields_every_record_of_the_first_day(
+    exclusive: bool,
+) -> None:
+    """A server may read start_date as exclusive (billing_start > start_date): the first
+    day's 00:00 records must still arrive, so the request starts a day early."""
+    pool = [r for d in [date(2026, 10, 31), *DAYS] for r in phala_records(7, APP, d)]
+    first = [r for r in good_records() if r["billing_day"] == DAYS[0].isoformat()]
+    assert any(r["billing_start"].endswith("T00:00:00Z") for r in first)  # the case at stake
+
+    def handle(req: httpx.Request) -> httpx.Response:
+        since = req.url.params["start_date"]
+        until = req.url.params["end_date"]
+        kept = [
+            r
+            for r in pool
+            if (r["billing_start"] > since if exclusive else r["billing_start"] >= since)
+            and r["billing_start"] < until
+        ]
+        limit, offset = int(req.url.params["limit"]), int(req.url.params["offset"])
+        return httpx.Response(200, json=page_of(kept[offset : offset + limit]))
+
+    result = fetch(handle)
+    assert {r.source_key for r in result.rows} == {r["billing_key"] for r in good_records()}
+    assert {c.usage_date: c.row_count for c in result.coverage} == {
+        d: sum(1 for r in good_records() if r["billing_day"] == d.isoformat()) for d in DAYS
+    }

@@ -1,7 +1,8 @@
 """Phala Cloud app metered usage (specs/phala-app-usage.md, provider-notes.md).
 
 Both dates are always sent (the API otherwise defaults to a moving 7-day window, so pages would
-shift between requests); pages of ``limit`` records go by ``offset`` until a short page; records
+shift between requests), start_date one day early (its inclusiveness is undocumented; the padded
+day's records are dropped); pages of ``limit`` records go by ``offset`` until a short page; records
 are de-duplicated on ``billing_key`` (ordering is undocumented; copies that disagree are an
 error); ``details`` is decoded from its JSON-encoded string.
 
@@ -241,8 +242,13 @@ class PhalaClient(ProviderClient):
         one page however long the window."""
         window = f"{start.isoformat()}..{end_inclusive.isoformat()}"
         after = end_inclusive + timedelta(days=1)  # end_date: the midnight ending the window
+        # start_date is asked one day early: whether it is inclusive is undocumented, and a
+        # server reading it as exclusive would drop the first day's 00:00 record; the day before
+        # is complete and stable, and its records, not asked for, are dropped
+        before = start - timedelta(days=1)
+        padding = {before, after}
         params_base = {
-            "start_date": iso_utc(utc_midnight(start)),
+            "start_date": iso_utc(utc_midnight(before)),
             "end_date": iso_utc(utc_midnight(after)),
             "limit": self.page_size,
         }
@@ -261,11 +267,11 @@ class PhalaClient(ProviderClient):
             page = self._parse_page(response, app_id, window, offset)
             new = self._merge(page, seen, app_id, window, offset)
             for rec in new:
-                if rec.billing_day != after:
+                if rec.billing_day not in padding:
                     check_record(rec, app_id, start, end_inclusive)
-            # the other reading of end_date (inclusive): records of the day that starts at it
-            # were not asked for and are dropped, as any day outside the request would be
-            yield [r for r in new if r.billing_day != after]
+            # the padded day before start, and the other reading of end_date (inclusive): the
+            # day that starts at it; records of either were not asked for and are dropped
+            yield [r for r in new if r.billing_day not in padding]
             if len(page.usage) < self.page_size:
                 break
             if not new:  # a full page of records already seen: offset is ignored, not paging
