@@ -195,8 +195,11 @@ def minimum_requests(settings: Any, sandbox: Any, days: list[date]) -> dict[str,
     from usage_orchestration.sandbox.phala import phala_records
 
     size = settings.phala.page_size
+    # the client asks start_date a day early (its inclusiveness is undocumented): the sandbox
+    # answers that padded day too, and its records count towards the pages
+    asked = [min(days) - timedelta(days=1), *days] if days else []
     out["phala"] = sum(
-        sum(len(phala_records(sandbox.seed, app_id, d)) for d in days) // size + 1
+        sum(len(phala_records(sandbox.seed, app_id, d)) for d in asked) // size + 1
         for app_id in settings.phala.app_ids
     )
     # Neon: the days inside the daily lookback, one request per project chunk (the org's

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -57,11 +57,13 @@ def test_pages_to_a_short_page_with_both_dates_pinned(sandbox: Sandbox) -> None:
     records = client.fetch_records(APP, D1, D3)
     expected = _expected(sandbox.seed, [D1, date(2026, 11, 2), D3])
     assert {r.billing_key for r in records} == {r["billing_key"] for r in expected}
-    assert len(rec.requests) == len(expected) // 100 + 1
+    # the padded day before start is answered too (its records are dropped)
+    padded = _expected(sandbox.seed, [D1 - timedelta(days=1)])
+    assert len(rec.requests) == (len(padded) + len(expected)) // 100 + 1
     offsets = [int(r.url.params["offset"]) for r in rec.requests]
     assert offsets == [100 * i for i in range(len(rec.requests))]
     for r in rec.requests:  # the same pinned window on every page
-        assert r.url.params["start_date"] == "2026-11-01T00:00:00Z"
+        assert r.url.params["start_date"] == "2026-10-31T00:00:00Z"  # a day early
         assert r.url.params["end_date"] == "2026-11-04T00:00:00Z"
         assert r.url.params["limit"] == "100"
         assert r.headers["X-Phala-Version"] == "2026-01-21"
@@ -191,3 +193,34 @@ def test_details_that_are_not_json_are_an_error(sandbox: Sandbox) -> None:
 def test_empty_api_key_is_refused() -> None:
     with pytest.raises(ValueError, match="PHALA_API_KEY"):
         PhalaClient("http://x", "")
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("0.30000000000000004", Decimal("0.300000000000")),  # Float64 noise: 12 decimals
+        ("0.1234567890125", Decimal("0.123456789012")),  # half-even, not half-up
+        ("0.1", Decimal("0.1")),  # exact floats unchanged
+        ("5", Decimal("5")),
+        ("1e-13", Decimal("0E-12")),
+    ],
+)
+def test_float_noise_beyond_the_storage_scale_is_rounded_half_even(
+    sent: str, kept: Decimal
+) -> None:
+    rec = phala_records(7, APP, D1)[0]
+    body = json.dumps({**rec, "cost": "@@"}).replace('"@@"', sent)
+    parsed = phala.PhalaUsageRecord.model_validate_json(body)
+    assert parsed.cost == kept and str(parsed.cost) == str(kept)
+
+
+def test_integral_floats_are_integers_and_keep_their_text() -> None:
+    rec = phala_records(7, APP, D1)[0]
+    team, project = rec["team_id"], rec["project_id"]
+    parsed = phala.PhalaUsageRecord.model_validate_json(
+        json.dumps({**rec, "team_id": float(team), "project_id": float(project)})
+    )
+    assert (type(parsed.team_id), parsed.team_id, parsed.project_id) == (int, team, project)
+    row = phala.normalize(parsed, APP, datetime.now(UTC))
+    assert row.billing_account_id == str(team)  # "5001", never "5001.0"
+    assert json.loads(row.details or "{}")["project_id"] == project

@@ -205,7 +205,12 @@ ERRORS = [
     Hostile("cost-null", on_record("cost", None), says="JSON number"),
     Hostile("duration-string", on_record("duration_minutes", "60"), says="JSON number"),
     Hostile("project-id-string", on_record("project_id", "5001"), says="project_id"),
-    Hostile("project-id-float", on_record("project_id", 5001.0), says="project_id"),
+    Hostile("project-id-fractional", on_record("project_id", 5001.5), says="project_id"),
+    Hostile("team-id-fractional", on_record("team_id", 5001.5), says="team_id"),
+    Hostile("project-id-float-beyond-2-53", on_record("project_id", 2.0**53), says="project_id"),
+    Hostile("total-fractional", on_body("total", 3.5), says="total"),
+    Hostile("total-string", on_body("total", "3"), says="total"),
+    Hostile("total-bool", on_body("total", True), says="total"),
     Hostile("team-id-bool", on_record("team_id", True), says="team_id"),
     Hostile("billing-key-number", on_record("billing_key", 12), says="billing_key"),
     Hostile("billing-key-empty", on_record("billing_key", ""), says="billing_key"),
@@ -224,7 +229,8 @@ ERRORS = [
     Hostile("cost-minus-infinity", body=raw("-Infinity"), says="cost"),
     # records on days the request did not ask for, or that contradict their own day
     Hostile("billing-day-after-window", moved_to("2026-11-05"), says="outside the window"),
-    Hostile("billing-day-before-window", moved_to("2026-10-31"), says="outside the window"),
+    # 2026-10-31 is the padded day asked for before start (dropped); the day before it is not
+    Hostile("billing-day-before-window", moved_to("2026-10-30"), says="outside the window"),
     Hostile(
         "billing-day-disagrees-with-billing-start",
         on_record("billing_day", "2026-11-02"),
@@ -313,13 +319,38 @@ def day_at_end_date(b: Body) -> None:
     moved_to("2026-11-03")({"usage": [extra]})
 
 
+def float_noise(b: Body) -> None:
+    # conforming `type: number` values with binary noise beyond the warehouse's 12 decimals
+    b["usage"][0]["cost"] = 0.1 + 0.2  # 0.30000000000000004
+    b["usage"][0]["duration_minutes"] = 59.99999999999999
+
+
+def integral_floats(b: Body) -> None:
+    # JSON Schema integers: 5001.0 and 5e2 are integers (json.dumps writes them as floats)
+    b["usage"][0]["project_id"] = float(b["usage"][0]["project_id"])
+    b["usage"][0]["team_id"] = float(b["usage"][0]["team_id"])
+    b["total"] = 5e2
+
+
+def day_before_start(b: Body) -> None:
+    # start_date is asked a day early: that day's records are answered, and dropped
+    extra = copy.deepcopy(b["usage"][0])
+    b["usage"].append(extra)
+    moved_to("2026-10-31")({"usage": [extra]})
+
+
 TOLERATED = [
+    Hostile("record-on-the-padded-day-before-start-is-dropped", day_before_start),
+    Hostile("integral-floats-are-integers", integral_floats),
+    Hostile("float-noise-is-rounded-to-12-decimals", float_noise),
     Hostile("record-on-the-day-starting-at-end-date-is-dropped", day_at_end_date),
     Hostile("timestamp-is-the-hour-bucket-before-billing-start", hour_bucket_stamp),
     Hostile("unknown-usage-type-is-kept", extra_record),
     Hostile("unknown-event-type-is-kept", on_record("event_type", "cvm_usage_v2")),
     Hostile("identical-duplicate-collapses", identical_copy),
     Hostile("details-null", on_record("details", None)),
+    Hostile("details-empty-string-is-null", on_record("details", "")),
+    Hostile("details-whitespace-is-null", on_record("details", " \n\t")),
     Hostile("total-counts-all-records", on_body("total", 99999)),  # the other reading of total
     Hostile("total-cost-disagrees", on_body("total_cost", 0)),  # not compared: INFERRED meaning
     Hostile("timestamp-later-than-the-period", late_stamp),
@@ -331,6 +362,9 @@ def expected_rows(case_id: str) -> set[tuple]:
     recs = good_records()
     if case_id == "unknown-usage-type-is-kept":
         recs = [*recs, {**recs[0], "usage_type": "gpu", "billing_key": "gpu-1", "cost": 0.25}]
+    if case_id == "float-noise-is-rounded-to-12-decimals":  # half-even at 12 decimals
+        recs = [{**recs[0], "cost": "0.300000000000", "duration_minutes": "60.000000000000"}]
+        recs += good_records()[1:]
     return {
         (
             r["billing_key"],
@@ -367,3 +401,32 @@ def test_tolerated_answer_writes_exactly_the_right_rows(
     assert got == want and len(usage) == len(want)
     per_day = {d: sum(1 for w in want if w[2] == d) for d in DAYS}
     assert sorted(cov) == sorted((APP, d, "complete", per_day[d]) for d in DAYS)
+
+
+@pytest.mark.parametrize("exclusive", [False, True], ids=["inclusive-start", "exclusive-start"])
+def test_either_reading_of_start_date_yields_every_record_of_the_first_day(
+    exclusive: bool,
+) -> None:
+    """A server may read start_date as exclusive (billing_start > start_date): the first
+    day's 00:00 records must still arrive, so the request starts a day early."""
+    pool = [r for d in [date(2026, 10, 31), *DAYS] for r in phala_records(7, APP, d)]
+    first = [r for r in good_records() if r["billing_day"] == DAYS[0].isoformat()]
+    assert any(r["billing_start"].endswith("T00:00:00Z") for r in first)  # the case at stake
+
+    def handle(req: httpx.Request) -> httpx.Response:
+        since = req.url.params["start_date"]
+        until = req.url.params["end_date"]
+        kept = [
+            r
+            for r in pool
+            if (r["billing_start"] > since if exclusive else r["billing_start"] >= since)
+            and r["billing_start"] < until
+        ]
+        limit, offset = int(req.url.params["limit"]), int(req.url.params["offset"])
+        return httpx.Response(200, json=page_of(kept[offset : offset + limit]))
+
+    result = fetch(handle)
+    assert {r.source_key for r in result.rows} == {r["billing_key"] for r in good_records()}
+    assert {c.usage_date: c.row_count for c in result.coverage} == {
+        d: sum(1 for r in good_records() if r["billing_day"] == d.isoformat()) for d in DAYS
+    }

@@ -1,14 +1,16 @@
 """Phala Cloud app metered usage (specs/phala-app-usage.md, provider-notes.md).
 
 Both dates are always sent (the API otherwise defaults to a moving 7-day window, so pages would
-shift between requests); pages of ``limit`` records go by ``offset`` until a short page; records
+shift between requests), start_date one day early (its inclusiveness is undocumented; the padded
+day's records are dropped); pages of ``limit`` records go by ``offset`` until a short page; records
 are de-duplicated on ``billing_key`` (ordering is undocumented; copies that disagree are an
 error); ``details`` is decoded from its JSON-encoded string.
 
 Every field of the response and of a record is required by the OpenAPI: an absent or null
 ``usage``, ``total`` or ``total_cost`` is an error, never an empty page. An app whose answer
 holds no record at all for the window is ``unavailable`` (storage is billed per minute even for
-stopped CVMs, so a live app always has records); see docs/providers/phala.md.
+stopped CVMs, so a live app always has records), and so is a day without records after the
+app's first record day (a gap or the provider's lag); see docs/providers/phala.md.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Unpack
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from usage_orchestration.core.dates import as_utc, iso_utc, utc_midnight
+from usage_orchestration.core.money import CONTEXT, QUANTUM, SCALE
 from usage_orchestration.providers.http import (
     HttpOptions,
     PageGuard,
@@ -48,10 +51,29 @@ ROWS_PER_CHUNK = 1000
 
 def _json_number(v: Any) -> Any:
     """``type: number``: a JSON number, never text or a boolean (pydantic would read "1.5" and
-    true as numbers). Floats go through str so 0.1 stays 0.1."""
+    true as numbers). Floats go through str so 0.1 stays 0.1; a float with more decimals than
+    the warehouse's scale (0.30000000000000004, a Float64 sum) is rounded half-even to it: the
+    digits beyond are binary noise, and kept they would fail the storage audit on every run."""
     if isinstance(v, bool) or not isinstance(v, int | float | Decimal):
         raise ValueError(f"must be a JSON number, got {v!r}")
-    return str(v) if isinstance(v, float) else v
+    if not isinstance(v, float):
+        return v
+    exact = Decimal(str(v))
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -SCALE:  # finite and over-precise
+        return exact.quantize(QUANTUM, rounding=ROUND_HALF_EVEN, context=CONTEXT)
+    return str(v)
+
+
+def _json_integer(v: Any) -> Any:
+    """``type: integer``: JSON Schema (OpenAPI 3.1) counts 2.0 and 5e2 as integers, so a float
+    with no fractional part is that int; below 2**53 only, where a float is still exact. Text,
+    booleans and 5001.5 are not integers (strict int would read "5001" and true)."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"must be a JSON integer, got {v!r}")
+    return v
 
 
 class PhalaUsageRecord(BaseModel):
@@ -60,7 +82,7 @@ class PhalaUsageRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     instance_id: str
-    project_id: int = Field(strict=True)  # strict: "5001", 5001.0 and true are not integers
+    project_id: int = Field(strict=True)  # strict after _integer: "5001" and true are not ints
     team_id: int = Field(strict=True)
     timestamp: str
     event_type: str
@@ -79,6 +101,11 @@ class PhalaUsageRecord(BaseModel):
     def _number(cls, v: Any) -> Any:
         return _json_number(v)
 
+    @field_validator("project_id", "team_id", mode="before")
+    @classmethod
+    def _integer(cls, v: Any) -> Any:
+        return _json_integer(v)
+
     @field_validator("billing_day", mode="before")
     @classmethod
     def _day_text(cls, v: Any) -> Any:
@@ -88,7 +115,8 @@ class PhalaUsageRecord(BaseModel):
         return v
 
     def decoded_details(self) -> dict[str, Any] | None:
-        if self.details is None:
+        # "" is a string column's default: no details, like null (never "not valid JSON")
+        if self.details is None or not self.details.strip():
             return None
         value = json.loads(self.details)
         return value if isinstance(value, dict) else {"value": value}
@@ -107,6 +135,11 @@ class PhalaUsagePage(BaseModel):
     @classmethod
     def _number(cls, v: Any) -> Any:
         return _json_number(v)
+
+    @field_validator("total", mode="before")
+    @classmethod
+    def _integer(cls, v: Any) -> Any:
+        return _json_integer(v)
 
 
 def _error(app_id: str, window: str, message: str) -> ProviderResponseError:
@@ -209,8 +242,13 @@ class PhalaClient(ProviderClient):
         one page however long the window."""
         window = f"{start.isoformat()}..{end_inclusive.isoformat()}"
         after = end_inclusive + timedelta(days=1)  # end_date: the midnight ending the window
+        # start_date is asked one day early: whether it is inclusive is undocumented, and a
+        # server reading it as exclusive would drop the first day's 00:00 record; the day before
+        # is complete and stable, and its records, not asked for, are dropped
+        before = start - timedelta(days=1)
+        padding = {before, after}
         params_base = {
-            "start_date": iso_utc(utc_midnight(start)),
+            "start_date": iso_utc(utc_midnight(before)),
             "end_date": iso_utc(utc_midnight(after)),
             "limit": self.page_size,
         }
@@ -229,11 +267,11 @@ class PhalaClient(ProviderClient):
             page = self._parse_page(response, app_id, window, offset)
             new = self._merge(page, seen, app_id, window, offset)
             for rec in new:
-                if rec.billing_day != after:
+                if rec.billing_day not in padding:
                     check_record(rec, app_id, start, end_inclusive)
-            # the other reading of end_date (inclusive): records of the day that starts at it
-            # were not asked for and are dropped, as any day outside the request would be
-            yield [r for r in new if r.billing_day != after]
+            # the padded day before start, and the other reading of end_date (inclusive): the
+            # day that starts at it; records of either were not asked for and are dropped
+            yield [r for r in new if r.billing_day not in padding]
             if len(page.usage) < self.page_size:
                 break
             if not new:  # a full page of records already seen: offset is ignored, not paging
@@ -309,9 +347,11 @@ class PhalaClient(ProviderClient):
         fetched_at = datetime.now(UTC)
         for app_id in app_ids:
             per_day: dict[date, int] = dict.fromkeys(wanted, 0)
-            records = 0
+            first_day: date | None = None  # the app's first day with records in the span
             for page in self.record_pages(app_id, start, end):
-                records += len(page)
+                if page:
+                    earliest = min(rec.billing_day for rec in page)
+                    first_day = earliest if first_day is None else min(first_day, earliest)
                 self.sync_stats()
                 # a full page (5,000 records) is normalized and handed on a slice at a time:
                 # its rows, their warehouse records and their insert never all exist at once
@@ -324,7 +364,7 @@ class PhalaClient(ProviderClient):
                     for row in rows:
                         per_day[row.usage_date] += 1
                     yield FetchChunk(rows, [])
-            yield FetchChunk([], app_coverage(app_id, wanted, per_day, records))
+            yield FetchChunk([], app_coverage(app_id, wanted, per_day, first_day))
         self.sync_stats()
 
 
@@ -334,10 +374,11 @@ def _digest(rec: PhalaUsageRecord) -> int:
 
 
 def app_coverage(
-    app_id: str, wanted: list[date], per_day: dict[date, int], records: int
+    app_id: str, wanted: list[date], per_day: dict[date, int], first_day: date | None
 ) -> list[DayCoverage]:
-    """One app's coverage of ``wanted`` once its series ended (``per_day``: rows per day)."""
-    if not records:
+    """One app's coverage of ``wanted`` once its series ended (``per_day``: rows per day,
+    ``first_day``: the earliest ``billing_day`` of any record answered, None when none was)."""
+    if first_day is None:
         # storage is billed per minute even for stopped CVMs: a live app always has records,
         # so an answer with none is missing data (or a deleted app), not zero usage
         window = f"{wanted[0].isoformat()}..{wanted[-1].isoformat()}"
@@ -346,10 +387,22 @@ def app_coverage(
             f"{window} (a live app is billed storage every minute, so none is not zero usage)"
         )
         return [DayCoverage(PROVIDER, app_id, d, "unavailable", reason, 0) for d in wanted]
-    # A day without records while the app has records on other days stays complete: the app
-    # did not exist yet or was deleted that day (the contract has no per-day "no data" signal,
-    # and the answer covered the whole window).
-    return [DayCoverage(PROVIDER, app_id, d, "complete", None, per_day[d]) for d in wanted]
+    out: list[DayCoverage] = []
+    for d in wanted:
+        if per_day[d] or d < first_day:
+            # before its first record day the app did not exist yet (apps created mid-range):
+            # zero rows there is the truth, not a gap
+            out.append(DayCoverage(PROVIDER, app_id, d, "complete", None, per_day[d]))
+            continue
+        # once the app exists storage is billed every minute, so a day without records (a gap,
+        # or trailing days the provider has not loaded yet) is missing data, not zero usage
+        reason = (
+            f"provider_unavailable: Phala's answer holds no usage record for app {app_id} on "
+            f"{d.isoformat()} although it has records from {first_day.isoformat()} (storage is "
+            "billed every minute once an app exists, so none is not zero usage)"
+        )
+        out.append(DayCoverage(PROVIDER, app_id, d, "unavailable", reason, 0))
+    return out
 
 
 def normalize(rec: PhalaUsageRecord, app_id: str, fetched_at: datetime) -> UsageRow:
