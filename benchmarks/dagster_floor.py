@@ -14,10 +14,10 @@ materialization per asset and day as it runs.
 
 The last line printed is a JSON object: per range ``wall_s_<n>`` (the ``execute_in_process``
 call), ``create_run_s_<n>`` (from the call to the run's start: creating the run and its planned
-events) and ``events_<n>`` (the run's event count), ``peak_rss_mb_<n>`` (the child's ``VmHWM`` after the
-run: on the ephemeral instance the run's events stay in this process, in its in-memory event
-log); and ``floor_ratio`` = ``wall_s_365 / wall_s_30`` and ``rss_ratio`` (the same of the peaks)
-when both ran. ``range_scaling.py``'s run of every asset spends at least this floor
+events), ``events_<n>`` (the run's event count) and ``peak_rss_mb_<n>`` (the child's ``VmHWM``
+after the run: on the ephemeral instance the run's events stay in this process, in its in-memory
+event log); and ``floor_ratio`` = ``wall_s_365 / wall_s_30`` and ``rss_ratio`` (the same of the
+peaks) when both ran. ``range_scaling.py``'s run of every asset spends at least this floor
 on top of its own work, so its 365-day time is at least ``wall_s_365`` here.
 
 ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1`` in the environment shows what Dagster's

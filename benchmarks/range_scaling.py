@@ -21,7 +21,7 @@ Figures per range (the last line printed is a JSON object):
 - ``requests_<n>``: requests the sandbox received for Forge, Neon and Phala (every status).
 - ``minimum_requests_<n>``: what the sandbox's paging rules make necessary with the settings in
   use (``minimum_requests``): Phala ``records // page_size + 1`` offset pages per app over the
-  range; Neon one request per
+  range and the day before it (the client asks ``start_date`` a day early); Neon one request per
   project chunk for the days inside its daily lookback (the org's projects on one page of 100);
   Forge, per (app, resource) over the days inside its lookback, the pages of the sandbox's answer
   the client must read: ``pageSize`` may count periods or grouped rows (the contract does not

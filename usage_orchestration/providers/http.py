@@ -2,9 +2,11 @@
 
 Timeouts on every request; retries only for what is retryable (429, 5xx, connection errors,
 timeouts, and in-band errors a client marks retryable) with ``Retry-After`` honoured (seconds or
-HTTP date; on a retry status and on a retryable in-band error alike) under a cap and no sleep after the last attempt; a proactive request budget shared
-across processes (a file under ``state_dir``, or any ``RequestBudgets`` the caller passes); pagination guards; and errors that name provider, account, window and status
-while never carrying a secret.
+HTTP date; on a retry status and on a retryable in-band error alike) under a cap and no sleep
+after the last attempt; a proactive request budget shared across processes (a file under
+``state_dir``, or any ``RequestBudgets`` the caller passes); pagination guards; redirects
+refused, never followed; and errors that name provider, account, window and status while never
+carrying a secret.
 """
 
 from __future__ import annotations
