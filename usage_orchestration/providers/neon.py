@@ -4,8 +4,9 @@
 ``granularity``, ``from``/``to`` always sent, ``limit=100``. Configured projects go as
 ``project_ids`` in chunks of at most 100 and at most ``limit``; otherwise the whole
 organization is paged by cursor. Paging stops on a short or empty page (or a page without a
-cursor); a repeated cursor is an error. A range of days is one request series (chunks × pages) for the whole range, never one
-per day.
+cursor); a repeated cursor is an error. A range of days is one request series (chunks × pages)
+for the whole range, never one per day. A daily timeframe may be part of a UTC day (a billing
+period turning over inside it): a day's rows add up to its usage.
 
 Lookback: daily figures exist only ``daily_lookback_days`` (60) back from Neon's clock. Days
 outside that window are reported ``unavailable`` with the reason, never as zero usage, or, when
