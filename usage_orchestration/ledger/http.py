@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from usage_orchestration.ledger import base
@@ -46,12 +46,6 @@ class UsageSummaryItem(_Api):
     resource_type: str
     total_credits: Decimal
     total_events: int
-
-
-class DailyTotal(_Api):
-    day: date = Field(alias="date")
-    resource_type: str
-    total_credits: Decimal
 
 
 class BudgetEntity(_Api):

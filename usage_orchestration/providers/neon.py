@@ -51,7 +51,7 @@ from usage_orchestration.providers.http import (
     body_json,
     offending_item,
 )
-from usage_orchestration.providers.policy import account_budget, schema_problem
+from usage_orchestration.providers.policy import account_budget, integral, schema_problem
 from usage_orchestration.providers.records import DayCoverage, FetchResult, UsageRow
 from usage_orchestration.settings.neon import NEON_ID, NEON_ID_PATTERN, NeonSettings
 
@@ -122,14 +122,10 @@ def _text_or_null(v: Any) -> Any:
     return v if v is None else _text_datetime(v)
 
 
-_EXACT_FLOAT = 2**53  # floats below this magnitude hold every integer exactly
-
-
 def _count(v: Any) -> Any:
-    # JSON Schema's integer also matches 84.0 or 7.58513664e8: taken as that int when the float
-    # is exactly an integer; 84.5, NaN, Infinity and floats past 2**53 (rounded) are refused
-    if isinstance(v, float) and v.is_integer() and abs(v) < _EXACT_FLOAT:
-        v = int(v)
+    # an integral float (84.0, 7.58513664e8) is that int; 84.5, NaN, Infinity and floats past
+    # 2**53 (rounded) are refused
+    v = integral(v)
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"must be an integer, got {v!r}")
     if v < 0:

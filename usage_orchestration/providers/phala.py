@@ -34,7 +34,7 @@ from usage_orchestration.providers.http import (
     ProviderResponseError,
     offending_item,
 )
-from usage_orchestration.providers.policy import schema_problem
+from usage_orchestration.providers.policy import integral, schema_problem
 from usage_orchestration.providers.records import (
     DayCoverage,
     FetchChunk,
@@ -69,8 +69,7 @@ def _json_integer(v: Any) -> Any:
     """``type: integer``: JSON Schema (OpenAPI 3.1) counts 2.0 and 5e2 as integers, so a float
     with no fractional part is that int; below 2**53 only, where a float is still exact. Text,
     booleans and 5001.5 are not integers (strict int would read "5001" and true)."""
-    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
-        return int(v)
+    v = integral(v)
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"must be a JSON integer, got {v!r}")
     return v

@@ -29,6 +29,20 @@ def account_budget(
     return SharedRateBudget(path, max_requests, per_seconds)
 
 
+# floats below this magnitude hold every integer exactly
+_EXACT_FLOAT = 2**53
+
+
+def integral(v: Any) -> Any:
+    """``v``, or the int a float with no fractional part stands for: JSON Schema's (and
+    OpenAPI 3.1's) ``integer`` matches 84.0 and 5e2. Below 2**53 only, where a float is still
+    exact; anything else (84.5, text, booleans) is returned as it is, for the field's own check
+    to refuse."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < _EXACT_FLOAT:
+        return int(v)
+    return v
+
+
 def schema_problem(
     exc: ValidationError, item_of: Callable[[tuple[Any, ...]], str] | None = None
 ) -> str:
