@@ -279,22 +279,29 @@ def locate_usage(node: dict[str, Any], grouped_requested: bool) -> dict[str, Any
     }
 
 
+def _answer_errors(response: httpx.Response) -> tuple[Any, dict[str, Any] | None]:
+    """(top-level ``errors``, in-band ``appResourceUsage.error`` object) of a 2xx answer, each
+    None when absent; both None for a body that is not a JSON object (left to the parser)."""
+    try:
+        body = body_json(response)
+    except ValueError:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    node = _usage_node(body)
+    inband = node.get("error") if isinstance(node, dict) else None
+    return body.get("errors"), inband if isinstance(inband, dict) else None
+
+
 def graphql_error(response: httpx.Response) -> tuple[bool, str] | None:
     """The GraphQL-level error of a 2xx response: top-level ``errors[]`` or the in-band
     ``appResourceUsage.error``; ``(retryable, message)`` or None. A body that is not JSON is left
     to the parser, which names the problem."""
-    try:
-        body = body_json(response)
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    errors = body.get("errors")
+    errors, inband = _answer_errors(response)
     if errors:
         return _top_level_errors(errors)
-    node = _usage_node(body)
-    if isinstance(node, dict) and isinstance(node.get("error"), dict):
-        err = InbandError.model_validate(node["error"])
+    if inband is not None:
+        err = InbandError.model_validate(inband)
         ext = err.extensions or ErrorExtensions()
         detail = ", ".join(
             x
@@ -314,19 +321,11 @@ def graphql_error(response: httpx.Response) -> tuple[bool, str] | None:
 def _error_statuses(response: httpx.Response) -> list[int | None]:
     """``extensions.statusCode`` of each GraphQL error of the answer (top-level ``errors[]``,
     else the in-band error); empty when it reports none."""
-    try:
-        body = body_json(response)
-    except ValueError:
-        return []
-    if not isinstance(body, dict):
-        return []
-    errors = body.get("errors")
+    errors, inband = _answer_errors(response)
     if errors:
         items = errors if isinstance(errors, list) else [errors]
     else:
-        node = _usage_node(body)
-        error = node.get("error") if isinstance(node, dict) else None
-        items = [error] if isinstance(error, dict) else []
+        items = [inband] if inband is not None else []
     out: list[int | None] = []
     for e in items:
         ext = e.get("extensions") if isinstance(e, dict) else None
